@@ -1,0 +1,18 @@
+"""The states of an upstream model process, shared by the process layer and the pure scheduler."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ProcessState(StrEnum):
+    STOPPED = "stopped"
+    STARTING = "starting"
+    READY = "ready"
+    STOPPING = "stopping"
+    SHUTDOWN = "shutdown"  # terminal: the runtime is exiting
+
+    @property
+    def occupies_memory(self) -> bool:
+        """True while a child process may be alive (anything but stopped/shutdown)."""
+        return self not in (ProcessState.STOPPED, ProcessState.SHUTDOWN)
