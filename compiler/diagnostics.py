@@ -32,6 +32,8 @@ class Diagnostic:
     severity: Severity = "error"
     # Optional second location (a merge conflict names both files).
     related: Location | None = None
+    # The key path as a tuple (model ids may contain dots); `path` is its display form.
+    keys: tuple[str | int, ...] = ()
 
     def sort_key(self) -> tuple[str, int, int, str]:
         loc = self.location
