@@ -1,0 +1,107 @@
+"""`${env.NAME}` substitution on raw fragment text, before YAML parsing.
+
+It runs on text (as the Go original does) so a reference works anywhere: in
+keys, in values, inside flow lists like `[${env.KEY}]`.  References inside
+YAML comments are ignored, so a commented-out line never demands a variable.
+We find comments with the YAML scanner: text that lies between tokens is
+whitespace or comment; a reference overlapping a token is live.  When the
+text does not scan, every reference counts as live (the original does the
+same).  Values are escaped like the original (backslash doubled, `"`
+escaped): inside a double-quoted scalar the exact value comes back.
+
+Pure: text and an environment mapping in; new text and diagnostics out.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections.abc import Mapping
+
+import yaml
+
+from compiler.diagnostics import Diagnostic, Location
+from compiler.sourcemap import KeyPath, display_path
+
+ENV_REF = re.compile(r"\$\{env\.([A-Za-z_][A-Za-z0-9_]*)\}")
+_MARKER = "${env."
+
+try:
+    from yaml import CSafeLoader as _ScanLoader
+except ImportError:  # pragma: no cover - depends on the PyYAML build
+    from yaml import SafeLoader as _ScanLoader  # type: ignore[assignment]
+
+
+def _token_spans(text: str) -> tuple[list[int], list[int]] | None:
+    """Sorted starts and ends of every non-empty YAML token; None when the text does not scan."""
+    starts: list[int] = []
+    ends: list[int] = []
+    try:
+        for token in yaml.scan(text, Loader=_ScanLoader):
+            start, end = token.start_mark.index, token.end_mark.index
+            if end > start:
+                starts.append(start)
+                ends.append(end)
+    except (yaml.YAMLError, ValueError, UnicodeError):
+        return None
+    return starts, ends
+
+
+def _is_live(start: int, end: int, spans: tuple[list[int], list[int]] | None) -> bool:
+    if spans is None:
+        return True
+    starts, ends = spans
+    i = bisect.bisect_left(starts, end) - 1  # last token starting before the reference ends
+    return i >= 0 and ends[i] > start
+
+
+def _location(name: str, text: str, index: int) -> Location:
+    line = text.count("\n", 0, index) + 1
+    column = index - (text.rfind("\n", 0, index) + 1) + 1
+    return Location(name, line, column)
+
+
+def _key_path_at(name: str, text: str, index: int) -> KeyPath:
+    """Best effort: the key path whose text holds `index` (the raw text usually parses)."""
+    from compiler.parse import parse_source
+
+    parsed = parse_source(name, text)
+    return parsed.smap.path_at(name, index) if parsed.value is not None else ()
+
+
+def substitute_env(name: str, text: str, env: Mapping[str, str]) -> tuple[str, list[Diagnostic]]:
+    """Replace live `${env.NAME}` references; report unset or unusable variables."""
+    if _MARKER not in text:
+        return text, []
+    spans = _token_spans(text)
+    pieces: list[str] = []
+    problems: list[tuple[int, str]] = []
+    pos = 0
+    for match in ENV_REF.finditer(text):
+        if not _is_live(match.start(), match.end(), spans):
+            continue
+        var = match.group(1)
+        value = env.get(var)
+        if value is None:
+            problems.append((match.start(), f"environment variable '{var}' is not set"))
+            continue
+        if any(c in value for c in "\n\r\0"):
+            problems.append(
+                (
+                    match.start(),
+                    f"environment variable '{var}' contains a newline or NUL byte, "
+                    "which cannot be substituted into YAML",
+                )
+            )
+            continue
+        pieces.append(text[pos : match.start()])
+        pieces.append(value.replace("\\", "\\\\").replace('"', '\\"'))
+        pos = match.end()
+    pieces.append(text[pos:])
+    diagnostics = []
+    for index, message in problems:
+        keys = _key_path_at(name, text, index)
+        diagnostics.append(
+            Diagnostic(message, display_path(keys), _location(name, text, index), keys=keys)
+        )
+    return "".join(pieces), diagnostics
