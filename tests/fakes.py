@@ -148,3 +148,18 @@ def make_models(*ids: str, limits: Mapping[str, int] | None = None) -> Mapping[s
             for i, mid in enumerate(ids)
         }
     )
+
+
+class StubSwapper:
+    """A `Swapper` with a fixed evict list per target (ignores what runs), for scheduler tests."""
+
+    def __init__(self, evict: Mapping[str, Sequence[str]] | None = None) -> None:
+        self.evict = {k: tuple(v) for k, v in (evict or {}).items()}
+        self.described: list[tuple[str, tuple[str, ...]]] = []
+
+    def eviction_for(self, target: str, running: Sequence[str]) -> tuple[str, ...]:
+        return self.evict.get(target, ())
+
+    def describe(self, target: str, running: Sequence[str]) -> str:
+        self.described.append((target, tuple(running)))
+        return f"stub: model={target} evict={list(self.eviction_for(target, running))}"
