@@ -1,0 +1,212 @@
+"""Proxy log lines and the access-log middleware (reference 1.6 and 5.12).
+
+`ProxyLog` formats `[<time> ][LEVEL] message` lines (the time only when
+`logTimeFormat` names one of the Go layouts, mapped here to Python formatting)
+into a LogBuffer, dropping lines below `logLevel`.  `access_log_middleware`
+writes one INFO line per request:
+`Request <ip> "<METHOD> <path> <proto>" <status> <bytes> "<UA>" <duration>`,
+client IP from X-Forwarded-For (first entry), X-Real-IP, else the peer.  It
+never writes headers, so API keys cannot reach the log.  `build_log_tree`
+wires the proxy/upstream/mux buffers by `logToStdout`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol, TextIO
+
+from aiohttp import web
+
+from runtime.logs import DEFAULT_CAPACITY, LogBuffer
+
+LEVELS = {"debug": 0, "info": 1, "warn": 2, "error": 3}
+SKIP_PREFIXES = ("/wol-health", "/api/performance", "/metrics")
+
+
+class Writable(Protocol):
+    def write(self, data: str) -> None: ...
+
+
+def _rfc3339(dt: datetime, digits: int) -> str:
+    base = dt.strftime("%Y-%m-%dT%H:%M:%S")
+    if digits:
+        frac = f"{dt.microsecond:06d}".rstrip("0")
+        base += f".{frac}" if frac else ""
+    offset = dt.strftime("%z")
+    zone = "Z" if offset in ("+0000", "") else f"{offset[:3]}:{offset[3:]}"
+    return base + zone
+
+
+def _fmt(pattern: str) -> Callable[[datetime], str]:
+    return lambda dt: dt.strftime(pattern)
+
+
+def _stamp(frac_digits: int) -> Callable[[datetime], str]:
+    def render(dt: datetime) -> str:
+        frac = f"{dt.microsecond:06d}000"[:frac_digits]
+        return dt.strftime("%b %e %H:%M:%S") + "." + frac
+
+    return render
+
+
+TIME_FORMATS: dict[str, Callable[[datetime], str]] = {
+    "ansic": _fmt("%a %b %e %H:%M:%S %Y"),
+    "unixdate": _fmt("%a %b %e %H:%M:%S %Z %Y"),
+    "rubydate": _fmt("%a %b %d %H:%M:%S %z %Y"),
+    "rfc822": _fmt("%d %b %y %H:%M %Z"),
+    "rfc822z": _fmt("%d %b %y %H:%M %z"),
+    "rfc850": _fmt("%A, %d-%b-%y %H:%M:%S %Z"),
+    "rfc1123": _fmt("%a, %d %b %Y %H:%M:%S %Z"),
+    "rfc1123z": _fmt("%a, %d %b %Y %H:%M:%S %z"),
+    "rfc3339": lambda dt: _rfc3339(dt, 0),
+    "rfc3339nano": lambda dt: _rfc3339(dt, 9),
+    "kitchen": lambda dt: dt.strftime("%I:%M%p").lstrip("0"),
+    "stamp": _fmt("%b %e %H:%M:%S"),
+    "stampmilli": _stamp(3),
+    "stampmicro": _stamp(6),
+    "stampnano": _stamp(9),
+}
+
+
+def go_duration(seconds: float) -> str:
+    """A duration written like Go's time.Duration.String (e.g. 1.5ms, 2.25s, 850µs)."""
+    ns = round(seconds * 1e9)
+    if ns < 1000:
+        return f"{ns}ns"
+    for unit, scale in (("µs", 1e3), ("ms", 1e6)):
+        if ns < scale * 1000:
+            return f"{ns / scale:.3f}".rstrip("0").rstrip(".") + unit
+    minutes, secs = divmod(ns / 1e9, 60)
+    text = f"{secs:.6f}".rstrip("0").rstrip(".") + "s"
+    if minutes:
+        hours, minutes = divmod(int(minutes), 60)
+        text = (f"{hours}h" if hours else "") + f"{minutes}m" + text
+    return text
+
+
+class ProxyLog:
+    """Leveled, optionally timestamped lines into a log buffer (the proxy's own log)."""
+
+    def __init__(
+        self,
+        sink: Writable,
+        level: str = "info",
+        time_format: str = "",
+        *,
+        prefix: str = "",
+        now: Callable[[], datetime] = lambda: datetime.now().astimezone(),
+    ):
+        self.sink = sink
+        self.level = LEVELS.get(level.lower(), LEVELS["info"])
+        self._time = TIME_FORMATS.get(time_format.lower()) if time_format else None
+        self._prefix = f"[{prefix}] " if prefix else ""
+        self._now = now
+
+    def log(self, level: str, message: str) -> None:
+        if LEVELS[level] < self.level:
+            return
+        stamp = f"{self._time(self._now())} " if self._time else ""
+        self.sink.write(f"{stamp}{self._prefix}[{level.upper()}] {message}\n")
+
+    def debug(self, message: str) -> None:
+        self.log("debug", message)
+
+    def info(self, message: str) -> None:
+        self.log("info", message)
+
+    def warn(self, message: str) -> None:
+        self.log("warn", message)
+
+    def error(self, message: str) -> None:
+        self.log("error", message)
+
+
+def client_ip(request: web.BaseRequest) -> str:
+    forwarded = request.headers.get("X-Forwarded-For", "")
+    if forwarded:
+        return forwarded.split(",")[0].strip()
+    real = request.headers.get("X-Real-IP", "")
+    if real:
+        return real.strip()
+    return request.remote or ""
+
+
+def access_line(
+    request: web.BaseRequest, path: str, status: int, size: int, seconds: float
+) -> str:
+    proto = f"HTTP/{request.version.major}.{request.version.minor}"
+    ua = request.headers.get("User-Agent", "")
+    return (
+        f'Request {client_ip(request)} "{request.method} {path} {proto}" {status} {size} '
+        f'"{ua}" {go_duration(seconds)}'
+    )
+
+
+def _size(resp: web.StreamResponse) -> int:
+    if isinstance(resp, web.Response) and resp.body is not None and isinstance(resp.body, bytes):
+        return len(resp.body)
+    return resp.body_length
+
+
+def access_log_middleware(log: Callable[[], ProxyLog]) -> Callable[..., object]:
+    """One INFO line per finished request (`log()` is read per request: hot reload)."""
+
+    @web.middleware
+    async def access_log(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+        path = request.path  # captured before handlers rewrite anything
+        started = time.perf_counter()
+        status, size = 500, 0
+        try:
+            resp = await handler(request)
+            status, size = resp.status, _size(resp)
+            return resp
+        except web.HTTPException as exc:
+            status, size = exc.status, len(exc.body or b"") if isinstance(exc.body, bytes) else 0
+            raise
+        finally:
+            if not path.startswith(SKIP_PREFIXES):
+                log().info(access_line(request, path, status, size, time.perf_counter() - started))
+
+    return access_log
+
+
+class EchoingLogBuffer(LogBuffer):
+    """A LogBuffer that also copies every write to a text stream (the mux -> stdout)."""
+
+    def __init__(self, name: str, out: TextIO, capacity: int = DEFAULT_CAPACITY):
+        super().__init__(name, capacity)
+        self._out = out
+
+    def write(self, data: str) -> None:
+        super().write(data)
+        try:
+            self._out.write(data)
+            self._out.flush()
+        except (OSError, ValueError):
+            pass
+
+
+@dataclass(frozen=True, slots=True)
+class LogTree:
+    """The three logs of the original: proxy and upstream, each optionally feeding the mux."""
+
+    mux: LogBuffer
+    proxy: LogBuffer
+    upstream: LogBuffer
+
+
+def build_log_tree(log_to_stdout: str, *, stdout: TextIO | None = None) -> LogTree:
+    """Wire proxy/upstream into the mux (which echoes to stdout) per `logToStdout`.
+
+    `proxy` (default and fallback for unknown values), `upstream`, `both`, `none`.
+    Every buffer keeps its own history whatever the wiring.
+    """
+    setting = log_to_stdout if log_to_stdout in ("proxy", "upstream", "both", "none") else "proxy"
+    mux = EchoingLogBuffer("mux", stdout if stdout is not None else sys.stdout)
+    proxy = LogBuffer("proxy", parent=mux if setting in ("proxy", "both") else None)
+    upstream = LogBuffer("upstream", parent=mux if setting in ("upstream", "both") else None)
+    return LogTree(mux, proxy, upstream)

@@ -1,0 +1,145 @@
+"""Request bodies as the proxy forwards them: bytes, a live stream, or a spool plus a stream.
+
+Model extraction may have to read part of a request body before the request
+can be routed (the `model` field of a multipart form may come after a large
+file).  A `ForwardBody` is what is left to send upstream: its length when
+known (so upstreams that reject chunked uploads still get a Content-Length)
+and an async iterator of chunks.  Nothing here holds a whole large body in
+memory: `SpooledBody` keeps what was read ahead in a temporary file (in memory
+only while small) and continues with the live client stream.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import IO, Protocol
+
+from aiohttp import StreamReader
+
+CHUNK = 64 * 1024
+SPOOL_IN_MEMORY = 1024 * 1024
+
+
+class ForwardBody(Protocol):
+    @property
+    def length(self) -> int | None:
+        """Bytes that will be sent, or None when unknown (sent chunked)."""
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The bytes to forward, in order; may be iterated once."""
+
+    def close(self) -> None:
+        """Release temporary storage (idempotent)."""
+
+
+class BytesBody:
+    """A body held in memory (JSON bodies, possibly rewritten by filters)."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+    @property
+    def length(self) -> int | None:
+        return len(self.data)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        if self.data:
+            yield self.data
+
+    def close(self) -> None:
+        pass
+
+
+class StreamBody:
+    """The client's body stream, untouched (nothing was read ahead)."""
+
+    def __init__(self, stream: StreamReader, length: int | None):
+        self._stream = stream
+        self._length = length
+
+    @property
+    def length(self) -> int | None:
+        return self._length
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream.iter_chunked(CHUNK):
+            yield chunk
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass(frozen=True, slots=True)
+class Replacement:
+    """Replace spool bytes [start, end) with `data` when forwarding."""
+
+    start: int
+    end: int
+    data: bytes
+
+
+class SpooledBody:
+    """Read-ahead bytes (in a temp file) followed by the rest of the live client stream."""
+
+    def __init__(
+        self,
+        spool: IO[bytes],
+        spooled: int,
+        rest: StreamReader | None,
+        original_length: int | None,
+        replacements: Sequence[Replacement] = (),
+    ):
+        self._spool = spool
+        self._spooled = spooled
+        self._rest = rest
+        self._replacements = sorted(replacements, key=lambda r: r.start)
+        self._original_length = original_length
+        delta = sum(len(r.data) - (r.end - r.start) for r in self._replacements)
+        self._length = None if original_length is None else original_length + delta
+
+    @staticmethod
+    def new_spool() -> IO[bytes]:
+        return tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115
+
+    def with_replacements(self, replacements: Sequence[Replacement]) -> SpooledBody:
+        return SpooledBody(
+            self._spool, self._spooled, self._rest, self._original_length, replacements
+        )
+
+    @property
+    def length(self) -> int | None:
+        return self._length
+
+    def _spool_ranges(self) -> list[tuple[int, int] | bytes]:
+        out: list[tuple[int, int] | bytes] = []
+        pos = 0
+        for r in self._replacements:
+            out.append((pos, r.start))
+            out.append(r.data)
+            pos = r.end
+        out.append((pos, self._spooled))
+        return out
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        for item in self._spool_ranges():
+            if isinstance(item, bytes):
+                if item:
+                    yield item
+                continue
+            start, end = item
+            self._spool.seek(start)
+            remaining = end - start
+            while remaining > 0:
+                data = self._spool.read(min(CHUNK, remaining))
+                if not data:
+                    break
+                remaining -= len(data)
+                yield data
+        if self._rest is not None:
+            async for chunk in self._rest.iter_chunked(CHUNK):
+                yield chunk
+
+    def close(self) -> None:
+        self._spool.close()
