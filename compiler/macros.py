@@ -1,0 +1,208 @@
+"""Macros: validation, per-model merging and LIFO substitution (reference §2.13.2).
+
+A macro list is ordered: `[MODEL_ID] + global macros (file order) + model
+macros`, where a model macro with a global's name replaces it *in place*.
+Substitution walks the list from last to first, so a macro can use macros
+defined before it (they are replaced later), never after it.  In `metadata`
+and `setParamsByID` values a string that is exactly `${name}` takes the
+macro's typed value (int, float, bool or string); elsewhere values are
+interpolated as text, formatted the way the Go original prints them.
+
+Pure functions over plain values; the caller reports problems.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+from compiler.collect import Collector, Keys, type_name
+
+MACRO_REF = re.compile(r"\$\{([a-zA-Z0-9_-]+)\}")
+ENV_REF = re.compile(r"\$\{env\.([a-zA-Z_][a-zA-Z0-9_]*)\}")
+_NAME = re.compile(r"[a-zA-Z0-9_-]+")
+RESERVED = ("PORT", "MODEL_ID")
+MAX_NAME_LENGTH = 63
+
+Scalar = str | int | float | bool
+Macro = tuple[str, Scalar]
+
+
+def format_float(value: float) -> str:
+    """A float as Go's `%v` prints it: shortest digits, exponent form outside [1e-4, 1e6)."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value == 0:
+        return "-0" if math.copysign(1.0, value) < 0 else "0"
+    sign, digits, exponent = Decimal(repr(value)).as_tuple()
+    assert isinstance(exponent, int)
+    ds = "".join(map(str, digits)).rstrip("0") or "0"
+    # value = 0.ds * 10**dp
+    dp = len(digits) + exponent
+    exp = dp - 1
+    neg = "-" if sign else ""
+    if exp < -4 or exp >= 6:
+        mant = ds[0] + ("." + ds[1:] if len(ds) > 1 else "")
+        return f"{neg}{mant}e{'-' if exp < 0 else '+'}{abs(exp):02d}"
+    if dp <= 0:
+        return f"{neg}0.{'0' * -dp}{ds}"
+    if dp >= len(ds):
+        return f"{neg}{ds}{'0' * (dp - len(ds))}"
+    return f"{neg}{ds[:dp]}.{ds[dp:]}"
+
+
+def format_value(value: Any) -> str:
+    """A scalar as text, as Go's `%v` formats it (`true`, `0.7`, `1e+06`)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return format_float(value)
+    return str(value)
+
+
+def validate_macro(name: str, value: Any) -> str | None:
+    """The first problem with one macro definition, or None (checked in the original's order)."""
+    if len(name.encode()) > MAX_NAME_LENGTH:
+        return f"macro name '{name}' exceeds maximum length of {MAX_NAME_LENGTH} characters"
+    if not _NAME.fullmatch(name):
+        return (
+            f"macro name '{name}' contains invalid characters, must match pattern ^[a-zA-Z0-9_-]+$"
+        )
+    if isinstance(value, str):
+        if "${" + name + "}" in value:
+            return f"macro '{name}' contains self-reference"
+    elif not isinstance(value, bool | int | float):
+        return (
+            f"macro '{name}' has invalid type {type_name(value)}, "
+            "must be a scalar type (string, int, float, or bool)"
+        )
+    if name in RESERVED:
+        return f"macro name '{name}' is reserved"
+    return None
+
+
+def read_macros(
+    c: Collector, keys: Keys, raw: Mapping[str, Any] | None
+) -> tuple[list[Macro], set[str]]:
+    """Validate a `macros` mapping. Returns the valid macros in order and the names of broken ones."""
+    macros: list[Macro] = []
+    broken: set[str] = set()
+    for name, value in (raw or {}).items():
+        name = str(name)
+        problem = validate_macro(name, value)
+        if problem:
+            c.error((*keys, name), problem)
+            broken.add(name)
+        else:
+            macros.append((name, value))
+    return macros, broken
+
+
+def merge_macros(
+    model_id: str, global_macros: Sequence[Macro], model_macros: Sequence[Macro]
+) -> list[Macro]:
+    """`[MODEL_ID] + globals + model macros`; a model macro overrides a global in place."""
+    merged: list[Macro] = [("MODEL_ID", model_id), *global_macros]
+    index = {name: i for i, (name, _) in enumerate(merged)}
+    for name, value in model_macros:
+        if name in index:
+            merged[index[name]] = (name, value)
+        else:
+            index[name] = len(merged)
+            merged.append((name, value))
+    return merged
+
+
+def substitute_text(text: str, macros: Sequence[Macro]) -> str:
+    """Replace `${name}` for every macro, last to first (LIFO)."""
+    if "${" not in text:
+        return text
+    for name, value in reversed(macros):
+        slug = "${" + name + "}"
+        if slug in text:
+            text = text.replace(slug, format_value(value))
+    return text
+
+
+def substitute_one(value: Any, name: str, macro_value: Any) -> Any:
+    """Type-preserving substitution of one macro into a nested value (maps, lists, strings)."""
+    slug = "${" + name + "}"
+    if isinstance(value, str):
+        if value == slug:
+            return macro_value
+        if slug in value:
+            return value.replace(slug, format_value(macro_value))
+        return value
+    if isinstance(value, Mapping):
+        return {k: substitute_one(v, name, macro_value) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [substitute_one(v, name, macro_value) for v in value]
+    return value
+
+
+def substitute_value(value: Any, macros: Sequence[Macro]) -> Any:
+    """Type-preserving LIFO substitution of every macro into a nested value."""
+    for name, macro_value in reversed(macros):
+        value = substitute_one(value, name, macro_value)
+    return value
+
+
+def refs_in(text: str) -> list[str]:
+    """Macro names still referenced in `text` (`${name}`), in order."""
+    return MACRO_REF.findall(text) if "${" in text else []
+
+
+def first_leftover(value: Any) -> tuple[str, str] | None:
+    """The first `${name}` (kind "macro") or `${env.NAME}` (kind "env") left in a nested value."""
+    if isinstance(value, str):
+        m = MACRO_REF.search(value)
+        if m:
+            return ("macro", m.group(1))
+        m = ENV_REF.search(value)
+        if m:
+            return ("env", m.group(1))
+        return None
+    if isinstance(value, Mapping):
+        items: Any = value.values()
+    elif isinstance(value, list | tuple):
+        items = value
+    else:
+        return None
+    for item in items:
+        found = first_leftover(item)
+        if found:
+            return found
+    return None
+
+
+def leftover_message(name: str, field: str, known: Sequence[str]) -> str:
+    """Explain a `${name}` left in `field` after substitution.
+
+    `known` lists the macro names in scope, to tell a macro used before its
+    definition from a name that does not exist at all.
+    """
+    if name == "PORT":
+        if field in ("cmd", "cmdStop", "proxy", "name", "description", "metadata"):
+            return (
+                "macro '${PORT}' should have been substituted: ${PORT} is only available "
+                "when cmd uses ${PORT}"
+            )
+        return (
+            f"macro '${{PORT}}' cannot be used in {field}: it is substituted only in cmd, "
+            "cmdStop, proxy, name, description and metadata"
+        )
+    if name == "MODEL_ID":
+        return "macro '${MODEL_ID}' should have been substituted"
+    if name == "PID":
+        return "unknown macro '${PID}': ${PID} is only available in cmdStop"
+    if name in known:
+        return (
+            f"unknown macro '${{{name}}}': it is used by a macro defined before '{name}'; "
+            "a macro may only use macros defined earlier"
+        )
+    return f"unknown macro '${{{name}}}'"

@@ -1,0 +1,249 @@
+"""The matrix set DSL: tokenizer, parser and expander (reference §6.9).
+
+A set is written as an expression over matrix var IDs:
+
+    expr := and ('|' and)*        alternatives: list concatenation
+    and  := atom ('&' atom)*      co-residence: cartesian product
+    atom := IDENT | '+' SETNAME | '(' expr ')'
+
+`&` binds tighter than `|`, so `a | b & c` means `a | (b & c)`.  Identifiers
+are Unicode letters, digits, `_`, `-` and `.`.  Expansion yields a list of
+combinations; each combination is deduplicated and sorted.  An expression may
+not expand to more than 1000 combinations (the product size is checked before
+it is built, a union as it grows).
+
+Errors are `DSLError`s whose message names the 0-based character position
+where it applies, as the original does.  Pure: no I/O, no config knowledge.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+MAX_COMBINATIONS = 1000
+
+TokenKind = Literal["ident", "ref", "and", "or", "lparen", "rparen", "eof"]
+Combination = tuple[str, ...]
+
+
+class DSLError(ValueError):
+    """A DSL expression that cannot be tokenized, parsed or expanded."""
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    kind: TokenKind
+    value: str
+    pos: int  # 0-based character position in the expression
+
+
+def _is_ident_char(ch: str) -> bool:
+    cat = unicodedata.category(ch)
+    return cat.startswith("L") or cat == "Nd" or ch in "_-."
+
+
+def _is_space(ch: str) -> bool:
+    return ch in "\t\n\v\f\r \x85\xa0" or unicodedata.category(ch) == "Zs" or ch in "\u2028\u2029"
+
+
+_SINGLE: dict[str, TokenKind] = {"&": "and", "|": "or", "(": "lparen", ")": "rparen"}
+
+
+def tokenize(text: str) -> list[Token]:
+    """Split an expression into tokens, ending with an `eof` token."""
+    tokens: list[Token] = []
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if _is_space(ch):
+            i += 1
+        elif ch in _SINGLE:
+            tokens.append(Token(_SINGLE[ch], ch, i))
+            i += 1
+        elif ch == "+":
+            start = i + 1
+            j = start
+            while j < n and _is_ident_char(text[j]):
+                j += 1
+            if j == start:
+                raise DSLError(f"expected set name after '+' at position {start}")
+            tokens.append(Token("ref", text[start:j], i))
+            i = j
+        elif _is_ident_char(ch):
+            j = i
+            while j < n and _is_ident_char(text[j]):
+                j += 1
+            tokens.append(Token("ident", text[i:j], i))
+            i = j
+        else:
+            raise DSLError(f"unexpected character {ch!r} at position {i}")
+    tokens.append(Token("eof", "", n))
+    return tokens
+
+
+# --- AST -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Leaf:
+    name: str
+    pos: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    set_name: str
+    pos: int
+
+
+@dataclass(frozen=True, slots=True)
+class And:
+    children: tuple[Node, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Or:
+    children: tuple[Node, ...]
+
+
+Node = Leaf | Ref | And | Or
+
+
+class _Parser:
+    def __init__(self, tokens: Sequence[Token]):
+        self.tokens = tokens
+        self.pos = 0
+
+    def peek(self) -> Token:
+        return self.tokens[min(self.pos, len(self.tokens) - 1)]
+
+    def next(self) -> Token:
+        tok = self.peek()
+        if tok.kind != "eof":
+            self.pos += 1
+        return tok
+
+    def expr(self) -> Node:
+        children = [self.and_()]
+        while self.peek().kind == "or":
+            self.next()
+            children.append(self.and_())
+        return children[0] if len(children) == 1 else Or(tuple(children))
+
+    def and_(self) -> Node:
+        children = [self.atom()]
+        while self.peek().kind == "and":
+            self.next()
+            children.append(self.atom())
+        return children[0] if len(children) == 1 else And(tuple(children))
+
+    def atom(self) -> Node:
+        tok = self.peek()
+        if tok.kind == "ident":
+            self.next()
+            return Leaf(tok.value, tok.pos)
+        if tok.kind == "ref":
+            self.next()
+            return Ref(tok.value, tok.pos)
+        if tok.kind == "lparen":
+            self.next()
+            node = self.expr()
+            if self.peek().kind != "rparen":
+                raise DSLError(f"missing closing parenthesis for '(' at position {tok.pos}")
+            self.next()
+            return node
+        raise DSLError(_unexpected(tok))
+
+
+def _unexpected(tok: Token) -> str:
+    if tok.kind == "eof":
+        return f"unexpected end of expression at position {tok.pos}"
+    return f"unexpected token {tok.value!r} at position {tok.pos}"
+
+
+def parse(text: str) -> Node:
+    """Tokenize and parse an expression; raises DSLError."""
+    if not text.strip():
+        raise DSLError("empty DSL expression")
+    try:
+        tokens = tokenize(text)
+    except DSLError as e:
+        raise DSLError(f"tokenize: {e}") from None
+    parser = _Parser(tokens)
+    try:
+        node = parser.expr()
+        tail = parser.peek()
+        if tail.kind != "eof":
+            raise DSLError(f"{_unexpected(tail)} after expression")
+    except DSLError as e:
+        raise DSLError(f"parse: {e}") from None
+    return node
+
+
+def refs_of(node: Node) -> list[str]:
+    """Set names referenced with `+name`, unique, in order of appearance."""
+    out: list[str] = []
+
+    def walk(n: Node) -> None:
+        if isinstance(n, Ref):
+            if n.set_name not in out:
+                out.append(n.set_name)
+        elif isinstance(n, And | Or):
+            for child in n.children:
+                walk(child)
+
+    walk(node)
+    return out
+
+
+def idents_of(node: Node) -> list[Leaf]:
+    """Every identifier leaf, in order of appearance."""
+    out: list[Leaf] = []
+
+    def walk(n: Node) -> None:
+        if isinstance(n, Leaf):
+            out.append(n)
+        elif isinstance(n, And | Or):
+            for child in n.children:
+                walk(child)
+
+    walk(node)
+    return out
+
+
+def _expand(node: Node, refs: Mapping[str, Sequence[Combination]]) -> list[Combination]:
+    if isinstance(node, Leaf):
+        return [(node.name,)]
+    if isinstance(node, Ref):
+        if node.set_name not in refs:
+            raise DSLError(f"unknown set reference +{node.set_name}")
+        return list(refs[node.set_name])
+    if isinstance(node, Or):
+        result: list[Combination] = []
+        for child in node.children:
+            result.extend(_expand(child, refs))
+            if len(result) > MAX_COMBINATIONS:
+                raise DSLError(f"DSL expansion exceeded {MAX_COMBINATIONS} combinations")
+        return result
+    product: list[Combination] = [()]
+    for child in node.children:
+        right = _expand(child, refs)
+        if len(product) * len(right) > MAX_COMBINATIONS:
+            raise DSLError(f"DSL expansion exceeded {MAX_COMBINATIONS} combinations")
+        product = [left + r for left in product for r in right]
+    return product
+
+
+def expand(node: Node, refs: Mapping[str, Sequence[Combination]]) -> list[Combination]:
+    """All combinations of a parsed expression; each one deduplicated and sorted."""
+    return [tuple(sorted(set(combo))) for combo in _expand(node, refs)]
+
+
+def parse_and_expand(
+    text: str, refs: Mapping[str, Sequence[Combination]] | None = None
+) -> list[Combination]:
+    """Parse and expand in one step (refs: already expanded sets, by name)."""
+    return expand(parse(text), refs or {})

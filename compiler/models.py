@@ -1,0 +1,308 @@
+"""Per-model resolution: macros, cleaning, defaults and checks (reference §2.1 step 11, §2.3).
+
+Runs in two passes around port allocation (`compiler.ports`), because
+`${PORT}` is looked for only after ordinary macros are expanded:
+
+1. `prepare`: read the model's text fields with their defaults, drop comment
+   lines from `cmd`/`cmdStop`, validate model macros, merge them with the
+   globals and substitute (LIFO; typed in `metadata` and `setParamsByID`).
+2. `finish`: report leftover macros by field, validate capabilities, register
+   `setParamsByID` aliases, check the proxy URL, split the commands into argv,
+   sanitise filters, and resolve ttl, concurrencyLimit, sendLoadingState and
+   timeouts into a frozen `compiler.plan.Model`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from compiler.aliases import AliasTable, register_set_params_by_id
+from compiler.collect import Collector, Keys, get_bool, get_int, get_list, get_map, get_str
+from compiler.commands import EmptyCommand, command_argv, go_trim, strip_comments
+from compiler.filters import sanitize_set_params, sanitize_set_params_by_id, sanitize_strip_params
+from compiler.macros import (
+    Macro,
+    first_leftover,
+    format_value,
+    leftover_message,
+    merge_macros,
+    read_macros,
+    refs_in,
+    substitute_text,
+    substitute_value,
+)
+from compiler.plan import Capabilities, Filters, Model, Settings, Timeouts, freeze
+
+DEFAULT_PROXY = "http://localhost:${PORT}"
+DEFAULT_CHECK_ENDPOINT = "/health"
+DEFAULT_TTL = -1
+DEFAULT_CONCURRENCY_LIMIT = 10
+MODALITIES = ("text", "audio", "image")
+# The text fields that get macros, in the order leftovers are reported.
+TEXT_FIELDS = (
+    "cmd",
+    "cmdStop",
+    "proxy",
+    "checkEndpoint",
+    "filters.stripParams",
+    "name",
+    "description",
+)
+
+
+@dataclass
+class ModelDraft:
+    """A model between the passes: text fields after macro substitution."""
+
+    id: str
+    raw: dict[str, Any]
+    text: dict[str, str]
+    set_params_by_id: dict[str, Any]
+    metadata: dict[str, Any]
+    macro_names: list[str] = field(default_factory=list)
+    broken_macros: set[str] = field(default_factory=set)
+    port: int | None = None
+
+
+def _field_keys(mid: str, name: str) -> Keys:
+    return ("models", mid, *name.split("."))
+
+
+def _strip_params_source(c: Collector, mid: str, filters: dict[str, Any]) -> str:
+    text = get_str(c, _field_keys(mid, "filters.stripParams"), filters.get("stripParams"), "")
+    if text == "":
+        text = get_str(c, _field_keys(mid, "filters.strip_params"), filters.get("strip_params"), "")
+    return text
+
+
+def prepare(
+    c: Collector,
+    mid: str,
+    raw_value: Any,
+    global_macros: list[Macro],
+    broken_globals: set[str],
+) -> ModelDraft:
+    """Pass 1: defaults, comment stripping and macro substitution for one model."""
+    raw = get_map(c, ("models", mid), raw_value)
+    filters = get_map(c, ("models", mid, "filters"), raw.get("filters"))
+    text = {
+        "cmd": strip_comments(get_str(c, _field_keys(mid, "cmd"), raw.get("cmd"), "")),
+        "cmdStop": strip_comments(get_str(c, _field_keys(mid, "cmdStop"), raw.get("cmdStop"), "")),
+        "proxy": get_str(c, _field_keys(mid, "proxy"), raw.get("proxy"), DEFAULT_PROXY),
+        "checkEndpoint": get_str(
+            c, _field_keys(mid, "checkEndpoint"), raw.get("checkEndpoint"), DEFAULT_CHECK_ENDPOINT
+        ),
+        "filters.stripParams": _strip_params_source(c, mid, filters),
+        "name": get_str(c, _field_keys(mid, "name"), raw.get("name"), ""),
+        "description": get_str(c, _field_keys(mid, "description"), raw.get("description"), ""),
+    }
+    by_id_raw = get_map(c, _field_keys(mid, "filters.setParamsByID"), filters.get("setParamsByID"))
+    metadata = get_map(c, ("models", mid, "metadata"), raw.get("metadata"))
+
+    model_macros, broken = read_macros(
+        c, ("models", mid, "macros"), get_map(c, ("models", mid, "macros"), raw.get("macros"))
+    )
+    merged = merge_macros(mid, global_macros, model_macros)
+    text = {k: substitute_text(v, merged) for k, v in text.items()}
+
+    by_id: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for key, params in by_id_raw.items():
+        new_key = substitute_text(key, merged)
+        pkeys = (*_field_keys(mid, "filters.setParamsByID"), key)
+        if new_key in by_id:
+            c.error(
+                pkeys,
+                f"keys '{origin[new_key]}' and '{key}' both become '{new_key}' after macro substitution",
+            )
+            continue
+        origin[new_key] = key
+        by_id[new_key] = substitute_value(get_map(c, pkeys, params), merged)
+    return ModelDraft(
+        id=mid,
+        raw=raw,
+        text=text,
+        set_params_by_id=by_id,
+        metadata=substitute_value(metadata, merged),
+        macro_names=[name for name, _ in merged],
+        broken_macros=broken_globals | broken,
+    )
+
+
+def _check_leftovers(c: Collector, d: ModelDraft) -> bool:
+    ok = True
+    for fname in TEXT_FIELDS:
+        for name in dict.fromkeys(refs_in(d.text[fname])):
+            if name == "PID" and fname == "cmdStop":
+                continue
+            ok = False
+            if name not in d.broken_macros:
+                c.error(_field_keys(d.id, fname), leftover_message(name, fname, d.macro_names))
+    found = first_leftover(d.metadata)
+    if found:
+        ok = False
+        _report_nested(c, ("models", d.id, "metadata"), found, "metadata", d)
+    for key, params in d.set_params_by_id.items():
+        pkeys = (*_field_keys(d.id, "filters.setParamsByID"), key)
+        for name in dict.fromkeys(refs_in(key)):
+            ok = False
+            if name not in d.broken_macros:
+                c.error(pkeys, leftover_message(name, "filters.setParamsByID key", d.macro_names))
+        found = first_leftover(params)
+        if found:
+            ok = False
+            _report_nested(c, pkeys, found, "filters.setParamsByID", d)
+    return ok
+
+
+def _report_nested(
+    c: Collector, keys: Keys, found: tuple[str, str], fname: str, d: ModelDraft
+) -> None:
+    kind, name = found
+    if kind == "env":
+        c.error(keys, f"environment variable '{name}' not set")
+    elif name not in d.broken_macros:
+        c.error(keys, leftover_message(name, fname, d.macro_names))
+
+
+def _capabilities(c: Collector, mid: str, raw: Any) -> Capabilities:
+    keys: Keys = ("models", mid, "capabilities")
+    caps = get_map(c, keys, raw)
+    lists: dict[str, tuple[str, ...]] = {}
+    for direction in ("in", "out"):
+        items = []
+        for i, m in enumerate(get_list(c, (*keys, direction), caps.get(direction))):
+            if m not in MODALITIES:
+                c.error(
+                    (*keys, direction, i),
+                    f"capabilities.{direction}: invalid modality {format_value(m)!r}, "
+                    "must be one of: text, audio, image",
+                )
+            else:
+                items.append(m)
+        lists[direction] = tuple(items)
+    context = get_int(c, (*keys, "context"), caps.get("context"), 0)
+    if context < 0:
+        c.error((*keys, "context"), "capabilities.context: must be >= 0")
+        context = 0
+    return Capabilities(
+        in_=lists["in"],
+        out=lists["out"],
+        tools=get_bool(c, (*keys, "tools"), caps.get("tools"), False),
+        reranker=get_bool(c, (*keys, "reranker"), caps.get("reranker"), False),
+        context=context,
+    )
+
+
+def proxy_url_problem(url: str) -> str | None:
+    """Why `url` is not usable as an upstream base URL, or None."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError on a non-numeric or out-of-range port
+    except ValueError as e:
+        return f"invalid proxy URL {url!r}: {e}"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"invalid proxy URL {url!r}: must be an absolute http:// or https:// URL with a host"
+    return None
+
+
+def read_timeouts(c: Collector, keys: Keys, raw: Any, default: Timeouts) -> Timeouts:
+    t = get_map(c, keys, raw)
+    values = {}
+    for name in (
+        "connect",
+        "keepalive",
+        "responseHeader",
+        "tlsHandshake",
+        "expectContinue",
+        "idleConn",
+    ):
+        v = get_int(c, (*keys, name), t.get(name), getattr(default, name))
+        if v < 0:
+            c.error((*keys, name), f"timeout must be >= 0 seconds, got {v}")
+            v = getattr(default, name)
+        values[name] = v
+    return Timeouts(**values)
+
+
+def _argv(c: Collector, keys: Keys, text: str, *, required: bool) -> tuple[str, ...] | None:
+    try:
+        return tuple(command_argv(text))
+    except EmptyCommand:
+        if required:
+            c.error(keys, "empty command (nothing left after removing comment lines)")
+        return None
+
+
+def finish(c: Collector, d: ModelDraft, settings: Settings, aliases: AliasTable) -> Model:
+    """Pass 2: checks and final values for one model (after port allocation)."""
+    mid, raw = d.id, d.raw
+    _check_leftovers(c, d)
+    capabilities = _capabilities(c, mid, raw.get("capabilities"))
+    register_set_params_by_id(c, aliases, mid, d.set_params_by_id)
+
+    problem = proxy_url_problem(d.text["proxy"])
+    if problem:
+        c.error(_field_keys(mid, "proxy"), problem)
+
+    ttl = get_int(c, ("models", mid, "ttl"), raw.get("ttl"), DEFAULT_TTL)
+    if ttl == DEFAULT_TTL:
+        ttl = settings.globalTTL
+    elif ttl < DEFAULT_TTL:
+        c.error(
+            ("models", mid, "ttl"),
+            f"invalid TTL value {ttl} (use -1 for globalTTL, 0 to never unload)",
+        )
+        ttl = settings.globalTTL
+
+    limit = get_int(c, ("models", mid, "concurrencyLimit"), raw.get("concurrencyLimit"), 0)
+    if "healthCheckTimeout" in raw:
+        c.warn(
+            ("models", mid, "healthCheckTimeout"),
+            "ignored: the global healthCheckTimeout applies to every model",
+        )
+
+    filters = get_map(c, ("models", mid, "filters"), raw.get("filters"))
+    set_params = get_map(c, _field_keys(mid, "filters.setParams"), filters.get("setParams"))
+    if first_leftover(set_params):
+        c.warn(
+            _field_keys(mid, "filters.setParams"),
+            "macros are not substituted in a model's setParams; '${...}' is sent literally",
+        )
+    check = d.text["checkEndpoint"]
+    env = [
+        get_str(c, ("models", mid, "env", i), e, "")
+        for i, e in enumerate(get_list(c, ("models", mid, "env"), raw.get("env")))
+    ]
+    cmd = _argv(c, _field_keys(mid, "cmd"), d.text["cmd"], required=True) or ()
+    return Model(
+        id=mid,
+        cmd=cmd,
+        cmdStop=_argv(c, _field_keys(mid, "cmdStop"), d.text["cmdStop"], required=False),
+        proxy=d.text["proxy"],
+        checkEndpoint="none" if go_trim(check) == "none" else check,
+        ttl=ttl,
+        env=tuple(env),
+        aliases=tuple(aliases.by_model.get(mid, ())),
+        unlisted=get_bool(c, ("models", mid, "unlisted"), raw.get("unlisted"), False),
+        useModelName=get_str(c, ("models", mid, "useModelName"), raw.get("useModelName"), ""),
+        concurrencyLimit=limit if limit > 0 else DEFAULT_CONCURRENCY_LIMIT,
+        filters=Filters(
+            stripParams=sanitize_strip_params(d.text["filters.stripParams"]),
+            setParams=freeze(sanitize_set_params(set_params)),
+            setParamsByID=freeze(sanitize_set_params_by_id(d.set_params_by_id)),
+        ),
+        metadata=freeze(d.metadata),
+        name=d.text["name"],
+        description=d.text["description"],
+        sendLoadingState=get_bool(
+            c,
+            ("models", mid, "sendLoadingState"),
+            raw.get("sendLoadingState"),
+            settings.sendLoadingState,
+        ),
+        timeouts=read_timeouts(c, ("models", mid, "timeouts"), raw.get("timeouts"), Timeouts()),
+        capabilities=capabilities,
+    )
