@@ -1,0 +1,86 @@
+"""The aiohttp application: shared state plus route modules, nothing else.
+
+Why this shape: the HTTP surface grows route module by route module (issue 3's
+inference and admin routes here; issue 4 adds models, logs, events, upstream,
+peers...).  Each module in `runtime/routes/` has `register(app)` and reads the
+shared `AppState` from `app[STATE]`.  Handlers read the plan through
+`state.plan` on every request, so a hot reload (one reference replaced on the
+router's loop) takes effect for the next request without rebuilding the app.
+
+`build_app` does not start anything; `runtime/serve.py` owns the lifecycle
+(start the router, listen, shut down in order).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from compiler.plan import Plan
+from runtime.logs import LogBuffer
+from runtime.proxy import UpstreamPool
+from runtime.router import Router
+
+# Request bodies are read whole only for model extraction (JSON); allow big prompts/images.
+MAX_BODY = 1024 * 1024 * 1024
+
+ROUTE_MODULES: tuple[str, ...] = ("runtime.routes.admin", "runtime.routes.inference")
+
+
+@dataclass(eq=False)
+class AppState:
+    """What every handler may need; one per running server."""
+
+    router: Router
+    upstreams: UpstreamPool
+    proxy_log: LogBuffer
+    upstream_log: LogBuffer
+    version: str = "0"
+    extras: dict[str, Any] = field(default_factory=dict)  # for route modules' own state
+
+    @property
+    def plan(self) -> Plan:
+        return self.router.plan
+
+
+STATE: web.AppKey[AppState] = web.AppKey("llama_swap_state", AppState)
+
+
+def create_state(
+    plan: Plan,
+    *,
+    proxy_log: LogBuffer | None = None,
+    upstream_log: LogBuffer | None = None,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+    ttl_interval: float = 1.0,
+    version: str = "0",
+) -> AppState:
+    """Build the router and upstream pool for `plan` (nothing runs yet)."""
+    upstream_log = upstream_log if upstream_log is not None else LogBuffer("upstream")
+    proxy_log = proxy_log if proxy_log is not None else LogBuffer("proxy")
+    router = Router(plan, upstream_log=upstream_log, on_event=on_event, ttl_interval=ttl_interval)
+    return AppState(router, UpstreamPool(), proxy_log, upstream_log, version)
+
+
+def build_app(
+    state: AppState,
+    *,
+    route_modules: Sequence[str] = ROUTE_MODULES,
+    middlewares: Iterable[Any] = (),
+) -> web.Application:
+    """An application serving `state` with the given route modules and middlewares
+    (outermost first; e.g. access log, CORS, auth from runtime/web)."""
+    app = web.Application(client_max_size=MAX_BODY, middlewares=list(middlewares))
+    app[STATE] = state
+    for name in route_modules:
+        importlib.import_module(name).register(app)
+
+    async def close_upstreams(_: web.Application) -> None:
+        await state.upstreams.close()
+
+    app.on_cleanup.append(close_upstreams)
+    return app

@@ -1,0 +1,161 @@
+"""`llama-swap`: parse arguments, get a plan, serve it, pick the exit code.
+
+Exit codes: 0 ok (including a signal-initiated shutdown), 1 invalid config or
+plan, 2 usage error, 3 internal error (with a "please report" line).
+
+The plan comes from `--plan` (a `swap-compile` output) or is compiled
+in-process from `--config` / `--config-dir` via `compiler.pipeline`; the
+runtime itself never reads YAML.  Go's single-dash spellings (`-config`,
+`-listen`, ...) are accepted as well as the double-dash ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ssl
+import sys
+import traceback
+from collections.abc import Sequence
+from importlib import metadata
+
+from compiler.diagnostics import CompileError, Diagnostic
+from compiler.plan import Plan
+from runtime.plan_loader import PlanLoadError, load_plan
+from runtime.serve import DEFAULT_SHUTDOWN_TIMEOUT, serve
+
+EXIT_OK, EXIT_CONFIG, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+COMMIT = "unknown"
+BUILD_DATE = "unknown"
+
+
+def version() -> str:
+    try:
+        return metadata.version("llama-swap-py")
+    except metadata.PackageNotFoundError:
+        return "0"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="llama-swap",
+        description="Serve a compiled plan: an OpenAI-compatible proxy that swaps model servers.",
+        allow_abbrev=False,
+    )
+
+    def opt(name: str, **kw: object) -> None:
+        p.add_argument(f"--{name}", f"-{name}", **kw)  # type: ignore[arg-type]
+
+    opt("config", metavar="FILE", help="YAML config file (compiled in-process)")
+    opt("config-dir", metavar="DIR", help="directory of YAML fragments merged after --config")
+    opt("plan", metavar="PLAN", help="a plan JSON written by swap-compile (instead of a config)")
+    opt("listen", metavar="ADDR", default="", help="listen address (default :8080, :8443 with TLS)")
+    opt("watch-config", action="store_true", help="reload when the config changes")
+    opt("watch-poll", metavar="S", type=float, default=None, help="poll the config every S seconds")
+    opt("tls-cert-file", metavar="FILE", default="", help="TLS certificate")
+    opt("tls-key-file", metavar="FILE", default="", help="TLS key")
+    opt("shutdown-timeout", metavar="S", type=float, default=DEFAULT_SHUTDOWN_TIMEOUT,
+        help=f"seconds allowed for a graceful shutdown (default {DEFAULT_SHUTDOWN_TIMEOUT:g})")
+    opt("version", action="store_true", help="print the version and exit")
+    return p
+
+
+def render_diagnostics(diags: Sequence[Diagnostic]) -> str:
+    """The compiler's own rendering when available, else `file:line:col: path: message`."""
+    try:
+        from compiler import render  # helper A's module
+
+        for name in ("render_diagnostics", "render_text", "render"):
+            fn = getattr(render, name, None)
+            if callable(fn):
+                return str(fn(diags))
+    except ImportError:
+        pass
+    lines = []
+    for d in diags:
+        loc = d.location
+        where = f"{loc.file}:{loc.line}:{loc.column}: " if loc else ""
+        path = f"{d.path}: " if d.path else ""
+        lines.append(f"{where}{path}{d.severity}: {d.message}" if d.severity == "warning"
+                     else f"{where}{path}{d.message}")
+    return "\n".join(lines)
+
+
+def obtain_plan(args: argparse.Namespace) -> Plan:
+    """Load `--plan` or compile `--config`/`--config-dir`; warnings go to stderr."""
+    if args.plan:
+        return load_plan(args.plan)
+    from compiler.pipeline import compile_paths  # helper A's module
+
+    result = compile_paths(args.config, args.config_dir)
+    if result.warnings:
+        print(render_diagnostics(result.warnings), file=sys.stderr)
+    return result.plan
+
+
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits 2 on a usage error
+    if args.version:
+        print(f"version: {version()} ({COMMIT}), built at {BUILD_DATE}")
+        return EXIT_OK
+    if args.plan and (args.config or args.config_dir):
+        parser.print_usage(sys.stderr)
+        print("llama-swap: --plan cannot be combined with --config/--config-dir", file=sys.stderr)
+        return EXIT_USAGE
+    if not (args.plan or args.config or args.config_dir):
+        parser.print_usage(sys.stderr)
+        print("llama-swap: at least one of --config, --config-dir or --plan must be provided",
+              file=sys.stderr)
+        return EXIT_USAGE
+    if bool(args.tls_cert_file) != bool(args.tls_key_file):
+        print("llama-swap: --tls-cert-file and --tls-key-file must be given together",
+              file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        plan = obtain_plan(args)
+    except CompileError as exc:
+        print(render_diagnostics(exc.diagnostics), file=sys.stderr)
+        print("llama-swap: failed to load config", file=sys.stderr)
+        return EXIT_CONFIG
+    except PlanLoadError as exc:
+        print(f"llama-swap: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        ctx = tls_context(args.tls_cert_file, args.tls_key_file) if args.tls_cert_file else None
+    except (OSError, ssl.SSLError) as exc:
+        print(f"llama-swap: cannot load TLS certificate/key: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.watch_config:
+        # Seam for hot reload (issue 5, helper G): build a ConfigWatcher over the config
+        # sources and call `Router.apply_plan(new_plan)` on change; SIGHUP likewise.
+        print("llama-swap: --watch-config is not wired yet; ignoring", file=sys.stderr)
+    try:
+        asyncio.run(serve(plan, listen=args.listen, ssl_context=ctx,
+                          shutdown_timeout=args.shutdown_timeout, version=version(),
+                          on_listening=_announce))
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except (OSError, ValueError) as exc:  # e.g. address in use, bad --listen
+        print(f"llama-swap: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except Exception:
+        traceback.print_exc()
+        print("llama-swap: internal error; please report it with the traceback above",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+    return EXIT_OK
+
+
+def _announce(addresses: list[str]) -> None:
+    print(f"llama-swap: listening on {' '.join(addresses)}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,403 @@
+"""The router: one run loop that owns all routing state, and the Effects it offers.
+
+Why one loop: the scheduler is a pure state machine (runtime/schedulers) that
+must see events one at a time.  Every source of change -- a request arriving,
+a client leaving, a swap or stop finishing, a served response ending, a
+process changing state, the TTL ticker, unload, shutdown, a new plan -- posts
+a frozen event (runtime/events.py) to one `asyncio.Queue`.  A single task
+drains it and calls the scheduler; nothing else touches scheduler state, so
+there are no locks.
+
+The router implements `runtime.schedulers.base.Effects`.  Effects run on the
+loop and never block it: slow work (stopping and starting processes) runs in
+tasks tracked in `self._tasks`, whose outcomes come back as events.
+
+Invariants:
+- a request is answered exactly once, through its future; a grant to a caller
+  that is gone returns False and is not counted as in flight;
+- every lease posts `ServeDone` exactly once (runtime/events.py `Lease`);
+- `self.plan` is one reference, replaced only on the loop (hot reload seam:
+  `apply_plan`, issue 5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import shlex
+import time
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any
+
+from compiler.plan import Model, Plan
+from runtime import errors
+from runtime.errors import RouteError, RouteFailure
+from runtime.events import (
+    Event,
+    Lease,
+    PlanApplied,
+    ProcessStopped,
+    RequestArrived,
+    RequestCancelled,
+    ServeDone,
+    ShutdownRequested,
+    StateChanged,
+    SwapDone,
+    TtlTick,
+    UnloadRequested,
+)
+from runtime.logs import LogBuffer
+from runtime.process import ModelProcess
+from runtime.process_state import ProcessState
+from runtime.schedulers import make_scheduler
+from runtime.schedulers.base import Request, Scheduler
+from runtime.swappers import make_swapper
+
+log = logging.getLogger("llama_swap.router")
+
+UNLOAD_GRACE = 10.0  # seconds a process gets to exit on unload and TTL (reference 6.4)
+DEFAULT_HEALTH_TIMEOUT = 30.0  # used when the plan's healthCheckTimeout is <= 0
+
+
+class Router:
+    """Owns the model processes and the scheduler; see the module docstring."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        *,
+        upstream_log: LogBuffer,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+        ttl_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.plan = plan
+        self.upstream_log = upstream_log
+        self._on_event = on_event
+        self._ttl_interval = ttl_interval
+        self._clock = clock
+        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._ids = itertools.count(1)
+        self._waiters: dict[int, RequestArrived] = {}
+        self._last_use: dict[str, float] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._shutdown_task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.processes: dict[str, ModelProcess] = {
+            mid: self._new_process(model) for mid, model in plan.models.items()
+        }
+        self.scheduler: Scheduler = make_scheduler(
+            plan.routing, plan.models, self, make_swapper(plan)
+        )
+
+    # ------------------------------------------------------------------ public API
+
+    async def start(self) -> None:
+        """Spawn the run loop and the TTL ticker."""
+        if self._loop_task is None:
+            self._loop_task = asyncio.create_task(self._run(), name="router-loop")
+            self._ticker = asyncio.create_task(self._tick(), name="router-ttl")
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    async def acquire(
+        self, model_id: str, *, on_position: Callable[[int], None] | None = None
+    ) -> Lease:
+        """Wait until the scheduler grants a request for `model_id` (a resolved local id).
+
+        Raises RouteFailure (404 unknown, 429 limit, 502 start failed, 503 health
+        timeout / unloaded / shutting down).  If the caller is cancelled while
+        waiting, the scheduler is told (the request never triggers a load), and
+        a grant that raced with the cancellation is released at once.
+        """
+        if self._closing:
+            raise RouteFailure(errors.shutting_down())
+        future: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
+        request = Request(next(self._ids), model_id)
+        self._post(RequestArrived(request, future, on_position))
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                future.result().release()
+            else:
+                self._post(RequestCancelled(request.id))
+            raise
+
+    async def unload(self, models: Sequence[str] | None = None) -> None:
+        """Fail waiters for `models` (default: all), stop them; return once they exited."""
+        targets = tuple(models) if models is not None else tuple(sorted(self.processes))
+        targets = tuple(m for m in targets if m in self.processes)
+        if not targets:
+            return
+        if not self._closing:
+            error = (
+                errors.model_unloaded(targets[0])
+                if len(targets) == 1
+                else RouteError(503, "model unloaded while the request waited")
+            )
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._post(UnloadRequested(targets, error, done))
+            await done
+        await asyncio.gather(*(self.processes[m].stop(UNLOAD_GRACE) for m in targets))
+
+    async def shutdown(self, timeout: float) -> None:
+        """Fail every waiter, stop every child within `timeout` s; idempotent."""
+        if self._shutdown_task is None:
+            self._shutdown_task = asyncio.create_task(self._shutdown(timeout), name="router-shutdown")
+        await asyncio.shield(self._shutdown_task)
+
+    def running(self) -> list[dict[str, Any]]:
+        """`GET /running` records: processes not stopped, sorted by model id (reference 5.10)."""
+        out = []
+        for mid in sorted(self.processes):
+            proc = self.processes[mid]
+            if proc.state.occupies_memory:
+                m = proc.model
+                out.append(
+                    {
+                        "model": mid,
+                        "state": str(proc.state),
+                        "cmd": shlex.join(m.cmd),
+                        "proxy": m.proxy,
+                        "ttl": m.ttl,
+                        "name": m.name,
+                        "description": m.description,
+                    }
+                )
+        return out
+
+    def in_flight(self, model: str) -> int:
+        return self.scheduler.in_flight(model)
+
+    async def apply_plan(self, new_plan: Plan) -> Any:
+        """Hot-swap the plan on the run loop (issue 5).  Returns what `_replace_plan` returns."""
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._post(PlanApplied(new_plan, done))
+        return await done
+
+    # ------------------------------------------------------------------ Effects
+
+    def model_state(self, model: str) -> ProcessState | None:
+        proc = self.processes.get(model)
+        return None if proc is None else proc.state
+
+    def running_models(self) -> Sequence[str]:
+        return sorted(m for m, p in self.processes.items() if p.state.occupies_memory)
+
+    def start_swap(self, model: str, evict: tuple[str, ...]) -> None:
+        log.debug("swap: starting %s%s", model, f", stopping {', '.join(evict)}" if evict else "")
+        self._spawn(self._swap(model, evict), f"swap:{model}")
+
+    def grant_serve(self, request: Request) -> bool:
+        waiter = self._waiters.pop(request.id, None)
+        if waiter is None or waiter.future.done():
+            return False
+        waiter.future.set_result(Lease(self.processes[request.model].model, self._post))
+        self._last_use[request.model] = self._clock()
+        self._emit_inflight()
+        return True
+
+    def grant_error(self, request: Request, error: RouteError) -> None:
+        waiter = self._waiters.pop(request.id, None)
+        if waiter is not None and not waiter.future.done():
+            waiter.future.set_exception(RouteFailure(error))
+
+    def stop_processes(self, models: tuple[str, ...]) -> None:
+        for model in models:
+            if model in self.processes:
+                self._spawn(self._stop(model, UNLOAD_GRACE), f"stop:{model}")
+
+    def queue_positions(self, positions: Mapping[int, int]) -> None:
+        for request_id, position in positions.items():
+            waiter = self._waiters.get(request_id)
+            if waiter is not None and waiter.on_position is not None:
+                try:
+                    waiter.on_position(position)
+                except Exception:
+                    log.exception("queue position callback failed")
+
+    # ------------------------------------------------------------------ the run loop
+
+    async def _run(self) -> None:
+        while True:
+            event = await self._queue.get()
+            try:
+                if self._handle(event):
+                    return
+            except Exception:  # a bug; keep serving rather than hang every caller
+                log.exception("router: error handling %r", event)
+                for fut in _futures_of(event):
+                    if not fut.done():
+                        fut.set_exception(RouteFailure(RouteError(500, "internal router error")))
+
+    def _handle(self, event: Event) -> bool:
+        """Apply one event; True when the loop must exit."""
+        sched = self.scheduler
+        match event:
+            case RequestArrived(request=request, future=future):
+                if self._closing:
+                    if not future.done():
+                        future.set_exception(RouteFailure(errors.shutting_down()))
+                elif not future.done():  # a caller already gone never triggers a load
+                    self._waiters[request.id] = event
+                    sched.on_request(request)
+            case RequestCancelled(request_id=rid):
+                if self._waiters.pop(rid, None) is not None:
+                    sched.on_cancel(rid)
+            case SwapDone(model=model, error=error):
+                if error is not None:
+                    log.warning("swap: %s failed: %s", model, error.message)
+                sched.on_swap_done(model, error)
+            case ServeDone(model=model):
+                self._last_use[model] = self._clock()
+                sched.on_serve_done(model)
+                self._emit_inflight()
+            case ProcessStopped(model=model):
+                sched.on_process_stopped(model)
+            case StateChanged(model=model, old=old, new=new):
+                self._on_state_changed(model, old, new)
+            case TtlTick():
+                self._check_ttl()
+            case UnloadRequested(models=models, error=error, done=done):
+                sched.on_unload(models, error)
+                if not done.done():
+                    done.set_result(None)
+            case PlanApplied(plan=plan, done=done):
+                try:
+                    result = self._replace_plan(plan)
+                except Exception as exc:
+                    if not done.done():
+                        done.set_exception(exc)
+                else:
+                    if not done.done():
+                        done.set_result(result)
+            case ShutdownRequested(error=error, done=done):
+                self._closing = True
+                sched.on_shutdown(error)
+                for waiter in self._waiters.values():  # belt and braces: nobody waits forever
+                    if not waiter.future.done():
+                        waiter.future.set_exception(RouteFailure(error))
+                self._waiters.clear()
+                if not done.done():
+                    done.set_result(None)
+                return True
+        return False
+
+    def _on_state_changed(self, model: str, old: ProcessState, new: ProcessState) -> None:
+        log.debug("process %s: %s -> %s", model, old, new)
+        if new is ProcessState.READY:
+            self._last_use[model] = self._clock()
+        if old is ProcessState.READY and new is ProcessState.STOPPED:
+            log.warning("process %s exited unexpectedly", model)
+            self.scheduler.on_process_stopped(model)
+        if self._on_event is not None:
+            self._on_event({"type": "state", "model": model, "old": str(old), "new": str(new)})
+
+    def _check_ttl(self) -> None:
+        now = self._clock()
+        for mid, proc in self.processes.items():
+            ttl = proc.model.ttl
+            if (
+                ttl > 0
+                and proc.state is ProcessState.READY
+                and self.scheduler.in_flight(mid) == 0
+                and now - self._last_use.get(mid, 0.0) > ttl
+            ):
+                log.info("unloading model %s, TTL of %ss reached", mid, ttl)
+                self.scheduler.on_ttl_expired(mid)
+
+    def _replace_plan(self, new_plan: Plan) -> Any:
+        """Hot reload seam (issue 5, helper G): runs on the loop, so it may replace
+        `self.plan`, add/stop/replace processes and rebuild or update the scheduler
+        in one step without locks.  Must return the PlanDiff it applied."""
+        raise NotImplementedError("hot reload is not implemented yet (issue 5)")
+
+    # ------------------------------------------------------------------ tasks
+
+    def _post(self, event: Event) -> None:
+        self._queue.put_nowait(event)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _swap(self, model: str, evict: tuple[str, ...]) -> None:
+        error: RouteError | None = None
+        try:
+            grace = self._health_timeout()
+            if evict:
+                await asyncio.gather(*(self.processes[m].stop(grace) for m in evict))
+            await self.processes[model].start()
+        except RouteFailure as exc:
+            error = exc.error
+        except Exception as exc:  # spawn trouble the process layer did not classify
+            log.exception("swap to %s failed", model)
+            error = errors.start_failed(model, f"{type(exc).__name__}: {exc}")
+        self._post(SwapDone(model, error))
+
+    async def _stop(self, model: str, grace: float) -> None:
+        try:
+            await self.processes[model].stop(grace)
+        finally:
+            self._post(ProcessStopped(model))
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self._ttl_interval)
+            self._post(TtlTick())
+
+    async def _shutdown(self, timeout: float) -> None:
+        deadline = asyncio.get_running_loop().time() + max(timeout, 0.001)
+        self._closing = True
+        if self._ticker is not None:
+            self._ticker.cancel()
+        if self._loop_task is not None and not self._loop_task.done():
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._post(ShutdownRequested(errors.shutting_down(), done))
+            await done
+            await self._loop_task
+        grace = max(0.001, timeout * 0.8)
+        stops = [asyncio.ensure_future(p.shutdown(grace)) for p in self.processes.values()]
+        if stops:
+            left = max(0.001, deadline - asyncio.get_running_loop().time())
+            _, pending = await asyncio.wait(stops, timeout=left)
+            for task in pending:
+                log.warning("shutdown: a process did not stop within %.1fs", timeout)
+                task.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, *stops, return_exceptions=True)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _new_process(self, model: Model) -> ModelProcess:
+        return ModelProcess(
+            model,
+            health_check_timeout=self._health_timeout(),
+            log=LogBuffer(model.id, parent=self.upstream_log),
+            on_state_change=self._state_callback,
+        )
+
+    def _state_callback(self, model: str, old: ProcessState, new: ProcessState) -> None:
+        self._post(StateChanged(model, old, new))
+
+    def _health_timeout(self) -> float:
+        t = self.plan.settings.healthCheckTimeout
+        return float(t) if t > 0 else DEFAULT_HEALTH_TIMEOUT
+
+    def _emit_inflight(self) -> None:
+        if self._on_event is not None:
+            total = sum(self.scheduler.in_flight(m) for m in self.processes)
+            self._on_event({"type": "inflight", "total": total})
+
+
+def _futures_of(event: Event) -> list[asyncio.Future[Any]]:
+    fut = getattr(event, "future", None) or getattr(event, "done", None)
+    return [fut] if isinstance(fut, asyncio.Future) else []

@@ -1,0 +1,172 @@
+"""Running a server: log wiring, listening, and the shutdown order.
+
+Why separate from cli.py: the CLI only parses arguments and picks exit codes;
+this module owns the lifecycle so tests and benchmarks can run a server
+in-process too.
+
+Shutdown order (SIGINT/SIGTERM, or `stop` set by a caller):
+1. stop accepting connections (close the listening sockets);
+2. `Router.shutdown(timeout)`: queued and waiting requests fail with 503,
+   every child process is stopped (cmdStop or SIGTERM to its group, SIGKILL
+   after the grace) and has exited;
+3. close the remaining HTTP connections and the upstream client sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+import sys
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TextIO
+
+from aiohttp import web
+
+from compiler.plan import Plan
+from runtime.app import AppState, build_app, create_state
+from runtime.logs import LogBuffer
+
+DEFAULT_SHUTDOWN_TIMEOUT = 30.0
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
+          "warning": logging.WARNING, "error": logging.ERROR}
+
+
+class EchoLogBuffer(LogBuffer):
+    """A LogBuffer that also writes through to a text stream (the "mux" of the original)."""
+
+    def __init__(self, name: str, stream: TextIO) -> None:
+        super().__init__(name)
+        self._stream = stream
+
+    def write(self, data: str) -> None:
+        super().write(data)
+        try:
+            self._stream.write(data)
+            self._stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+class BufferHandler(logging.Handler):
+    """Python logging records -> `[LEVEL] message` lines in the proxy log."""
+
+    def __init__(self, buffer: LogBuffer) -> None:
+        super().__init__()
+        self.buffer = buffer
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level = "WARN" if record.levelno == logging.WARNING else record.levelname
+            self.buffer.write(f"[{level}] {record.getMessage()}\n")
+        except Exception:
+            self.handleError(record)
+
+
+def wire_logs(plan: Plan, stdout: TextIO | None = None) -> tuple[LogBuffer, LogBuffer]:
+    """The proxy and upstream logs, echoed to stdout per `logToStdout` (reference 1.6);
+    Python loggers under "llama_swap" write into the proxy log at `logLevel`."""
+    out = stdout if stdout is not None else sys.stdout
+    mode = plan.settings.logToStdout
+    mux = EchoLogBuffer("mux", out) if mode != "none" else LogBuffer("mux")
+    proxy = LogBuffer("proxy", parent=None if mode in ("upstream", "none") else mux)
+    upstream = LogBuffer("upstream", parent=mux if mode in ("upstream", "both") else None)
+    logger = logging.getLogger("llama_swap")
+    for old in [h for h in logger.handlers if isinstance(h, BufferHandler)]:
+        logger.removeHandler(old)
+    logger.addHandler(BufferHandler(proxy))
+    logger.setLevel(LEVELS.get(plan.settings.logLevel.strip().lower(), logging.INFO))
+    logger.propagate = False
+    return proxy, upstream
+
+
+def parse_listen(listen: str, tls: bool) -> tuple[str | None, int]:
+    """`:8080`, `host:port`, `[::1]:port`; empty means `:8080` (`:8443` with TLS)."""
+    if not listen:
+        return None, 8443 if tls else 8080
+    host, sep, port = listen.rpartition(":")
+    if not sep:
+        raise ValueError(f"invalid listen address {listen!r} (expected host:port)")
+    host = host.strip("[]")
+    return (host or None), int(port)
+
+
+async def serve(
+    plan: Plan,
+    *,
+    listen: str = "",
+    ssl_context: ssl.SSLContext | None = None,
+    stop: asyncio.Event | None = None,
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+    route_modules: Iterable[str] | None = None,
+    middlewares: Iterable[Any] = (),
+    on_listening: Callable[[list[str]], None] | None = None,
+    on_reload: Callable[[], Awaitable[None]] | None = None,
+    state: AppState | None = None,
+    version: str = "0",
+) -> None:
+    """Serve `plan` until SIGINT/SIGTERM (or `stop`), then shut down in order."""
+    loop = asyncio.get_running_loop()
+    stop = stop if stop is not None else asyncio.Event()
+    if state is None:
+        proxy_log, upstream_log = wire_logs(plan)
+        state = create_state(plan, proxy_log=proxy_log, upstream_log=upstream_log, version=version)
+    kwargs: dict[str, Any] = {"middlewares": middlewares}
+    if route_modules is not None:
+        kwargs["route_modules"] = tuple(route_modules)
+    app = build_app(state, **kwargs)
+    host, port = parse_listen(listen, ssl_context is not None)
+    log = logging.getLogger("llama_swap.serve")
+
+    installed: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError):  # not the main thread
+            pass
+    if on_reload is not None:
+        try:
+            loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(on_reload()))
+            installed.append(signal.SIGHUP)
+        except (NotImplementedError, RuntimeError):
+            pass
+
+    await state.router.start()
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=2.0)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)
+    try:
+        await site.start()
+    except BaseException:
+        await state.router.shutdown(shutdown_timeout)
+        await runner.cleanup()
+        raise
+    addresses = _addresses(site, ssl_context is not None)
+    log.info("llama-swap listening on %s", ", ".join(addresses))
+    if on_listening is not None:
+        on_listening(addresses)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        await site.stop()
+        await state.router.shutdown(shutdown_timeout)
+        state.proxy_log.close_subscribers()
+        state.upstream_log.close_subscribers()
+        await runner.cleanup()
+        log.info("shutdown complete")
+
+
+def _addresses(site: web.TCPSite, tls: bool) -> list[str]:
+    scheme = "https" if tls else "http"
+    server = site._server  # aiohttp keeps the asyncio server here; we want the bound ports
+    out: list[str] = []
+    for sock in getattr(server, "sockets", None) or ():
+        addr = sock.getsockname()
+        host = f"[{addr[0]}]" if ":" in addr[0] else addr[0]
+        out.append(f"{scheme}://{host}:{addr[1]}")
+    return out or [site.name]
