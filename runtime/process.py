@@ -26,6 +26,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -314,12 +315,12 @@ class ModelProcess:
         try:
             child = await _spawn(model.cmd, build_env(model.env), run_log)
         except (OSError, ValueError) as exc:
-            detail = f"failed to start command '{' '.join(model.cmd)}': {exc}"
+            detail = f"failed to start command '{_argv_text(model.cmd)}': {exc}"
             self._note(detail)
             self._fail_start()
             raise RouteFailure(start_failed(model.id, detail)) from None
         self._child, self.pid = child, child.pid
-        self._note(f"started pid {child.pid}: {' '.join(model.cmd)}")
+        self._note(f"started pid {child.pid}: {_argv_text(model.cmd)}")
         if abort.is_set():
             raise RouteFailure(RouteError(503, f"[{model.id}] aborted"))
 
@@ -431,7 +432,7 @@ class ModelProcess:
             cmd_stop = self.model.cmdStop
             if cmd_stop:
                 argv = [tok.replace("${PID}", str(child.pid)) for tok in cmd_stop]
-                self._note(f"stopping pid {child.pid} with cmdStop: {' '.join(argv)}")
+                self._note(f"stopping pid {child.pid} with cmdStop: {_argv_text(argv)}")
                 try:
                     stopper = await _spawn(argv, build_env(self.model.env), self.log)
                 except (OSError, ValueError) as exc:
@@ -450,6 +451,11 @@ class ModelProcess:
             stop_code = await asyncio.shield(stopper.reaped)
             if stop_code != 0:
                 self._note(f"cmdStop exited with code {stop_code}")
+
+
+def _argv_text(argv: Sequence[str]) -> str:
+    """argv as one shell-quoted log line."""
+    return shlex.join(argv).replace("\n", "\\n")
 
 
 def _health_url(model: Model) -> str:
