@@ -23,7 +23,7 @@ they are appended to).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from deepmerge import Merger
@@ -90,7 +90,7 @@ class _FragmentMerge:
             return DictStrategies.strategy_merge(merger, path, base, nxt)
         for name, value in nxt.items():
             if name in base:
-                self.conflict((*keys, name), "{path} defined in {a} and again in {b}")
+                self.conflict((*keys, name), lambda p, a, b: f"{p} defined in {a} and again in {b}")
             else:
                 base[name] = value
         return base
@@ -116,21 +116,21 @@ class _FragmentMerge:
         if scalar:
             self.conflict(
                 keys,
-                f"{{path}} is set to {_show(base)} in {{a}} and to {_show(nxt)} in {{b}}; "
+                lambda p, a, b: f"{p} is set to {_show(base)} in {a} and to {_show(nxt)} in {b}; "
                 "fragments may repeat a setting only with the same value",
             )
         else:
-            self.conflict(keys, f"{{path}} is {_kind(base)} in {{a}} but {_kind(nxt)} in {{b}}")
+            self.conflict(keys, lambda p, a, b: f"{p} is {_kind(base)} in {a} but {_kind(nxt)} in {b}")
         return base
 
     # -- helpers -----------------------------------------------------------
-    def conflict(self, keys: KeyPath, template: str) -> None:
+    def conflict(self, keys: KeyPath, wording: Callable[[str, str, str], str]) -> None:
         self.rejected.add(keys)
         first = self.merged_map.lookup(keys, prefer_value=False)
         entry = self.fragment.smap.get(keys)
         second = entry.key if entry else Location(self.fragment.name, 0, 0)
         path = display_path(keys)
-        message = template.format(path=path, a=_where(first), b=_where(second))
+        message = wording(path, _where(first), _where(second))
         self.diagnostics.append(Diagnostic(message, path, second, related=first, keys=keys))
 
     def translate(self, keys: KeyPath) -> KeyPath | None:

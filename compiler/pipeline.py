@@ -1,0 +1,165 @@
+"""The compiler pipeline: fragments in, a frozen plan (or one CompileError with everything) out.
+
+Per fragment: `${env.X}` substitution -> YAML parse with locations; then merge
+of all fragments -> schema validation -> resolution (compiler.resolve) into
+the plan.  Every stage collects diagnostics instead of stopping at the first;
+the stages up to validation all run, so one run reports env, syntax, merge
+and schema problems together.  Resolution only runs on a clean, schema-valid
+document (it relies on the types).  Diagnostics the resolver raises carry a
+key path but no location; we fill it in from the merged source map (nearest
+existing ancestor).
+
+`compile_sources` is pure; `compile_paths` adds the file reading of
+compiler.load.  Any exception other than CompileError is a compiler bug.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from compiler.diagnostics import CompileError, Diagnostic
+from compiler.envsubst import substitute_env
+from compiler.merge import merge_fragments
+from compiler.parse import ParsedSource, parse_source
+from compiler.plan import Plan, Source
+from compiler.sourcemap import KeyPath, SourceMap, display_path
+
+
+@dataclass(frozen=True, slots=True)
+class CompileResult:
+    plan: Plan
+    warnings: tuple[Diagnostic, ...] = ()
+    # Source texts after env substitution, by file name (for rendering carets).
+    texts: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+
+def _resolve(doc: Mapping[str, Any], sources: tuple[Source, ...]) -> tuple[Plan, list[Diagnostic]]:
+    from compiler.resolve import resolve
+
+    return resolve(doc, sources)
+
+
+_PATH_TOKEN = re.compile(r"\[(\d+)\]|([^.\[\]]+)")
+
+
+def _keys_for(d: Diagnostic, smap: SourceMap) -> KeyPath:
+    """The tuple key path of a diagnostic; a dotted path is matched greedily against the map."""
+    if d.keys:
+        return d.keys
+    if not d.path:
+        return ()
+    tokens: list[str | int] = [
+        int(idx) if idx else name for idx, name in _PATH_TOKEN.findall(d.path)
+    ]
+    keys: KeyPath = ()
+    i = 0
+    while i < len(tokens):
+        if isinstance(tokens[i], int):
+            keys, i = (*keys, tokens[i]), i + 1
+            continue
+        for j in range(len(tokens), i, -1):  # longest run of names first: ids may hold dots
+            run = tokens[i:j]
+            if any(isinstance(t, int) for t in run):
+                continue
+            candidate = (*keys, ".".join(str(t) for t in run))
+            if candidate in smap or j == i + 1:
+                keys, i = candidate, j
+                break
+    return keys
+
+
+def _locate(diags: Sequence[Diagnostic], smap: SourceMap) -> list[Diagnostic]:
+    out = []
+    for d in diags:
+        if d.location is None or d.location.line == 0:
+            keys = _keys_for(d, smap)
+            loc = smap.lookup(keys) or d.location
+            d = replace(d, location=loc, keys=keys, path=d.path or display_path(keys))
+        out.append(d)
+    return out
+
+
+def _not_under(diags: list[Diagnostic], reported: list[KeyPath]) -> list[Diagnostic]:
+    """Drop schema complaints about values already reported (e.g. an unset `${env.X}` left literal)."""
+    if not reported:
+        return diags
+    return [d for d in diags if not any(d.keys[: len(k)] == k for k in reported)]
+
+
+def _finish(diags: list[Diagnostic], strict: bool) -> list[Diagnostic]:
+    """Apply --strict and drop exact duplicates, keeping order."""
+    if strict:
+        diags = [replace(d, severity="error") if d.severity == "warning" else d for d in diags]
+    return list(dict.fromkeys(diags))
+
+
+def _raise(diags: list[Diagnostic], texts: Mapping[str, str]) -> None:
+    error = CompileError(diags)
+    error.texts = dict(texts)  # type: ignore[attr-defined]
+    raise error
+
+
+def _compile(
+    files: Sequence[tuple[str, str, str]], env: Mapping[str, str] | None, strict: bool
+) -> CompileResult:
+    env = os.environ if env is None else env
+    diags: list[Diagnostic] = []
+    parsed: list[ParsedSource] = []
+    texts: dict[str, str] = {}
+    for name, text, _ in files:
+        text, env_diags = substitute_env(name, text, env)
+        texts[name] = text
+        diags.extend(env_diags)
+        source = parse_source(name, text)
+        diags.extend(source.diagnostics)
+        parsed.append(source)
+
+    doc, smap, conflicts = merge_fragments(parsed)
+    diags.extend(_not_under(conflicts, [d.keys for d in diags if d.keys]))
+    from compiler.validate import validate
+
+    diags.extend(_not_under(validate(doc, smap), [d.keys for d in diags if d.keys]))
+    diags = _finish(diags, strict)
+    if any(d.severity == "error" for d in diags):
+        _raise(diags, texts)
+
+    sources = tuple(Source(name, digest) for name, _, digest in files)
+    try:
+        plan, resolved = _resolve(doc, sources)
+    except CompileError as exc:
+        _raise(_finish(diags + _locate(exc.diagnostics, smap), strict), texts)
+    diags = _finish(diags + _locate(resolved, smap), strict)
+    if any(d.severity == "error" for d in diags):
+        _raise(diags, texts)
+    warnings = tuple(sorted(diags, key=Diagnostic.sort_key))
+    return CompileResult(plan=plan, warnings=warnings, texts=texts)
+
+
+def compile_sources(
+    sources: Sequence[tuple[str, str]],
+    *,
+    env: Mapping[str, str] | None = None,
+    strict: bool = False,
+) -> CompileResult:
+    """Compile (name, text) fragments in merge order; `env` defaults to os.environ."""
+    files = [(name, text, hashlib.sha256(text.encode("utf-8")).hexdigest()) for name, text in sources]
+    return _compile(files, env, strict)
+
+
+def compile_paths(
+    config: str | None,
+    config_dir: str | None,
+    *,
+    strict: bool = False,
+    env: Mapping[str, str] | None = None,
+) -> CompileResult:
+    """Read --config / --config-dir (compiler.load) and compile them."""
+    from compiler.load import load_paths
+
+    files = load_paths(config, config_dir)
+    return _compile([(f.path, f.text, f.sha256) for f in files], env, strict)

@@ -1,0 +1,170 @@
+"""Check the merged document against schema/config.schema.json.
+
+Every problem is collected (jsonschema's `iter_errors`), anyOf/oneOf noise is
+collapsed to the most relevant branch (`best_match`), and messages are
+reworded plainly.  Unknown keys are different: the Go original silently
+ignores them, so we report each as a *warning* with a did-you-mean
+suggestion (`healthCheckTimout` -> `healthCheckTimeout`); `--strict` (in the
+pipeline) turns warnings into errors.
+
+jsonschema is imported on first use only and the compiled validator is
+cached, so `swap-compile --check` stays quick to start.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import json
+import re
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from compiler.diagnostics import Diagnostic
+from compiler.sourcemap import KeyPath, SourceMap, display_path
+
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError
+    from jsonschema.protocols import Validator
+
+_JSON_KIND = {
+    dict: "a mapping",
+    list: "a list",
+    str: "a string",
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    type(None): "nothing (null)",
+}
+_SCHEMA_KIND = {
+    "object": "a mapping",
+    "array": "a list",
+    "string": "a string",
+    "boolean": "a boolean (true/false)",
+    "integer": "an integer",
+    "number": "a number",
+    "null": "null",
+}
+
+# Plain words for the schema's patterns (keyed by the pattern text in config.schema.json).
+_PATTERN_HINTS = {
+    "^[^ ]*$": "must not contain spaces",
+    "^[A-Za-z_][A-Za-z0-9_]*=": "must look like NAME=value",
+    r"^(/|\$\{|\s*none\s*$)": "must be a path starting with '/' or 'none'",
+    "^[a-zA-Z0-9_-]+$": "may contain only letters, digits, '_' and '-'",
+    "^[a-zA-Z0-9]{1,8}$": "must be 1 to 8 letters or digits",
+    "^[a-zA-Z0-9_,. ${}-]*$": "must be a comma-separated list of parameter names",
+    r"^[-+]?(0|([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|ms|s|m|h))+$": "must be a duration like '5s' or '1m30s'",
+}
+
+
+@lru_cache(maxsize=1)
+def _validator() -> Validator:
+    from jsonschema import Draft202012Validator
+
+    from compiler.load import config_schema
+
+    return Draft202012Validator(config_schema())
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _kind(value: Any) -> str:
+    return _JSON_KIND.get(type(value), type(value).__name__)
+
+
+def suggest(name: str, known: list[str]) -> str | None:
+    """The known key `name` was most likely meant to be, if any is close enough."""
+    for candidate in known:
+        if candidate.lower() == name.lower():
+            return candidate
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _unknown_keys(error: ValidationError, path: KeyPath) -> list[tuple[KeyPath, str]]:
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    known = list(schema.get("properties", {}))
+    patterns = [re.compile(p) for p in schema.get("patternProperties", {})]
+    out = []
+    for key in error.instance:
+        if key in known or any(p.search(key) for p in patterns):
+            continue
+        hint = suggest(key, known)
+        message = f"unknown key '{key}' (ignored)"
+        if hint:
+            message += f"; did you mean '{hint}'?"
+        out.append(((*path, key), message))
+    return out
+
+
+def _message(error: ValidationError) -> str:
+    kind, expected, value = error.validator, error.validator_value, error.instance
+    if kind == "type":
+        wanted = [expected] if isinstance(expected, str) else list(expected)
+        names = " or ".join(_SCHEMA_KIND.get(w, w) for w in wanted)
+        return f"expected {names}, got {_kind(value)} {_show(value)}".rstrip()
+    if kind == "required":
+        match = re.match(r"^(.*) is a required property$", error.message)
+        missing = ast.literal_eval(match.group(1)) if match else error.message
+        return f"required key '{missing}' is missing"
+    if kind == "enum":
+        return f"must be one of {', '.join(_show(v) for v in expected)}; got {_show(value)}"
+    if kind in ("minimum", "exclusiveMinimum"):
+        return f"must be at least {expected}; got {_show(value)}"
+    if kind in ("maximum", "exclusiveMaximum"):
+        return f"must be at most {expected}; got {_show(value)}"
+    if kind == "minLength":
+        return "must not be empty" if expected == 1 else f"must be at least {expected} characters long"
+    if kind == "maxLength":
+        return f"must be at most {expected} characters long; got {len(value)}"
+    if kind == "minItems":
+        return f"must list at least {expected} item(s)"
+    if kind == "minProperties":
+        return f"must define at least {expected} entr{'y' if expected == 1 else 'ies'}"
+    if kind == "uniqueItems":
+        return "lists the same item more than once"
+    if kind == "not":
+        return f"{_show(value)} is a reserved name"
+    if kind == "pattern":
+        hint = _PATTERN_HINTS.get(expected, f"must match the pattern {expected}")
+        return f"{_show(value)}: {hint}"
+    return error.message
+
+
+def _collapse(error: ValidationError) -> ValidationError:
+    """Replace an anyOf/oneOf error by its most relevant sub-error."""
+    if not error.context:
+        return error
+    from jsonschema.exceptions import best_match
+
+    return best_match([error]) or error
+
+
+def validate(doc: dict[str, Any], smap: SourceMap) -> list[Diagnostic]:
+    """All schema problems of `doc`: errors, and warnings for unknown keys."""
+    out: list[Diagnostic] = []
+    for raw in _validator().iter_errors(doc):
+        error = _collapse(raw)
+        path: KeyPath = tuple(error.absolute_path)
+        if error.validator == "additionalProperties" and error.validator_value is False:
+            for keys, message in _unknown_keys(error, path):
+                loc = smap.lookup(keys, prefer_value=False)
+                out.append(Diagnostic(message, display_path(keys), loc, "warning", keys=keys))
+            continue
+        message = _message(error)
+        prefer_value: bool | None = None
+        if "propertyNames" in error.absolute_schema_path:
+            path = (*path, error.instance)
+            message = f"key name {message}" if error.validator != "not" else message
+            prefer_value = False
+        elif error.validator == "required":
+            match = re.match(r"^(.*) is a required property$", error.message)
+            if match:
+                path = (*path, ast.literal_eval(match.group(1)))
+        loc = smap.lookup(path, prefer_value=prefer_value)
+        out.append(Diagnostic(message, display_path(path), loc, keys=path))
+    return out
