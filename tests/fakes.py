@@ -19,6 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from hypothesis import strategies as st
+
 from compiler.plan import Model
 from runtime.errors import RouteError
 from runtime.process_state import ProcessState
@@ -163,3 +165,173 @@ class StubSwapper:
     def describe(self, target: str, running: Sequence[str]) -> str:
         self.described.append((target, tuple(running)))
         return f"stub: model={target} evict={list(self.eviction_for(target, running))}"
+
+
+class FakeRouter:
+    """Plays the router's part around a scheduler, for randomized (hypothesis) tests.
+
+    It keeps the books a real run loop keeps — swaps under way, stops under
+    way, granted requests not yet finished — completes slow work when told to,
+    and checks the scheduler's promises as it goes (`violations`).
+    """
+
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        fx: FakeEffects,
+        limits: Mapping[str, int],
+        *,
+        exclusive: bool = False,
+    ) -> None:
+        self.s = scheduler
+        self.exclusive = exclusive  # serial: a granted model must be the only one running
+        self.fx = fx
+        self.limits = limits
+        self.next_id = 0
+        self.requests: dict[int, str] = {}
+        self.cancelled: set[int] = set()
+        self.answers: dict[int, list[Effect]] = {}
+        self.serving: list[Request] = []  # granted, delivered, not yet done
+        self.swaps: list[StartSwap] = []  # started, not yet reported
+        self.stopping: list[str] = []
+        self.violations: list[str] = []
+        self._seen = 0
+
+    # -- actions --------------------------------------------------------------
+
+    def request(self, model: str) -> None:
+        self.next_id += 1
+        self.requests[self.next_id] = model
+        self.s.on_request(Request(self.next_id, model))
+        self._collect()
+
+    def cancel(self, index: int) -> None:
+        waiting = [rid for rid in self.requests if rid not in self.answers and rid not in self.cancelled]
+        if waiting:
+            rid = waiting[index % len(waiting)]
+            self.cancelled.add(rid)
+            self.fx.gone.add(rid)
+            self.s.on_cancel(rid)
+            self._collect()
+
+    def finish_swap(self, index: int, error: RouteError | None) -> None:
+        if self.swaps:
+            swap = self.swaps.pop(index % len(self.swaps))
+            for evicted in swap.evict:
+                self.fx.states[evicted] = ProcessState.STOPPED
+            self.fx.states[swap.model] = ProcessState.STOPPED if error else ProcessState.READY
+            self.s.on_swap_done(swap.model, error)
+            self._collect()
+
+    def serve_done(self, index: int) -> None:
+        if self.serving:
+            request = self.serving.pop(index % len(self.serving))
+            self.s.on_serve_done(request.model)
+            self._collect()
+
+    def finish_stop(self, index: int) -> None:
+        if self.stopping:
+            model = self.stopping.pop(index % len(self.stopping))
+            if self.fx.states[model] is ProcessState.STOPPING:
+                self.fx.states[model] = ProcessState.STOPPED
+            self.s.on_process_stopped(model)
+            self._collect()
+
+    def crash(self, model: str) -> None:
+        if self.fx.states.get(model) is ProcessState.READY:
+            self.fx.states[model] = ProcessState.STOPPED
+            self.s.on_process_stopped(model)
+            self._collect()
+
+    def ttl(self, model: str) -> None:
+        self.s.on_ttl_expired(model)
+        self._collect()
+
+    def unload(self, models: tuple[str, ...], error: RouteError) -> None:
+        self.s.on_unload(models, error)
+        self._collect()
+
+    def play(self, actions: Iterable[tuple[str, str | int]]) -> None:
+        """Run `router_actions()` values, stopping at the first broken promise."""
+        for action, arg in actions:
+            if action == "request":
+                self.request(str(arg))
+            elif action == "cancel":
+                self.cancel(int(arg))
+            elif action == "swap_ok":
+                self.finish_swap(int(arg), None)
+            elif action == "swap_fail":
+                self.finish_swap(int(arg), RouteError(502, "boom"))
+            elif action == "serve_done":
+                self.serve_done(int(arg))
+            elif action == "stop_done":
+                self.finish_stop(int(arg))
+            elif action == "crash":
+                self.crash(str(arg))
+            elif action == "ttl":
+                self.ttl(str(arg))
+            elif action == "unload":
+                self.unload((str(arg),), RouteError(503, f"[{arg}] unloaded"))
+            if self.violations:
+                return
+
+    def settle(self, limit: int = 1000) -> None:
+        """Finish every swap, stop and serve until nothing moves."""
+        for _ in range(limit):
+            if self.swaps:
+                self.finish_swap(0, None)
+            elif self.stopping:
+                self.finish_stop(0)
+            elif self.serving:
+                self.serve_done(0)
+            else:
+                return
+        self.violations.append("did not settle")
+
+    # -- bookkeeping and checks ---------------------------------------------------
+
+    def unanswered(self) -> list[int]:
+        return [rid for rid in self.requests if rid not in self.answers and rid not in self.cancelled]
+
+    def _collect(self) -> None:
+        for effect in self.fx.calls[self._seen :]:
+            if isinstance(effect, StartSwap):
+                busy = {r.model for r in self.serving}
+                if busy & set(effect.evict):
+                    self.violations.append(f"{effect} evicts a serving model {sorted(busy)}")
+                self.swaps.append(effect)
+            elif isinstance(effect, StopProcesses):
+                self.stopping.extend(effect.models)
+            elif isinstance(effect, Grant | GrantError):
+                rid = effect.request_id
+                self.answers.setdefault(rid, []).append(effect)
+                if len(self.answers[rid]) > 1:
+                    self.violations.append(f"request {rid} answered twice: {self.answers[rid]}")
+                if isinstance(effect, Grant) and effect.delivered:
+                    model = self.requests[rid]
+                    if self.fx.states.get(model) is not ProcessState.READY:
+                        self.violations.append(f"request {rid} granted while {model} not ready")
+                    if self.exclusive and list(self.fx.running_models()) != [model]:
+                        self.violations.append(
+                            f"request {rid} granted while {list(self.fx.running_models())} run"
+                        )
+                    if self.exclusive and self.serving:
+                        self.violations.append(f"request {rid} granted while {self.serving} serve")
+                    self.serving.append(Request(rid, model))
+                    count = sum(1 for r in self.serving if r.model == model)
+                    if count > self.limits.get(model, 10):
+                        self.violations.append(f"{model} over its limit: {count}")
+        self._seen = len(self.fx.calls)
+
+
+def router_actions(models: Sequence[str]) -> st.SearchStrategy[tuple[str, str | int]]:
+    """Hypothesis strategy of single `FakeRouter.play` actions over `models` (+ an unknown one)."""
+    picks = st.integers(0, 9)
+    names = st.sampled_from(tuple(models))
+    return st.one_of(
+        st.tuples(st.just("request"), st.sampled_from((*models, "ghost"))),
+        st.tuples(st.just("request"), names),
+        st.tuples(st.sampled_from(("cancel", "swap_ok", "swap_fail", "serve_done", "stop_done")), picks),
+        st.tuples(st.just("serve_done"), picks),
+        st.tuples(st.sampled_from(("crash", "ttl", "unload")), names),
+    )

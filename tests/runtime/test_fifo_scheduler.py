@@ -10,8 +10,10 @@ from __future__ import annotations
 from types import MappingProxyType
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from compiler.plan import Routing
+from compiler.plan import Group, Routing
 from runtime.errors import (
     RouteError,
     model_unloaded,
@@ -26,12 +28,14 @@ from runtime.schedulers.base import Request
 from runtime.swappers import GroupSwapper
 from tests.fakes import (
     FakeEffects,
+    FakeRouter,
     Grant,
     GrantError,
     StartSwap,
     StopProcesses,
     StubSwapper,
     make_models,
+    router_actions,
 )
 
 READY = ProcessState.READY
@@ -432,3 +436,41 @@ def test_swap_start_is_described_by_the_swapper(r: Ids) -> None:
     s = FifoScheduler(make_models("a", "b"), fx, swapper)
     s.on_request(r("b"))
     assert swapper.described == [("b", ("a",))]
+
+
+# -- randomized: the promises hold for any event order -----------------------------------
+
+MODELS = ("a", "b", "c")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(router_actions(MODELS), max_size=40),
+    st.sets(st.sampled_from(MODELS)),
+    st.sampled_from(["one at a time", "a and b together", "never evict"]),
+)
+def test_any_event_order_keeps_the_promises_and_answers_everyone(
+    actions: list[tuple[str, str | int]], ready: set[str], policy: str
+) -> None:
+    if policy == "one at a time":
+        sw = GroupSwapper({}, MODELS)
+    elif policy == "a and b together":
+        sw = GroupSwapper(
+            MappingProxyType({"ab": Group("ab", ("a", "b"), swap=False), "c": Group("c", ("c",))}),
+            MODELS,
+        )
+    else:
+        sw = GroupSwapper(MappingProxyType({"all": Group("all", MODELS, swap=False)}), MODELS)
+    limits = {"a": 1, "b": 2, "c": 10}
+    fx = FakeEffects(*MODELS, ready=sorted(ready))
+    router = FakeRouter(FifoScheduler(make_models(*MODELS, limits=limits), fx, sw), fx, limits)
+    router.play(actions)
+    assert router.violations == []
+    router.settle()
+    assert router.violations == []
+    assert router.unanswered() == []
+    assert router.s.queued() == () and all(router.s.in_flight(m) == 0 for m in MODELS)
+    router.request("a")
+    router.s.on_shutdown(shutting_down())
+    router._collect()
+    assert router.violations == [] and router.unanswered() == []

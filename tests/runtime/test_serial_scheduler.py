@@ -10,6 +10,8 @@ from __future__ import annotations
 from types import MappingProxyType
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from compiler.plan import Group, Routing
 from runtime.errors import (
@@ -24,7 +26,16 @@ from runtime.process_state import ProcessState
 from runtime.schedulers import SerialScheduler, make_scheduler
 from runtime.schedulers.base import Request
 from runtime.swappers import GroupSwapper
-from tests.fakes import FakeEffects, Grant, GrantError, StartSwap, StopProcesses, make_models
+from tests.fakes import (
+    FakeEffects,
+    FakeRouter,
+    Grant,
+    GrantError,
+    StartSwap,
+    StopProcesses,
+    make_models,
+    router_actions,
+)
 
 READY = ProcessState.READY
 
@@ -410,3 +421,27 @@ def test_serial_ignores_groups_and_priority() -> None:
 def test_make_scheduler_rejects_an_unknown_name() -> None:
     with pytest.raises(ValueError, match="unknown scheduler"):
         make_scheduler(Routing(scheduler="lifo"), make_models("a"), FakeEffects("a"), GroupSwapper({}))
+
+
+# -- randomized: the promises hold for any event order -----------------------------------
+
+MODELS = ("a", "b", "c")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(router_actions(MODELS), max_size=40), st.sets(st.sampled_from(MODELS)))
+def test_any_event_order_keeps_one_request_one_model_and_answers_everyone(
+    actions: list[tuple[str, str | int]], ready: set[str]
+) -> None:
+    fx = FakeEffects(*MODELS, ready=sorted(ready))
+    router = FakeRouter(SerialScheduler(make_models(*MODELS), fx), fx, {}, exclusive=True)
+    router.play(actions)
+    assert router.violations == []
+    router.settle()
+    assert router.violations == []
+    assert router.unanswered() == []  # nobody is left waiting once the work is done
+    assert router.s.queued() == () and all(router.s.in_flight(m) == 0 for m in MODELS)
+    router.request("a")
+    router.s.on_shutdown(shutting_down())
+    router._collect()
+    assert router.violations == [] and router.unanswered() == []
