@@ -132,6 +132,10 @@ class StreamCloser:
         for task in tuple(self._tasks):
             task.cancel()
 
+    async def on_shutdown(self, _app: web.Application) -> None:
+        """For `app.on_shutdown`: end the streams before the server waits for handlers."""
+        self.close_all()
+
 
 def model_status(plan: Plan, states: Mapping[str, ProcessState]) -> list[dict[str, Any]]:
     """The modelStatus payload: local models by id (state default stopped), then peers' models."""

@@ -69,7 +69,7 @@ def models_list(plan: Plan, now: int) -> dict[str, Any]:
         data.append(model_record(model_id, model, now))
         if plan.settings.includeAliasesInList:
             for alias in model.aliases:
-                if alias.strip():
+                if alias := alias.strip():
                     data.append(model_record(alias, model, now))
     for peer_id, peer in plan.peers.items():
         for name in peer.models:

@@ -1,0 +1,98 @@
+"""Proxy log lines, the access-log middleware and the logToStdout wiring."""
+
+from __future__ import annotations
+
+import io
+import re
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from aiohttp import web
+
+from runtime.logs import LogBuffer
+from runtime.web.access_log import (
+    TIME_FORMATS,
+    ProxyLog,
+    access_log_middleware,
+    build_log_tree,
+    go_duration,
+)
+from runtime.web.auth import auth_middleware
+
+WHEN = datetime(2024, 3, 5, 14, 7, 9, 123456, tzinfo=timezone(timedelta(hours=2)))
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("rfc3339", "2024-03-05T14:07:09+02:00"),
+        ("rfc3339nano", "2024-03-05T14:07:09.123456+02:00"),
+        ("kitchen", "2:07PM"),
+        ("stampmilli", "Mar  5 14:07:09.123"),
+        ("rfc1123z", "Tue, 05 Mar 2024 14:07:09 +0200"),
+        ("ansic", "Tue Mar  5 14:07:09 2024"),
+    ],
+)
+def test_time_formats(name: str, text: str) -> None:
+    assert TIME_FORMATS[name](WHEN) == text
+
+
+def test_rfc3339_utc_is_z() -> None:
+    assert TIME_FORMATS["rfc3339"](datetime(2024, 1, 1, tzinfo=UTC)) == "2024-01-01T00:00:00Z"
+
+
+def test_levels_and_timestamps() -> None:
+    buf = LogBuffer("proxy")
+    log = ProxyLog(buf, "warn", "rfc3339", now=lambda: WHEN)
+    log.info("hidden")
+    log.warn("shown")
+    log.error("also")
+    assert buf.history() == (
+        "2024-03-05T14:07:09+02:00 [WARN] shown\n2024-03-05T14:07:09+02:00 [ERROR] also\n"
+    )
+    buf2 = LogBuffer("p")
+    ProxyLog(buf2, "bogus", "unknown-format").info("x")
+    assert buf2.history() == "[INFO] x\n"
+
+
+def test_go_durations() -> None:
+    assert go_duration(0.0000005) == "500ns"
+    assert go_duration(0.0015) == "1.5ms"
+    assert go_duration(2.25) == "2.25s"
+    assert go_duration(0.00085) == "850µs"
+    assert go_duration(125) == "2m5s"
+
+
+async def test_one_line_per_request_without_keys(serve) -> None:
+    buf = LogBuffer("proxy")
+    log = ProxyLog(buf)
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text="hello")
+
+    app = web.Application(middlewares=[access_log_middleware(lambda: log), auth_middleware(lambda: ("sk-secret",))])
+    app.router.add_route("*", "/{tail:.*}", hello)
+    client = await serve(app)
+    await client.post("/v1/chat/completions?x=1", headers={
+        "Authorization": "Bearer sk-secret", "X-Forwarded-For": "10.0.0.7, 10.0.0.1", "User-Agent": "ua/1"})
+    await client.get("/running", headers={"X-Real-IP": "10.9.9.9", "x-api-key": "sk-wrong"})
+    await client.get("/wol-health")
+    await client.get("/metrics")
+    lines = buf.history().splitlines()
+    assert len(lines) == 2
+    assert re.fullmatch(r'\[INFO\] Request 10\.0\.0\.7 "POST /v1/chat/completions HTTP/1\.1" 200 5 "ua/1" \S+', lines[0])
+    assert lines[1].startswith('[INFO] Request 10.9.9.9 "GET /running HTTP/1.1" 401 ')
+    assert "sk-" not in buf.history()
+
+
+@pytest.mark.parametrize(
+    ("setting", "in_mux"),
+    [("proxy", {"p"}), ("upstream", {"u"}), ("both", {"p", "u"}), ("none", set()), ("weird", {"p"})],
+)
+def test_log_to_stdout_wiring(setting: str, in_mux: set[str]) -> None:
+    out = io.StringIO()
+    tree = build_log_tree(setting, stdout=out)
+    tree.proxy.write("p\n")
+    tree.upstream.write("u\n")
+    assert set(tree.mux.history().split()) == in_mux == set(out.getvalue().split())
+    assert tree.proxy.history() == "p\n" and tree.upstream.history() == "u\n"

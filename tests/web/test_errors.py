@@ -1,0 +1,54 @@
+"""Error bodies follow the client's Accept header; statuses come from RouteError."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from runtime.errors import RouteError, RouteFailure, health_timeout, start_failed, too_many_requests
+from runtime.web.errors import error_payload, render_error, route_failure_middleware
+
+
+def test_json_is_the_default_shape() -> None:
+    body, ctype = render_error("", "boom")
+    assert ctype == "application/json"
+    assert json.loads(body) == {"src": "llama-swap", "error": "boom"}
+
+
+def test_text_plain_and_html_by_accept() -> None:
+    assert render_error("text/plain", "boom") == (b"llama-swap: boom", "text/plain")
+    body, ctype = render_error("text/html,application/xhtml+xml", "<b>&")
+    assert ctype == "text/html"
+    assert b"&lt;b&gt;&amp;" in body and b"<b>" not in body
+
+
+def test_429_has_its_own_body_without_src() -> None:
+    assert error_payload(too_many_requests()) == b'{"error":"Too many requests"}'
+
+
+async def test_route_failures_render_with_their_status(serve) -> None:
+    errors = {
+        "/start": start_failed("m", "exited"),
+        "/slow": health_timeout("m", 2),
+        "/busy": too_many_requests(),
+        "/none": RouteError(404, "no model id could be identified"),
+    }
+
+    async def handler(request: web.Request) -> web.Response:
+        raise RouteFailure(errors[request.path])
+
+    app = web.Application(middlewares=[route_failure_middleware])
+    app.router.add_get("/{x}", handler)
+    client = await serve(app)
+
+    r = await client.get("/start")
+    assert r.status == 502 and (await r.json())["error"] == "[m] start failed: exited"
+    r = await client.get("/slow", headers={"Accept": "text/plain"})
+    assert r.status == 503 and (await r.text()).startswith("llama-swap: [m] health check timed out")
+    r = await client.get("/busy")
+    assert r.status == 429 and r.headers["Retry-After"] == "1"
+    assert await r.read() == b'{"error":"Too many requests"}'
+    r = await client.get("/none")
+    assert r.status == 404
+    assert await r.json() == {"src": "llama-swap", "error": "no model id could be identified"}

@@ -1,0 +1,90 @@
+"""Peer forwarding: URL joining, apiKey injection, streaming, 502 on failure."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+from aiohttp import web
+
+from compiler.plan import Peer, Timeouts
+from runtime.web.body import BytesBody
+from runtime.web.peers import PeerPool, join_url
+
+
+@pytest.mark.parametrize(
+    ("base", "path", "query", "url"),
+    [
+        ("https://openrouter.ai/api", "/v1/chat/completions", "", "https://openrouter.ai/api/v1/chat/completions"),
+        ("https://h/api/", "/v1/x", "", "https://h/api/v1/x"),
+        ("http://h:8080", "/v1/x", "a=1", "http://h:8080/v1/x?a=1"),
+        ("http://h/?k=v", "/p", "a=1", "http://h/p?k=v&a=1"),
+        ("http://h/base", "p", "", "http://h/base/p"),
+    ],
+)
+def test_join_url(base: str, path: str, query: str, url: str) -> None:
+    assert join_url(base, path, query) == url
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_forwarding(serve) -> None:
+    async def remote(request: web.Request) -> web.StreamResponse:
+        if request.path.endswith("/stream"):
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await resp.prepare(request)
+            for i in range(3):
+                await resp.write(f"data: {i}\n\n".encode())
+                await asyncio.sleep(0.01)
+            await resp.write_eof()
+            return resp
+        return web.json_response({
+            "path": request.path_qs,
+            "auth": request.headers.get("Authorization"),
+            "xkey": request.headers.get("x-api-key"),
+            "host": request.headers.get("Host"),
+            "body": (await request.read()).decode(),
+        })
+
+    remote_app = web.Application()
+    remote_app.router.add_route("*", "/{tail:.*}", remote)
+    remote_client = await serve(remote_app)
+    base = f"http://127.0.0.1:{remote_client.port}/api"
+    keyed = Peer(id="keyed", proxy=base, apiKey="sk-peer", models=("m",))
+    open_peer = Peer(id="open", proxy=base, models=("m",))
+    dead = Peer(id="dead", proxy=f"http://127.0.0.1:{free_port()}", models=("m",),
+                timeouts=Timeouts(connect=2, responseHeader=5))
+    peers = {"keyed": keyed, "open": open_peer, "dead": dead}
+    pool = PeerPool()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        peer = peers[request.match_info["peer"]]
+        body = BytesBody(await request.read())
+        return await pool.forward(request, peer, "/v1/" + request.match_info["rest"], body)
+
+    app = web.Application()
+    app.router.add_route("*", "/{peer}/{rest:.*}", handler)
+    app.on_cleanup.append(lambda _: pool.close())
+    client = await serve(app)
+
+    r = await client.post("/keyed/chat/completions?q=1", data=b'{"model":"m"}',
+                          headers={"Authorization": "Bearer client-key", "x-api-key": "client-key"})
+    got = await r.json()
+    assert got["path"] == "/api/v1/chat/completions?q=1"
+    assert got["auth"] == "Bearer sk-peer" and got["xkey"] == "sk-peer"
+    assert got["host"] == f"127.0.0.1:{remote_client.port}" and got["body"] == '{"model":"m"}'
+
+    got = await (await client.post("/open/x", headers={"Authorization": "Bearer client-key"})).json()
+    assert got["auth"] == "Bearer client-key"
+
+    r = await client.get("/open/stream")
+    assert r.headers["X-Accel-Buffering"] == "no"
+    assert await r.read() == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
+
+    r = await client.post("/dead/x", data=b"{}")
+    assert r.status == 502 and (await r.text()).startswith("peer proxy error: ")
