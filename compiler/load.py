@@ -103,8 +103,13 @@ def load_paths(config: str | None, config_dir: str | None) -> list[LoadedFile]:
 @lru_cache(maxsize=1)
 def config_schema() -> dict[str, Any]:
     """The JSON Schema of the YAML config (schema/config.schema.json, shipped as package data)."""
-    from importlib.resources import files
+    try:
+        from importlib.resources import files
 
-    text = files("schema").joinpath("config.schema.json").read_text(encoding="utf-8")
+        text = files("schema").joinpath("config.schema.json").read_text(encoding="utf-8")
+    except ModuleNotFoundError:  # an install that does not ship `schema` as a package yet
+        here = os.path.dirname(os.path.abspath(__file__))
+        with open(os.path.join(here, os.pardir, "schema", "config.schema.json"), encoding="utf-8") as fh:
+            text = fh.read()
     schema: dict[str, Any] = json.loads(text)
     return schema
