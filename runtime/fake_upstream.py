@@ -383,8 +383,6 @@ async def serve(opts: Options) -> None:
     server = getattr(site, "_server", None)
     if server is not None and server.sockets:
         fake.port = server.sockets[0].getsockname()[1]
-    say(f"fake upstream {opts.model!r} pid {os.getpid()} listening on "
-        f"http://{opts.host}:{fake.port} after {(time.monotonic() - _T0) * 1000:.0f} ms")
     loop = asyncio.get_running_loop()
     stopped = loop.create_future()
 
@@ -398,6 +396,8 @@ async def serve(opts: Options) -> None:
 
     loop.add_signal_handler(signal.SIGTERM, on_term)
     loop.add_signal_handler(signal.SIGINT, on_term)
+    say(f"fake upstream {opts.model!r} pid {os.getpid()} listening on "
+        f"http://{opts.host}:{fake.port} after {(time.monotonic() - _T0) * 1000:.0f} ms")
     await stopped
     os._exit(0)  # no graceful drain: a real model server dies promptly too
 
