@@ -64,6 +64,8 @@ class ModelDraft:
     macro_names: list[str] = field(default_factory=list)
     broken_macros: set[str] = field(default_factory=set)
     port: int | None = None
+    # Fields already reported by the port stage; later checks skip them.
+    reported: set[str] = field(default_factory=set)
 
 
 def _field_keys(mid: str, name: str) -> Keys:
@@ -134,6 +136,8 @@ def prepare(
 def _check_leftovers(c: Collector, d: ModelDraft) -> bool:
     ok = True
     for fname in TEXT_FIELDS:
+        if fname in d.reported:
+            continue
         for name in dict.fromkeys(refs_in(d.text[fname])):
             if name == "PID" and fname == "cmdStop":
                 continue
@@ -244,7 +248,7 @@ def finish(c: Collector, d: ModelDraft, settings: Settings, aliases: AliasTable)
     register_set_params_by_id(c, aliases, mid, d.set_params_by_id)
 
     problem = proxy_url_problem(d.text["proxy"])
-    if problem:
+    if problem and "proxy" not in d.reported and not refs_in(d.text["proxy"]):
         c.error(_field_keys(mid, "proxy"), problem)
 
     ttl = get_int(c, ("models", mid, "ttl"), raw.get("ttl"), DEFAULT_TTL)

@@ -29,6 +29,7 @@ def allocate_ports(c: Collector, drafts: Sequence[ModelDraft], start_port: int) 
         cmd_has = SLUG in d.text["cmd"]
         if not cmd_has:
             if SLUG in d.text["proxy"]:
+                d.reported.add("proxy")
                 c.error(
                     ("models", d.id, "proxy"),
                     "proxy uses ${PORT} but cmd does not - ${PORT} is only available when used "
@@ -44,6 +45,7 @@ def allocate_ports(c: Collector, drafts: Sequence[ModelDraft], start_port: int) 
         port = next_port
         next_port += 1
         if port > MAX_PORT:
+            d.reported.add("proxy")
             c.error(
                 ("models", d.id, "cmd"),
                 f"no port left for ${{PORT}}: it would be {port}, above {MAX_PORT} (lower startPort)",

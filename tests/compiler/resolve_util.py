@@ -1,0 +1,43 @@
+"""Helpers for the resolve tests: build a document from YAML text and resolve it."""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Any
+
+import pytest
+import yaml
+
+from compiler.diagnostics import CompileError, Diagnostic
+from compiler.plan import Plan, plan_to_dict
+from compiler.resolve import resolve
+
+
+def doc(text: str) -> dict[str, Any]:
+    return yaml.safe_load(textwrap.dedent(text)) or {}
+
+
+def plan_of(text_or_doc: str | dict[str, Any]) -> Plan:
+    d = doc(text_or_doc) if isinstance(text_or_doc, str) else text_or_doc
+    plan, _ = resolve(d, ())
+    return plan
+
+
+def json_of(text_or_doc: str | dict[str, Any]) -> dict[str, Any]:
+    return plan_to_dict(plan_of(text_or_doc))
+
+
+def warnings_of(text: str) -> list[tuple[str, str]]:
+    _, warnings = resolve(doc(text), ())
+    return sorted((w.path, w.message) for w in warnings)
+
+
+def diagnostics_of(text: str) -> tuple[Diagnostic, ...]:
+    with pytest.raises(CompileError) as info:
+        resolve(doc(text), ())
+    return info.value.errors
+
+
+def errors_of(text: str) -> list[tuple[str, str]]:
+    """(path, message) of every error, sorted; fails the test if the config resolves."""
+    return sorted((d.path, d.message) for d in diagnostics_of(text))
