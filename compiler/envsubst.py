@@ -42,6 +42,8 @@ def _token_spans(text: str) -> tuple[list[int], list[int]] | None:
             if end > start:
                 starts.append(start)
                 ends.append(end)
+        for _ in yaml.parse(text, Loader=_ScanLoader):  # scanning alone misses syntax errors
+            pass
     except (yaml.YAMLError, ValueError, UnicodeError):
         return None
     return starts, ends
