@@ -51,9 +51,27 @@ LIVE_FIELDS: frozenset[str] = frozenset(
 _MODEL_FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Model) if f.name != "id")
 
 
+# The last few digests computed, by plan identity: serialising a 1,000-model plan
+# takes tens of ms, so the reload thread computes it once and the diff on the
+# event loop finds it here.  Entries hold the plan itself, so an id is never reused
+# while its entry lives.
+_DIGEST_CACHE: dict[int, tuple[Plan, str]] = {}
+_DIGEST_CACHE_SIZE = 8
+
+
 def plan_digest(plan: Plan) -> str:
     """sha256 (hex) of the plan's canonical JSON: equal plans have equal digests."""
-    return hashlib.sha256(plan_to_json(plan).encode("utf-8")).hexdigest()
+    hit = _DIGEST_CACHE.get(id(plan))
+    if hit is not None and hit[0] is plan:
+        return hit[1]
+    digest = hashlib.sha256(plan_to_json(plan).encode("utf-8")).hexdigest()
+    try:  # called from the reload thread and the loop: tolerate a concurrent change
+        while len(_DIGEST_CACHE) >= _DIGEST_CACHE_SIZE:
+            _DIGEST_CACHE.pop(next(iter(_DIGEST_CACHE)), None)
+    except (RuntimeError, StopIteration):
+        pass
+    _DIGEST_CACHE[id(plan)] = (plan, digest)
+    return digest
 
 
 def short_digest(digest: str) -> str:
