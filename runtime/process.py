@@ -50,12 +50,15 @@ START_GRACE = 5.0  # grace used when a failed health check kills the child
 def next_poll_delay(attempt: int, elapsed: float) -> float:
     """Seconds to wait before health poll number `attempt + 1` (attempt 0 is immediate).
 
-    Starts at 5 ms and doubles to 100 ms, so a server that comes up fast is seen within a
-    few ms of listening; after 10 s of loading it relaxes to 250 ms to keep a slow loader's
-    request log quiet.
+    Starts at 5 ms and doubles up to 25 ms, so a server that comes up in the first seconds is
+    seen within ~25 ms of listening (the swap-overhead target is < 50 ms); a refused
+    connection costs well under a millisecond.  A slow loader is polled more gently:
+    every 100 ms after 5 s, every 250 ms after 30 s.
     """
-    cap = 0.1 if elapsed < 10.0 else 0.25
-    return min(0.005 * (2 ** max(0, attempt - 1)), cap) if attempt > 0 else 0.0
+    if attempt <= 0:
+        return 0.0
+    cap = 0.025 if elapsed < 5.0 else 0.1 if elapsed < 30.0 else 0.25
+    return min(0.005 * (2 ** (attempt - 1)), cap)
 
 
 def build_env(extra: Sequence[str], base: Mapping[str, str] | None = None) -> dict[str, str]:
