@@ -81,7 +81,7 @@ def suggest(name: str, known: list[str]) -> str | None:
     for candidate in known:
         if candidate.lower() == name.lower():
             return candidate
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.65)
     return close[0] if close else None
 
 
