@@ -165,6 +165,12 @@ async def test_check_endpoint_none_is_ready_once_spawned(h: Harness) -> None:
     assert p.state is S.STOPPED
 
 
+async def test_a_bare_command_name_is_found_through_path(h: Harness) -> None:
+    p = h.make(script_model("s", "", cmd=("sleep", "30")))
+    await p.start()
+    assert p.state is S.READY and psutil.Process(p.pid).name() == "sleep"
+
+
 async def test_concurrent_starts_join_one_start_and_start_when_ready_returns(h: Harness) -> None:
     p = h.make(fake_model("m1"))
     await asyncio.gather(p.start(), p.start(), p.start())
