@@ -123,7 +123,7 @@ def _compile(
     diags.extend(_not_under(conflicts, [d.keys for d in diags if d.keys]))
     from compiler.validate import validate
 
-    diags.extend(_not_under(validate(doc, smap), [d.keys for d in diags if d.keys]))
+    diags.extend(_not_under(validate(doc, smap, strict=strict), [d.keys for d in diags if d.keys]))
     diags = _finish(diags, strict)
     if any(d.severity == "error" for d in diags):
         _raise(diags, texts)

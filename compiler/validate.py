@@ -20,7 +20,7 @@ import re
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from compiler.diagnostics import Diagnostic
+from compiler.diagnostics import Diagnostic, Severity
 from compiler.sourcemap import KeyPath, SourceMap, display_path
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ def suggest(name: str, known: list[str]) -> str | None:
     return close[0] if close else None
 
 
-def _unknown_keys(error: ValidationError, path: KeyPath) -> list[tuple[KeyPath, str]]:
+def _unknown_keys(error: ValidationError, path: KeyPath, strict: bool) -> list[tuple[KeyPath, str]]:
     schema = error.schema if isinstance(error.schema, dict) else {}
     known = list(schema.get("properties", {}))
     patterns = [re.compile(p) for p in schema.get("patternProperties", {})]
@@ -94,7 +94,7 @@ def _unknown_keys(error: ValidationError, path: KeyPath) -> list[tuple[KeyPath, 
         if key in known or any(p.search(key) for p in patterns):
             continue
         hint = suggest(key, known)
-        message = f"unknown key '{key}' (ignored)"
+        message = f"unknown key '{key}'" + ("" if strict else " (ignored)")
         if hint:
             message += f"; did you mean '{hint}'?"
         out.append(((*path, key), message))
@@ -144,16 +144,17 @@ def _collapse(error: ValidationError) -> ValidationError:
     return best_match([error]) or error
 
 
-def validate(doc: dict[str, Any], smap: SourceMap) -> list[Diagnostic]:
-    """All schema problems of `doc`: errors, and warnings for unknown keys."""
+def validate(doc: dict[str, Any], smap: SourceMap, *, strict: bool = False) -> list[Diagnostic]:
+    """All schema problems of `doc`: errors, and warnings for unknown keys (errors when strict)."""
     out: list[Diagnostic] = []
     for raw in _validator().iter_errors(doc):
         error = _collapse(raw)
         path: KeyPath = tuple(error.absolute_path)
         if error.validator == "additionalProperties" and error.validator_value is False:
-            for keys, message in _unknown_keys(error, path):
+            severity: Severity = "error" if strict else "warning"
+            for keys, message in _unknown_keys(error, path, strict):
                 loc = smap.lookup(keys, prefer_value=False)
-                out.append(Diagnostic(message, display_path(keys), loc, "warning", keys=keys))
+                out.append(Diagnostic(message, display_path(keys), loc, severity, keys=keys))
             continue
         message = _message(error)
         prefer_value: bool | None = None

@@ -61,7 +61,7 @@ def test_free_form_maps_accept_any_key() -> None:
 def test_strict_turns_warnings_into_errors() -> None:
     err = compile_err(src("a.yaml", f"globalTTl: 5\nmodels:\n{MODEL}"), strict=True)
     assert summary(err) == [
-        ("a.yaml:1:1", "globalTTl", "unknown key 'globalTTl' (ignored); did you mean 'globalTTL'?")
+        ("a.yaml:1:1", "globalTTl", "unknown key 'globalTTl'; did you mean 'globalTTL'?")
     ]
 
 
