@@ -21,6 +21,7 @@ from runtime.process_state import ProcessState
 from runtime.proxy import UpstreamError
 from runtime.routes.inference import JSON_ROUTES, VERSIONLESS_ROUTES, forward_path
 from runtime.web.errors import error_payload, route_error_response
+from runtime.web.events import InflightCounter
 from runtime.web.extract import extract
 from runtime.web.filters import filter_request
 from runtime.web.loading_state import LoadingState, start_sse, wants_loading_state
@@ -29,6 +30,7 @@ from runtime.web.peers import PeerPool
 MULTIPART_ROUTES: tuple[str, ...] = ("/v1/audio/transcriptions", "/v1/images/edits")
 GET_ROUTES: tuple[str, ...] = ("/v1/audio/voices", "/sdapi/v1/loras")
 PEERS = web.AppKey("llama_swap_peers", PeerPool)
+INFLIGHT = web.AppKey("llama_swap_inflight", InflightCounter)
 
 
 def upstream_error(model_id: str, exc: UpstreamError) -> RouteError:
@@ -73,15 +75,18 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     plan = state.plan
     req = await extract(request, plan)
     try:
-        req = filter_request(plan, req)
-        path = forward_path(request.path)
-        body: Any = req.body if (request.body_exists or req.has_json) else None
-        if req.model_id in state.router.processes:
-            return await serve_local(request, state, req.model_id, path, body, streaming=req.streaming)
-        peer = plan.peer_for(req.model_id)
-        if peer is not None:
-            return await request.app[PEERS].forward(request, peer, path, body)
-        return route_error_response(request, unknown_model(req.model))
+        with request.app[INFLIGHT].track():
+            req = filter_request(plan, req)
+            path = forward_path(request.path)
+            body: Any = req.body if (request.body_exists or req.has_json) else None
+            if req.model_id in state.router.processes:
+                return await serve_local(
+                    request, state, req.model_id, path, body, streaming=req.streaming
+                )
+            peer = plan.peer_for(req.model_id)
+            if peer is not None:
+                return await request.app[PEERS].forward(request, peer, path, body)
+            return route_error_response(request, unknown_model(req.model))
     finally:
         req.body.close()
 
@@ -89,6 +94,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
 def register(app: web.Application) -> None:
     pool = PeerPool()
     app[PEERS] = pool
+    app[INFLIGHT] = InflightCounter()  # surface.py connects it to the /api/events hub
 
     async def close_peers(_: web.Application) -> None:
         await pool.close()

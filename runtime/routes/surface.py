@@ -7,8 +7,8 @@
 (7): each listed model is acquired through the router in order (normal
 scheduling and swapping), sent a `GET /`, and released.
 
-Router events (process state changes, in-flight changes) and every write to
-the proxy and upstream logs are published to the /api/events hub.
+Router state changes, the model-dispatched in-flight count (routes/dispatch.py)
+and every write to the proxy and upstream logs are published to the /api/events hub.
 """
 
 from __future__ import annotations
@@ -26,9 +26,11 @@ from runtime.app import STATE, AppState
 from runtime.errors import RouteFailure
 from runtime.logs import LogBuffer
 from runtime.proxy import UpstreamError
+from runtime.routes.dispatch import INFLIGHT
 from runtime.web.cors import origin_headers
 from runtime.web.events import (
     EventHub,
+    InflightCounter,
     StreamCloser,
     make_events_handler,
     make_log_stream_handler,
@@ -63,10 +65,6 @@ def resolve_log(state: AppState, name: str) -> LogBuffer | None:
 def statuses(state: AppState) -> list[dict[str, Any]]:
     states = {mid: proc.state for mid, proc in state.router.processes.items()}
     return model_status(state.plan, states)
-
-
-def inflight_total(state: AppState) -> int:
-    return sum(state.router.in_flight(mid) for mid in state.router.processes)
 
 
 async def list_models(request: web.Request) -> web.Response:
@@ -136,12 +134,12 @@ def register(app: web.Application) -> None:
     hub = EventHub()
     closer = StreamCloser()
     app[HUB] = hub
+    counter = app.get(INFLIGHT) or InflightCounter()  # dispatch.py counts model requests
+    counter.hub = hub
 
     def on_router_event(event: dict[str, Any]) -> None:
         if event.get("type") == "state":
             hub.publish("modelStatus", statuses(state))
-        elif event.get("type") == "inflight":
-            hub.publish("inflight", {"total": event.get("total", 0)})
 
     listeners = state.extras.get("event_listeners")
     if isinstance(listeners, list):
@@ -153,7 +151,7 @@ def register(app: web.Application) -> None:
             ("logData", {"source": "upstream", "data": state.upstream_log.history()}),
             ("modelStatus", statuses(state)),
             ("metrics", []),
-            ("inflight", {"total": inflight_total(state)}),
+            ("inflight", {"total": counter.total}),
         ]
 
     tasks: list[asyncio.Task[None]] = []

@@ -94,7 +94,7 @@ class InflightCounter:
 
     def __init__(self, hub: EventHub | None = None):
         self.total = 0
-        self._hub = hub
+        self.hub = hub
 
     @contextlib.contextmanager
     def track(self) -> Iterator[None]:
@@ -106,8 +106,8 @@ class InflightCounter:
 
     def _change(self, delta: int) -> None:
         self.total += delta
-        if self._hub is not None:
-            self._hub.publish("inflight", {"total": self.total})
+        if self.hub is not None:
+            self.hub.publish("inflight", {"total": self.total})
 
 
 class StreamCloser:
