@@ -291,6 +291,24 @@ def _router(
     )
 
 
+def _warn_serial_ignores_router(
+    c: Collector, doc: dict[str, Any], router: str, groups: dict[str, Group]
+) -> None:
+    """The serial scheduler evicts every other model; groups and the matrix only matter to fifo."""
+    if router == "group" and not any(name != DEFAULT_GROUP for name in groups):
+        return
+    if doc.get("groups") or doc.get("matrix") is not None:
+        keys: Keys = ("matrix",) if doc.get("matrix") is not None else ("groups",)
+    else:
+        keys = (*ROUTER_SETTINGS, "matrix" if router == "matrix" else "groups")
+    what = "the matrix" if router == "matrix" else "groups"
+    c.warn(
+        keys,
+        f"{what} {'has' if router == 'matrix' else 'have'} no effect with the serial scheduler, which runs one model at a time; "
+        "set routing.scheduler.use: fifo to use them",
+    )
+
+
 def resolve_routing(c: Collector, doc: dict[str, Any], aliases: AliasTable) -> Routing:
     routing = get_map(c, ("routing",), doc.get("routing"))
     router, groups, matrix = _router(c, doc, routing, aliases)
@@ -321,6 +339,8 @@ def resolve_routing(c: Collector, doc: dict[str, Any], aliases: AliasTable) -> R
         else:
             priority[model] = number
             given_as[model] = key
+    if use == "serial":
+        _warn_serial_ignores_router(c, doc, router, groups)
     if raw_priority and use == "serial":
         c.warn(pkeys, "has no effect with the serial scheduler (set routing.scheduler.use: fifo)")
     return Routing(

@@ -98,6 +98,7 @@ def test_router_use_matrix_without_settings() -> None:
 def test_both_settings_with_use_group_ignores_the_matrix_with_a_warning() -> None:
     text = MODELS + """
 routing:
+  scheduler: {use: fifo}
   router:
     use: group
     settings:
@@ -295,3 +296,24 @@ def test_matrix_only_config_has_no_groups() -> None:
     plan = plan_of(matrix("vars: {g: gemma}\nsets: {s: g}"))
     assert plan.routing.router == "matrix"
     assert dict(plan.routing.groups) == {}
+
+
+def test_groups_or_matrix_with_the_serial_scheduler_warn() -> None:
+    serial_groups = MODELS + "groups: {g: {members: [a]}}"
+    assert warnings_of(serial_groups) == [
+        (
+            "groups",
+            "groups have no effect with the serial scheduler, which runs one model at a time; "
+            "set routing.scheduler.use: fifo to use them",
+        )
+    ]
+    serial_matrix = MODELS + "routing: {router: {use: matrix, settings: {matrix: {vars: {x: a}, sets: {s: x}}}}}"
+    assert warnings_of(serial_matrix) == [
+        (
+            "routing.router.settings.matrix",
+            "the matrix has no effect with the serial scheduler, which runs one model at a time; "
+            "set routing.scheduler.use: fifo to use them",
+        )
+    ]
+    assert warnings_of(MODELS) == []
+    assert warnings_of(MODELS + "groups: {g: {members: [a]}}\nrouting: {scheduler: {use: fifo}}") == []
