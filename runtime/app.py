@@ -28,7 +28,16 @@ from runtime.router import Router
 # Request bodies are read whole only for model extraction (JSON); allow big prompts/images.
 MAX_BODY = 1024 * 1024 * 1024
 
-ROUTE_MODULES: tuple[str, ...] = ("runtime.routes.admin", "runtime.routes.inference")
+# The full surface: admin (issue 3), dispatch (every model-dispatched route, built on
+# inference's route table), surface and upstream (issue 4).  `runtime.routes.inference`
+# alone serves issue 3's JSON routes without filters/peers (see its docstring).
+ROUTE_MODULES: tuple[str, ...] = (
+    "runtime.routes.admin",
+    "runtime.routes.dispatch",
+    "runtime.routes.surface",
+    "runtime.routes.upstream",
+)
+CORE_ROUTE_MODULES: tuple[str, ...] = ("runtime.routes.admin", "runtime.routes.inference")
 
 
 @dataclass(eq=False)
@@ -62,8 +71,16 @@ def create_state(
     """Build the router and upstream pool for `plan` (nothing runs yet)."""
     upstream_log = upstream_log if upstream_log is not None else LogBuffer("upstream")
     proxy_log = proxy_log if proxy_log is not None else LogBuffer("proxy")
-    router = Router(plan, upstream_log=upstream_log, on_event=on_event, ttl_interval=ttl_interval)
-    return AppState(router, UpstreamPool(), proxy_log, upstream_log, version)
+    listeners: list[Callable[[dict[str, Any]], None]] = [on_event] if on_event else []
+
+    def fan_out(event: dict[str, Any]) -> None:
+        for listener in tuple(listeners):
+            listener(event)
+
+    router = Router(plan, upstream_log=upstream_log, on_event=fan_out, ttl_interval=ttl_interval)
+    state = AppState(router, UpstreamPool(), proxy_log, upstream_log, version)
+    state.extras["event_listeners"] = listeners  # route modules subscribe to router events here
+    return state
 
 
 def build_app(

@@ -255,6 +255,7 @@ class Router:
                     log.warning("swap: %s failed: %s", model, error.message)
                 sched.on_swap_done(model, error)
             case ServeDone(model=model):
+                log.debug("serve done: %s", model)
                 self._last_use[model] = self._clock()
                 sched.on_serve_done(model)
                 self._emit_inflight()

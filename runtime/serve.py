@@ -100,7 +100,7 @@ async def serve(
     stop: asyncio.Event | None = None,
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
     route_modules: Iterable[str] | None = None,
-    middlewares: Iterable[Any] = (),
+    middlewares: Iterable[Any] | None = None,
     on_listening: Callable[[list[str]], None] | None = None,
     on_reload: Callable[[], Awaitable[None]] | None = None,
     state: AppState | None = None,
@@ -112,6 +112,10 @@ async def serve(
     if state is None:
         proxy_log, upstream_log = wire_logs(plan)
         state = create_state(plan, proxy_log=proxy_log, upstream_log=upstream_log, version=version)
+    if middlewares is None:
+        from runtime.web.stack import default_middlewares
+
+        middlewares = default_middlewares(state)
     kwargs: dict[str, Any] = {"middlewares": middlewares}
     if route_modules is not None:
         kwargs["route_modules"] = tuple(route_modules)
