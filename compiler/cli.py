@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from compiler.plan import Plan
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
-REPORT_URL = "https://github.com/llama-swap-py/llama-swap-py/issues"
 _LONG_FLAGS = (
     "config",
     "config-dir",
@@ -174,8 +173,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         sys.stderr.write(
             f"swap-compile: internal error: {type(exc).__name__}: {exc}\n"
-            f"This is a bug in swap-compile, not a problem in your config; please report it at "
-            f"{REPORT_URL} with the config that triggers it (set SWAP_COMPILE_DEBUG=1 for a traceback).\n"
+            "This is a bug in swap-compile, not a problem in your config; please report it to the "
+            "llama-swap-py issue tracker with the config that triggers it "
+            "(set SWAP_COMPILE_DEBUG=1 for a traceback).\n"
         )
         return EXIT_INTERNAL
     return code if isinstance(code, int) else EXIT_OK

@@ -61,7 +61,7 @@ _CoreResolver.add_implicit_resolver(
 _CoreResolver.add_implicit_resolver(_T + "merge", re.compile(r"^<<$"), ["<"])
 
 try:  # libyaml is much faster; fall back to the pure-Python parser
-    from yaml import CParser as _Parser
+    from yaml.cyaml import CParser as _Parser
 
     class _Loader(_Parser, _CoreResolver):  # type: ignore[misc]
         def __init__(self, stream: str) -> None:

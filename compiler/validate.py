@@ -14,7 +14,6 @@ cached, so `swap-compile --check` stays quick to start.
 from __future__ import annotations
 
 import ast
-import difflib
 import json
 import re
 from functools import lru_cache
@@ -81,6 +80,8 @@ def suggest(name: str, known: list[str]) -> str | None:
     for candidate in known:
         if candidate.lower() == name.lower():
             return candidate
+    import difflib
+
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.65)
     return close[0] if close else None
 

@@ -1,0 +1,123 @@
+"""Compiler speed figures (printed, never asserted).
+
+1. compile_paths on a generated config of 1,000 models in 100 fragments
+   (target: under 1 s wall on a 2-core machine), with the time per model;
+2. `swap-compile --check --config-dir fragments.example` as a subprocess,
+   interpreter start included (target: under 300 ms).  When
+   fragments.example/ is missing, a small stand-in is generated.
+
+Run: .venv/bin/python bench/compile_speed.py [--models 1000] [--fragments 100] [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from compiler.pipeline import compile_paths  # noqa: E402
+
+GLOBAL = """\
+healthCheckTimeout: 60
+startPort: 10000
+macros:
+  server: /opt/llama.cpp/llama-server
+  common: --ctx-size 8192 --threads 8
+apiKeys: [sk-bench]
+"""
+
+MODEL = """\
+  model-{n:04d}:
+    name: Model {n}
+    cmd: |
+      ${{server}} ${{common}}
+      --port ${{PORT}}
+      # the weights
+      -m /models/model-{n:04d}.gguf
+    aliases: [alias-{n:04d}]
+    ttl: 300
+    filters:
+      stripParams: temperature, top_p
+    metadata:
+      port: ${{PORT}}
+      family: bench
+"""
+
+
+def generate(target: Path, models: int, fragments: int) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "00-global.yaml").write_text(GLOBAL)
+    per = max(1, models // fragments)
+    for f in range(fragments):
+        ids = range(f * per, min(models, (f + 1) * per))
+        body = "models:\n" + "".join(MODEL.format(n=n) for n in ids)
+        (target / f"{f + 1:03d}-models.yaml").write_text(body)
+
+
+def time_compile(config_dir: Path, runs: int) -> list[float]:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        plan = compile_paths(None, str(config_dir), env={}).plan
+        times.append(time.perf_counter() - start)
+    assert plan.models, "generated config compiled to no models"
+    return times
+
+
+def time_check(config_dir: Path, runs: int) -> list[float]:
+    exe = Path(sys.executable).parent / "swap-compile"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "compiler.cli"]
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        proc = subprocess.run([*cmd, "--check", "--config-dir", str(config_dir)], capture_output=True, check=False)
+        times.append(time.perf_counter() - start)
+        if proc.returncode != 0:
+            print(proc.stderr.decode(errors="replace"), file=sys.stderr)
+            raise SystemExit(f"swap-compile --check failed with exit {proc.returncode}")
+    return times
+
+
+def report(label: str, times: list[float], target: float, per: int | None = None) -> None:
+    best, median = min(times), statistics.median(times)
+    line = f"{label}: best {best * 1000:.0f} ms, median {median * 1000:.0f} ms over {len(times)} runs"
+    if per:
+        line += f"; {median / per * 1e6:.0f} µs per model"
+    verdict = "within" if median < target else "OVER"
+    print(f"{line}  [{verdict} target {target * 1000:.0f} ms]")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", type=int, default=1000)
+    parser.add_argument("--fragments", type=int, default=100)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    print(f"python {sys.version.split()[0]} on {os.cpu_count()} CPU(s)")
+    with tempfile.TemporaryDirectory(prefix="swap-bench-") as tmp:
+        generated = Path(tmp) / "generated"
+        generate(generated, args.models, args.fragments)
+        report(
+            f"compile_paths: {args.models} models in {args.fragments} fragments",
+            time_compile(generated, args.runs),
+            1.0,
+            per=args.models,
+        )
+        example = ROOT / "fragments.example"
+        if not example.is_dir() or not any(example.glob("*.y*ml")):
+            example = Path(tmp) / "stand-in"
+            generate(example, 8, 4)
+            print("fragments.example/ missing: timing a generated 8-model stand-in")
+        report(f"swap-compile --check --config-dir {example.name}", time_check(example, args.runs), 0.3)
+
+
+if __name__ == "__main__":
+    main()
