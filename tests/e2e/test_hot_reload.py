@@ -1,0 +1,294 @@
+"""Hot reload end to end: a real `llama-swap --watch-config` on real YAML files.
+
+The proxy compiles `config.yaml` + `conf.d/*.yaml` in-process; the tests edit those
+files the way people do and watch the running server follow (or refuse) the edits.
+Models are real `swap-fake-upstream` processes on fixed free ports, reached through
+the proxy over HTTP.  Every wait is a poll with a generous deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+import pytest
+
+from tests.e2e.conftest import FAKE, LLAMA_SWAP, Proxy, _pump, free_port
+
+WAIT = 30.0
+
+CONFIG = """\
+healthCheckTimeout: 15
+logLevel: debug
+routing:
+  scheduler:
+    use: fifo
+"""
+
+# a and b may run side by side (the default group would swap them).
+SIDE_BY_SIDE = """\
+routing:
+  router:
+    use: group
+    settings:
+      groups:
+        side-by-side:
+          swap: false
+          exclusive: false
+          members: [a, b]
+"""
+
+
+def model_yaml(mid: str, port: int, *extra: str) -> str:
+    args = " ".join((FAKE, "--port", str(port), "--model", mid, *extra))
+    return f"models:\n  {mid}:\n    cmd: {args}\n    proxy: http://127.0.0.1:{port}\n"
+
+
+class Site:
+    """The config files of one test and the proxy serving them."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.config = root / "config.yaml"
+        self.dir = root / "conf.d"
+        self.dir.mkdir()
+        self.config.write_text(CONFIG)
+        self.ports: dict[str, int] = {}
+
+    def fragment(self, name: str) -> Path:
+        return self.dir / name
+
+    def write_model(self, name: str, mid: str, *extra: str) -> Path:
+        port = self.ports.setdefault(mid, free_port())
+        path = self.fragment(name)
+        tmp = path.with_name(f".{path.name}.tmp")  # save the way editors do: temp + rename
+        tmp.write_text(model_yaml(mid, port, *extra))
+        os.replace(tmp, path)
+        return path
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Site:
+    return Site(tmp_path)
+
+
+@pytest.fixture
+def live_proxy(site: Site, tmp_path: Path) -> Iterator[Callable[..., Proxy]]:
+    started: list[Proxy] = []
+
+    def start(*extra: str) -> Proxy:
+        proc = subprocess.Popen(
+            [LLAMA_SWAP, "--config", str(site.config), "--config-dir", str(site.dir),
+             "--listen", "127.0.0.1:0", *extra],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        output: list[str] = []
+        ready = threading.Event()
+        found: list[str] = []
+        threading.Thread(target=_pump, args=(proc.stdout, output, ready, found), daemon=True).start()
+        p = Proxy(proc, "", tmp_path / "unused.jsonl", output)
+        started.append(p)
+        if not ready.wait(30) or not found:
+            raise AssertionError("llama-swap did not start:\n" + "".join(output))
+        p.url = found[0]
+        return p
+
+    yield start
+    for p in started:
+        kids = p.children()
+        try:
+            p.terminate()
+        except subprocess.TimeoutExpired:
+            p.proc.kill()
+            p.proc.wait(10)
+        for kid in kids:
+            try:
+                kid.kill()
+            except psutil.NoSuchProcess:
+                pass
+
+
+async def chat(session: aiohttp.ClientSession, url: str, model: str) -> tuple[int, dict[str, Any]]:
+    async with session.post(
+        f"{url}/v1/chat/completions",
+        json={"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
+    ) as resp:
+        try:
+            body = await resp.json(content_type=None)
+        except ValueError:
+            body = {}
+        return resp.status, body
+
+
+async def status(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
+    async with session.get(f"{url}/api/config/status") as resp:
+        assert resp.status == 200, await resp.text()
+        return await resp.json()
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], what: str) -> Any:
+    """Poll `check` until it returns something truthy (returned) or the deadline passes."""
+    deadline = time.monotonic() + WAIT
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}; last saw {last!r}")
+
+
+async def test_edit_break_and_fix_fragments_while_serving(site: Site, live_proxy: Any) -> None:
+    site.write_model("10-a.yaml", "a")
+    proxy = live_proxy("--watch-config")
+    async with aiohttp.ClientSession() as s:
+        assert (await chat(s, proxy.url, "a"))[0] == 200
+        first = await status(s, proxy.url)
+        assert first["lastError"] is None
+        assert first["watching"]["dirs"] == [str(site.dir)]
+
+        # A new fragment -> its model is served.
+        assert (await chat(s, proxy.url, "c"))[0] == 404
+        c_file = site.write_model("20-c.yaml", "c")
+
+        async def c_served() -> bool:
+            return (await chat(s, proxy.url, "c"))[0] == 200
+
+        await eventually(c_served, "model c to be served")
+        st = await status(s, proxy.url)
+        assert st["digest"] != first["digest"]
+        assert str(c_file) in [src["path"] for src in st["sources"]]
+
+        # A broken fragment -> the old plan keeps serving; the status names file and line.
+        c_file.write_text("models:\n  c:\n    cmd: [unclosed\n    proxy: nowhere\n")
+
+        async def error_reported() -> dict[str, Any] | None:
+            return (await status(s, proxy.url))["lastError"]
+
+        error = await eventually(error_reported, "the broken fragment to be reported")
+        assert error["message"].startswith(f"{c_file}:"), error["message"]
+        lines = [d["line"] for d in error["diagnostics"] if d["file"] == str(c_file)]
+        assert lines and all(line >= 1 for line in lines)
+        assert (await status(s, proxy.url))["digest"] == st["digest"]
+        assert (await chat(s, proxy.url, "a"))[0] == 200
+        assert (await chat(s, proxy.url, "c"))[0] == 200
+
+        # Fixing it applies the new plan (here: c renamed to c2) and clears the error.
+        c_file.unlink()
+        site.write_model("20-c2.yaml", "c2")
+
+        async def c2_served() -> bool:
+            return (await chat(s, proxy.url, "c2"))[0] == 200
+
+        await eventually(c2_served, "model c2 to be served")
+        st = await status(s, proxy.url)
+        assert st["lastError"] is None
+        assert (await chat(s, proxy.url, "c"))[0] == 404
+        assert "config reload failed" in proxy.log_text()
+
+
+async def read_stream(resp: aiohttp.ClientResponse) -> tuple[int | None, int, bool]:
+    """(fake pid from the first chunk, content chunks, saw [DONE])."""
+    pid: int | None = None
+    tokens = 0
+    done = False
+    async for raw in resp.content:
+        line = raw.decode().strip()
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            done = True
+            continue
+        chunk = json.loads(data)
+        if pid is None and "fake" in chunk:
+            pid = chunk["fake"]["pid"]
+        if chunk["choices"] and chunk["choices"][0].get("delta", {}).get("content"):
+            tokens += 1
+    return pid, tokens, done
+
+
+async def test_changed_model_restarts_while_unchanged_one_keeps_process_and_stream(
+    site: Site, live_proxy: Any
+) -> None:
+    site.write_model("10-a.yaml", "a", "--token-delay", "0.025")
+    site.write_model("20-b.yaml", "b")
+    site.fragment("30-routing.yaml").write_text(SIDE_BY_SIDE)
+    proxy = live_proxy("--watch-config")
+    async with aiohttp.ClientSession() as s:
+        status_a, body_a = await chat(s, proxy.url, "a")
+        status_b, body_b = await chat(s, proxy.url, "b")
+        assert (status_a, status_b) == (200, 200)
+        pid_a, pid_b = body_a["fake"]["pid"], body_b["fake"]["pid"]
+        digest = (await status(s, proxy.url))["digest"]
+
+        # A long stream on a (400 tokens, ~10 s) is in progress during the reload.
+        resp = await s.post(
+            f"{proxy.url}/v1/chat/completions",
+            json={"model": "a", "stream": True, "max_tokens": 400,
+                  "messages": [{"role": "user", "content": "go"}]},
+        )
+        assert resp.status == 200
+        stream = asyncio.ensure_future(read_stream(resp))
+
+        site.write_model("20-b.yaml", "b", "--tokens", "3")  # argv change: b must restart
+
+        async def b_restarted() -> bool:
+            code, body = await chat(s, proxy.url, "b")
+            return code == 200 and body["fake"]["pid"] != pid_b
+
+        await eventually(b_restarted, "b to be served by a new process")
+        st = await status(s, proxy.url)
+        assert st["digest"] != digest
+        assert st["lastReload"]["diff"]["changedRestart"] == ["b"]
+        assert st["lastReload"]["diff"]["kept"] == ["a"]
+        assert not stream.done(), "the stream ended before the reload: the test proves nothing"
+
+        code, body = await chat(s, proxy.url, "a")
+        assert code == 200 and body["fake"]["pid"] == pid_a
+        stream_pid, tokens, done = await asyncio.wait_for(stream, WAIT)
+        resp.release()
+        assert (stream_pid, tokens, done) == (pid_a, 400, True)
+        assert psutil.pid_exists(pid_a)
+        assert not psutil.pid_exists(pid_b) or psutil.Process(pid_b).status() == "zombie"
+
+
+async def test_post_reload_and_sighup_work_without_watching(site: Site, live_proxy: Any) -> None:
+    site.write_model("10-a.yaml", "a")
+    proxy = live_proxy()
+    async with aiohttp.ClientSession() as s:
+        assert (await status(s, proxy.url))["watching"] is None
+        site.write_model("20-c.yaml", "c")
+        async with s.post(f"{proxy.url}/api/config/reload") as resp:
+            assert resp.status == 200
+            outcome = await resp.json()
+        assert outcome["changed"] is True and outcome["diff"]["added"] == ["c"]
+        assert (await chat(s, proxy.url, "c"))[0] == 200
+
+        site.write_model("30-d.yaml", "d")
+        proxy.proc.send_signal(signal.SIGHUP)
+
+        async def d_served() -> bool:
+            return (await chat(s, proxy.url, "d"))[0] == 200
+
+        await eventually(d_served, "model d after SIGHUP")
+
+        site.fragment("30-d.yaml").write_text("models: [not, a, mapping\n")
+        async with s.post(f"{proxy.url}/api/config/reload") as resp:
+            assert resp.status == 422
+            refused = await resp.json()
+        assert refused["ok"] is False
+        assert str(site.fragment("30-d.yaml")) in refused["error"]["message"]
+        assert (await chat(s, proxy.url, "d"))[0] == 200  # still the old plan
