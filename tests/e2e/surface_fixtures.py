@@ -8,11 +8,11 @@ a stand-alone fake upstream process to act as a peer, and small HTTP helpers.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import signal
 import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from types import MappingProxyType
@@ -23,6 +23,37 @@ import pytest
 
 from compiler.plan import Model, Peer, Plan
 from tests.e2e.conftest import FAKE, free_port, make_plan
+
+# A model server with a websocket endpoint (the fake upstream has none): /health and /ws echo.
+WS_SERVER = """
+import sys
+from aiohttp import web, WSMsgType
+
+async def health(request):
+    return web.Response(text="OK")
+
+async def ws(request):
+    sock = web.WebSocketResponse()
+    await sock.prepare(request)
+    async for msg in sock:
+        if msg.type == WSMsgType.TEXT:
+            await sock.send_str("echo:" + msg.data + ":" + request.query_string)
+        elif msg.type == WSMsgType.BINARY:
+            await sock.send_bytes(msg.data[::-1])
+    return sock
+
+app = web.Application()
+app.router.add_get("/health", health)
+app.router.add_get("/ws", ws)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None)
+"""
+
+
+def ws_model(mid: str) -> Model:
+    """A model whose server speaks websockets at /ws."""
+    port = free_port()
+    return Model(id=mid, cmd=(sys.executable, "-c", WS_SERVER, str(port)), cmdStop=None,
+                 proxy=f"http://127.0.0.1:{port}", checkEndpoint="/health", ttl=0)
 
 
 def surface_plan(
@@ -66,8 +97,6 @@ def peer_server(tmp_path: Path) -> Iterator[Any]:
         )
         procs.append(proc)
         deadline = time.monotonic() + 15
-        import urllib.request
-
         while time.monotonic() < deadline:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
@@ -93,11 +122,3 @@ async def fetch(
 ) -> tuple[int, dict[str, str], bytes]:
     async with session.request(method, url, allow_redirects=False, **kw) as resp:
         return resp.status, dict(resp.headers), await resp.read()
-
-
-def as_json(raw: bytes) -> Any:
-    return json.loads(raw)
-
-
-def env_without_proxies() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}

@@ -223,3 +223,12 @@ async def test_preload_loads_models_at_start(proxy: Any, record_file: Path) -> N
             await asyncio.sleep(0.05)
     assert [(r["model"], r["state"]) for r in running] == [("b", "ready")]
     assert "preloading model: b" in p.log_text()
+
+
+async def test_upstream_websockets_pass_through(proxy: Any, record_file: Path) -> None:
+    p = proxy(surface_plan([surface_fixtures.ws_model("ws-model")]))
+    async with aiohttp.ClientSession() as s, s.ws_connect(p.url + "/upstream/ws-model/ws?room=1") as ws:
+        await ws.send_str("hello")
+        assert await asyncio.wait_for(ws.receive_str(), 15) == "echo:hello:room=1"
+        await ws.send_bytes(b"abc")
+        assert await asyncio.wait_for(ws.receive_bytes(), 15) == b"cba"
