@@ -16,7 +16,7 @@ import asyncio
 import ssl
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 
 from compiler.diagnostics import CompileError, Diagnostic
@@ -60,25 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def render_diagnostics(diags: Sequence[Diagnostic]) -> str:
-    """The compiler's own rendering when available, else `file:line:col: path: message`."""
-    try:
-        from compiler import render  # helper A's module
+def render_diagnostics(diags: Sequence[Diagnostic], texts: Mapping[str, str] | None = None) -> str:
+    """The compiler's text rendering (`file:line:col: key.path: message` + source line)."""
+    from compiler.render import render_text
 
-        for name in ("render_diagnostics", "render_text", "render"):
-            fn = getattr(render, name, None)
-            if callable(fn):
-                return str(fn(diags))
-    except ImportError:
-        pass
-    lines = []
-    for d in diags:
-        loc = d.location
-        where = f"{loc.file}:{loc.line}:{loc.column}: " if loc else ""
-        path = f"{d.path}: " if d.path else ""
-        lines.append(f"{where}{path}{d.severity}: {d.message}" if d.severity == "warning"
-                     else f"{where}{path}{d.message}")
-    return "\n".join(lines)
+    return render_text(diags, texts or {}).rstrip("\n")
 
 
 def obtain_plan(args: argparse.Namespace) -> Plan:
@@ -89,7 +75,7 @@ def obtain_plan(args: argparse.Namespace) -> Plan:
 
     result = compile_paths(args.config, args.config_dir)
     if result.warnings:
-        print(render_diagnostics(result.warnings), file=sys.stderr)
+        print(render_diagnostics(result.warnings, result.texts), file=sys.stderr)
     return result.plan
 
 
@@ -121,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         plan = obtain_plan(args)
     except CompileError as exc:
-        print(render_diagnostics(exc.diagnostics), file=sys.stderr)
+        print(render_diagnostics(exc.diagnostics, getattr(exc, "texts", None)), file=sys.stderr)
         print("llama-swap: failed to load config", file=sys.stderr)
         return EXIT_CONFIG
     except PlanLoadError as exc:
@@ -132,14 +118,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ssl.SSLError) as exc:
         print(f"llama-swap: cannot load TLS certificate/key: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    if args.watch_config:
-        # Seam for hot reload (issue 5, helper G): build a ConfigWatcher over the config
-        # sources and call `Router.apply_plan(new_plan)` on change; SIGHUP likewise.
-        print("llama-swap: --watch-config is not wired yet; ignoring", file=sys.stderr)
+    from runtime.reload import config_compiler, plan_file_loader
+
+    compile_fn = plan_file_loader(args.plan) if args.plan else config_compiler(
+        args.config, args.config_dir)
+    watch_files = [f for f in (args.plan or args.config,) if f] if args.watch_config else []
+    watch_dirs = [args.config_dir] if args.watch_config and args.config_dir else []
     try:
         asyncio.run(serve(plan, listen=args.listen, ssl_context=ctx,
                           shutdown_timeout=args.shutdown_timeout, version=version(),
-                          on_listening=_announce))
+                          on_listening=_announce, compile_fn=compile_fn,
+                          watch_files=watch_files, watch_dirs=watch_dirs,
+                          watch_poll=args.watch_poll))
     except KeyboardInterrupt:
         return EXIT_OK
     except (OSError, ValueError) as exc:  # e.g. address in use, bad --listen

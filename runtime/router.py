@@ -31,7 +31,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from compiler.plan import Model, Plan
-from runtime import errors
+from runtime import errors, hotswap
 from runtime.errors import RouteError, RouteFailure
 from runtime.events import (
     Event,
@@ -230,6 +230,7 @@ class Router:
             try:
                 if self._handle(event):
                     return
+                hotswap.after_event(self)  # advance processes draining after a reload
             except Exception:  # a bug; keep serving rather than hang every caller
                 log.exception("router: error handling %r", event)
                 for fut in _futures_of(event):
@@ -314,10 +315,10 @@ class Router:
                 self.scheduler.on_ttl_expired(mid)
 
     def _replace_plan(self, new_plan: Plan) -> Any:
-        """Hot reload seam (issue 5, helper G): runs on the loop, so it may replace
-        `self.plan`, add/stop/replace processes and rebuild or update the scheduler
-        in one step without locks.  Must return the PlanDiff it applied."""
-        raise NotImplementedError("hot reload is not implemented yet (issue 5)")
+        """Runs on the loop, so `runtime.hotswap` may replace `self.plan`, add, stop or
+        replace processes and rebuild the scheduler in one step without locks; returns
+        the PlanDiff it applied."""
+        return hotswap.replace_plan(self, new_plan)
 
     # ------------------------------------------------------------------ tasks
 

@@ -19,7 +19,7 @@ import logging
 import signal
 import ssl
 import sys
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TextIO
 
 from aiohttp import web
@@ -102,16 +102,24 @@ async def serve(
     route_modules: Iterable[str] | None = None,
     middlewares: Iterable[Any] | None = None,
     on_listening: Callable[[list[str]], None] | None = None,
-    on_reload: Callable[[], Awaitable[None]] | None = None,
+    compile_fn: Callable[[], Any] | None = None,
+    watch_files: Sequence[str] = (),
+    watch_dirs: Sequence[str] = (),
+    watch_poll: float | None = None,
     state: AppState | None = None,
     version: str = "0",
 ) -> None:
-    """Serve `plan` until SIGINT/SIGTERM (or `stop`), then shut down in order."""
+    """Serve `plan` until SIGINT/SIGTERM (or `stop`), then shut down in order.
+
+    `compile_fn` (runtime.reload's `config_compiler` / `plan_file_loader`) enables
+    reloads: SIGHUP always, and the config watcher when `watch_files`/`watch_dirs`
+    are given; the Reloader is `state.extras["reloader"]` for route modules."""
     loop = asyncio.get_running_loop()
     stop = stop if stop is not None else asyncio.Event()
     if state is None:
         proxy_log, upstream_log = wire_logs(plan)
         state = create_state(plan, proxy_log=proxy_log, upstream_log=upstream_log, version=version)
+    reloader = _make_reloader(state, compile_fn) if compile_fn is not None else None
     if middlewares is None:
         from runtime.web.stack import default_middlewares
 
@@ -130,9 +138,9 @@ async def serve(
             installed.append(sig)
         except (NotImplementedError, RuntimeError):  # not the main thread
             pass
-    if on_reload is not None:
+    if reloader is not None:
         try:
-            loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(on_reload()))
+            loop.add_signal_handler(signal.SIGHUP, lambda: reloader.request("SIGHUP"))
             installed.append(signal.SIGHUP)
         except (NotImplementedError, RuntimeError):
             pass
@@ -147,6 +155,17 @@ async def serve(
         await state.router.shutdown(shutdown_timeout)
         await runner.cleanup()
         raise
+    watcher = None
+    if reloader is not None and (watch_files or watch_dirs):
+        from runtime.watcher import ConfigWatcher
+
+        watcher = ConfigWatcher(
+            watch_files, watch_dirs, loop=loop, poll_interval=watch_poll,
+            callback=lambda change: reloader.request(f"config changed: {change.describe()}"),
+        )
+        await asyncio.to_thread(watcher.start)
+        reloader.watching = {"files": list(watcher.files), "dirs": list(watcher.dirs),
+                             "poll": watch_poll}
     addresses = _addresses(site, ssl_context is not None)
     log.info("llama-swap listening on %s", ", ".join(addresses))
     if on_listening is not None:
@@ -158,11 +177,29 @@ async def serve(
         for sig in installed:
             loop.remove_signal_handler(sig)
         await site.stop()
+        if watcher is not None:
+            await asyncio.to_thread(watcher.stop)
+        if reloader is not None:
+            await reloader.aclose()
         await state.router.shutdown(shutdown_timeout)
         state.proxy_log.close_subscribers()
         state.upstream_log.close_subscribers()
         await runner.cleanup()
         log.info("shutdown complete")
+
+
+def _make_reloader(state: AppState, compile_fn: Callable[[], Any]) -> Any:
+    from runtime.reload import Reloader
+
+    listeners = state.extras.get("event_listeners", [])
+
+    def publish(event: dict[str, Any]) -> None:
+        for listener in tuple(listeners):
+            listener(event)
+
+    reloader = Reloader(compile_fn, state.router.apply_plan, publish, plan=state.plan)
+    state.extras["reloader"] = reloader
+    return reloader
 
 
 def _addresses(site: web.TCPSite, tls: bool) -> list[str]:
