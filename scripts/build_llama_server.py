@@ -100,7 +100,9 @@ def _run(argv: list[str], *, cwd: Path | None = None, log_file: Path | None = No
         result = subprocess.run(argv, cwd=cwd, check=False)
     else:
         with log_file.open("ab") as out:
-            result = subprocess.run(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, check=False)
+            result = subprocess.run(
+                argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, check=False
+            )
     if result.returncode != 0:
         hint = ""
         if log_file is not None:

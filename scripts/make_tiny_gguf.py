@@ -93,7 +93,9 @@ def build_vocab() -> tuple[list[str], list[float], list[int]]:
     return tokens, scores, [int(t) for t in types]
 
 
-def _tensors(spec: ModelSpec, n_vocab: int, rng: np.random.Generator) -> list[tuple[str, np.ndarray]]:
+def _tensors(
+    spec: ModelSpec, n_vocab: int, rng: np.random.Generator
+) -> list[tuple[str, np.ndarray]]:
     """The llama tensor set. numpy shapes are (rows, cols) = GGUF (ne1, ne0)."""
     head_dim = spec.n_embd // spec.n_head
     d_q = spec.n_head * head_dim
