@@ -1,0 +1,171 @@
+"""The runtime's life around requests: /health and /running, unload that waits for the
+exit, TTL unloading, SIGTERM shutdown that leaves no child behind, and the CLI's
+refusals (bad plan, redacted secrets, usage)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+
+from compiler.plan import REDACTED, plan_to_json
+from tests.e2e.conftest import LLAMA_SWAP, fake_model, make_plan
+from tests.e2e.test_serial import post_chat
+
+
+async def get_json(s: aiohttp.ClientSession, url: str) -> Any:
+    async with s.get(url) as resp:
+        assert resp.status == 200
+        return await resp.json()
+
+
+async def test_health_and_running_report_the_loaded_model(proxy: Any, record_file: Path) -> None:
+    model = fake_model("a", record_file, ttl=300)
+    p = proxy(make_plan([model, fake_model("b", record_file)]))
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{p.url}/health") as resp:
+            assert resp.status == 200 and await resp.text() == "OK"
+        assert await get_json(s, f"{p.url}/running") == {"running": []}
+        assert (await post_chat(s, p.url, "a"))[0] == 200
+        running = (await get_json(s, f"{p.url}/running"))["running"]
+    assert running == [
+        {
+            "model": "a",
+            "state": "ready",
+            "cmd": " ".join(model.cmd),
+            "proxy": model.proxy,
+            "ttl": 300,
+            "name": "",
+            "description": "",
+        }
+    ]
+
+
+async def test_unload_returns_only_after_the_process_exited(proxy: Any, record_file: Path) -> None:
+    p = proxy(make_plan([fake_model("a", record_file, aliases=("alpha",))]))
+    async with aiohttp.ClientSession() as s:
+        status, body = await post_chat(s, p.url, "a")
+        assert status == 200
+        child = psutil.Process(body["fake"]["pid"])
+        async with s.post(f"{p.url}/api/models/unload/alpha") as resp:
+            assert resp.status == 200 and await resp.text() == "OK"
+        assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+        assert await get_json(s, f"{p.url}/running") == {"running": []}
+
+        status, body = await post_chat(s, p.url, "a")
+        child = psutil.Process(body["fake"]["pid"])
+        async with s.post(f"{p.url}/api/models/unload") as resp:
+            assert resp.status == 200 and await resp.json() == {"msg": "ok"}
+        assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+
+        async with s.post(f"{p.url}/api/models/unload/nope") as resp:
+            assert resp.status == 404
+            assert (await resp.json())["error"] == "model not found"
+
+
+async def test_unload_fails_requests_waiting_for_that_model(proxy: Any, record_file: Path) -> None:
+    p = proxy(make_plan([fake_model("slow", record_file, "--start-delay", "3")]))
+    async with aiohttp.ClientSession() as s:
+        waiting = asyncio.ensure_future(post_chat(s, p.url, "slow"))
+        await asyncio.sleep(0.5)
+        async with s.post(f"{p.url}/api/models/unload") as resp:
+            assert resp.status == 200
+        status, body = await waiting
+    assert status == 503
+    assert "unloaded" in body["error"]
+    assert p.children() == []
+
+
+async def test_an_idle_model_is_unloaded_after_its_ttl(proxy: Any, record_file: Path) -> None:
+    p = proxy(make_plan([fake_model("a", record_file, ttl=1)]))
+    async with aiohttp.ClientSession() as s:
+        assert (await post_chat(s, p.url, "a"))[0] == 200
+        assert [r["model"] for r in (await get_json(s, f"{p.url}/running"))["running"]] == ["a"]
+        for _ in range(100):  # ttl 1 s, checked about every second
+            if (await get_json(s, f"{p.url}/running"))["running"] == []:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the model was not unloaded after its ttl")
+    assert "TTL" in p.log_text()
+    assert p.children() == []
+
+
+async def test_sigterm_fails_queued_requests_stops_every_child_and_exits_0(
+    proxy: Any, record_file: Path
+) -> None:
+    plan = make_plan(
+        [
+            fake_model("a", record_file, "--response-delay", "3"),
+            fake_model("b", record_file),
+        ]
+    )
+    p = proxy(plan)
+    async with aiohttp.ClientSession() as s:
+        serving = asyncio.ensure_future(post_chat(s, p.url, "a"))
+        for _ in range(100):
+            if p.children():
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        queued = asyncio.ensure_future(post_chat(s, p.url, "b"))
+        await asyncio.sleep(0.2)
+        children = p.children()
+        assert children, "model a should be running"
+        code = await asyncio.to_thread(p.terminate)
+        status, body = await queued
+        assert status == 503 and body["error"] == "llama-swap is shutting down"
+        try:
+            await serving
+        except aiohttp.ClientError:
+            pass  # the in-flight request was cut when its model was stopped
+    assert code == 0
+    for child in children:
+        assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+    assert "shutdown complete" in p.log_text()
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([LLAMA_SWAP, *args], capture_output=True, text=True, timeout=30)
+
+
+def test_the_cli_refuses_bad_plans_with_a_clear_message(tmp_path: Path, record_file: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    result = run_cli("--plan", str(bad))
+    assert result.returncode == 1 and "not valid JSON" in result.stderr
+
+    plan = make_plan([fake_model("a", record_file)])
+    secret = dataclasses.replace(
+        plan, settings=dataclasses.replace(plan.settings, apiKeys=(REDACTED,))
+    )
+    redacted = tmp_path / "redacted.json"
+    redacted.write_text(plan_to_json(secret))
+    result = run_cli("-plan", str(redacted))  # Go's single-dash spelling
+    assert result.returncode == 1
+    assert "redacted" in result.stderr and "--show-secrets" in result.stderr
+
+    invalid = json.loads(plan_to_json(plan))
+    invalid["models"]["a"]["cmd"] = "not a list"
+    wrong = tmp_path / "invalid.json"
+    wrong.write_text(json.dumps(invalid))
+    result = run_cli("--plan", str(wrong))
+    assert result.returncode == 1 and "models.a.cmd" in result.stderr
+
+
+def test_the_cli_reports_config_errors_and_usage(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("models:\n  llama:\n    proxy: http://127.0.0.1:9999\n")
+    result = run_cli("--config", str(config))
+    assert result.returncode == 1
+    assert f"{config}:2:3: models.llama.cmd" in result.stderr
+    assert run_cli().returncode == 2
+    assert run_cli("--tls-cert-file", "x.pem", "--plan", "p.json").returncode == 2
+    version = run_cli("-version")
+    assert version.returncode == 0 and version.stdout.startswith("version: ")
