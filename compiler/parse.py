@@ -111,9 +111,17 @@ def compose(text: str) -> Node | None:
         loader.dispose()
 
 
-def yaml_error_diagnostic(name: str, exc: yaml.YAMLError) -> Diagnostic:
-    """A plain-worded diagnostic for a PyYAML syntax error."""
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+def yaml_error_diagnostic(name: str, exc: yaml.YAMLError, text: str = "") -> Diagnostic:
+    """A plain-worded diagnostic for a PyYAML syntax error.
+
+    Points at the problem, or at the construct left open when the problem is
+    the end of the file (an unclosed `[` is more useful than the last line).
+    """
+    mark = getattr(exc, "problem_mark", None)
+    context_mark = getattr(exc, "context_mark", None)
+    at_end = mark is not None and mark.index >= len(text.rstrip())
+    if mark is None or (at_end and context_mark is not None):
+        mark = context_mark or mark
     problem = getattr(exc, "problem", None) or str(exc)
     context = getattr(exc, "context", None)
     message = f"invalid YAML: {context + ', ' if context else ''}{problem}"
@@ -127,7 +135,7 @@ def parse_source(name: str, text: str) -> ParsedSource:
     try:
         root = compose(text)
     except yaml.YAMLError as exc:
-        return ParsedSource(name, None, smap, [yaml_error_diagnostic(name, exc)])
+        return ParsedSource(name, None, smap, [yaml_error_diagnostic(name, exc, text)])
     except (ValueError, UnicodeError) as exc:  # e.g. control characters libyaml rejects
         return ParsedSource(name, None, smap, [Diagnostic(f"invalid YAML: {exc}", location=Location(name, 0, 0))])
     if root is None:
