@@ -41,7 +41,12 @@ def test_alias_equal_to_a_model_id_warns() -> None:
           m1: {cmd: "srv ${PORT}", aliases: [m2]}
           m2: {cmd: "srv ${PORT}"}
         """
-    ) == [("models.m1.aliases[0]", "alias 'm2' has no effect: a model with that id exists and model ids win over aliases")]
+    ) == [
+        (
+            "models.m1.aliases[0]",
+            "alias 'm2' has no effect: a model with that id exists and model ids win over aliases",
+        )
+    ]
 
 
 def test_set_params_by_id_keys_become_aliases() -> None:
@@ -82,13 +87,15 @@ def test_set_params_by_id_key_conflicts() -> None:
                 a: {x: 1}
                 taken: {x: 2}
         """
-    ) == sorted([
-        ("models.b.filters.setParamsByID.a", "key 'a' conflicts with an existing model ID"),
-        (
-            "models.b.filters.setParamsByID.taken",
-            "duplicate alias 'taken' in filters.setParamsByID, already used by model a",
-        ),
-    ])
+    ) == sorted(
+        [
+            ("models.b.filters.setParamsByID.a", "key 'a' conflicts with an existing model ID"),
+            (
+                "models.b.filters.setParamsByID.taken",
+                "duplicate alias 'taken' in filters.setParamsByID, already used by model a",
+            ),
+        ]
+    )
 
 
 def test_same_set_params_by_id_key_in_two_models() -> None:
@@ -99,7 +106,10 @@ def test_same_set_params_by_id_key_in_two_models() -> None:
           b: {cmd: "srv ${PORT}", filters: {setParamsByID: {shared: {x: 2}}}}
         """
     ) == [
-        ("models.b.filters.setParamsByID.shared", "duplicate alias 'shared' in filters.setParamsByID, already used by model a")
+        (
+            "models.b.filters.setParamsByID.shared",
+            "duplicate alias 'shared' in filters.setParamsByID, already used by model a",
+        )
     ]
 
 
@@ -115,7 +125,9 @@ def test_set_params_by_id_macros_in_keys_and_typed_values() -> None:
                 "m-${tag}": {temperature: "${hot}", note: "t=${hot}"}
         """
     )
-    assert d["models"]["m"]["filters"]["setParamsByID"] == {"m-fast": {"note": "t=1.5", "temperature": 1.5}}
+    assert d["models"]["m"]["filters"]["setParamsByID"] == {
+        "m-fast": {"note": "t=1.5", "temperature": 1.5}
+    }
 
 
 def test_unknown_macro_in_set_params_by_id() -> None:
@@ -129,10 +141,12 @@ def test_unknown_macro_in_set_params_by_id() -> None:
                 "${nokey}": {a: 1}
                 ok: {a: "${noval}"}
         """
-    ) == sorted([
-        ("models.m.filters.setParamsByID.${nokey}", "unknown macro '${nokey}'"),
-        ("models.m.filters.setParamsByID.ok", "unknown macro '${noval}'"),
-    ])
+    ) == sorted(
+        [
+            ("models.m.filters.setParamsByID.${nokey}", "unknown macro '${nokey}'"),
+            ("models.m.filters.setParamsByID.ok", "unknown macro '${noval}'"),
+        ]
+    )
 
 
 def test_peer_models_may_not_collide_with_local_names() -> None:
@@ -145,13 +159,15 @@ def test_peer_models_may_not_collide_with_local_names() -> None:
             proxy: http://10.0.0.2:8080
             models: [local, nick, other]
         """
-    ) == sorted([
-        (
-            "peers.remote.models[0]",
-            "peer model 'local' collides with the local model of the same id; requests for it would never reach the peer",
-        ),
-        (
-            "peers.remote.models[1]",
-            "peer model 'nick' collides with an alias of local model 'local'; requests for it would never reach the peer",
-        ),
-    ])
+    ) == sorted(
+        [
+            (
+                "peers.remote.models[0]",
+                "peer model 'local' collides with the local model of the same id; requests for it would never reach the peer",
+            ),
+            (
+                "peers.remote.models[1]",
+                "peer model 'nick' collides with an alias of local model 'local'; requests for it would never reach the peer",
+            ),
+        ]
+    )

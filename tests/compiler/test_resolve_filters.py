@@ -8,7 +8,11 @@ from .resolve_util import json_of, warnings_of
 
 
 def test_strip_params_are_trimmed_deduplicated_sorted_without_model() -> None:
-    assert sanitize_strip_params(" temperature, top_p ,model,, top_p , a") == ("a", "temperature", "top_p")
+    assert sanitize_strip_params(" temperature, top_p ,model,, top_p , a") == (
+        "a",
+        "temperature",
+        "top_p",
+    )
     assert sanitize_strip_params("") == ()
     assert sanitize_strip_params("model, ,") == ()
 
@@ -36,7 +40,11 @@ def test_model_strip_params_get_macros_and_legacy_key_is_a_fallback() -> None:
           c: {cmd: "srv ${PORT}", filters: {stripParams: "x", strip_params: "ignored"}}
         """
     )
-    assert [d["models"][m]["filters"]["stripParams"] for m in "abc"] == [["temperature", "top_k"], ["top_p"], ["x"]]
+    assert [d["models"][m]["filters"]["stripParams"] for m in "abc"] == [
+        ["temperature", "top_k"],
+        ["top_p"],
+        ["x"],
+    ]
 
 
 def test_model_set_params_get_no_macros_but_a_warning() -> None:
@@ -47,7 +55,13 @@ def test_model_set_params_get_no_macros_but_a_warning() -> None:
             cmd: srv ${PORT}
             filters: {setParams: {temperature: "${t}", model: "no", max_tokens: 10}}
         """
-    assert json_of(text)["models"]["a"]["filters"]["setParams"] == {"max_tokens": 10, "temperature": "${t}"}
+    assert json_of(text)["models"]["a"]["filters"]["setParams"] == {
+        "max_tokens": 10,
+        "temperature": "${t}",
+    }
     assert warnings_of(text) == [
-        ("models.a.filters.setParams", "macros are not substituted in a model's setParams; '${...}' is sent literally")
+        (
+            "models.a.filters.setParams",
+            "macros are not substituted in a model's setParams; '${...}' is sent literally",
+        )
     ]

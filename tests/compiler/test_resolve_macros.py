@@ -109,15 +109,17 @@ def test_unknown_macros_name_each_field() -> None:
             description: "${c7}"
         """
     )
-    assert errors == sorted([
-        ("models.m.cmd", "unknown macro '${c1}'"),
-        ("models.m.cmdStop", "unknown macro '${c2}'"),
-        ("models.m.proxy", "unknown macro '${c3}'"),
-        ("models.m.checkEndpoint", "unknown macro '${c4}'"),
-        ("models.m.filters.stripParams", "unknown macro '${c5}'"),
-        ("models.m.name", "unknown macro '${c6}'"),
-        ("models.m.description", "unknown macro '${c7}'"),
-    ])
+    assert errors == sorted(
+        [
+            ("models.m.cmd", "unknown macro '${c1}'"),
+            ("models.m.cmdStop", "unknown macro '${c2}'"),
+            ("models.m.proxy", "unknown macro '${c3}'"),
+            ("models.m.checkEndpoint", "unknown macro '${c4}'"),
+            ("models.m.filters.stripParams", "unknown macro '${c5}'"),
+            ("models.m.name", "unknown macro '${c6}'"),
+            ("models.m.description", "unknown macro '${c7}'"),
+        ]
+    )
 
 
 def test_pid_is_only_for_cmd_stop() -> None:
@@ -171,11 +173,27 @@ def test_pid_is_not_a_reserved_macro_name() -> None:
         ("i", 42, None),
         ("f", 0.5, None),
         ("b", True, None),
-        ("l", [1], "macro 'l' has invalid type list, must be a scalar type (string, int, float, or bool)"),
-        ("m", {"k": 1}, "macro 'm' has invalid type mapping, must be a scalar type (string, int, float, or bool)"),
-        ("n", None, "macro 'n' has invalid type null, must be a scalar type (string, int, float, or bool)"),
+        (
+            "l",
+            [1],
+            "macro 'l' has invalid type list, must be a scalar type (string, int, float, or bool)",
+        ),
+        (
+            "m",
+            {"k": 1},
+            "macro 'm' has invalid type mapping, must be a scalar type (string, int, float, or bool)",
+        ),
+        (
+            "n",
+            None,
+            "macro 'n' has invalid type null, must be a scalar type (string, int, float, or bool)",
+        ),
         ("self", "a ${self}", "macro 'self' contains self-reference"),
-        ("bad name", "x", "macro name 'bad name' contains invalid characters, must match pattern ^[a-zA-Z0-9_-]+$"),
+        (
+            "bad name",
+            "x",
+            "macro name 'bad name' contains invalid characters, must match pattern ^[a-zA-Z0-9_-]+$",
+        ),
         ("x" * 64, "v", "macro name '" + "x" * 64 + "' exceeds maximum length of 63 characters"),
     ],
 )
@@ -191,7 +209,12 @@ def test_broken_macro_is_reported_once_not_again_where_used() -> None:
         models:
           m: {cmd: "srv ${bad} ${PORT}"}
         """
-    ) == [("macros.bad", "macro 'bad' has invalid type list, must be a scalar type (string, int, float, or bool)")]
+    ) == [
+        (
+            "macros.bad",
+            "macro 'bad' has invalid type list, must be a scalar type (string, int, float, or bool)",
+        )
+    ]
 
 
 def test_typed_macros_in_metadata() -> None:

@@ -21,8 +21,16 @@ def kinds(text: str) -> list[tuple[str, str]]:
         ("+llms & v", [("ref", "llms"), ("and", "&"), ("ident", "v"), ("eof", "")]),
         (
             "(a|b)&c",
-            [("lparen", "("), ("ident", "a"), ("or", "|"), ("ident", "b"), ("rparen", ")"),
-             ("and", "&"), ("ident", "c"), ("eof", "")],
+            [
+                ("lparen", "("),
+                ("ident", "a"),
+                ("or", "|"),
+                ("ident", "b"),
+                ("rparen", ")"),
+                ("and", "&"),
+                ("ident", "c"),
+                ("eof", ""),
+            ],
         ),  # fmt: skip
         ("größe_1", [("ident", "größe_1"), ("eof", "")]),  # Unicode letters
     ],
@@ -32,7 +40,11 @@ def test_tokenize(text: str, expected: list[tuple[str, str]]) -> None:
 
 
 def test_tokens_carry_their_position() -> None:
-    assert tokenize(" a &  +s")[:3] == [Token("ident", "a", 1), Token("and", "&", 3), Token("ref", "s", 6)]
+    assert tokenize(" a &  +s")[:3] == [
+        Token("ident", "a", 1),
+        Token("and", "&", 3),
+        Token("ref", "s", 6),
+    ]
 
 
 @pytest.mark.parametrize(

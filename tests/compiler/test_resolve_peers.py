@@ -58,11 +58,13 @@ def test_peer_macros_are_global_only() -> None:
               stripParams: "${nope}"
               setParams: {a: {b: ["${missing}"]}}
         """
-    ) == sorted([
-        ("peers.p.apiKey", "unknown macro '${MODEL_ID}': peers get the global macros only"),
-        ("peers.p.filters.stripParams", "unknown macro '${nope}'"),
-        ("peers.p.filters.setParams", "unknown macro '${missing}'"),
-    ])
+    ) == sorted(
+        [
+            ("peers.p.apiKey", "unknown macro '${MODEL_ID}': peers get the global macros only"),
+            ("peers.p.filters.stripParams", "unknown macro '${nope}'"),
+            ("peers.p.filters.setParams", "unknown macro '${missing}'"),
+        ]
+    )
 
 
 def test_peer_proxy_and_models_are_required() -> None:
@@ -73,8 +75,13 @@ def test_peer_proxy_and_models_are_required() -> None:
           b: {proxy: "not a url", models: [y]}
           c: {proxy: "http://c:1", models: []}
         """
-    ) == sorted([
-        ("peers.a.proxy", "proxy is required"),
-        ("peers.b.proxy", "invalid peer proxy URL 'not a url': must be an absolute http:// or https:// URL with a host"),
-        ("peers.c.models", "peer models can not be empty"),
-    ])
+    ) == sorted(
+        [
+            ("peers.a.proxy", "proxy is required"),
+            (
+                "peers.b.proxy",
+                "invalid peer proxy URL 'not a url': must be an absolute http:// or https:// URL with a host",
+            ),
+            ("peers.c.models", "peer models can not be empty"),
+        ]
+    )

@@ -55,7 +55,11 @@ def test_plan_json_matches_the_plan_schema() -> None:
     schema = json.loads(SCHEMA.read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
     validator = jsonschema.Draft202012Validator(schema)
-    for text in (RICH, "{}", "models: {m: {cmd: 'x ${PORT}'}}\nmatrix: {vars: {a: m}, sets: {s: a}}"):
+    for text in (
+        RICH,
+        "{}",
+        "models: {m: {cmd: 'x ${PORT}'}}\nmatrix: {vars: {a: m}, sets: {s: a}}",
+    ):
         plan, _ = resolve(doc(text), ())
         errors = list(validator.iter_errors(json.loads(plan_to_json(plan))))
         assert errors == [], [e.message for e in errors]
@@ -67,7 +71,10 @@ def test_the_plan_schema_rejects_a_broken_plan() -> None:
     plan["models"]["alpha"]["cmd"] = "not an argv list"
     del plan["routing"]
     messages = sorted(e.message for e in validator.iter_errors(plan))
-    assert messages == ["'not an argv list' is not of type 'array'", "'routing' is a required property"]
+    assert messages == [
+        "'not an argv list' is not of type 'array'",
+        "'routing' is a required property",
+    ]
 
 
 def test_every_error_is_reported_in_one_run() -> None:

@@ -60,13 +60,21 @@ def test_default_proxy_needs_port_in_cmd() -> None:
 
 def test_explicit_proxy_with_port_but_cmd_without() -> None:
     assert errors_of("models: {m: {cmd: 'srv', proxy: 'http://h:${PORT}'}}") == [
-        ("models.m.proxy", "proxy uses ${PORT} but cmd does not - ${PORT} is only available when used in cmd")
+        (
+            "models.m.proxy",
+            "proxy uses ${PORT} but cmd does not - ${PORT} is only available when used in cmd",
+        )
     ]
 
 
 def test_start_port_must_be_positive() -> None:
-    assert errors_of("startPort: -1\nmodels: {}") == [("startPort", "startPort must be >= 1, got -1")]
-    assert plan_of("startPort: 1\nmodels: {m: {cmd: 'srv ${PORT}'}}").models["m"].cmd == ("srv", "1")
+    assert errors_of("startPort: -1\nmodels: {}") == [
+        ("startPort", "startPort must be >= 1, got -1")
+    ]
+    assert plan_of("startPort: 1\nmodels: {m: {cmd: 'srv ${PORT}'}}").models["m"].cmd == (
+        "srv",
+        "1",
+    )
 
 
 def test_start_port_must_be_an_integer() -> None:
@@ -81,4 +89,9 @@ def test_ports_past_65535_are_an_error() -> None:
           a: {cmd: "srv ${PORT}"}
           b: {cmd: "srv ${PORT}"}
         """
-    ) == [("models.b.cmd", "no port left for ${PORT}: it would be 65536, above 65535 (lower startPort)")]
+    ) == [
+        (
+            "models.b.cmd",
+            "no port left for ${PORT}: it would be 65536, above 65535 (lower startPort)",
+        )
+    ]

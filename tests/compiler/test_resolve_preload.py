@@ -20,7 +20,10 @@ def test_preload_trims_skips_blanks_resolves_aliases_keeps_order_and_duplicates(
 
 def test_preload_unknown_and_peer_names_are_errors() -> None:
     assert errors_of(MODELS + "hooks: {on_startup: {preload: [ghost, remote-only]}}") == [
-        ("hooks.on_startup.preload[0]", "cannot preload 'ghost': no local model or alias has that name"),
+        (
+            "hooks.on_startup.preload[0]",
+            "cannot preload 'ghost': no local model or alias has that name",
+        ),
         (
             "hooks.on_startup.preload[1]",
             "cannot preload 'remote-only': it is served by peer 'p', not a local model",

@@ -25,7 +25,12 @@ def test_defaults_to_serial_scheduler_and_group_router_with_one_default_group() 
         "use": "group",
         "settings": {
             "groups": {
-                "(default)": {"members": ["a", "b", "c"], "swap": True, "exclusive": True, "persistent": False}
+                "(default)": {
+                    "members": ["a", "b", "c"],
+                    "swap": True,
+                    "exclusive": True,
+                    "persistent": False,
+                }
             }
         },
     }
@@ -84,19 +89,24 @@ def test_legacy_keys_with_only_a_scheduler_block_are_fine() -> None:
 
 
 def test_legacy_groups_and_matrix_together_is_an_error() -> None:
-    assert errors_of(MODELS + "groups: {g: {members: [a]}}\nmatrix: {vars: {x: a}, sets: {s: x}}") == [
-        ("matrix", "config cannot use both 'groups' and 'matrix'")
-    ]
+    assert errors_of(
+        MODELS + "groups: {g: {members: [a]}}\nmatrix: {vars: {x: a}, sets: {s: x}}"
+    ) == [("matrix", "config cannot use both 'groups' and 'matrix'")]
 
 
 def test_router_use_matrix_without_settings() -> None:
     assert errors_of(MODELS + "routing: {router: {use: matrix}}") == [
-        ("routing.router.use", "routing.router.use is 'matrix' but routing.router.settings.matrix is not set")
+        (
+            "routing.router.use",
+            "routing.router.use is 'matrix' but routing.router.settings.matrix is not set",
+        )
     ]
 
 
 def test_both_settings_with_use_group_ignores_the_matrix_with_a_warning() -> None:
-    text = MODELS + """
+    text = (
+        MODELS
+        + """
 routing:
   scheduler: {use: fifo}
   router:
@@ -105,6 +115,7 @@ routing:
       groups: {g: {members: [a]}}
       matrix: {vars: {x: a}, sets: {s: "x & nonsense("}}
 """
+    )
     assert plan_of(text).routing.router == "group"
     assert warnings_of(text) == [
         (
@@ -122,21 +133,30 @@ def test_unknown_router_and_scheduler() -> None:
 
 
 def test_fifo_priority_keys_resolve_aliases_to_ids() -> None:
-    plan = plan_of(MODELS + "routing: {scheduler: {use: fifo, settings: {fifo: {priority: {alpha: 5, c: -1}}}}}")
+    plan = plan_of(
+        MODELS
+        + "routing: {scheduler: {use: fifo, settings: {fifo: {priority: {alpha: 5, c: -1}}}}}"
+    )
     assert plan.routing.scheduler == "fifo"
     assert dict(plan.routing.priority) == {"a": 5, "c": -1}
 
 
 def test_fifo_priority_unknown_model_and_double_entry() -> None:
     assert errors_of(
-        MODELS + "routing: {scheduler: {use: fifo, settings: {fifo: {priority: {nope: 1, a: 1, alpha: 2}}}}}"
-    ) == sorted([
-        (
-            "routing.scheduler.settings.fifo.priority.nope",
-            'routing.scheduler.settings.fifo.priority references unknown model "nope"',
-        ),
-        ("routing.scheduler.settings.fifo.priority.alpha", "model 'a' is given a priority twice ('a' and 'alpha')"),
-    ])
+        MODELS
+        + "routing: {scheduler: {use: fifo, settings: {fifo: {priority: {nope: 1, a: 1, alpha: 2}}}}}"
+    ) == sorted(
+        [
+            (
+                "routing.scheduler.settings.fifo.priority.nope",
+                'routing.scheduler.settings.fifo.priority references unknown model "nope"',
+            ),
+            (
+                "routing.scheduler.settings.fifo.priority.alpha",
+                "model 'a' is given a priority twice ('a' and 'alpha')",
+            ),
+        ]
+    )
 
 
 def test_priority_with_serial_scheduler_warns() -> None:
@@ -154,13 +174,22 @@ def test_group_membership_errors(prefix: str) -> None:
     if prefix == "groups":
         text = MODELS + "groups:\n" + block.replace("      ", "  ")
     else:
-        text = MODELS + "routing:\n  router:\n    settings:\n      groups:\n" + block.replace("      ", "        ")
-    assert errors_of(text) == sorted([
-        (f"{prefix}.g1.members[1]", "duplicate model member a found in group: g1"),
-        (f"{prefix}.g2.members[0]", "model member b is used in multiple groups: g1 and g2"),
-        (f"{prefix}.g2.members[1]", "group member 'alpha' is an alias of model 'a'; use the model id"),
-        (f"{prefix}.g2.members[2]", "group member 'ghost' is not a model id"),
-    ])
+        text = (
+            MODELS
+            + "routing:\n  router:\n    settings:\n      groups:\n"
+            + block.replace("      ", "        ")
+        )
+    assert errors_of(text) == sorted(
+        [
+            (f"{prefix}.g1.members[1]", "duplicate model member a found in group: g1"),
+            (f"{prefix}.g2.members[0]", "model member b is used in multiple groups: g1 and g2"),
+            (
+                f"{prefix}.g2.members[1]",
+                "group member 'alpha' is an alias of model 'a'; use the model id",
+            ),
+            (f"{prefix}.g2.members[2]", "group member 'ghost' is not a model id"),
+        ]
+    )
 
 
 def test_default_group_name_is_reserved() -> None:
@@ -182,7 +211,12 @@ models:
 
 def matrix(body: str) -> str:
     indented = "\n".join("        " + line for line in body.strip().splitlines())
-    return MATRIX_MODELS + "routing:\n  router:\n    use: matrix\n    settings:\n      matrix:\n" + indented + "\n"
+    return (
+        MATRIX_MODELS
+        + "routing:\n  router:\n    use: matrix\n    settings:\n      matrix:\n"
+        + indented
+        + "\n"
+    )
 
 
 P = "routing.router.settings.matrix"
@@ -231,12 +265,20 @@ sets:
     [
         (
             "vars: {g: gemma}\nsets: {combo: 'g & voxtral'}",
-            [(f"{P}.sets.combo", 'unknown var ID "voxtral" at position 4 (sets use the var IDs from vars, not model names)')],
+            [
+                (
+                    f"{P}.sets.combo",
+                    'unknown var ID "voxtral" at position 4 (sets use the var IDs from vars, not model names)',
+                )
+            ],
         ),
         (
             "vars: {abcdefghi: gemma, a_b: gemma, a-b: gemma}\nsets: {s: abcdefghi}",
             [
-                (f"{P}.vars.abcdefghi", 'var key "abcdefghi" must be alphanumeric and 1-8 characters'),
+                (
+                    f"{P}.vars.abcdefghi",
+                    'var key "abcdefghi" must be alphanumeric and 1-8 characters',
+                ),
                 (f"{P}.vars.a_b", 'var key "a_b" must be alphanumeric and 1-8 characters'),
                 (f"{P}.vars.a-b", 'var key "a-b" must be alphanumeric and 1-8 characters'),
             ],
@@ -245,7 +287,10 @@ sets:
             "vars: {x: nonexistent, y: gem}\nsets: {s: x}",
             [
                 (f"{P}.vars.x", 'var key "x" references unknown model "nonexistent"'),
-                (f"{P}.vars.y", "var key \"y\" references unknown model \"gem\" (an alias of 'gemma'; use the model id)"),
+                (
+                    f"{P}.vars.y",
+                    'var key "y" references unknown model "gem" (an alias of \'gemma\'; use the model id)',
+                ),
             ],
         ),
         (
@@ -269,8 +314,10 @@ sets:
         ),
         (
             "vars: {}\nsets: {s: g}",
-            [(P, "matrix must define at least one var"),
-             (f"{P}.sets.s", 'unknown var ID "g" at position 0')],
+            [
+                (P, "matrix must define at least one var"),
+                (f"{P}.sets.s", 'unknown var ID "g" at position 0'),
+            ],
         ),
         (
             "vars: {g: gemma}\nsets: {s: '(g', t: 'g @'}",
@@ -287,9 +334,11 @@ def test_matrix_errors(body: str, expected: list[tuple[str, str]]) -> None:
 
 def test_matrix_total_combination_limit() -> None:
     wide = " | ".join(["g", "q", "m", "v", "e"] * 110)  # 550 combinations per set
-    assert errors_of(matrix(f"vars: {{g: gemma, q: qwen, m: mistral, v: voxtral, e: reranker}}\nsets: {{a: '{wide}', b: '{wide}'}}")) == [
-        (f"{P}.sets", "total expanded combinations (1100) exceed limit of 1000")
-    ]
+    assert errors_of(
+        matrix(
+            f"vars: {{g: gemma, q: qwen, m: mistral, v: voxtral, e: reranker}}\nsets: {{a: '{wide}', b: '{wide}'}}"
+        )
+    ) == [(f"{P}.sets", "total expanded combinations (1100) exceed limit of 1000")]
 
 
 def test_matrix_only_config_has_no_groups() -> None:
@@ -307,7 +356,10 @@ def test_groups_or_matrix_with_the_serial_scheduler_warn() -> None:
             "set routing.scheduler.use: fifo to use them",
         )
     ]
-    serial_matrix = MODELS + "routing: {router: {use: matrix, settings: {matrix: {vars: {x: a}, sets: {s: x}}}}}"
+    serial_matrix = (
+        MODELS
+        + "routing: {router: {use: matrix, settings: {matrix: {vars: {x: a}, sets: {s: x}}}}}"
+    )
     assert warnings_of(serial_matrix) == [
         (
             "routing.router.settings.matrix",
@@ -316,4 +368,6 @@ def test_groups_or_matrix_with_the_serial_scheduler_warn() -> None:
         )
     ]
     assert warnings_of(MODELS) == []
-    assert warnings_of(MODELS + "groups: {g: {members: [a]}}\nrouting: {scheduler: {use: fifo}}") == []
+    assert (
+        warnings_of(MODELS + "groups: {g: {members: [a]}}\nrouting: {scheduler: {use: fifo}}") == []
+    )

@@ -18,9 +18,17 @@ def test_all_defaults() -> None:
     plan = plan_of(ONE)
     assert plan.settings == Settings()
     m = plan.models["m"]
-    assert (m.checkEndpoint, m.ttl, m.concurrencyLimit, m.unlisted, m.useModelName) == ("/health", 0, 10, False, "")
+    assert (m.checkEndpoint, m.ttl, m.concurrencyLimit, m.unlisted, m.useModelName) == (
+        "/health",
+        0,
+        10,
+        False,
+        "",
+    )
     assert (m.env, m.aliases, m.sendLoadingState) == ((), (), False)
-    assert m.timeouts == Timeouts(connect=30, keepalive=30, responseHeader=0, tlsHandshake=10, expectContinue=1, idleConn=90)
+    assert m.timeouts == Timeouts(
+        connect=30, keepalive=30, responseHeader=0, tlsHandshake=10, expectContinue=1, idleConn=90
+    )
 
 
 def test_empty_document_yields_a_plan_of_defaults() -> None:
@@ -36,7 +44,14 @@ def test_health_check_timeout_minimum_is_15(value: int, expected: int) -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [(None, "5s"), ("0s", "5s"), ("15s", "15s"), ("1m30s", "1m30s"), ("90s", "1m30s"), ("1h", "1h0m0s")],
+    [
+        (None, "5s"),
+        ("0s", "5s"),
+        ("15s", "15s"),
+        ("1m30s", "1m30s"),
+        ("90s", "1m30s"),
+        ("1h", "1h0m0s"),
+    ],
 )
 def test_performance_every(text: str | None, expected: str) -> None:
     doc = {"performance": {"every": text}} if text else {}
@@ -44,11 +59,15 @@ def test_performance_every(text: str | None, expected: str) -> None:
 
 
 def test_performance_every_minimum_and_syntax() -> None:
-    assert errors_of("performance: {every: 4s}") == [("performance.every", "every must be at least 5s, got 4s")]
+    assert errors_of("performance: {every: 4s}") == [
+        ("performance.every", "every must be at least 5s, got 4s")
+    ]
     assert errors_of("performance: {every: 10}") == [
         ("performance.every", "expected a duration string such as '15s' or '1m30s', got int")
     ]
-    assert errors_of("performance: {every: ten}") == [("performance.every", 'invalid duration "ten"')]
+    assert errors_of("performance: {every: ten}") == [
+        ("performance.every", 'invalid duration "ten"')
+    ]
 
 
 def test_duration_round_trip() -> None:
@@ -74,7 +93,12 @@ def test_global_ttl_is_the_model_default() -> None:
           own: {cmd: "srv ${PORT}", ttl: 30}
         """
     )
-    assert {k: m.ttl for k, m in plan.models.items()} == {"explicit_default": 600, "inherit": 600, "never": 0, "own": 30}
+    assert {k: m.ttl for k, m in plan.models.items()} == {
+        "explicit_default": 600,
+        "inherit": 600,
+        "never": 0,
+        "own": 30,
+    }
 
 
 def test_negative_ttls() -> None:
@@ -99,7 +123,10 @@ def test_send_loading_state_inherits_the_global_value() -> None:
           quiet: {cmd: "srv ${PORT}", sendLoadingState: false}
         """
     )
-    assert (plan.models["inherit"].sendLoadingState, plan.models["quiet"].sendLoadingState) == (True, False)
+    assert (plan.models["inherit"].sendLoadingState, plan.models["quiet"].sendLoadingState) == (
+        True,
+        False,
+    )
 
 
 def test_ignore_paths_default_custom_and_invalid() -> None:
@@ -114,7 +141,9 @@ def test_ignore_paths_default_custom_and_invalid() -> None:
 
 def test_log_to_stdout_enum() -> None:
     assert plan_of("logToStdout: both").settings.logToStdout == "both"
-    assert errors_of("logToStdout: loud") == [("logToStdout", "logToStdout must be one of: proxy, upstream, both, none")]
+    assert errors_of("logToStdout: loud") == [
+        ("logToStdout", "logToStdout must be one of: proxy, upstream, both, none")
+    ]
 
 
 def test_api_keys() -> None:
@@ -131,43 +160,74 @@ def test_metrics_and_capture_buffer_clamps() -> None:
 
 
 def test_model_timeouts_custom_and_zero() -> None:
-    m = plan_of("models: {m: {cmd: 'srv ${PORT}', timeouts: {connect: 5, responseHeader: 120, idleConn: 0}}}").models["m"]
-    assert m.timeouts == Timeouts(connect=5, keepalive=30, responseHeader=120, tlsHandshake=10, expectContinue=1, idleConn=0)
+    m = plan_of(
+        "models: {m: {cmd: 'srv ${PORT}', timeouts: {connect: 5, responseHeader: 120, idleConn: 0}}}"
+    ).models["m"]
+    assert m.timeouts == Timeouts(
+        connect=5, keepalive=30, responseHeader=120, tlsHandshake=10, expectContinue=1, idleConn=0
+    )
 
 
 def test_capabilities() -> None:
     caps = json_of(
         "models: {m: {cmd: 'srv ${PORT}', capabilities: {in: [text, image], out: [text], tools: true, context: 8192}}}"
     )["models"]["m"]["capabilities"]
-    assert caps == {"in": ["text", "image"], "out": ["text"], "tools": True, "reranker": False, "context": 8192}
-    assert errors_of("models: {m: {cmd: 'srv ${PORT}', capabilities: {in: [video], out: [smell], context: -1}}}") == [
+    assert caps == {
+        "in": ["text", "image"],
+        "out": ["text"],
+        "tools": True,
+        "reranker": False,
+        "context": 8192,
+    }
+    assert errors_of(
+        "models: {m: {cmd: 'srv ${PORT}', capabilities: {in: [video], out: [smell], context: -1}}}"
+    ) == [
         ("models.m.capabilities.context", "capabilities.context: must be >= 0"),
-        ("models.m.capabilities.in[0]", "capabilities.in: invalid modality 'video', must be one of: text, audio, image"),
-        ("models.m.capabilities.out[0]", "capabilities.out: invalid modality 'smell', must be one of: text, audio, image"),
+        (
+            "models.m.capabilities.in[0]",
+            "capabilities.in: invalid modality 'video', must be one of: text, audio, image",
+        ),
+        (
+            "models.m.capabilities.out[0]",
+            "capabilities.out: invalid modality 'smell', must be one of: text, audio, image",
+        ),
     ]
 
 
 @pytest.mark.parametrize(
     ("proxy", "message"),
     [
-        ("localhost:8080", "invalid proxy URL 'localhost:8080': must be an absolute http:// or https:// URL with a host"),
+        (
+            "localhost:8080",
+            "invalid proxy URL 'localhost:8080': must be an absolute http:// or https:// URL with a host",
+        ),
         ("http://h:99999", "invalid proxy URL 'http://h:99999': Port out of range 0-65535"),
         ("", "invalid proxy URL '': must be an absolute http:// or https:// URL with a host"),
     ],
 )
 def test_proxy_url_is_checked(proxy: str, message: str) -> None:
-    assert errors_of(f"models: {{m: {{cmd: srv, proxy: '{proxy}'}}}}") == [("models.m.proxy", message)]
+    assert errors_of(f"models: {{m: {{cmd: srv, proxy: '{proxy}'}}}}") == [
+        ("models.m.proxy", message)
+    ]
 
 
 def test_check_endpoint_none_is_normalised() -> None:
-    assert plan_of("models: {m: {cmd: 'srv ${PORT}', checkEndpoint: ' none '}}").models["m"].checkEndpoint == "none"
+    assert (
+        plan_of("models: {m: {cmd: 'srv ${PORT}', checkEndpoint: ' none '}}")
+        .models["m"]
+        .checkEndpoint
+        == "none"
+    )
 
 
 def test_per_model_health_check_timeout_is_ignored_with_a_warning() -> None:
     from .resolve_util import warnings_of
 
     assert warnings_of("models: {m: {cmd: 'srv ${PORT}', healthCheckTimeout: 500}}") == [
-        ("models.m.healthCheckTimeout", "ignored: the global healthCheckTimeout applies to every model")
+        (
+            "models.m.healthCheckTimeout",
+            "ignored: the global healthCheckTimeout applies to every model",
+        )
     ]
 
 
