@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -76,6 +77,7 @@ def time_check(config_dir: Path, runs: int) -> list[float]:
     exe = Path(sys.executable).parent / "swap-compile"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "compiler.cli"]
     times = []
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     for _ in range(runs):
         start = time.perf_counter()
         proc = subprocess.run([*cmd, "--check", "--config-dir", str(config_dir)], capture_output=True, check=False)
@@ -83,6 +85,9 @@ def time_check(config_dir: Path, runs: int) -> list[float]:
         if proc.returncode != 0:
             print(proc.stderr.decode(errors="replace"), file=sys.stderr)
             raise SystemExit(f"swap-compile --check failed with exit {proc.returncode}")
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
+    print(f"  (CPU time per --check run: {cpu / runs * 1000:.0f} ms; wall time suffers on a loaded machine)")
     return times
 
 
@@ -101,7 +106,8 @@ def main() -> None:
     parser.add_argument("--fragments", type=int, default=100)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    print(f"python {sys.version.split()[0]} on {os.cpu_count()} CPU(s)")
+    load = os.getloadavg()[0]
+    print(f"python {sys.version.split()[0]} on {os.cpu_count()} CPU(s), load average {load:.1f}")
     with tempfile.TemporaryDirectory(prefix="swap-bench-") as tmp:
         generated = Path(tmp) / "generated"
         generate(generated, args.models, args.fragments)
