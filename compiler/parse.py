@@ -32,7 +32,7 @@ from compiler.sourcemap import Entry, KeyPath, SourceMap, display_path
 
 _T = "tag:yaml.org,2002:"
 MAX_DEPTH = 100
-MAX_VALUES = 1_000_000  # guards against alias bombs ("billion laughs")
+MAX_VALUES = 200_000  # guards against alias bombs ("billion laughs")
 
 
 class _CoreResolver(BaseResolver):
