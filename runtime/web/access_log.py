@@ -6,22 +6,18 @@ into a LogBuffer, dropping lines below `logLevel`.  `access_log_middleware`
 writes one INFO line per request:
 `Request <ip> "<METHOD> <path> <proto>" <status> <bytes> "<UA>" <duration>`,
 client IP from X-Forwarded-For (first entry), X-Real-IP, else the peer.  It
-never writes headers, so API keys cannot reach the log.  `build_log_tree`
-wires the proxy/upstream/mux buffers by `logToStdout`.
+never writes headers, so API keys cannot reach the log.  (The
+logToStdout wiring of the buffers lives in runtime/serve.py.)
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, TextIO
+from typing import Protocol
 
 from aiohttp import web
-
-from runtime.logs import DEFAULT_CAPACITY, LogBuffer
 
 LEVELS = {"debug": 0, "info": 1, "warn": 2, "error": 3}
 SKIP_PREFIXES = ("/wol-health", "/api/performance", "/metrics")
@@ -147,8 +143,12 @@ def access_line(
 
 
 def _size(resp: web.StreamResponse) -> int:
-    if isinstance(resp, web.Response) and resp.body is not None and isinstance(resp.body, bytes):
+    """Body bytes sent: exact for in-memory bodies and declared lengths; for chunked streams
+    aiohttp only knows the bytes on the wire (framing and headers included)."""
+    if isinstance(resp, web.Response) and isinstance(resp.body, bytes):
         return len(resp.body)
+    if resp.content_length is not None:
+        return resp.content_length
     return resp.body_length
 
 
@@ -172,41 +172,3 @@ def access_log_middleware(log: Callable[[], ProxyLog]) -> Callable[..., object]:
                 log().info(access_line(request, path, status, size, time.perf_counter() - started))
 
     return access_log
-
-
-class EchoingLogBuffer(LogBuffer):
-    """A LogBuffer that also copies every write to a text stream (the mux -> stdout)."""
-
-    def __init__(self, name: str, out: TextIO, capacity: int = DEFAULT_CAPACITY):
-        super().__init__(name, capacity)
-        self._out = out
-
-    def write(self, data: str) -> None:
-        super().write(data)
-        try:
-            self._out.write(data)
-            self._out.flush()
-        except (OSError, ValueError):
-            pass
-
-
-@dataclass(frozen=True, slots=True)
-class LogTree:
-    """The three logs of the original: proxy and upstream, each optionally feeding the mux."""
-
-    mux: LogBuffer
-    proxy: LogBuffer
-    upstream: LogBuffer
-
-
-def build_log_tree(log_to_stdout: str, *, stdout: TextIO | None = None) -> LogTree:
-    """Wire proxy/upstream into the mux (which echoes to stdout) per `logToStdout`.
-
-    `proxy` (default and fallback for unknown values), `upstream`, `both`, `none`.
-    Every buffer keeps its own history whatever the wiring.
-    """
-    setting = log_to_stdout if log_to_stdout in ("proxy", "upstream", "both", "none") else "proxy"
-    mux = EchoingLogBuffer("mux", stdout if stdout is not None else sys.stdout)
-    proxy = LogBuffer("proxy", parent=mux if setting in ("proxy", "both") else None)
-    upstream = LogBuffer("upstream", parent=mux if setting in ("upstream", "both") else None)
-    return LogTree(mux, proxy, upstream)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import re
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -14,7 +13,6 @@ from runtime.web.access_log import (
     TIME_FORMATS,
     ProxyLog,
     access_log_middleware,
-    build_log_tree,
     go_duration,
 )
 from runtime.web.auth import auth_middleware
@@ -83,16 +81,3 @@ async def test_one_line_per_request_without_keys(serve) -> None:
     assert re.fullmatch(r'\[INFO\] Request 10\.0\.0\.7 "POST /v1/chat/completions HTTP/1\.1" 200 5 "ua/1" \S+', lines[0])
     assert lines[1].startswith('[INFO] Request 10.9.9.9 "GET /running HTTP/1.1" 401 ')
     assert "sk-" not in buf.history()
-
-
-@pytest.mark.parametrize(
-    ("setting", "in_mux"),
-    [("proxy", {"p"}), ("upstream", {"u"}), ("both", {"p", "u"}), ("none", set()), ("weird", {"p"})],
-)
-def test_log_to_stdout_wiring(setting: str, in_mux: set[str]) -> None:
-    out = io.StringIO()
-    tree = build_log_tree(setting, stdout=out)
-    tree.proxy.write("p\n")
-    tree.upstream.write("u\n")
-    assert set(tree.mux.history().split()) == in_mux == set(out.getvalue().split())
-    assert tree.proxy.history() == "p\n" and tree.upstream.history() == "u\n"
