@@ -178,7 +178,11 @@ def diff_plans(
     live: list[str] = []
     changed_fields: dict[str, tuple[str, ...]] = {}
     for mid in sorted(old_ids & new_ids):
-        changes = model_field_changes(old.models[mid], new.models[mid])
+        before, after = old.models[mid], new.models[mid]
+        if before == after:  # the common case, and much cheaper than field by field
+            kept.append(mid)
+            continue
+        changes = model_field_changes(before, after)
         if not changes:
             kept.append(mid)
             continue

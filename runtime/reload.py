@@ -262,6 +262,7 @@ class Reloader:
         if loaded.digest == self.digest:
             log.info("configuration unchanged (plan %s); nothing to apply", short_digest(self.digest))
             return self._done(ReloadOutcome(True, reason, self.digest), t0, "unchanged")
+        t_compiled = time.perf_counter()
         try:
             result = await self._apply_fn(loaded.plan)
         except Exception as exc:
@@ -271,10 +272,14 @@ class Reloader:
         self.plan, self.digest = loaded.plan, loaded.digest
         self.loaded_at = self._clock()
         self.last_error = self.last_error_at = None
+        timing = (
+            f"compiled in {(t_compiled - t0) * 1000:.0f} ms,"
+            f" applied in {(time.perf_counter() - t_compiled) * 1000:.0f} ms"
+        )
         if diff is not None:
-            log.info("%s", diff.summary())
+            log.info("%s (%s)", diff.summary(), timing)
         else:
-            log.info("config reloaded: plan %s", short_digest(loaded.digest))
+            log.info("config reloaded: plan %s (%s)", short_digest(loaded.digest), timing)
         return self._done(ReloadOutcome(True, reason, loaded.digest, True, diff), t0, "applied")
 
     def _failed(self, reason: str, error: ReloadError, t0: float) -> ReloadOutcome:
