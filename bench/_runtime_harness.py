@@ -1,0 +1,151 @@
+"""Shared plumbing for the runtime benchmarks: plans of fake models, a `llama-swap`
+subprocess on a free port, and a cleanup that leaves no process behind."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from compiler.plan import Group, Model, Plan, Routing, Settings, plan_to_json  # noqa: E402
+
+BIN = Path(sys.executable).parent
+FAKE = str(BIN / "swap-fake-upstream")
+LLAMA_SWAP = str(BIN / "llama-swap")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def fake_model(mid: str, *args: str) -> Model:
+    port = free_port()
+    return Model(
+        id=mid,
+        cmd=(FAKE, "--port", str(port), "--model", mid, *args),
+        cmdStop=None,
+        proxy=f"http://127.0.0.1:{port}",
+        checkEndpoint="/health",
+        ttl=0,
+        concurrencyLimit=1000,
+    )
+
+
+def plan_of(
+    models: list[Model], scheduler: str = "serial", log_level: str = "info",
+    log_to_stdout: str = "proxy",
+) -> Plan:
+    return Plan(
+        settings=Settings(healthCheckTimeout=30, logLevel=log_level, logToStdout=log_to_stdout),
+        routing=Routing(
+            scheduler=scheduler,
+            groups=MappingProxyType(
+                {"(default)": Group("(default)", tuple(m.id for m in models))}
+            ),
+        ),
+        models=MappingProxyType({m.id: m for m in models}),
+    )
+
+
+@dataclass
+class Running:
+    proc: subprocess.Popen[bytes]
+    url: str
+    output: list[str]  # stdout lines (only with capture=True)
+
+
+@contextlib.contextmanager
+def llama_swap(plan: Plan, *, capture: bool = False) -> Iterator[Running]:
+    """Run `llama-swap --plan` until the block ends; kill its children.  Its stdout (the
+    logs, per the plan's logToStdout) is discarded unless `capture`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "plan.json"
+        path.write_text(plan_to_json(plan))
+        proc = subprocess.Popen(
+            [LLAMA_SWAP, "--plan", str(path), "--listen", "127.0.0.1:0"],
+            stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        url: list[str] = []
+        ready = threading.Event()
+
+        def pump() -> None:
+            assert proc.stderr is not None
+            for raw in iter(proc.stderr.readline, b""):
+                line = raw.decode()
+                if "listening on" in line and not url:
+                    url.append(line.split("listening on", 1)[1].split()[0])
+                    ready.set()
+            ready.set()
+
+        output: list[str] = []
+
+        def collect() -> None:
+            assert proc.stdout is not None
+            for raw in iter(proc.stdout.readline, b""):
+                output.append(raw.decode("utf-8", "replace"))
+
+        threading.Thread(target=pump, daemon=True).start()
+        if capture:
+            threading.Thread(target=collect, daemon=True).start()
+        try:
+            if not ready.wait(30) or not url:
+                raise RuntimeError("llama-swap did not start")
+            yield Running(proc, url[0], output)
+        finally:
+            import psutil
+
+            kids = []
+            with contextlib.suppress(psutil.NoSuchProcess):
+                kids = psutil.Process(proc.pid).children(recursive=True)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            for kid in kids:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    kid.kill()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def wait_healthy(url: str, timeout: float = 30.0, interval: float = 0.001) -> float:
+    """Poll `url` (GET) until HTTP 200; returns the time it took (raw sockets: cheap)."""
+    host, port = url.split("//", 1)[1].split("/", 1)[0].split(":")
+    path = "/" + url.split("//", 1)[1].split("/", 1)[1] if url.count("/") > 2 else "/"
+    t0 = time.perf_counter()
+    request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+    while time.perf_counter() - t0 < timeout:
+        try:
+            with socket.create_connection((host, int(port)), timeout=1) as s:
+                s.sendall(request)
+                if s.recv(64).startswith(b"HTTP/1.1 200"):
+                    return time.perf_counter() - t0
+        except OSError:
+            pass
+        time.sleep(interval)
+    raise TimeoutError(url)
