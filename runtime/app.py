@@ -29,13 +29,14 @@ from runtime.router import Router
 MAX_BODY = 1024 * 1024 * 1024
 
 # The full surface: admin (issue 3), dispatch (every model-dispatched route, built on
-# inference's route table), surface and upstream (issue 4).  `runtime.routes.inference`
+# inference's route table), surface and upstream (issue 4), config (issue 5).  `runtime.routes.inference`
 # alone serves issue 3's JSON routes without filters/peers (see its docstring).
 ROUTE_MODULES: tuple[str, ...] = (
     "runtime.routes.admin",
     "runtime.routes.dispatch",
     "runtime.routes.surface",
     "runtime.routes.upstream",
+    "runtime.routes.config",
 )
 CORE_ROUTE_MODULES: tuple[str, ...] = ("runtime.routes.admin", "runtime.routes.inference")
 

@@ -122,8 +122,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     compile_fn = plan_file_loader(args.plan) if args.plan else config_compiler(
         args.config, args.config_dir)
-    watch_files = [f for f in (args.plan or args.config,) if f] if args.watch_config else []
-    watch_dirs = [args.config_dir] if args.watch_config and args.config_dir else []
+    watch = args.watch_config or args.watch_poll is not None  # --watch-poll implies watching
+    watch_files = [f for f in (args.plan or args.config,) if f] if watch else []
+    watch_dirs = [args.config_dir] if watch and args.config_dir and not args.plan else []
     try:
         asyncio.run(serve(plan, listen=args.listen, ssl_context=ctx,
                           shutdown_timeout=args.shutdown_timeout, version=version(),

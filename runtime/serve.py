@@ -164,8 +164,12 @@ async def serve(
             callback=lambda change: reloader.request(f"config changed: {change.describe()}"),
         )
         await asyncio.to_thread(watcher.start)
-        reloader.watching = {"files": list(watcher.files), "dirs": list(watcher.dirs),
-                             "poll": watch_poll}
+        reloader.watching = {
+            "files": list(watcher.files),
+            "dirs": list(watcher.dirs),
+            "mode": f"poll {watch_poll:g}s" if watch_poll else "events",
+            "debounceMs": int(watcher.debounce * 1000),
+        }
     addresses = _addresses(site, ssl_context is not None)
     log.info("llama-swap listening on %s", ", ".join(addresses))
     if on_listening is not None:
