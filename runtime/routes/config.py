@@ -5,9 +5,17 @@ Both read the `Reloader` that `runtime.live_config` puts in `state.extras["reloa
 (coalesced with a reload already running) and answers with its outcome: 200 when
 the new plan was applied or nothing changed, 422 when the config was refused (the
 running plan is kept; the body carries the errors with file and line).
+
+After an applied reload that changed the preload list, or added or restarted a model
+on it, `hooks.on_startup.preload` runs again (models already running are kept; the
+Go original re-runs it after every reload because it restarts everything).
 """
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
 
 from aiohttp import web
 
@@ -44,6 +52,38 @@ async def config_reload(request: web.Request) -> web.Response:
     return web.json_response(outcome.as_dict(), status=200 if outcome.ok else 422)
 
 
+def needs_preload(preload: tuple[str, ...], event: dict[str, Any]) -> bool:
+    """Should an applied reload (its `configReload` event) run the preload hook again?"""
+    if not preload or event.get("type") != "configReload" or not event.get("changed"):
+        return False
+    diff = event.get("diff") or {}
+    touched = set(diff.get("added", ())) | set(diff.get("changedRestart", ()))
+    return bool(diff.get("preloadChanged")) or any(m in touched for m in preload)
+
+
 def register(app: web.Application) -> None:
     app.router.add_get("/api/config/status", config_status)
     app.router.add_post("/api/config/reload", config_reload)
+    state = app[STATE]
+    tasks: set[asyncio.Task[None]] = set()
+
+    def on_event(event: dict[str, Any]) -> None:
+        if needs_preload(state.plan.preload, event):
+            from runtime.routes.surface import preload
+
+            task = asyncio.get_running_loop().create_task(preload(state), name="preload")
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    listeners = state.extras.get("event_listeners")
+    if isinstance(listeners, list):
+        listeners.append(on_event)
+
+    async def stop_preloads(_: web.Application) -> None:
+        for task in list(tasks):
+            task.cancel()
+        for task in list(tasks):
+            with contextlib.suppress(BaseException):
+                await task
+
+    app.on_cleanup.append(stop_preloads)

@@ -270,11 +270,19 @@ async def test_post_reload_and_sighup_work_without_watching(site: Site, live_pro
     proxy = live_proxy()
     async with aiohttp.ClientSession() as s:
         assert (await status(s, proxy.url))["watching"] is None
-        site.write_model("20-c.yaml", "c")
+        c_file = site.write_model("20-c.yaml", "c")
+        c_file.write_text(c_file.read_text() + "hooks:\n  on_startup:\n    preload: [c]\n")
         async with s.post(f"{proxy.url}/api/config/reload") as resp:
             assert resp.status == 200
             outcome = await resp.json()
         assert outcome["changed"] is True and outcome["diff"]["added"] == ["c"]
+
+        async def c_preloaded() -> bool:  # the new preload list runs after the reload
+            async with s.get(f"{proxy.url}/running") as resp:
+                running = (await resp.json())["running"]
+            return any(r["model"] == "c" and r["state"] == "ready" for r in running)
+
+        await eventually(c_preloaded, "c to be preloaded")
         assert (await chat(s, proxy.url, "c"))[0] == 200
 
         site.write_model("30-d.yaml", "d")
