@@ -4,8 +4,9 @@ Per fragment: `${env.X}` substitution -> YAML parse with locations; then merge
 of all fragments -> schema validation -> resolution (compiler.resolve) into
 the plan.  Every stage collects diagnostics instead of stopping at the first;
 the stages up to validation all run, so one run reports env, syntax, merge
-and schema problems together.  Resolution only runs on a clean, schema-valid
-document (it relies on the types).  Diagnostics the resolver raises carry a
+and schema problems together.  Resolution builds the plan only from a clean,
+schema-valid document; on an invalid one it still runs for its cross-reference
+checks, keeping only findings about entities with no error yet.  Diagnostics the resolver raises carry a
 key path but no location; we fill it in from the merged source map (nearest
 existing ancestor).
 
@@ -91,6 +92,51 @@ def _not_under(diags: list[Diagnostic], reported: list[KeyPath]) -> list[Diagnos
     return [d for d in diags if not any(d.keys[: len(k)] == k for k in reported)]
 
 
+def _scope(keys: KeyPath) -> KeyPath:
+    """The entity a key path belongs to: one model, peer or group, the matrix, or a setting."""
+    if keys[:4] in (
+        ("routing", "router", "settings", "groups"),
+        ("routing", "router", "settings", "matrix"),
+    ):
+        return keys[:5] if keys[3] == "groups" else keys[:4]
+    if keys[:1] in (("models",), ("peers",), ("groups",), ("profiles",), ("macros",)):
+        return keys[:2]
+    return keys[:1]
+
+
+def _cross_checks_anyway(
+    doc: Mapping[str, Any], smap: SourceMap, found: Sequence[Diagnostic]
+) -> list[Diagnostic]:
+    """Resolver findings on a schema-invalid document, so one run reports everything.
+
+    The resolver reads every value defensively, but what it says about an
+    entity (a model, peer, group, macro, the matrix, a setting) that already has an
+    error is a consequence of that error, so those findings are dropped; what
+    it says about the other entities (unknown group members, alias clashes,
+    unknown macros, ...) is kept.  Unknown keys do not count: the resolver
+    ignores them.  Runs only when every fragment parsed (a missing fragment
+    would make references to its models look wrong).
+    """
+    bad = [
+        _scope(d.keys)
+        for d in found
+        if d.severity == "error" and d.keys and not d.message.startswith("unknown key '")
+    ]
+    try:
+        _, extra = _resolve(doc, ())
+    except CompileError as exc:
+        extra = list(exc.diagnostics)
+    except Exception:  # noqa: BLE001 - best effort: the errors already found get reported
+        return []
+    out = []
+    for d in _locate(extra, smap):
+        scope = _scope(d.keys)
+        if not scope or any(b[: len(scope)] == scope or scope[: len(b)] == b for b in bad):
+            continue
+        out.append(d)
+    return out
+
+
 def _finish(diags: list[Diagnostic], strict: bool) -> list[Diagnostic]:
     """Apply --strict and drop exact duplicates, keeping order."""
     if strict:
@@ -126,7 +172,9 @@ def _compile(
     diags.extend(_not_under(validate(doc, smap, strict=strict), [d.keys for d in diags if d.keys]))
     diags = _finish(diags, strict)
     if any(d.severity == "error" for d in diags):
-        _raise(diags, texts)
+        if not any(s.diagnostics for s in parsed):
+            diags.extend(_cross_checks_anyway(doc, smap, diags))
+        _raise(_finish(diags, strict), texts)
 
     sources = tuple(Source(name, digest) for name, _, digest in files)
     try:

@@ -52,12 +52,67 @@ def test_schema_warnings_are_kept_when_the_resolver_fails(monkeypatch) -> None:
     assert [d.severity for d in err.diagnostics] == ["error", "warning"]
 
 
-def test_the_resolver_is_not_run_on_an_invalid_document(monkeypatch) -> None:
-    def must_not_run(doc, sources):
-        raise AssertionError("resolve called on a schema-invalid document")
+def test_schema_errors_and_cross_reference_errors_come_in_one_run() -> None:
+    err = compile_err(
+        src(
+            "a.yaml",
+            """\
+            macros:
+              PORT: 1
+            models:
+              a:
+                cmd: srv
+                proxy: http://h:1
+                ttl: soon
+              b:
+                cmd: srv
+                proxy: http://h:2
+            groups:
+              g: {members: [b, ghost]}
+            hooks:
+              on_startup: {preload: [phantom]}
+            """,
+        )
+    )
+    assert [(where(d), d.path) for d in err.errors] == [
+        ("a.yaml:2:3", "macros.PORT"),  # schema
+        ("a.yaml:7:10", "models.a.ttl"),  # schema
+        ("a.yaml:12:20", "groups.g.members[1]"),  # cross-reference, found in the same run
+        ("a.yaml:14:26", "hooks.on_startup.preload[0]"),  # cross-reference
+    ]
 
-    monkeypatch.setattr(pipeline, "_resolve", must_not_run)
-    compile_err(src("a.yaml", "globalTTL: never\n"))
+
+def test_resolver_findings_about_an_entity_with_a_schema_error_are_dropped(monkeypatch) -> None:
+    followups = fake_resolver(
+        Diagnostic("consequence", keys=("models", "a", "proxy"), path="models.a.proxy"),
+        Diagnostic("independent", keys=("models", "c", "cmd"), path="models.c.cmd"),
+    )
+    monkeypatch.setattr(pipeline, "_resolve", followups)
+    bad = TEXT.replace("a.b:", "a:").replace("    cmd: srv\n    proxy: http://h:1", "    cmd: [1]")
+    err = compile_err(src("a.yaml", bad))
+    assert [(d.path, d.message) for d in err.errors] == [
+        ("models.a.cmd", "expected a string, got a list [1]"),
+        ("models.c.cmd", "independent"),
+    ]
+
+
+def test_a_resolver_crash_on_an_invalid_document_does_not_hide_the_errors(monkeypatch) -> None:
+    def crash(doc, sources):
+        raise TypeError("resolver bug")
+
+    monkeypatch.setattr(pipeline, "_resolve", crash)
+    err = compile_err(src("a.yaml", "globalTTL: never\n"))
+    assert [d.path for d in err.errors] == ["globalTTL"]
+
+
+def test_the_resolver_is_not_run_when_a_fragment_does_not_parse(monkeypatch) -> None:
+    def must_not_run(doc, sources):
+        raise AssertionError("resolve called although a fragment is missing")
+
+    calls = []
+    monkeypatch.setattr(pipeline, "_resolve", lambda *a: (calls.append(a), must_not_run(*a)))
+    compile_err(src("a.yaml", "globalTTL: never\n"), src("b.yaml", "models: [\n"))
+    assert calls == []
 
 
 def test_sources_reach_the_resolver_in_merge_order_with_text_digests(monkeypatch) -> None:
