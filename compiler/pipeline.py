@@ -167,8 +167,9 @@ def _compile(
 
     doc, smap, conflicts = merge_fragments(parsed)
     diags.extend(_not_under(conflicts, [d.keys for d in diags if d.keys]))
-    from compiler.validate import validate
+    from compiler.validate import drop_empty_settings, validate
 
+    doc = drop_empty_settings(doc)
     diags.extend(_not_under(validate(doc, smap, strict=strict), [d.keys for d in diags if d.keys]))
     diags = _finish(diags, strict)
     if any(d.severity == "error" for d in diags):

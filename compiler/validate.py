@@ -33,7 +33,7 @@ _JSON_KIND = {
     bool: "a boolean",
     int: "an integer",
     float: "a number",
-    type(None): "nothing (null)",
+    type(None): "an empty value",
 }
 _SCHEMA_KIND = {
     "object": "a mapping",
@@ -107,7 +107,8 @@ def _message(error: ValidationError) -> str:
     if kind == "type":
         wanted = [expected] if isinstance(expected, str) else list(expected)
         names = " or ".join(_SCHEMA_KIND.get(w, w) for w in wanted)
-        return f"expected {names}, got {_kind(value)} {_show(value)}".rstrip()
+        shown = "" if value is None else f" {_show(value)}"
+        return f"expected {names}, got {_kind(value)}{shown}"
     if kind == "required":
         match = re.match(r"^(.*) is a required property$", error.message)
         missing = ast.literal_eval(match.group(1)) if match else error.message
@@ -145,6 +146,57 @@ def _collapse(error: ValidationError) -> ValidationError:
     return best_match([error]) or error
 
 
+def _allows_null(schema: dict[str, Any]) -> bool:
+    kind = schema.get("type")
+    return kind == "null" or (isinstance(kind, list) and "null" in kind) or "type" not in schema
+
+
+def _deref(schema: Any, root: dict[str, Any]) -> dict[str, Any]:
+    while isinstance(schema, dict) and isinstance(schema.get("$ref"), str):
+        ref = schema["$ref"]
+        if not ref.startswith("#/"):
+            return {}
+        target: Any = root
+        for part in ref[2:].split("/"):
+            target = target.get(part, {}) if isinstance(target, dict) else {}
+        schema = target
+    return schema if isinstance(schema, dict) else {}
+
+
+def _unset(value: Any, schema: Any, root: dict[str, Any]) -> Any:
+    schema = _deref(schema, root)
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        out = {}
+        for key, item in value.items():
+            sub = _deref(props[key], root) if key in props else None
+            if item is None and sub is not None and not _allows_null(sub):
+                continue  # `key:` left empty: the setting keeps its default
+            if sub is None and isinstance(extra, dict):
+                sub = extra
+            out[key] = _unset(item, sub, root) if sub is not None else item
+        return out
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [_unset(item, schema["items"], root) for item in value]
+    return value
+
+
+def drop_empty_settings(doc: dict[str, Any]) -> dict[str, Any]:
+    """The document without settings left empty (`globalTTL:`, `models:`, `env:` ...).
+
+    The Go original decodes an empty value into a setting as "not set", so the
+    default applies; we do the same for every key the schema names, at any
+    depth.  Empty values elsewhere stay and are judged by the schema: a
+    macro, a model, a peer or a list item that is empty is still an error,
+    and `metadata`/`setParams` pass nulls through.
+    """
+    from compiler.load import config_schema
+
+    schema = config_schema()
+    return _unset(doc, schema, schema)  # type: ignore[no-any-return]
+
+
 def validate(doc: dict[str, Any], smap: SourceMap, *, strict: bool = False) -> list[Diagnostic]:
     """All schema problems of `doc`: errors, and warnings for unknown keys (errors when strict)."""
     out: list[Diagnostic] = []
@@ -167,6 +219,8 @@ def validate(doc: dict[str, Any], smap: SourceMap, *, strict: bool = False) -> l
             match = re.match(r"^(.*) is a required property$", error.message)
             if match:
                 path = (*path, ast.literal_eval(match.group(1)))
+                if smap.get(path) is not None:  # written, but left empty
+                    message = f"required key '{path[-1]}' is empty"
         loc = smap.lookup(path, prefer_value=prefer_value)
         out.append(Diagnostic(message, display_path(path), loc, keys=path))
     return out

@@ -166,3 +166,22 @@ def test_internal_errors_exit_3_with_a_please_report_line(good: Path, monkeypatc
     err = capsys.readouterr().err
     assert "internal error: KeyError" in err and "please report" in err
     assert "Traceback" not in err
+
+
+def test_output_does_not_depend_on_file_creation_order(tmp_path) -> None:
+    files = {
+        "10-a.yaml": "macros:\n  bin: srv\nmodels:\n  zeta:\n    cmd: ${bin} --port ${PORT}\n",
+        "20-b.yaml": "models:\n  alpha:\n    cmd: ${bin} --port ${PORT}\n    aliases: [b, a]\n",
+        "30-c.yaml": "apiKeys: [k1]\n",
+    }
+    outputs = []
+    for order in (sorted(files), sorted(files, reverse=True)):
+        root = tmp_path / str(len(outputs))
+        (root / "conf").mkdir(parents=True)
+        for name in order:  # directory listing order follows creation order on most file systems
+            (root / "conf" / name).write_text(files[name], encoding="utf-8")
+        proc = run("--config-dir", "conf", cwd=root)
+        assert proc.returncode == 0, proc.stderr
+        outputs.append(proc.stdout)
+    assert outputs[0] == outputs[1]
+    assert run("--config-dir", "conf", cwd=tmp_path / "0").stdout == outputs[0]

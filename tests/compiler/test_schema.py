@@ -154,3 +154,28 @@ def test_a_full_example_config_is_valid() -> None:
     }
     errors = list(Draft202012Validator(config_schema()).iter_errors(example))
     assert errors == []
+
+
+EXAMPLES = SCHEMA_FILE.parents[1] / "fragments.example"
+
+
+@pytest.mark.parametrize("fragment", sorted(p.name for p in EXAMPLES.glob("*.yaml")))
+def test_the_editor_modeline_finds_the_schema_and_each_fragment_passes_on_its_own(
+    fragment: str,
+) -> None:
+    # yaml-language-server reads `# yaml-language-server: $schema=<path>` from the first line,
+    # resolves the path against the file, and checks the file alone (not the merged config).
+    import re
+
+    import yaml
+
+    path = EXAMPLES / fragment
+    first = path.read_text(encoding="utf-8").splitlines()[0]
+    match = re.fullmatch(r"# yaml-language-server: \$schema=(\S+)", first)
+    assert match, first
+    assert (path.parent / match.group(1)).resolve() == SCHEMA_FILE
+    schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+    refs = re.findall(r'"\$ref": "([^"]*)"', SCHEMA_FILE.read_text(encoding="utf-8"))
+    assert refs and all(r.startswith("#/$defs/") for r in refs)  # no fetch beyond the file
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert [e.message for e in Draft202012Validator(schema).iter_errors(doc)] == []

@@ -158,3 +158,28 @@ def test_resolver_paths_are_looked_up_with_dotted_model_ids() -> None:
     )
     (d,) = err.errors
     assert (where(d), d.keys) == ("b.yaml:4:15", ("models", "c", "aliases", 0))
+
+
+def test_a_setting_left_empty_keeps_its_default_like_the_original() -> None:
+    text = (
+        "globalTTL:\nhealthCheckTimeout: ~\napiKeys:\nmacros:\nhooks:\nrouting:\n"
+        "models:\n  m:\n    cmd: srv --port ${PORT}\n    env:\n    ttl:\n    filters:\n"
+        "      setParams: {keep: null}\n    metadata: {keep: ~}\n"
+    )
+    plan = compile_ok(src("a.yaml", text)).plan
+    assert (plan.settings.globalTTL, plan.settings.healthCheckTimeout) == (0, 120)
+    assert plan.settings.apiKeys == ()
+    model = plan.models["m"]
+    assert (model.env, model.ttl) == ((), 0)
+    assert dict(model.filters.setParams) == {"keep": None}  # free-form values pass nulls through
+    assert dict(model.metadata) == {"keep": None}
+
+
+def test_empty_entities_macros_list_items_and_required_keys_stay_errors() -> None:
+    err = compile_err(src("a.yaml", "macros:\n  q:\napiKeys: [~]\nmodels:\n  m:\n    cmd:\n  n:\n"))
+    assert summary(err) == [
+        ("a.yaml:2:5", "macros.q", "expected a string or a number or a boolean (true/false), got an empty value"),
+        ("a.yaml:3:11", "apiKeys[0]", "expected a string, got an empty value"),
+        ("a.yaml:6:9", "models.m.cmd", "required key 'cmd' is empty"),
+        ("a.yaml:7:5", "models.n", "expected a mapping, got an empty value"),
+    ]
