@@ -1,4 +1,4 @@
-"""Every model-dispatched route (reference 5.2-5.4, 5.8, 5.13, 5.14).
+"""Every model-dispatched route (reference 5.2-5.4, 5.8, 5.13, 5.14, 5.15).
 
 One handler serves them all: find the model (JSON body, multipart form read
 only up to its `model` field, `?model=` for GET), apply the filters, then
@@ -7,19 +7,29 @@ name, else 404.  Local requests wait for the router's grant while holding
 nothing but the request; a streaming chat request to a model that is not ready
 gets the loading-state prelude when the model asks for it.  The versionless
 `/v/...` routes are forwarded without their `/v` prefix.
+
+POST requests are recorded in the activity log (`ACTIVITY`): the upstream's
+response is teed through a `ResponseMeter` as it is relayed (never delayed),
+and one entry is appended when the response is finished or aborted.
 """
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
+from compiler.plan import Model
 from runtime.app import STATE, AppState
 from runtime.errors import RouteError, RouteFailure, unknown_model
 from runtime.process_state import ProcessState
-from runtime.proxy import UpstreamError
+from runtime.proxy import UpstreamError, relay, request_headers
 from runtime.routes.inference import JSON_ROUTES, VERSIONLESS_ROUTES, forward_path
+from runtime.web.activity import ActivityLog, ResponseMeter, tee_response
 from runtime.web.errors import error_payload, route_error_response
 from runtime.web.events import InflightCounter
 from runtime.web.extract import extract
@@ -29,17 +39,78 @@ from runtime.web.peers import PeerPool
 
 MULTIPART_ROUTES: tuple[str, ...] = ("/v1/audio/transcriptions", "/v1/images/edits")
 GET_ROUTES: tuple[str, ...] = ("/v1/audio/voices", "/sdapi/v1/loras")
+# POST paths whose exchanges are recorded (also as `/upstream/<model><path>`).
+METERED_PATHS: frozenset[str] = frozenset((*JSON_ROUTES, *VERSIONLESS_ROUTES, *MULTIPART_ROUTES))
 PEERS = web.AppKey("llama_swap_peers", PeerPool)
 INFLIGHT = web.AppKey("llama_swap_inflight", InflightCounter)
+ACTIVITY = web.AppKey("llama_swap_activity", ActivityLog)
 
 
 def upstream_error(model_id: str, exc: UpstreamError) -> RouteError:
     return RouteError(502, f"[{model_id}] upstream error: {exc}")
 
 
+async def forward_local(
+    request: web.Request,
+    state: AppState,
+    model: Model,
+    path: str,
+    body: Any,
+    *,
+    into: web.StreamResponse | None = None,
+    meter: ResponseMeter | None = None,
+) -> web.StreamResponse:
+    """`UpstreamPool.forward`, with the response shown to `meter` as it passes."""
+    if meter is None:
+        return await state.upstreams.forward(request, model, path, body, into=into)
+    qs = request.query_string
+    path_qs = f"{path}?{qs}" if qs else path
+    upstream = await state.upstreams.send(model, request.method, path_qs, request_headers(request), body)
+    tee_response(upstream, meter)
+    try:
+        resp = await relay(request, upstream, into=into)
+    except BaseException:
+        upstream.close()
+        raise
+    upstream.release()
+    return resp
+
+
+@contextlib.contextmanager
+def recording(
+    request: web.Request, model_id: str, req_path: str, meter: ResponseMeter | None
+) -> Iterator[list[web.StreamResponse]]:
+    """Append one activity entry when the block ends (normally or not).  The block puts
+    the response it returns into the yielded list, so llama-swap's own answers (errors)
+    are recorded too."""
+    out: list[web.StreamResponse] = []
+    if meter is None:
+        yield out
+        return
+    started = datetime.now().astimezone()
+    t0 = time.monotonic()
+    try:
+        yield out
+    finally:
+        if meter.status is None and out:
+            resp = out[0]
+            meter.start(resp.status, resp.headers)
+            own = getattr(resp, "body", None)
+            if isinstance(own, bytes):
+                meter.feed(own)
+        meter.finish()
+        request.app[ACTIVITY].record(
+            started=started,
+            duration_ms=(time.monotonic() - t0) * 1000,
+            model=model_id,
+            req_path=req_path,
+            meter=meter,
+        )
+
+
 async def serve_local(
     request: web.Request, state: AppState, model_id: str, path: str, body: Any, *,
-    streaming: bool = False,
+    streaming: bool = False, meter: ResponseMeter | None = None,
 ) -> web.StreamResponse:
     """Acquire `model_id` (with the loading-state prelude when it applies), then proxy."""
     router = state.router
@@ -52,7 +123,7 @@ async def serve_local(
             return route_error_response(request, failure.error)
         async with lease:
             try:
-                return await state.upstreams.forward(request, lease.model, path, body)
+                return await forward_local(request, state, lease.model, path, body, meter=meter)
             except UpstreamError as exc:
                 return route_error_response(request, upstream_error(model_id, exc))
 
@@ -60,13 +131,22 @@ async def serve_local(
     loader = LoadingState(resp, model_id)
     try:
         lease = await loader.run(lambda cb: router.acquire(model_id, on_position=cb))
-    except (RouteFailure, ConnectionResetError):
+    except RouteFailure as failure:
+        if meter is not None:
+            meter.start(failure.error.status, {"Content-Type": "application/json"})
+            meter.feed(error_payload(failure.error))
+        return resp
+    except ConnectionResetError:
         return resp
     async with lease:
         try:
-            await state.upstreams.forward(request, lease.model, path, body, into=resp)
+            await forward_local(request, state, lease.model, path, body, into=resp, meter=meter)
         except UpstreamError as exc:
-            await resp.write(b"data: " + error_payload(upstream_error(model_id, exc)) + b"\n\n")
+            error = upstream_error(model_id, exc)
+            if meter is not None:
+                meter.start(error.status, {"Content-Type": "application/json"})
+                meter.feed(error_payload(error))
+            await resp.write(b"data: " + error_payload(error) + b"\n\n")
     return resp
 
 
@@ -74,27 +154,41 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     plan = state.plan
     req = await extract(request, plan)
+    meter = ResponseMeter() if request.method == "POST" else None
     try:
-        with request.app[INFLIGHT].track():
-            req = filter_request(plan, req)
-            path = forward_path(request.path)
-            body: Any = req.body if (request.body_exists or req.has_json) else None
-            if req.model_id in state.router.processes:
-                return await serve_local(
-                    request, state, req.model_id, path, body, streaming=req.streaming
-                )
-            peer = plan.peer_for(req.model_id)
-            if peer is not None:
-                return await request.app[PEERS].forward(request, peer, path, body)
-            return route_error_response(request, unknown_model(req.model))
+        with request.app[INFLIGHT].track(), recording(
+            request, req.model_id, request.path, meter
+        ) as out:
+            resp = await _dispatch(request, state, req, meter)
+            out.append(resp)
+            return resp
     finally:
         req.body.close()
 
 
+async def _dispatch(
+    request: web.Request, state: AppState, req: Any, meter: ResponseMeter | None
+) -> web.StreamResponse:
+    plan = state.plan
+    req = filter_request(plan, req)
+    path = forward_path(request.path)
+    body: Any = req.body if (request.body_exists or req.has_json) else None
+    if req.model_id in state.router.processes:
+        return await serve_local(
+            request, state, req.model_id, path, body, streaming=req.streaming, meter=meter
+        )
+    peer = plan.peer_for(req.model_id)
+    if peer is not None:
+        return await request.app[PEERS].forward(request, peer, path, body, meter=meter)
+    return route_error_response(request, unknown_model(req.model))
+
+
 def register(app: web.Application) -> None:
+    state = app[STATE]
     pool = PeerPool()
     app[PEERS] = pool
     app[INFLIGHT] = InflightCounter()  # surface.py connects it to the /api/events hub
+    app[ACTIVITY] = ActivityLog(lambda: state.plan.settings.metricsMaxInMemory)  # and this
 
     async def close_peers(_: web.Application) -> None:
         await pool.close()

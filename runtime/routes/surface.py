@@ -1,7 +1,7 @@
 """The rest of the HTTP surface: model list, dashboards' live views, admin and redirects.
 
 `GET /v1/models` (5.9, Origin echoed), `GET /unload`, `GET /api/version`,
-`GET /api/events` (5.10), `GET /logs`, `GET /logs/stream[/{id}]` (5.12),
+`GET /api/events` (5.10), `GET /api/metrics` (5.15, the activity log), `GET /logs`, `GET /logs/stream[/{id}]` (5.12),
 `GET /wol-health`, `GET /` -> /ui, `GET /upstream` -> /ui/models,
 `GET /favicon.ico` (404: no UI bundle), and the `hooks.on_startup.preload` task
 (7): each listed model is acquired through the router in order (normal
@@ -26,7 +26,8 @@ from runtime.app import STATE, AppState
 from runtime.errors import RouteFailure
 from runtime.logs import LogBuffer
 from runtime.proxy import UpstreamError
-from runtime.routes.dispatch import INFLIGHT
+from runtime.routes.dispatch import ACTIVITY, INFLIGHT
+from runtime.web.activity import ActivityLog
 from runtime.web.cors import origin_headers
 from runtime.web.events import (
     EventHub,
@@ -38,6 +39,7 @@ from runtime.web.events import (
     model_status,
 )
 from runtime.web.models_list import models_list
+from runtime.web.version import build_info
 
 log = logging.getLogger("llama_swap.surface")
 
@@ -78,8 +80,8 @@ async def unload(request: web.Request) -> web.Response:
 
 
 async def version(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    return web.json_response({"version": state.version, "commit": "", "build_date": ""})
+    info = await asyncio.to_thread(build_info, request.app[STATE].version)  # runs git once
+    return web.json_response(info)
 
 
 async def health(request: web.Request) -> web.Response:
@@ -136,6 +138,11 @@ def register(app: web.Application) -> None:
     app[HUB] = hub
     counter = app.get(INFLIGHT) or InflightCounter()  # dispatch.py counts model requests
     counter.hub = hub
+    activity = app.get(ACTIVITY) or ActivityLog(lambda: state.plan.settings.metricsMaxInMemory)
+    activity.listener = lambda entry: hub.publish("metrics", [entry])
+
+    async def api_metrics(request: web.Request) -> web.Response:
+        return web.json_response(activity.entries())
 
     def on_router_event(event: dict[str, Any]) -> None:
         if event.get("type") == "state":
@@ -150,7 +157,7 @@ def register(app: web.Application) -> None:
             ("logData", {"source": "proxy", "data": state.proxy_log.history()}),
             ("logData", {"source": "upstream", "data": state.upstream_log.history()}),
             ("modelStatus", statuses(state)),
-            ("metrics", []),
+            ("metrics", activity.entries()),
             ("inflight", {"total": counter.total}),
         ]
 
@@ -180,6 +187,7 @@ def register(app: web.Application) -> None:
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/unload", unload)
     app.router.add_get("/api/version", version)
+    app.router.add_get("/api/metrics", api_metrics)
     app.router.add_get("/api/events", make_events_handler(hub, burst, closer))
     app.router.add_get("/logs", make_logs_handler(lambda: mux_of(state)))
     stream = make_log_stream_handler(lambda name: resolve_log(state, name), closer)

@@ -6,7 +6,8 @@ otherwise) so relative URLs in the upstream's pages resolve.  Paths matching
 `upstream.ignorePaths` (static assets) never trigger a load: 409 while the
 model is not loaded.  Anything else is scheduled like an inference request,
 then proxied with the body streamed; websocket upgrades are bridged both ways.
-No filters are applied.
+No filters are applied.  POSTs to a model-dispatched path (`/upstream/m/v1/chat/completions`)
+are recorded in the activity log like the dispatched routes.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from runtime.app import STATE
 from runtime.errors import RouteError, RouteFailure
 from runtime.process_state import ProcessState
 from runtime.proxy import UpstreamError, request_headers
-from runtime.routes.dispatch import upstream_error
+from runtime.routes.dispatch import METERED_PATHS, forward_local, recording, upstream_error
+from runtime.web.activity import ResponseMeter
 from runtime.web.body import StreamBody
 from runtime.web.errors import error_response, route_error_response
 from runtime.web.extract import find_model_in_path
@@ -67,16 +69,28 @@ async def upstream(request: web.Request) -> web.StreamResponse:
         return error_response(
             request, 409, f"model {model_id} is not loaded; path matches upstream.ignorePaths"
         )
+    metered = request.method == "POST" and found.remaining in METERED_PATHS
+    meter = ResponseMeter() if metered else None
+    with recording(request, model_id, found.remaining, meter) as out:
+        resp = await _serve(request, model_id, found.remaining, meter)
+        out.append(resp)
+        return resp
+
+
+async def _serve(
+    request: web.Request, model_id: str, path: str, meter: ResponseMeter | None
+) -> web.StreamResponse:
+    state = request.app[STATE]
     try:
         lease = await state.router.acquire(model_id)
     except RouteFailure as failure:
         return route_error_response(request, failure.error)
     async with lease:
         if request.headers.get("Upgrade", "").lower() == "websocket":
-            return await bridge_websocket(request, lease.model, found.remaining)
+            return await bridge_websocket(request, lease.model, path)
         body = StreamBody(request.content, request.content_length) if request.body_exists else None
         try:
-            return await state.upstreams.forward(request, lease.model, found.remaining, body)
+            return await forward_local(request, state, lease.model, path, body, meter=meter)
         except UpstreamError as exc:
             return route_error_response(request, upstream_error(model_id, exc))
 

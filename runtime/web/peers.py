@@ -22,6 +22,7 @@ from multidict import CIMultiDict
 
 from compiler.plan import Peer, Timeouts
 from runtime.proxy import UpstreamError, relay, request_headers
+from runtime.web.activity import ResponseMeter, tee_response
 
 
 def join_url(base: str, path: str, query: str = "") -> str:
@@ -88,9 +89,11 @@ class PeerPool:
         await asyncio.gather(*(s.close() for _, s in sessions), return_exceptions=True)
 
     async def forward(
-        self, request: web.Request, peer: Peer, path: str, body: Any
+        self, request: web.Request, peer: Peer, path: str, body: Any, *,
+        meter: ResponseMeter | None = None,
     ) -> web.StreamResponse:
-        """Proxy `request` (its path replaced by `path`) to `peer`; 502 on failure."""
+        """Proxy `request` (its path replaced by `path`) to `peer`; 502 on failure.
+        `meter` (the activity log's) sees the response as it is relayed."""
         session = self._session(peer)
         url = join_url(peer.proxy, path, request.query_string)
         headers = peer_headers(request_headers(request), peer)
@@ -110,6 +113,8 @@ class PeerPool:
             return peer_error(f"no response headers within {peer.timeouts.responseHeader}s")
         except (aiohttp.ClientError, OSError) as exc:
             return peer_error(str(exc) or type(exc).__name__)
+        if meter is not None:
+            tee_response(upstream, meter)
         try:
             return await relay(request, upstream)
         except UpstreamError as exc:

@@ -1,0 +1,289 @@
+"""The activity log behind `GET /api/metrics` and the `metrics` event (reference 5.15).
+
+Why a tee and not a buffer: token counts live in the response (a JSON `usage`
+object, llama-server `timings`, or the last SSE `data:` lines of a stream), but
+the response must reach the client as it is produced.  `ResponseMeter` is fed
+every chunk as it passes through the proxy and parses what it can on the side:
+for SSE it keeps only the current incomplete line, for JSON at most
+`MAX_BUFFER` bytes (a bigger body is not parsed: its tokens stay unknown).  It
+never delays or changes a byte.  Compressed responses (`Content-Encoding`
+other than identity) are not parsed either.
+
+`ActivityLog` is the ring of finished entries (`metricsMaxInMemory`, read at
+each append so a reload resizes it) with a listener for the live event.
+Request/response captures are not implemented: `has_capture` is always false.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Callable
+from datetime import datetime
+from http import HTTPStatus
+from typing import Any
+
+MAX_BUFFER = 1024 * 1024  # bytes of a JSON body (or of one SSE line) kept for parsing
+ERROR_MSG_LIMIT = 500
+
+TOKEN_FIELDS = (
+    "cache_tokens",
+    "draft_tokens",
+    "draft_acc_tokens",
+    "input_tokens",
+    "output_tokens",
+    "prompt_per_second",
+    "tokens_per_second",
+)
+
+
+def _num(value: Any) -> float | int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value
+
+
+def _first(d: Any, *paths: str) -> Any:
+    for path in paths:
+        cur = d
+        for key in path.split("."):
+            cur = cur.get(key) if isinstance(cur, dict) else None
+        if _num(cur) is not None:
+            return cur
+    return None
+
+
+def tokens_from(doc: Any) -> tuple[dict[str, Any], float | None]:
+    """Token figures found in one JSON document (known fields only) and the
+    llama-server processing time in ms when `timings` carries it."""
+    if isinstance(doc, list):  # /infill answers an array; the last element has the timings
+        doc = doc[-1] if doc else None
+    if not isinstance(doc, dict):
+        return {}, None
+    out: dict[str, Any] = {}
+    usage = None
+    for candidate in (doc.get("usage"), _first_dict(doc, "response"), _first_dict(doc, "message")):
+        if isinstance(candidate, dict):
+            usage = candidate
+            break
+    if usage is not None:
+        pairs = {
+            "input_tokens": _first(usage, "prompt_tokens", "input_tokens"),
+            "output_tokens": _first(usage, "completion_tokens", "output_tokens"),
+            "cache_tokens": _first(
+                usage,
+                "cache_read_input_tokens",
+                "input_tokens_details.cached_tokens",
+                "prompt_tokens_details.cached_tokens",
+            ),
+        }
+        out.update({k: v for k, v in pairs.items() if v is not None})
+    duration = None
+    timings = doc.get("timings")
+    if isinstance(timings, dict):
+        pairs = {
+            "input_tokens": _first(timings, "prompt_n"),
+            "output_tokens": _first(timings, "predicted_n"),
+            "prompt_per_second": _first(timings, "prompt_per_second"),
+            "tokens_per_second": _first(timings, "predicted_per_second"),
+            "cache_tokens": _first(timings, "cache_n"),
+            "draft_tokens": _first(timings, "draft_n"),
+            "draft_acc_tokens": _first(timings, "draft_n_accepted"),
+        }
+        out.update({k: v for k, v in pairs.items() if v is not None})
+        ms = [_first(timings, k) for k in ("prompt_ms", "predicted_ms")]
+        if any(m is not None for m in ms):
+            duration = float(sum(m for m in ms if m is not None))
+    return out, duration
+
+
+def _first_dict(doc: dict[str, Any], key: str) -> dict[str, Any] | None:
+    inner = doc.get(key)
+    usage = inner.get("usage") if isinstance(inner, dict) else None
+    return usage if isinstance(usage, dict) else None
+
+
+def error_message(body: bytes, status: int) -> str:
+    """`error.message` | `error` | `message` | `detail` of a JSON error body, else `<code> <text>`."""
+    msg: Any = None
+    try:
+        doc = json.loads(body) if body else None
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict):
+        err = doc.get("error")
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            msg = err["message"]
+        elif isinstance(err, str):
+            msg = err
+        elif isinstance(doc.get("message"), str):
+            msg = doc["message"]
+        elif isinstance(doc.get("detail"), str):
+            msg = doc["detail"]
+    if not msg:
+        try:
+            text = HTTPStatus(status).phrase
+        except ValueError:
+            text = ""
+        msg = f"{status} {text}".strip()
+    return msg[:ERROR_MSG_LIMIT]
+
+
+class ResponseMeter:
+    """Watches one response go by and extracts token figures, within bounded memory."""
+
+    def __init__(self) -> None:
+        self.status: int | None = None
+        self.content_type = ""
+        self._sse = False
+        self._parse = True
+        self._buf = bytearray()
+        self._overflow = False
+        self.tokens: dict[str, Any] = {}
+        self.timing_ms: float | None = None
+
+    def start(self, status: int, headers: Any) -> None:
+        """The response's status and headers (before any body chunk)."""
+        self.status = status
+        self.content_type = headers.get("Content-Type", "") or ""
+        self._sse = "text/event-stream" in self.content_type
+        encoding = (headers.get("Content-Encoding", "") or "").strip().lower()
+        self._parse = encoding in ("", "identity")
+
+    def feed(self, chunk: bytes) -> None:
+        if not self._parse or not chunk:
+            return
+        if not self._sse:
+            if not self._overflow:
+                if len(self._buf) + len(chunk) > MAX_BUFFER:
+                    self._overflow = True
+                    self._buf.clear()
+                else:
+                    self._buf += chunk
+            return
+        self._buf += chunk
+        *lines, rest = self._buf.split(b"\n")
+        for line in lines:
+            self._line(bytes(line))
+        if len(rest) > MAX_BUFFER:  # an absurd line: give it up
+            rest = b""
+            self._overflow = True
+        self._buf = bytearray(rest)
+
+    def _line(self, line: bytes) -> None:
+        line = line.rstrip(b"\r")
+        if self._overflow:  # the tail of a line that was given up
+            self._overflow = False
+            return
+        if not line.startswith(b"data:"):
+            return
+        payload = line[5:].strip()
+        if not payload.startswith((b"{", b"[")):
+            return
+        self._merge(payload)
+
+    def _merge(self, payload: bytes) -> None:
+        try:
+            doc = json.loads(payload)
+        except ValueError:
+            return
+        found, ms = tokens_from(doc)
+        self.tokens.update(found)
+        if ms is not None:
+            self.timing_ms = ms
+
+    def finish(self) -> None:
+        """End of the body: parse what was buffered."""
+        if not self._parse:
+            return
+        if self._sse:
+            if self._buf:
+                self._line(bytes(self._buf))
+        elif not self._overflow and self._buf:
+            self._merge(bytes(self._buf))
+        self._body = bytes(self._buf) if not self._sse else b""
+        self._buf = bytearray()
+
+    def error_msg(self) -> str | None:
+        if self.status is None or self.status == 200:
+            return None
+        return error_message(getattr(self, "_body", b""), self.status)
+
+
+class ActivityLog:
+    """Recent request entries, oldest first; `listener` sees each new entry."""
+
+    def __init__(
+        self,
+        capacity: Callable[[], int],
+        listener: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self._capacity = capacity
+        self._entries: deque[dict[str, Any]] = deque(maxlen=max(0, capacity()))
+        self._next_id = 0
+        self.listener = listener
+
+    def entries(self) -> list[dict[str, Any]]:
+        return list(self._entries)
+
+    def record(
+        self,
+        *,
+        started: datetime,
+        duration_ms: float,
+        model: str,
+        req_path: str,
+        meter: ResponseMeter,
+    ) -> dict[str, Any]:
+        tokens = {k: meter.tokens.get(k, -1) for k in TOKEN_FIELDS}
+        entry: dict[str, Any] = {
+            "id": self._next_id,
+            "timestamp": started.isoformat(),
+            "model": model,
+            "req_path": req_path,
+            "resp_content_type": meter.content_type,
+            "resp_status_code": meter.status if meter.status is not None else 0,
+            "tokens": tokens,
+            "duration_ms": int(meter.timing_ms if meter.timing_ms is not None else duration_ms),
+            "has_capture": False,
+        }
+        if (msg := meter.error_msg()) is not None:
+            entry["error_msg"] = msg
+        self._next_id += 1
+        size = max(0, self._capacity())
+        if self._entries.maxlen != size:
+            self._entries = deque(self._entries, maxlen=size)
+        self._entries.append(entry)
+        if self.listener is not None:
+            self.listener(entry)
+        return entry
+
+
+class TeeContent:
+    """Stands in for an aiohttp response's `content`: every chunk read is shown to a meter."""
+
+    def __init__(self, inner: Any, meter: ResponseMeter) -> None:
+        self._inner = inner
+        self._meter = meter
+
+    def __bool__(self) -> bool:
+        return True
+
+    async def readany(self) -> bytes:
+        chunk: bytes = await self._inner.readany()
+        self._meter.feed(chunk)
+        return chunk
+
+    async def read(self, n: int = -1) -> bytes:
+        data: bytes = await self._inner.read(n)
+        self._meter.feed(data)
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def tee_response(upstream: Any, meter: ResponseMeter) -> None:
+    """Make `meter` see `upstream` (an aiohttp.ClientResponse) as the proxy relays it."""
+    meter.start(upstream.status, upstream.headers)
+    upstream.content = TeeContent(upstream.content, meter)
