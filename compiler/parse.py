@@ -117,6 +117,15 @@ def yaml_error_diagnostic(name: str, exc: yaml.YAMLError, text: str = "") -> Dia
     Points at the problem, or at the construct left open when the problem is
     the end of the file (an unclosed `[` is more useful than the last line).
     """
+    if isinstance(exc, yaml.reader.ReaderError) and isinstance(exc.position, int):
+        index = min(exc.position, len(text))
+        line = text.count("\n", 0, index) + 1
+        column = index - (text.rfind("\n", 0, index) + 1) + 1
+        char = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "?")
+        return Diagnostic(
+            f"invalid YAML: unacceptable character #x{char:04x} ({exc.reason})",
+            location=Location(name, line, column),
+        )
     mark = getattr(exc, "problem_mark", None)
     context_mark = getattr(exc, "context_mark", None)
     at_end = mark is not None and mark.index >= len(text.rstrip())

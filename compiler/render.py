@@ -34,6 +34,9 @@ def _head(d: Diagnostic) -> str:
     return ": ".join(parts)
 
 
+EXCERPT_WIDTH = 120
+
+
 def _excerpt(loc: Location | None, texts: Mapping[str, str]) -> list[str]:
     if loc is None or loc.line <= 0 or loc.file not in texts:
         return []
@@ -41,7 +44,14 @@ def _excerpt(loc: Location | None, texts: Mapping[str, str]) -> list[str]:
     if loc.line > len(lines):
         return []
     line = lines[loc.line - 1]
-    lead = "".join(c if c == "\t" else " " for c in line[: max(loc.column - 1, 0)])
+    column = max(loc.column - 1, 0)
+    if len(line) > EXCERPT_WIDTH:  # show a window around the column, not a 10,000-character line
+        start = max(0, min(column - EXCERPT_WIDTH // 3, len(line) - EXCERPT_WIDTH))
+        head = "..." if start else ""
+        tail = "..." if start + EXCERPT_WIDTH < len(line) else ""
+        line, column = head + line[start : start + EXCERPT_WIDTH] + tail, column - start + len(head)
+    line = "".join(c if c == "\t" or c.isprintable() else "?" for c in line)
+    lead = "".join(c if c == "\t" else " " for c in line[:column])
     return [f"    {line}", f"    {lead}^"]
 
 

@@ -76,3 +76,31 @@ def test_github_annotations_escape_their_syntax() -> None:
 def test_text_without_location_still_reads_well() -> None:
     d = Diagnostic("no configuration sources found")
     assert render_text([d]) == "error: no configuration sources found\nfound 1 error\n"
+
+
+def test_control_characters_are_located_and_not_echoed_raw() -> None:
+    from compiler.render import render_text
+
+    from .frontend_util import compile_err, src, where
+
+    err = compile_err(src("a.yaml", "a: 1\nb: x\0y\n"))
+    (d,) = err.errors
+    assert (where(d), d.message) == (
+        "a.yaml:2:5",
+        "invalid YAML: unacceptable character #x0000 (control characters are not allowed)",
+    )
+    assert render_text(err.diagnostics, {"a.yaml": "a: 1\nb: x\0y\n"}).splitlines()[1:3] == [
+        "    b: x?y",
+        "        ^",
+    ]
+
+
+def test_a_very_long_line_is_shown_as_a_window_around_the_column() -> None:
+    from compiler.diagnostics import Diagnostic, Location
+    from compiler.render import EXCERPT_WIDTH, render_text
+
+    text = "k: " + "x" * 5000 + "!" + "y" * 5000 + "\n"
+    d = Diagnostic("here", location=Location("a.yaml", 1, 5004))
+    shown, caret = render_text([d], {"a.yaml": text}).splitlines()[1:3]
+    assert len(shown) <= 4 + EXCERPT_WIDTH + 6 and shown.startswith("    ...")
+    assert shown[len(caret) - 1] == "!"

@@ -114,3 +114,28 @@ def test_diagnostics_carry_tuple_keys_for_ids_with_dots() -> None:
     [d] = info.value.errors
     assert d.keys == ("models", "org/m.v1", "cmd")
     assert d.path == "models.org/m.v1.cmd" and d.location is None
+
+
+def test_the_example_plan_is_frozen_round_trips_and_matches_the_plan_schema() -> None:
+    import dataclasses
+
+    import pytest
+
+    from compiler.pipeline import compile_paths
+    from compiler.plan import plan_from_json
+
+    example = SCHEMA.parents[1] / "fragments.example"
+    plan = compile_paths(None, str(example), env={}).plan
+    text = plan_to_json(plan)
+    assert plan_from_json(text) == plan
+    assert plan_to_json(plan_from_json(text)) == text
+    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text()))
+    assert [e.message for e in validator.iter_errors(json.loads(text))] == []
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.models = {}  # type: ignore[misc]
+    model = next(iter(plan.models.values()))
+    with pytest.raises(TypeError):
+        plan.models["new"] = model  # type: ignore[index]
+    with pytest.raises(TypeError):
+        model.metadata["x"] = 1  # type: ignore[index]
+    assert isinstance(model.cmd, tuple)
