@@ -80,20 +80,26 @@ def time_check(config_dir: Path, runs: int) -> list[float]:
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     for _ in range(runs):
         start = time.perf_counter()
-        proc = subprocess.run([*cmd, "--check", "--config-dir", str(config_dir)], capture_output=True, check=False)
+        proc = subprocess.run(
+            [*cmd, "--check", "--config-dir", str(config_dir)], capture_output=True, check=False
+        )
         times.append(time.perf_counter() - start)
         if proc.returncode != 0:
             print(proc.stderr.decode(errors="replace"), file=sys.stderr)
             raise SystemExit(f"swap-compile --check failed with exit {proc.returncode}")
     cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
-    print(f"  (CPU time per --check run: {cpu / runs * 1000:.0f} ms; wall time suffers on a loaded machine)")
+    print(
+        f"  (CPU time per --check run: {cpu / runs * 1000:.0f} ms; wall time suffers on a loaded machine)"
+    )
     return times
 
 
 def report(label: str, times: list[float], target: float, per: int | None = None) -> None:
     best, median = min(times), statistics.median(times)
-    line = f"{label}: best {best * 1000:.0f} ms, median {median * 1000:.0f} ms over {len(times)} runs"
+    line = (
+        f"{label}: best {best * 1000:.0f} ms, median {median * 1000:.0f} ms over {len(times)} runs"
+    )
     if per:
         line += f"; {median / per * 1e6:.0f} µs per model"
     verdict = "within" if median < target else "OVER"
@@ -101,7 +107,9 @@ def report(label: str, times: list[float], target: float, per: int | None = None
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--models", type=int, default=1000)
     parser.add_argument("--fragments", type=int, default=100)
     parser.add_argument("--runs", type=int, default=5)
@@ -122,7 +130,9 @@ def main() -> None:
             example = Path(tmp) / "stand-in"
             generate(example, 8, 4)
             print("fragments.example/ missing: timing a generated 8-model stand-in")
-        report(f"swap-compile --check --config-dir {example.name}", time_check(example, args.runs), 0.3)
+        report(
+            f"swap-compile --check --config-dir {example.name}", time_check(example, args.runs), 0.3
+        )
 
 
 if __name__ == "__main__":

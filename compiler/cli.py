@@ -125,15 +125,26 @@ def _run(
 )
 @click.option("--output", "-o", metavar="FILE", help="Write the plan to FILE instead of stdout.")
 @click.option(
-    "--format", "fmt", type=click.Choice(["json", "yaml"]), default="json", show_default=True,
+    "--format",
+    "fmt",
+    type=click.Choice(["json", "yaml"]),
+    default="json",
+    show_default=True,
     help="Plan output format.",
 )
-@click.option("--check", is_flag=True, help="Only validate: print nothing on stdout, exit 0 when valid.")
 @click.option(
-    "--errors", type=click.Choice(["text", "json", "github"]), default="text", show_default=True,
+    "--check", is_flag=True, help="Only validate: print nothing on stdout, exit 0 when valid."
+)
+@click.option(
+    "--errors",
+    type=click.Choice(["text", "json", "github"]),
+    default="text",
+    show_default=True,
     help="How errors and warnings are printed on stderr (github: Actions annotations).",
 )
-@click.option("--show-secrets", is_flag=True, help="Print apiKeys and peer apiKey instead of redacting them.")
+@click.option(
+    "--show-secrets", is_flag=True, help="Print apiKeys and peer apiKey instead of redacting them."
+)
 @click.option("--strict", is_flag=True, help="Treat warnings (unknown keys, ...) as errors.")
 @click.pass_context
 def command(

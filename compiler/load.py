@@ -58,9 +58,7 @@ def _dir_files(config_dir: str, problems: list[Diagnostic]) -> list[str]:
     try:
         with os.scandir(config_dir) as it:
             names = sorted(
-                entry.name
-                for entry in it
-                if entry.name.endswith(SUFFIXES) and not entry.is_dir()
+                entry.name for entry in it if entry.name.endswith(SUFFIXES) and not entry.is_dir()
             )
     except OSError as exc:
         problems.append(_problem(f"--config-dir {config_dir}: {exc.strerror or exc}", config_dir))
@@ -92,7 +90,9 @@ def load_paths(config: str | None, config_dir: str | None) -> list[LoadedFile]:
         paths.extend(in_dir)
         if not paths and not problems:
             problems.append(
-                _problem(f"no configuration sources found: {config_dir} has no *.yml or *.yaml files")
+                _problem(
+                    f"no configuration sources found: {config_dir} has no *.yml or *.yaml files"
+                )
             )
     files = [f for f in (_read(p, problems) for p in paths) if f is not None]
     if problems:
@@ -109,7 +109,9 @@ def config_schema() -> dict[str, Any]:
         text = files("schema").joinpath("config.schema.json").read_text(encoding="utf-8")
     except ModuleNotFoundError:  # an install that does not ship `schema` as a package yet
         here = os.path.dirname(os.path.abspath(__file__))
-        with open(os.path.join(here, os.pardir, "schema", "config.schema.json"), encoding="utf-8") as fh:
+        with open(
+            os.path.join(here, os.pardir, "schema", "config.schema.json"), encoding="utf-8"
+        ) as fh:
             text = fh.read()
     schema: dict[str, Any] = json.loads(text)
     return schema

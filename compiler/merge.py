@@ -116,11 +116,15 @@ class _FragmentMerge:
         if scalar:
             self.conflict(
                 keys,
-                lambda p, a, b: f"{p} is set to {_show(base)} in {a} and to {_show(nxt)} in {b}; "
-                "fragments may repeat a setting only with the same value",
+                lambda p, a, b: (
+                    f"{p} is set to {_show(base)} in {a} and to {_show(nxt)} in {b}; "
+                    "fragments may repeat a setting only with the same value"
+                ),
             )
         else:
-            self.conflict(keys, lambda p, a, b: f"{p} is {_kind(base)} in {a} but {_kind(nxt)} in {b}")
+            self.conflict(
+                keys, lambda p, a, b: f"{p} is {_kind(base)} in {a} but {_kind(nxt)} in {b}"
+            )
         return base
 
     # -- helpers -----------------------------------------------------------

@@ -121,7 +121,9 @@ def yaml_error_diagnostic(name: str, exc: yaml.YAMLError, text: str = "") -> Dia
         index = min(exc.position, len(text))
         line = text.count("\n", 0, index) + 1
         column = index - (text.rfind("\n", 0, index) + 1) + 1
-        char = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "?")
+        char = (
+            exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "?")
+        )
         return Diagnostic(
             f"invalid YAML: unacceptable character #x{char:04x} ({exc.reason})",
             location=Location(name, line, column),
@@ -134,7 +136,9 @@ def yaml_error_diagnostic(name: str, exc: yaml.YAMLError, text: str = "") -> Dia
     problem = getattr(exc, "problem", None) or str(exc)
     context = getattr(exc, "context", None)
     message = f"invalid YAML: {context + ', ' if context else ''}{problem}"
-    loc = Location(name, mark.line + 1, mark.column + 1) if mark is not None else Location(name, 0, 0)
+    loc = (
+        Location(name, mark.line + 1, mark.column + 1) if mark is not None else Location(name, 0, 0)
+    )
     return Diagnostic(message=message, location=loc)
 
 
@@ -146,7 +150,9 @@ def parse_source(name: str, text: str) -> ParsedSource:
     except yaml.YAMLError as exc:
         return ParsedSource(name, None, smap, [yaml_error_diagnostic(name, exc, text)])
     except (ValueError, UnicodeError) as exc:  # e.g. control characters libyaml rejects
-        return ParsedSource(name, None, smap, [Diagnostic(f"invalid YAML: {exc}", location=Location(name, 0, 0))])
+        return ParsedSource(
+            name, None, smap, [Diagnostic(f"invalid YAML: {exc}", location=Location(name, 0, 0))]
+        )
     if root is None:
         return ParsedSource(name, None, smap)
     builder = _Builder(name, smap)
@@ -188,7 +194,9 @@ class _Builder:
     def build(self, node: Node, keys: KeyPath, depth: int) -> Any:
         self.count += 1
         if self.count > MAX_VALUES:
-            raise _Invalid("document too large (too many values, probably from aliases)", node, keys)
+            raise _Invalid(
+                "document too large (too many values, probably from aliases)", node, keys
+            )
         if depth > MAX_DEPTH:
             raise _Invalid(f"nesting deeper than {MAX_DEPTH} levels", node, keys)
         if isinstance(node, ScalarNode):
@@ -232,7 +240,9 @@ class _Builder:
         first_line: dict[str, int] = {}
         for key_node, value_node in self.flatten(node, keys):
             if not isinstance(key_node, ScalarNode):
-                self.error("mapping keys must be plain scalars, not lists or mappings", keys, key_node)
+                self.error(
+                    "mapping keys must be plain scalars, not lists or mappings", keys, key_node
+                )
                 continue
             key = key_node.value
             path = (*keys, key)
@@ -266,10 +276,14 @@ class _Builder:
                 sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
                 for src in sources:
                     if not isinstance(src, MappingNode):
-                        self.error("'<<' merge key needs a mapping or a list of mappings", keys, src)
+                        self.error(
+                            "'<<' merge key needs a mapping or a list of mappings", keys, src
+                        )
                         continue
                     if id(src) in self.active:
-                        raise _Invalid("an alias refers to the collection that contains it", src, keys)
+                        raise _Invalid(
+                            "an alias refers to the collection that contains it", src, keys
+                        )
                     self.active.add(id(src))
                     try:
                         merged.extend(self.flatten(src, keys))
@@ -303,12 +317,16 @@ class _Builder:
                     return False
                 raise ValueError(text)
             if tag == _T + "int":
-                return int(text.replace("_", ""), 0 if text.lower().startswith(("0x", "0o", "0b")) else 10)
+                return int(
+                    text.replace("_", ""), 0 if text.lower().startswith(("0x", "0o", "0b")) else 10
+                )
             if tag == _T + "float":
                 special = text.lstrip("+-").lower() in (".inf", ".nan")
                 value = math.inf if special else float(text.replace("_", ""))
                 if not math.isfinite(value):
-                    self.error("infinite and NaN numbers are not allowed (the plan is JSON)", keys, node)
+                    self.error(
+                        "infinite and NaN numbers are not allowed (the plan is JSON)", keys, node
+                    )
                     return text
                 return value
         except ValueError:
@@ -316,4 +334,3 @@ class _Builder:
             return text
         self.error(f"unsupported YAML tag {tag!r}", keys, node)
         return text
-

@@ -196,7 +196,9 @@ def compile_sources(
     strict: bool = False,
 ) -> CompileResult:
     """Compile (name, text) fragments in merge order; `env` defaults to os.environ."""
-    files = [(name, text, hashlib.sha256(text.encode("utf-8")).hexdigest()) for name, text in sources]
+    files = [
+        (name, text, hashlib.sha256(text.encode("utf-8")).hexdigest()) for name, text in sources
+    ]
     return _compile(files, env, strict)
 
 

@@ -67,7 +67,10 @@ def _summary(diagnostics: Sequence[Diagnostic]) -> str:
 
 
 def render_text(
-    diagnostics: Iterable[Diagnostic], texts: Mapping[str, str] | None = None, *, summary: bool = True
+    diagnostics: Iterable[Diagnostic],
+    texts: Mapping[str, str] | None = None,
+    *,
+    summary: bool = True,
 ) -> str:
     """Human-readable report, one block per diagnostic, with a closing count line."""
     diags = list(diagnostics)
@@ -132,13 +135,17 @@ def render_github(diagnostics: Iterable[Diagnostic]) -> str:
                 props.append(f"col={loc.column}")
         if d.path:
             props.append(f"title={_escape_property(d.path)}")
-        message = d.message if not d.path or d.message.startswith(d.path) else f"{d.path}: {d.message}"
+        message = (
+            d.message if not d.path or d.message.startswith(d.path) else f"{d.path}: {d.message}"
+        )
         command = "warning" if d.severity == "warning" else "error"
         out.append(f"::{command} {','.join(props)}::{_escape_data(message)}")
     return "\n".join(out) + ("\n" if out else "")
 
 
-def render(diagnostics: Iterable[Diagnostic], fmt: str, texts: Mapping[str, str] | None = None) -> str:
+def render(
+    diagnostics: Iterable[Diagnostic], fmt: str, texts: Mapping[str, str] | None = None
+) -> str:
     """Dispatch on the `--errors` format: text, json or github."""
     if fmt == "json":
         return render_json(diagnostics)

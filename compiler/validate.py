@@ -120,7 +120,9 @@ def _message(error: ValidationError) -> str:
     if kind in ("maximum", "exclusiveMaximum"):
         return f"must be at most {expected}; got {_show(value)}"
     if kind == "minLength":
-        return "must not be empty" if expected == 1 else f"must be at least {expected} characters long"
+        return (
+            "must not be empty" if expected == 1 else f"must be at least {expected} characters long"
+        )
     if kind == "maxLength":
         return f"must be at most {expected} characters long; got {len(value)}"
     if kind == "minItems":

@@ -26,7 +26,9 @@ from compiler.plan import plan_to_json
 from compiler.render import render_text
 
 CASES = Path(__file__).parent / "cases"
-SCENARIOS = sorted(p.name for p in CASES.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+SCENARIOS = sorted(
+    p.name for p in CASES.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))
+)
 
 
 def read_env(case: Path) -> dict[str, str]:

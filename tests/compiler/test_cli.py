@@ -92,7 +92,12 @@ def test_errors_json_is_machine_readable(bad: Path) -> None:
     body = json.loads(proc.stderr)
     assert proc.returncode == 1 and body["errors"] == 1
     (d,) = body["diagnostics"]
-    assert (Path(d["file"]).name, d["line"], d["column"], d["path"]) == ("b.yaml", 2, 3, "models.llama")
+    assert (Path(d["file"]).name, d["line"], d["column"], d["path"]) == (
+        "b.yaml",
+        2,
+        3,
+        "models.llama",
+    )
     assert (Path(d["related"]["file"]).name, d["related"]["line"]) == ("a.yaml", 2)
 
 
@@ -113,7 +118,13 @@ def test_go_single_dash_flags_are_accepted(write_files, style: list[str]) -> Non
 
 @pytest.mark.parametrize(
     "args",
-    [[], ["--check"], ["--bogus"], ["--config-dir", "x", "--format", "toml"], ["--errors", "xml", "--config", "x"]],
+    [
+        [],
+        ["--check"],
+        ["--bogus"],
+        ["--config-dir", "x", "--format", "toml"],
+        ["--errors", "xml", "--config", "x"],
+    ],
 )
 def test_usage_errors_exit_2(args: list[str]) -> None:
     proc = run(*args)
@@ -148,7 +159,10 @@ def test_warnings_go_to_stderr_and_strict_makes_them_fatal(write_files) -> None:
     root = write_files({"c/a.yaml": "globalTTl: 5\n"})
     proc = run("--check", "--config-dir", str(root / "c"))
     assert proc.returncode == 0
-    assert "warning: globalTTl: unknown key 'globalTTl' (ignored); did you mean 'globalTTL'?" in proc.stderr
+    assert (
+        "warning: globalTTl: unknown key 'globalTTl' (ignored); did you mean 'globalTTL'?"
+        in proc.stderr
+    )
     strict = run("--check", "--strict", "--config-dir", str(root / "c"))
     assert strict.returncode == 1
 

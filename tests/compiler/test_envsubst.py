@@ -30,9 +30,7 @@ def test_works_in_keys_values_and_flow_lists_end_to_end() -> None:
 
 
 def test_unset_variable_is_an_error_with_file_line_column_and_key_path() -> None:
-    err = compile_err(
-        src("a.yaml", "models:\n  m:\n    cmd: srv ${env.MISSING_DIR}/x\n"), env={}
-    )
+    err = compile_err(src("a.yaml", "models:\n  m:\n    cmd: srv ${env.MISSING_DIR}/x\n"), env={})
     (d,) = err.errors
     assert d.message == "environment variable 'MISSING_DIR' is not set"
     assert where(d) == "a.yaml:3:14"

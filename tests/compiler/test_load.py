@@ -33,7 +33,9 @@ def test_config_file_comes_first_then_dir_files_sorted_by_name(write_files) -> N
     assert names == ["main.yaml", "conf.d/10-a.yaml", "conf.d/20-b.yml", "conf.d/30-c.yaml"]
 
 
-def test_paths_are_reported_as_given_and_dir_joined_with_file_name(write_files, monkeypatch) -> None:
+def test_paths_are_reported_as_given_and_dir_joined_with_file_name(
+    write_files, monkeypatch
+) -> None:
     root = write_files({"cfg/a.yaml": "", "main.yaml": ""})
     monkeypatch.chdir(root)
     files = load_paths("main.yaml", "cfg")

@@ -20,12 +20,22 @@ def merged(*named: tuple[str, str]):
     ("section", "first", "second"),
     [
         ("models", "models:\n  dup:\n    cmd: a\n", "x: 1\nmodels:\n  dup:\n    cmd: b\n"),
-        ("peers", "peers:\n  dup:\n    proxy: http://a\n", "x: 1\npeers:\n  dup:\n    proxy: http://b\n"),
-        ("groups", "groups:\n  dup:\n    members: [a]\n", "x: 1\ngroups:\n  dup:\n    members: [b]\n"),
+        (
+            "peers",
+            "peers:\n  dup:\n    proxy: http://a\n",
+            "x: 1\npeers:\n  dup:\n    proxy: http://b\n",
+        ),
+        (
+            "groups",
+            "groups:\n  dup:\n    members: [a]\n",
+            "x: 1\ngroups:\n  dup:\n    members: [b]\n",
+        ),
         ("profiles", "profiles:\n  dup: [a]\n", "x: 1\nprofiles:\n  dup: [b]\n"),
     ],
 )
-def test_an_entity_defined_twice_names_both_files_and_lines(section: str, first: str, second: str) -> None:
+def test_an_entity_defined_twice_names_both_files_and_lines(
+    section: str, first: str, second: str
+) -> None:
     _, _, diags = merged(("a.yaml", first), ("b.yaml", second))
     (d,) = diags
     assert d.message == f"{section}.dup defined in a.yaml:2 and again in b.yaml:3"
@@ -79,7 +89,7 @@ def test_equal_scalars_are_fine_different_ones_conflict() -> None:
         ("b.yaml", "logLevel: info\nglobalTTL: 20\n"),
     )
     (d,) = diags
-    assert d.message.startswith('globalTTL is set to 10 in a.yaml:1 and to 20 in b.yaml:2')
+    assert d.message.startswith("globalTTL is set to 10 in a.yaml:1 and to 20 in b.yaml:2")
     assert where(d) == "b.yaml:2:1"
 
 

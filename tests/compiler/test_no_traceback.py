@@ -13,17 +13,46 @@ from compiler.pipeline import compile_sources
 from compiler.render import render_github, render_json, render_text
 
 KEYS = [
-    "models", "cmd", "proxy", "ttl", "aliases", "macros", "peers", "groups", "matrix", "routing",
-    "router", "scheduler", "use", "settings", "members", "apiKeys", "hooks", "on_startup", "preload",
-    "startPort", "globalTTL", "filters", "setParamsByID", "metadata", "vars", "sets", "env", "m",
-    "${PORT}", "x.y", "",
+    "models",
+    "cmd",
+    "proxy",
+    "ttl",
+    "aliases",
+    "macros",
+    "peers",
+    "groups",
+    "matrix",
+    "routing",
+    "router",
+    "scheduler",
+    "use",
+    "settings",
+    "members",
+    "apiKeys",
+    "hooks",
+    "on_startup",
+    "preload",
+    "startPort",
+    "globalTTL",
+    "filters",
+    "setParamsByID",
+    "metadata",
+    "vars",
+    "sets",
+    "env",
+    "m",
+    "${PORT}",
+    "x.y",
+    "",
 ]
 scalars = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(min_value=-(2**70), max_value=2**70),
     st.floats(allow_nan=False, allow_infinity=False),
-    st.sampled_from(["srv --port ${PORT}", "${MODEL_ID}", "${env.HOME}", "a & b", "'", "http://h:1"]),
+    st.sampled_from(
+        ["srv --port ${PORT}", "${MODEL_ID}", "${env.HOME}", "a & b", "'", "http://h:1"]
+    ),
     st.text(max_size=12),
 )
 keys = st.one_of(st.sampled_from(KEYS), st.text(max_size=8))
@@ -72,7 +101,16 @@ def test_random_yaml_text_fails_cleanly(text: str) -> None:
 
 names = st.sampled_from(["a", "b", "c.d", "e/f:1", "x"])
 texts = st.sampled_from(
-    ["srv --port ${PORT}", "srv ${m1}", "srv '${PORT}", "# c\nsrv \\\n ${PORT}", "${MODEL_ID}", "a|b", "+s", "a & b"]
+    [
+        "srv --port ${PORT}",
+        "srv ${m1}",
+        "srv '${PORT}",
+        "# c\nsrv \\\n ${PORT}",
+        "${MODEL_ID}",
+        "a|b",
+        "+s",
+        "a & b",
+    ]
 )
 model = st.fixed_dictionaries(
     {"cmd": texts},
@@ -80,10 +118,17 @@ model = st.fixed_dictionaries(
         "proxy": st.sampled_from(["http://h:1", "http://localhost:${PORT}", "::bad", "${m1}"]),
         "ttl": st.integers(-1, 5),
         "aliases": st.lists(names, max_size=2),
-        "macros": st.dictionaries(st.sampled_from(["m1", "m2"]), st.one_of(texts, st.integers()), max_size=2),
+        "macros": st.dictionaries(
+            st.sampled_from(["m1", "m2"]), st.one_of(texts, st.integers()), max_size=2
+        ),
         "filters": st.fixed_dictionaries(
-            {}, optional={"setParamsByID": st.dictionaries(names, st.dictionaries(names, st.integers(), max_size=1), max_size=2),
-                          "stripParams": st.sampled_from(["a, b", "${m1}", "model"])}
+            {},
+            optional={
+                "setParamsByID": st.dictionaries(
+                    names, st.dictionaries(names, st.integers(), max_size=1), max_size=2
+                ),
+                "stripParams": st.sampled_from(["a, b", "${m1}", "model"]),
+            },
         ),
         "metadata": st.dictionaries(names, st.one_of(texts, st.integers()), max_size=2),
         "checkEndpoint": st.sampled_from(["/health", "none", "${m1}"]),
@@ -93,12 +138,34 @@ config = st.fixed_dictionaries(
     {"models": st.dictionaries(names, model, max_size=3)},
     optional={
         "macros": st.dictionaries(st.sampled_from(["m1", "m2"]), texts, max_size=2),
-        "groups": st.dictionaries(names, st.fixed_dictionaries({"members": st.lists(names, max_size=3)}), max_size=2),
-        "matrix": st.fixed_dictionaries({"vars": st.dictionaries(st.sampled_from(["a", "b"]), names, min_size=1),
-                                         "sets": st.dictionaries(names, texts, min_size=1)}),
-        "routing": st.fixed_dictionaries({}, optional={"scheduler": st.fixed_dictionaries({"use": st.sampled_from(["serial", "fifo"])})}),
-        "hooks": st.fixed_dictionaries({"on_startup": st.fixed_dictionaries({"preload": st.lists(names, max_size=2)})}),
-        "peers": st.dictionaries(names, st.fixed_dictionaries({"proxy": st.sampled_from(["http://p:1", "bad url"]), "models": st.lists(names, min_size=1, max_size=2)}), max_size=2),
+        "groups": st.dictionaries(
+            names, st.fixed_dictionaries({"members": st.lists(names, max_size=3)}), max_size=2
+        ),
+        "matrix": st.fixed_dictionaries(
+            {
+                "vars": st.dictionaries(st.sampled_from(["a", "b"]), names, min_size=1),
+                "sets": st.dictionaries(names, texts, min_size=1),
+            }
+        ),
+        "routing": st.fixed_dictionaries(
+            {},
+            optional={
+                "scheduler": st.fixed_dictionaries({"use": st.sampled_from(["serial", "fifo"])})
+            },
+        ),
+        "hooks": st.fixed_dictionaries(
+            {"on_startup": st.fixed_dictionaries({"preload": st.lists(names, max_size=2)})}
+        ),
+        "peers": st.dictionaries(
+            names,
+            st.fixed_dictionaries(
+                {
+                    "proxy": st.sampled_from(["http://p:1", "bad url"]),
+                    "models": st.lists(names, min_size=1, max_size=2),
+                }
+            ),
+            max_size=2,
+        ),
     },
 )
 

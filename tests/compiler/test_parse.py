@@ -31,7 +31,9 @@ def test_numbers_follow_yaml_1_2() -> None:
 
 def test_timestamps_stay_strings_and_keys_are_their_text() -> None:
     assert value_of("2024-01-01: 2024-01-01\n1.0: x\ntrue: y\n") == {
-        "2024-01-01": "2024-01-01", "1.0": "x", "true": "y"
+        "2024-01-01": "2024-01-01",
+        "1.0": "x",
+        "true": "y",
     }
 
 

@@ -117,7 +117,9 @@ def test_the_resolver_is_not_run_when_a_fragment_does_not_parse(monkeypatch) -> 
 
 def test_sources_reach_the_resolver_in_merge_order_with_text_digests(monkeypatch) -> None:
     seen = []
-    monkeypatch.setattr(pipeline, "_resolve", lambda doc, sources: (seen.append(sources), (Plan(), []))[1])
+    monkeypatch.setattr(
+        pipeline, "_resolve", lambda doc, sources: (seen.append(sources), (Plan(), []))[1]
+    )
     compile_ok(src("b.yaml", ""), src("a.yaml", "globalTTL: 1\n"))
     import hashlib
 

@@ -15,35 +15,98 @@ SCHEMA_FILE = Path(__file__).resolve().parents[2] / "schema" / "config.schema.js
 
 # Every key of the reference's tables, as a path of property names ("*" = any map key).
 EVERY_KEY = [
-    "healthCheckTimeout", "logRequests", "logLevel", "logTimeFormat", "logToStdout",
-    "metricsMaxInMemory", "captureBuffer", "performance.disabled", "performance.every",
-    "globalTTL", "startPort", "macros", "models", "profiles", "groups", "matrix", "routing",
-    "hooks.on_startup.preload", "sendLoadingState", "includeAliasesInList", "apiKeys", "peers",
+    "healthCheckTimeout",
+    "logRequests",
+    "logLevel",
+    "logTimeFormat",
+    "logToStdout",
+    "metricsMaxInMemory",
+    "captureBuffer",
+    "performance.disabled",
+    "performance.every",
+    "globalTTL",
+    "startPort",
+    "macros",
+    "models",
+    "profiles",
+    "groups",
+    "matrix",
+    "routing",
+    "hooks.on_startup.preload",
+    "sendLoadingState",
+    "includeAliasesInList",
+    "apiKeys",
+    "peers",
     "upstream.ignorePaths",
     # §2.3 per model
-    *(f"models.*.{k}" for k in (
-        "cmd", "cmdStop", "proxy", "aliases", "env", "checkEndpoint", "ttl", "unlisted",
-        "useModelName", "name", "description", "concurrencyLimit", "filters", "macros",
-        "metadata", "sendLoadingState", "timeouts", "capabilities", "healthCheckTimeout",
-    )),
+    *(
+        f"models.*.{k}"
+        for k in (
+            "cmd",
+            "cmdStop",
+            "proxy",
+            "aliases",
+            "env",
+            "checkEndpoint",
+            "ttl",
+            "unlisted",
+            "useModelName",
+            "name",
+            "description",
+            "concurrencyLimit",
+            "filters",
+            "macros",
+            "metadata",
+            "sendLoadingState",
+            "timeouts",
+            "capabilities",
+            "healthCheckTimeout",
+        )
+    ),
     # §2.4 timeouts, §2.5 filters, §2.6 capabilities
-    *(f"models.*.timeouts.{k}" for k in (
-        "connect", "keepalive", "responseHeader", "tlsHandshake", "expectContinue", "idleConn",
-    )),
-    *(f"peers.*.timeouts.{k}" for k in (
-        "connect", "keepalive", "responseHeader", "tlsHandshake", "expectContinue", "idleConn",
-    )),
-    "models.*.filters.stripParams", "models.*.filters.strip_params",
-    "models.*.filters.setParams", "models.*.filters.setParamsByID",
+    *(
+        f"models.*.timeouts.{k}"
+        for k in (
+            "connect",
+            "keepalive",
+            "responseHeader",
+            "tlsHandshake",
+            "expectContinue",
+            "idleConn",
+        )
+    ),
+    *(
+        f"peers.*.timeouts.{k}"
+        for k in (
+            "connect",
+            "keepalive",
+            "responseHeader",
+            "tlsHandshake",
+            "expectContinue",
+            "idleConn",
+        )
+    ),
+    "models.*.filters.stripParams",
+    "models.*.filters.strip_params",
+    "models.*.filters.setParams",
+    "models.*.filters.setParamsByID",
     *(f"models.*.capabilities.{k}" for k in ("in", "out", "tools", "reranker", "context")),
     # §2.7 peers
     *(f"peers.*.{k}" for k in ("proxy", "apiKey", "models", "filters", "timeouts")),
-    "peers.*.filters.stripParams", "peers.*.filters.setParams", "peers.*.filters.setParamsByID",
+    "peers.*.filters.stripParams",
+    "peers.*.filters.setParams",
+    "peers.*.filters.setParamsByID",
     # §2.9 routing, §2.10-2.12 groups and matrix
-    "routing.router.use", "routing.router.settings.groups", "routing.router.settings.matrix",
-    "routing.scheduler.use", "routing.scheduler.settings.fifo.priority",
+    "routing.router.use",
+    "routing.router.settings.groups",
+    "routing.router.settings.matrix",
+    "routing.scheduler.use",
+    "routing.scheduler.settings.fifo.priority",
     *(f"groups.*.{k}" for k in ("members", "swap", "exclusive", "persistent")),
-    *(f"routing.router.settings.groups.*.{k}" for k in ("members", "swap", "exclusive", "persistent")),
+    *(
+        f"routing.router.settings.groups.*.{k}"
+        for k in ("members", "swap", "exclusive", "persistent")
+    ),
     *(f"matrix.{k}" for k in ("vars", "evict_costs", "sets")),
     *(f"routing.router.settings.matrix.{k}" for k in ("vars", "evict_costs", "sets")),
 ]
@@ -71,7 +134,9 @@ def test_schema_is_valid_against_its_metaschema() -> None:
 
 def test_the_compiler_loads_the_same_schema_it_ships() -> None:
     assert config_schema() == json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
-    assert (SCHEMA_FILE.parent / "__init__.py").exists()  # `schema` is a package: importlib.resources
+    assert (
+        SCHEMA_FILE.parent / "__init__.py"
+    ).exists()  # `schema` is a package: importlib.resources
 
 
 @pytest.mark.parametrize("dotted", EVERY_KEY)
@@ -133,20 +198,36 @@ def test_defaults_match_the_reference(dotted: str, default: Any) -> None:
 
 def test_a_full_example_config_is_valid() -> None:
     example = {
-        "healthCheckTimeout": 60, "logLevel": "debug", "logToStdout": "both",
-        "performance": {"every": "1m30s"}, "startPort": 9000,
+        "healthCheckTimeout": 60,
+        "logLevel": "debug",
+        "logToStdout": "both",
+        "performance": {"every": "1m30s"},
+        "startPort": 9000,
         "macros": {"bin": "/opt/llama-server", "ctx": 8192, "flash": True},
         "models": {
             "llama": {
-                "cmd": "${bin} --port ${PORT}", "aliases": ["gpt-4o"], "env": ["CUDA_VISIBLE_DEVICES=0"],
-                "checkEndpoint": "none", "ttl": -1, "filters": {"stripParams": "temperature, top_p",
-                "setParamsByID": {"llama-hot": {"temperature": 1.2}}}, "metadata": {"any": [1, {"x": None}]},
-                "sendLoadingState": None, "capabilities": {"in": ["text", "image"], "context": 8192},
+                "cmd": "${bin} --port ${PORT}",
+                "aliases": ["gpt-4o"],
+                "env": ["CUDA_VISIBLE_DEVICES=0"],
+                "checkEndpoint": "none",
+                "ttl": -1,
+                "filters": {
+                    "stripParams": "temperature, top_p",
+                    "setParamsByID": {"llama-hot": {"temperature": 1.2}},
+                },
+                "metadata": {"any": [1, {"x": None}]},
+                "sendLoadingState": None,
+                "capabilities": {"in": ["text", "image"], "context": 8192},
                 "timeouts": {"responseHeader": 30},
             }
         },
-        "routing": {"router": {"use": "matrix", "settings": {"matrix": {"vars": {"l": "llama"}, "sets": {"s": "l"}}}},
-                    "scheduler": {"use": "fifo", "settings": {"fifo": {"priority": {"llama": 3}}}}},
+        "routing": {
+            "router": {
+                "use": "matrix",
+                "settings": {"matrix": {"vars": {"l": "llama"}, "sets": {"s": "l"}}},
+            },
+            "scheduler": {"use": "fifo", "settings": {"fifo": {"priority": {"llama": 3}}}},
+        },
         "hooks": {"on_startup": {"preload": ["llama"]}},
         "apiKeys": ["sk-1"],
         "peers": {"p": {"proxy": "http://10.0.0.2:8080", "models": ["big"], "apiKey": "k"}},

@@ -13,7 +13,9 @@ def test_unknown_key_is_a_warning_with_a_did_you_mean() -> None:
     result = compile_ok(src("a.yaml", f"healthCheckTimout: 30\nmodels:\n{MODEL}"))
     (w,) = result.warnings
     assert w.severity == "warning"
-    assert w.message == "unknown key 'healthCheckTimout' (ignored); did you mean 'healthCheckTimeout'?"
+    assert (
+        w.message == "unknown key 'healthCheckTimout' (ignored); did you mean 'healthCheckTimeout'?"
+    )
     assert where(w) == "a.yaml:1:1"
     assert result.plan.settings.healthCheckTimeout == 120  # ignored, like the original
 
@@ -67,7 +69,9 @@ def test_strict_turns_warnings_into_errors() -> None:
 
 def test_type_errors_point_at_the_value() -> None:
     err = compile_err(src("a.yaml", "models:\n  m:\n    cmd: srv\n    ttl: soon\n"))
-    assert summary(err) == [("a.yaml:4:10", "models.m.ttl", 'expected an integer, got a string "soon"')]
+    assert summary(err) == [
+        ("a.yaml:4:10", "models.m.ttl", 'expected an integer, got a string "soon"')
+    ]
 
 
 def test_missing_required_key_points_at_the_owner() -> None:
@@ -86,7 +90,11 @@ def test_bad_key_names_point_at_the_key() -> None:
     err = compile_err(src("a.yaml", "macros:\n  ok: 1\n  MODEL_ID: x\n  'bad name': 2\n"))
     assert summary(err) == [
         ("a.yaml:3:3", "macros.MODEL_ID", '"MODEL_ID" is a reserved name'),
-        ("a.yaml:4:3", "macros.bad name", 'key name "bad name": may contain only letters, digits, \'_\' and \'-\''),
+        (
+            "a.yaml:4:3",
+            "macros.bad name",
+            "key name \"bad name\": may contain only letters, digits, '_' and '-'",
+        ),
     ]
 
 
@@ -115,7 +123,11 @@ def test_yaml_syntax_errors_come_with_a_location_and_other_files_still_checked()
 def test_duplicate_key_in_one_file_is_an_error() -> None:
     err = compile_err(src("a.yaml", "globalTTL: 1\nglobalTTL: 2\n"))
     assert summary(err) == [
-        ("a.yaml:2:1", "globalTTL", "key 'globalTTL' is defined twice in this mapping (first at line 1)")
+        (
+            "a.yaml:2:1",
+            "globalTTL",
+            "key 'globalTTL' is defined twice in this mapping (first at line 1)",
+        )
     ]
 
 
@@ -178,7 +190,11 @@ def test_a_setting_left_empty_keeps_its_default_like_the_original() -> None:
 def test_empty_entities_macros_list_items_and_required_keys_stay_errors() -> None:
     err = compile_err(src("a.yaml", "macros:\n  q:\napiKeys: [~]\nmodels:\n  m:\n    cmd:\n  n:\n"))
     assert summary(err) == [
-        ("a.yaml:2:5", "macros.q", "expected a string or a number or a boolean (true/false), got an empty value"),
+        (
+            "a.yaml:2:5",
+            "macros.q",
+            "expected a string or a number or a boolean (true/false), got an empty value",
+        ),
         ("a.yaml:3:11", "apiKeys[0]", "expected a string, got an empty value"),
         ("a.yaml:6:9", "models.m.cmd", "required key 'cmd' is empty"),
         ("a.yaml:7:5", "models.n", "expected a mapping, got an empty value"),
