@@ -86,6 +86,7 @@ class Router:
         self._ticker: asyncio.Task[None] | None = None
         self._shutdown_task: asyncio.Task[None] | None = None
         self._closing = False
+        self._leased = 0  # leases granted and not yet released (all models)
         self.processes: dict[str, ModelProcess] = {
             mid: self._new_process(model) for mid, model in plan.models.items()
         }
@@ -200,6 +201,7 @@ class Router:
             return False
         waiter.future.set_result(Lease(self.processes[request.model].model, self._post))
         self._last_use[request.model] = self._clock()
+        self._leased += 1
         self._emit_inflight()
         return True
 
@@ -258,6 +260,7 @@ class Router:
             case ServeDone(model=model):
                 log.debug("serve done: %s", model)
                 self._last_use[model] = self._clock()
+                self._leased -= 1
                 sched.on_serve_done(model)
                 self._emit_inflight()
             case ProcessStopped(model=model):
@@ -396,8 +399,7 @@ class Router:
 
     def _emit_inflight(self) -> None:
         if self._on_event is not None:
-            total = sum(self.scheduler.in_flight(m) for m in self.processes)
-            self._on_event({"type": "inflight", "total": total})
+            self._on_event({"type": "inflight", "total": self._leased})
 
 
 def _futures_of(event: Event) -> list[asyncio.Future[Any]]:
