@@ -80,9 +80,9 @@ async def forward_local(
 def recording(
     request: web.Request, model_id: str, req_path: str, meter: ResponseMeter | None
 ) -> Iterator[list[web.StreamResponse]]:
-    """Append one activity entry when the block ends (normally or not).  The block puts
-    the response it returns into the yielded list, so llama-swap's own answers (errors)
-    are recorded too."""
+    """Append one activity entry when the block ends (normally or not) if an answer
+    started.  The block puts the response it returns into the yielded list, so
+    llama-swap's own answers (errors) are recorded too."""
     out: list[web.StreamResponse] = []
     if meter is None:
         yield out
@@ -98,14 +98,15 @@ def recording(
             own = getattr(resp, "body", None)
             if isinstance(own, bytes):
                 meter.feed(own)
-        meter.finish()
-        request.app[ACTIVITY].record(
-            started=started,
-            duration_ms=(time.monotonic() - t0) * 1000,
-            model=model_id,
-            req_path=req_path,
-            meter=meter,
-        )
+        if meter.status is not None:  # else the client left before any answer
+            meter.finish()
+            request.app[ACTIVITY].record(
+                started=started,
+                duration_ms=(time.monotonic() - t0) * 1000,
+                model=model_id,
+                req_path=req_path,
+                meter=meter,
+            )
 
 
 async def serve_local(
