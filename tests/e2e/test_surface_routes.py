@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +147,9 @@ async def test_admin_routes(proxy: Any, record_file: Path) -> None:
         status, headers, _ = await fetch(s, "GET", p.url + "/")
         assert (status, headers["Location"]) == (302, "/ui")
         status, _, raw = await fetch(s, "GET", p.url + "/api/version")
-        assert status == 200 and set(json.loads(raw)) == {"version", "commit", "build_date"}
+        info = json.loads(raw)
+        assert status == 200 and set(info) == {"version", "commit", "build_date"}
+        assert info["version"] == metadata.version("llama-swap-py") and info["commit"]
         await fetch(s, "POST", p.url + "/v1/chat/completions", json={"model": "a"})
         status, _, raw = await fetch(s, "GET", p.url + "/running")
         assert [r["model"] for r in json.loads(raw)["running"]] == ["a"]
