@@ -145,7 +145,8 @@ class Router:
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._post(UnloadRequested(targets, error, done))
             await done
-        await asyncio.gather(*(self.processes[m].stop(UNLOAD_GRACE) for m in targets))
+        procs = [p for p in (self.processes.get(m) for m in targets) if p is not None]
+        await asyncio.gather(*(p.stop(UNLOAD_GRACE) for p in procs))
 
     async def shutdown(self, timeout: float) -> None:
         """Fail every waiter, stop every child within `timeout` s; idempotent."""
@@ -337,9 +338,14 @@ class Router:
         error: RouteError | None = None
         try:
             grace = self._health_timeout()
-            if evict:
-                await asyncio.gather(*(self.processes[m].stop(grace) for m in evict))
-            await self.processes[model].start()
+            # A hot reload may have dropped a process entry meanwhile: skip it.
+            stopping = [p for p in (self.processes.get(m) for m in evict) if p is not None]
+            if stopping:
+                await asyncio.gather(*(p.stop(grace) for p in stopping))
+            target = self.processes.get(model)
+            if target is None:
+                raise RouteFailure(errors.unknown_model(model))
+            await target.start()
         except RouteFailure as exc:
             error = exc.error
         except Exception as exc:  # spawn trouble the process layer did not classify
@@ -349,7 +355,9 @@ class Router:
 
     async def _stop(self, model: str, grace: float) -> None:
         try:
-            await self.processes[model].stop(grace)
+            proc = self.processes.get(model)
+            if proc is not None:
+                await proc.stop(grace)
         finally:
             self._post(ProcessStopped(model))
 
