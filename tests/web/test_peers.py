@@ -88,3 +88,39 @@ async def test_forwarding(serve) -> None:
 
     r = await client.post("/dead/x", data=b"{}")
     assert r.status == 502 and (await r.text()).startswith("peer proxy error: ")
+
+
+async def test_each_peer_has_its_own_response_header_timeout(serve) -> None:
+    """A peer that accepts but never answers is cut off by its own responseHeader timeout
+    (502); another peer on the same slow server without the timeout still gets its answer."""
+    release = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response(text="late")
+
+    remote_app = web.Application()
+    remote_app.router.add_route("*", "/{tail:.*}", slow)
+    remote = await serve(remote_app)
+    base = f"http://127.0.0.1:{remote.port}"
+    peers = {
+        "impatient": Peer(id="impatient", proxy=base, models=("m",), timeouts=Timeouts(responseHeader=1)),
+        "patient": Peer(id="patient", proxy=base, models=("m",)),
+    }
+    pool = PeerPool()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await pool.forward(request, peers[request.match_info["peer"]], "/x", None)
+
+    app = web.Application()
+    app.router.add_get("/{peer}", handler)
+    app.on_cleanup.append(lambda _: pool.close())
+    client = await serve(app)
+
+    patient = asyncio.ensure_future(client.get("/patient"))
+    r = await client.get("/impatient")
+    assert r.status == 502 and (await r.text()).startswith("peer proxy error: no response headers")
+    assert not patient.done()
+    release.set()
+    r = await patient
+    assert (r.status, await r.text()) == (200, "late")
