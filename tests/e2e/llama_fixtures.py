@@ -108,13 +108,18 @@ def stop_process(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
             proc.wait(5)
 
 
-def processes_mentioning(marker: str) -> list[psutil.Process]:
-    """Live, non-zombie processes whose command line contains `marker`."""
+def llama_servers_mentioning(marker: str) -> list[psutil.Process]:
+    """Live, non-zombie llama-server processes whose command line contains `marker`."""
     found = []
     for proc in psutil.process_iter(["cmdline", "status"]):
         try:
             cmdline = proc.info["cmdline"] or []
-            if proc.info["status"] != psutil.STATUS_ZOMBIE and any(marker in a for a in cmdline):
+            if (
+                cmdline
+                and Path(cmdline[0]).name == "llama-server"
+                and proc.info["status"] != psutil.STATUS_ZOMBIE
+                and any(marker in a for a in cmdline[1:])
+            ):
                 found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
@@ -239,7 +244,7 @@ def model_yaml(binary: Path, model_id: str, gguf: Path, *extra: str) -> str:
 def config_yaml(scheduler: str, entries: list[str]) -> str:
     return (
         "healthCheckTimeout: 60\n"
-        "logLevel: info\n"
+        "logLevel: debug\n"
         f"routing:\n  scheduler:\n    use: {scheduler}\n"
         "models:\n" + "".join(entries)
     )
@@ -294,10 +299,10 @@ def swap_proxy(tiny_models: TinyModels, tmp_path: Path) -> Iterator[Any]:
             problems.append(f"llama-swap exited with {proxy.proc.returncode}")
     # Every llama-server we ever started has our models directory on its command line.
     deadline = time.monotonic() + 5
-    survivors = processes_mentioning(str(tiny_models.dir))
+    survivors = llama_servers_mentioning(str(tiny_models.dir))
     while survivors and time.monotonic() < deadline:
         time.sleep(0.05)
-        survivors = processes_mentioning(str(tiny_models.dir))
+        survivors = llama_servers_mentioning(str(tiny_models.dir))
     for proc in survivors:
         with contextlib.suppress(psutil.NoSuchProcess):
             problems.append(f"llama-server survived the proxy: pid {proc.pid} {proc.cmdline()}")

@@ -258,3 +258,4 @@ async def test_fifo_swaps_between_two_real_models(
     for i, (model, result) in enumerate(zip(burst, results, strict=True)):
         assert_ok(result, model, stream=i % 2 == 0)
     assert len(proxy.llama_children()) == 1
+    assert len(proxy.seen_children) >= 3  # a, b, a: every swap really started a server
