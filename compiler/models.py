@@ -66,6 +66,8 @@ class ModelDraft:
     port: int | None = None
     # Fields already reported by the port stage; later checks skip them.
     reported: set[str] = field(default_factory=set)
+    # What compiler.session's cache filed this draft under (None when not cached).
+    cache_key: object = None
 
 
 def _field_keys(mid: str, name: str) -> Keys:
@@ -242,11 +244,30 @@ def _argv(c: Collector, keys: Keys, text: str, *, required: bool) -> tuple[str, 
 
 def finish(c: Collector, d: ModelDraft, settings: Settings, aliases: AliasTable) -> Model:
     """Pass 2: checks and final values for one model (after port allocation)."""
-    mid, raw = d.id, d.raw
-    _check_leftovers(c, d)
-    capabilities = _capabilities(c, mid, raw.get("capabilities"))
-    register_set_params_by_id(c, aliases, mid, d.set_params_by_id)
+    capabilities = finish_checks(c, d)
+    register_set_params_by_id(c, aliases, d.id, d.set_params_by_id)
+    return build_model(c, d, settings, capabilities, tuple(aliases.by_model.get(d.id, ())))
 
+
+def finish_checks(c: Collector, d: ModelDraft) -> Capabilities:
+    """The part of pass 2 before setParamsByID aliases are registered (model-local)."""
+    _check_leftovers(c, d)
+    return _capabilities(c, d.id, d.raw.get("capabilities"))
+
+
+def build_model(
+    c: Collector,
+    d: ModelDraft,
+    settings: Settings,
+    capabilities: Capabilities,
+    model_aliases: tuple[str, ...],
+) -> Model:
+    """The part of pass 2 after alias registration: model-local but for `model_aliases`.
+
+    Reads only `settings.globalTTL` and `settings.sendLoadingState` (compiler.session
+    keys its cache on them).
+    """
+    mid, raw = d.id, d.raw
     problem = proxy_url_problem(d.text["proxy"])
     if problem and "proxy" not in d.reported and not refs_in(d.text["proxy"]):
         c.error(_field_keys(mid, "proxy"), problem)
@@ -289,7 +310,7 @@ def finish(c: Collector, d: ModelDraft, settings: Settings, aliases: AliasTable)
         checkEndpoint="none" if go_trim(check) == "none" else check,
         ttl=ttl,
         env=tuple(env),
-        aliases=tuple(aliases.by_model.get(mid, ())),
+        aliases=model_aliases,
         unlisted=get_bool(c, ("models", mid, "unlisted"), raw.get("unlisted"), False),
         useModelName=get_str(c, ("models", mid, "useModelName"), raw.get("useModelName"), ""),
         concurrencyLimit=limit if limit > 0 else DEFAULT_CONCURRENCY_LIMIT,

@@ -21,7 +21,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from compiler.diagnostics import CompileError, Diagnostic
 from compiler.envsubst import substitute_env
@@ -30,6 +30,9 @@ from compiler.parse import ParsedSource, parse_source
 from compiler.plan import Plan, Source
 from compiler.sourcemap import KeyPath, SourceMap, display_path
 
+if TYPE_CHECKING:
+    from compiler.session import CompileSession
+
 
 @dataclass(frozen=True, slots=True)
 class CompileResult:
@@ -37,12 +40,16 @@ class CompileResult:
     warnings: tuple[Diagnostic, ...] = ()
     # Source texts after env substitution, by file name (for rendering carets).
     texts: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    # Model id -> the port `${PORT}` became (filled by compile_files; the plan does not record it).
+    ports: Mapping[str, int] = field(default_factory=dict, repr=False, compare=False)
 
 
-def _resolve(doc: Mapping[str, Any], sources: tuple[Source, ...]) -> tuple[Plan, list[Diagnostic]]:
+def _resolve(
+    doc: Mapping[str, Any], sources: tuple[Source, ...], **extra: Any
+) -> tuple[Plan, list[Diagnostic]]:
     from compiler.resolve import resolve
 
-    return resolve(doc, sources)
+    return resolve(doc, sources, **extra)
 
 
 _PATH_TOKEN = re.compile(r"\[(\d+)\]|([^.\[\]]+)")
@@ -151,17 +158,24 @@ def _raise(diags: list[Diagnostic], texts: Mapping[str, str]) -> None:
 
 
 def _compile(
-    files: Sequence[tuple[str, str, str]], env: Mapping[str, str] | None, strict: bool
+    files: Sequence[tuple[str, str, str]],
+    env: Mapping[str, str] | None,
+    strict: bool,
+    port_hints: Mapping[str, int] | None = None,
+    session: CompileSession | None = None,
 ) -> CompileResult:
     env = os.environ if env is None else env
     diags: list[Diagnostic] = []
     parsed: list[ParsedSource] = []
     texts: dict[str, str] = {}
-    for name, text, _ in files:
-        text, env_diags = substitute_env(name, text, env)
+    for name, text, digest in files:
+        if session is not None:
+            text, env_diags, source = session.fragment(name, text, digest, env)
+        else:
+            text, env_diags = substitute_env(name, text, env)
+            source = parse_source(name, text)
         texts[name] = text
         diags.extend(env_diags)
-        source = parse_source(name, text)
         diags.extend(source.diagnostics)
         parsed.append(source)
 
@@ -170,7 +184,11 @@ def _compile(
     from compiler.validate import drop_empty_settings, validate
 
     doc = drop_empty_settings(doc)
-    diags.extend(_not_under(validate(doc, smap, strict=strict), [d.keys for d in diags if d.keys]))
+    memo = session.valid_memo() if session is not None else None
+    found = validate(doc, smap, strict=strict, memo=memo)
+    if session is not None and memo is not None:
+        session.count_valid_hits(memo)
+    diags.extend(_not_under(found, [d.keys for d in diags if d.keys]))
     diags = _finish(diags, strict)
     if any(d.severity == "error" for d in diags):
         if not any(s.diagnostics for s in parsed):
@@ -178,15 +196,37 @@ def _compile(
         _raise(_finish(diags, strict), texts)
 
     sources = tuple(Source(name, digest) for name, _, digest in files)
+    ports: dict[str, int] = {}
+    extra: dict[str, Any] = {}
+    if session is not None or port_hints is not None:
+        extra = {"port_hints": port_hints, "stages": session, "ports_out": ports}
     try:
-        plan, resolved = _resolve(doc, sources)
+        plan, resolved = _resolve(doc, sources, **extra)
     except CompileError as exc:
         _raise(_finish(diags + _locate(exc.diagnostics, smap), strict), texts)
     diags = _finish(diags + _locate(resolved, smap), strict)
     if any(d.severity == "error" for d in diags):
         _raise(diags, texts)
     warnings = tuple(sorted(diags, key=Diagnostic.sort_key))
-    return CompileResult(plan=plan, warnings=warnings, texts=texts)
+    return CompileResult(plan=plan, warnings=warnings, texts=texts, ports=ports)
+
+
+def compile_files(
+    files: Sequence[tuple[str, str, str]],
+    *,
+    env: Mapping[str, str] | None = None,
+    strict: bool = False,
+    port_hints: Mapping[str, int] | None = None,
+    session: CompileSession | None = None,
+) -> CompileResult:
+    """Compile (name, text, sha256) fragments in merge order.
+
+    `port_hints` (model id -> port) make `${PORT}` numbers sticky (compiler.ports,
+    for hot reload); `session` (compiler.session) reuses work from earlier
+    compiles without changing the result.  With either, `CompileResult.ports`
+    holds each model's allocated port.
+    """
+    return _compile(files, env, strict, port_hints, session)
 
 
 def compile_sources(
@@ -194,12 +234,13 @@ def compile_sources(
     *,
     env: Mapping[str, str] | None = None,
     strict: bool = False,
+    port_hints: Mapping[str, int] | None = None,
 ) -> CompileResult:
     """Compile (name, text) fragments in merge order; `env` defaults to os.environ."""
     files = [
         (name, text, hashlib.sha256(text.encode("utf-8")).hexdigest()) for name, text in sources
     ]
-    return _compile(files, env, strict)
+    return _compile(files, env, strict, port_hints)
 
 
 def compile_paths(
@@ -208,9 +249,10 @@ def compile_paths(
     *,
     strict: bool = False,
     env: Mapping[str, str] | None = None,
+    port_hints: Mapping[str, int] | None = None,
 ) -> CompileResult:
     """Read --config / --config-dir (compiler.load) and compile them."""
     from compiler.load import load_paths
 
     files = load_paths(config, config_dir)
-    return _compile([(f.path, f.text, f.sha256) for f in files], env, strict)
+    return _compile([(f.path, f.text, f.sha256) for f in files], env, strict, port_hints)

@@ -14,7 +14,7 @@ they are fixed because other tools read the plan.  See docs/plan.md.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
@@ -296,8 +296,8 @@ def _routing_to_dict(r: Routing) -> dict[str, Any]:
     }
 
 
-def plan_to_dict(plan: Plan) -> dict[str, Any]:
-    """The plan as a JSON-ready dict, keys in the documented order."""
+def plan_to_dict(plan: Plan, *, with_models: bool = True) -> dict[str, Any]:
+    """The plan as a JSON-ready dict, keys in the documented order (`models` empty if not `with_models`)."""
     s = plan.settings
     return {
         "planVersion": plan.planVersion,
@@ -316,7 +316,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "apiKeys": list(s.apiKeys),
         "upstream": {"ignorePaths": list(s.ignorePaths)},
         "routing": _routing_to_dict(plan.routing),
-        "models": {mid: _model_to_dict(m) for mid, m in plan.models.items()},
+        "models": {mid: _model_to_dict(m) for mid, m in plan.models.items()} if with_models else {},
         "aliases": dict(plan.aliases),
         "peers": {
             pid: {
@@ -332,9 +332,35 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
     }
 
 
-def plan_to_json(plan: Plan) -> str:
-    """Deterministic JSON text (same plan -> same bytes), newline-terminated."""
-    return json.dumps(plan_to_dict(plan), indent=2, ensure_ascii=False) + "\n"
+def model_json(model: Model) -> str:
+    """One model's JSON text exactly as it appears inside `plan_to_json` (nested two levels)."""
+    return json.dumps(_model_to_dict(model), indent=2, ensure_ascii=False).replace("\n", "\n    ")
+
+
+# With indent=2 the top-level "models" key is the only line that starts with exactly two
+# spaces and `"models"` (string contents never hold a raw newline), so this is unambiguous.
+_MODELS_SLOT = '\n  "models": {},\n'
+
+
+def plan_to_json(plan: Plan, *, model_text: Callable[[Model], str] | None = None) -> str:
+    """Deterministic JSON text (same plan -> same bytes), newline-terminated.
+
+    Equal to `json.dumps(plan_to_dict(plan), indent=2, ensure_ascii=False) + "\\n"`.
+    The models (most of a big plan) are serialised one by one and spliced in, so a
+    caller that re-serialises plans sharing `Model` objects can pass `model_text`
+    (default `model_json`) to reuse each model's text; see compiler.session.
+    """
+    text = model_json if model_text is None else model_text
+    d = plan_to_dict(plan, with_models=False)
+    head = json.dumps(d, indent=2, ensure_ascii=False) + "\n"
+    if not plan.models:
+        return head
+    body = ",\n".join(
+        f"    {json.dumps(mid, ensure_ascii=False)}: {text(m)}" for mid, m in plan.models.items()
+    )
+    before, slot, after = head.partition(_MODELS_SLOT)
+    assert slot, "plan_to_dict lost its models key"
+    return f'{before}\n  "models": {{\n{body}\n  }},\n{after}'
 
 
 def _timeouts_from(d: Mapping[str, Any] | None, default: Timeouts) -> Timeouts:

@@ -7,23 +7,54 @@ and (as an int) metadata.  A proxy that needs `${PORT}` when cmd does not use
 it is an error: the default proxy is `http://localhost:${PORT}`, so a model
 with a fixed port must set `proxy` itself.  Unlike the original, a port past
 65535 is an error here rather than a failure at start time.
+
+Optional `hints` (used by hot reload, never by `swap-compile`) keep a running
+model's port when other models are added or removed; see `allocate_ports`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from urllib.parse import urlsplit
 
 from compiler.collect import Collector
 from compiler.macros import substitute_one
 from compiler.models import ModelDraft
+from compiler.plan import Plan
 
 SLUG = "${PORT}"
 MAX_PORT = 65535
 PORT_FIELDS = ("cmd", "cmdStop", "proxy", "name", "description")
 
 
-def allocate_ports(c: Collector, drafts: Sequence[ModelDraft], start_port: int) -> None:
-    """Assign ports in place; `drafts` must be sorted by model id."""
+def allocate_ports(
+    c: Collector,
+    drafts: Sequence[ModelDraft],
+    start_port: int,
+    hints: Mapping[str, int] | None = None,
+) -> None:
+    """Assign ports in place; `drafts` must be sorted by model id.
+
+    `hints` (model id -> port, e.g. the ports of the plan running before a
+    reload) make ports sticky: a model that uses `${PORT}` keeps its hinted
+    port when it lies in [startPort, 65535] and no model earlier in id order
+    claimed it; every other model takes the lowest number from startPort up
+    that no hinted model claimed.  Without hints this is the original's
+    allocation: consecutive numbers in sorted id order.
+    """
+    users = [d for d in drafts if SLUG in d.text["cmd"]]
+    claimed: dict[str, int] = {}
+    taken: set[int] = set()
+    for d in users:
+        hint = (hints or {}).get(d.id)
+        if (
+            isinstance(hint, int)
+            and not isinstance(hint, bool)
+            and start_port <= hint <= MAX_PORT
+            and hint not in taken
+        ):
+            claimed[d.id] = hint
+            taken.add(hint)
     next_port = start_port
     for d in drafts:
         cmd_has = SLUG in d.text["cmd"]
@@ -42,8 +73,13 @@ def allocate_ports(c: Collector, drafts: Sequence[ModelDraft], start_port: int) 
                     ),
                 )
             continue
-        port = next_port
-        next_port += 1
+        if d.id in claimed:
+            port = claimed[d.id]
+        else:
+            while next_port in taken:
+                next_port += 1
+            port = next_port
+            next_port += 1
         if port > MAX_PORT:
             d.reported.add("proxy")
             c.error(
@@ -54,3 +90,22 @@ def allocate_ports(c: Collector, drafts: Sequence[ModelDraft], start_port: int) 
         for name in PORT_FIELDS:
             d.text[name] = d.text[name].replace(SLUG, str(port))
         d.metadata = substitute_one(d.metadata, "PORT", port)
+
+
+def derive_ports(plan: Plan) -> dict[str, int]:
+    """Best guess of each model's `${PORT}` in a plan (which does not record it).
+
+    A model's port is taken to be its proxy URL's port when that number also
+    appears in its command, which holds for the default proxy
+    (`http://localhost:${PORT}`) and for any proxy written with `${PORT}`.
+    Only for `port_hints`: a wrong guess costs stickiness, never correctness.
+    """
+    out: dict[str, int] = {}
+    for mid, m in plan.models.items():
+        try:
+            port = urlsplit(m.proxy).port
+        except ValueError:
+            continue
+        if port is not None and str(port) in " ".join(m.cmd):
+            out[mid] = port
+    return out

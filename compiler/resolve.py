@@ -16,26 +16,48 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 from compiler import models as model_stage
-from compiler.aliases import check_peer_names, register_explicit
+from compiler.aliases import AliasTable, check_peer_names, register_explicit
 from compiler.collect import Collector, get_map
 from compiler.defaults import resolve_settings
 from compiler.diagnostics import CompileError, Diagnostic
 from compiler.hooks import resolve_preload
-from compiler.macros import read_macros
+from compiler.macros import Macro, read_macros
 from compiler.peers import resolve_peer
-from compiler.plan import Plan, Source, freeze
+from compiler.plan import Model, Plan, Settings, Source, freeze
 from compiler.ports import allocate_ports
 from compiler.routing import resolve_routing
 
 
-def resolve(doc: Mapping[str, Any], sources: tuple[Source, ...]) -> tuple[Plan, list[Diagnostic]]:
+class ModelStages(Protocol):
+    """The two per-model passes; `compiler.models` itself, or a cache (compiler.session)."""
+
+    def prepare(
+        self, c: Collector, mid: str, raw_value: Any, global_macros: list[Macro], broken: set[str]
+    ) -> model_stage.ModelDraft: ...
+
+    def finish(
+        self, c: Collector, d: model_stage.ModelDraft, settings: Settings, aliases: AliasTable
+    ) -> Model: ...
+
+
+def resolve(
+    doc: Mapping[str, Any],
+    sources: tuple[Source, ...],
+    *,
+    port_hints: Mapping[str, int] | None = None,
+    stages: ModelStages | None = None,
+    ports_out: dict[str, int] | None = None,
+) -> tuple[Plan, list[Diagnostic]]:
     """Build the plan; raise CompileError with every diagnostic when any is an error.
 
-    Returns the plan and the warnings.
+    Returns the plan and the warnings.  `port_hints` make `${PORT}` numbers sticky
+    (compiler.ports); `stages` replaces the per-model passes by a caching
+    equivalent; `ports_out`, when given, receives each model's allocated port.
     """
+    stage: ModelStages = stages if stages is not None else model_stage  # type: ignore[assignment]
     c = Collector()
     top = get_map(c, (), doc)
     settings = resolve_settings(c, top)
@@ -49,11 +71,13 @@ def resolve(doc: Mapping[str, Any], sources: tuple[Source, ...]) -> tuple[Plan, 
     )
 
     drafts = [
-        model_stage.prepare(c, mid, raw_models[mid], global_macros, broken_globals)
+        stage.prepare(c, mid, raw_models[mid], global_macros, broken_globals)
         for mid in sorted(raw_models)
     ]
-    allocate_ports(c, drafts, settings.startPort)
-    models = {d.id: model_stage.finish(c, d, settings, aliases) for d in drafts}
+    allocate_ports(c, drafts, settings.startPort, port_hints)
+    if ports_out is not None:
+        ports_out.update((d.id, d.port) for d in drafts if d.port is not None)
+    models = {d.id: stage.finish(c, d, settings, aliases) for d in drafts}
 
     routing = resolve_routing(c, top, aliases)
 

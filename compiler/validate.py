@@ -16,8 +16,10 @@ from __future__ import annotations
 import ast
 import json
 import re
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from compiler.diagnostics import Diagnostic, Severity
 from compiler.sourcemap import KeyPath, SourceMap, display_path
@@ -57,13 +59,58 @@ _PATTERN_HINTS = {
 }
 
 
+MODEL_REF = "#/$defs/model"
+
+
+class KeyStore(Protocol):
+    def __contains__(self, key: object, /) -> bool: ...
+
+    def add(self, key: str, /) -> None: ...
+
+
+class ValidMemo:
+    """Models already found valid, by canonical key, kept by compiler.session across compiles.
+
+    Whether a value is valid against a subschema depends on the value alone, so a
+    model whose key (its canonical JSON, from `key_of`) was valid before is valid
+    now and its subtree is not walked again.  Only valid results are remembered:
+    an invalid model is validated afresh, so its errors come out exactly as
+    without the memo.
+    """
+
+    def __init__(self, key_of: Callable[[Any], str | None], valid: KeyStore | None = None) -> None:
+        self.key_of = key_of
+        self.valid: KeyStore = valid if valid is not None else set()
+        self.hits = 0
+
+
+_MEMO: ContextVar[ValidMemo | None] = ContextVar("swap_validate_memo", default=None)
+
+
+def _memo_ref(validator: Any, ref: str, instance: Any, schema: Any) -> Iterator[Any]:
+    memo = _MEMO.get()
+    if memo is None or ref != MODEL_REF or not isinstance(instance, dict):
+        yield from validator._validate_reference(ref=ref, instance=instance)
+        return
+    key = memo.key_of(instance)
+    if key is not None and key in memo.valid:
+        memo.hits += 1
+        return
+    errors = list(validator._validate_reference(ref=ref, instance=instance))
+    if not errors and key is not None:
+        memo.valid.add(key)
+    yield from errors
+
+
 @lru_cache(maxsize=1)
 def _validator() -> Validator:
     from jsonschema import Draft202012Validator
+    from jsonschema.validators import extend
 
     from compiler.load import config_schema
 
-    return Draft202012Validator(config_schema())
+    cls = extend(Draft202012Validator, {"$ref": _memo_ref})
+    return cls(config_schema())  # type: ignore[no-any-return]
 
 
 def _show(value: Any) -> str:
@@ -199,8 +246,21 @@ def drop_empty_settings(doc: dict[str, Any]) -> dict[str, Any]:
     return _unset(doc, schema, schema)  # type: ignore[no-any-return]
 
 
-def validate(doc: dict[str, Any], smap: SourceMap, *, strict: bool = False) -> list[Diagnostic]:
-    """All schema problems of `doc`: errors, and warnings for unknown keys (errors when strict)."""
+def validate(
+    doc: dict[str, Any], smap: SourceMap, *, strict: bool = False, memo: ValidMemo | None = None
+) -> list[Diagnostic]:
+    """All schema problems of `doc`: errors, and warnings for unknown keys (errors when strict).
+
+    `memo` skips models already known to be valid (same result, less work).
+    """
+    token = _MEMO.set(memo)
+    try:
+        return _validate(doc, smap, strict)
+    finally:
+        _MEMO.reset(token)
+
+
+def _validate(doc: dict[str, Any], smap: SourceMap, strict: bool) -> list[Diagnostic]:
     out: list[Diagnostic] = []
     for raw in _validator().iter_errors(doc):
         error = _collapse(raw)

@@ -65,13 +65,22 @@ def plan_digest(plan: Plan) -> str:
     if hit is not None and hit[0] is plan:
         return hit[1]
     digest = hashlib.sha256(plan_to_json(plan).encode("utf-8")).hexdigest()
-    try:  # called from the reload thread and the loop: tolerate a concurrent change
+    remember_digest(plan, digest)  # called from the reload thread and the loop: tolerant
+    return digest
+
+
+def remember_digest(plan: Plan, digest: str) -> None:
+    """Record a digest computed elsewhere (e.g. by a compiler.session.CompileSession) for `plan`.
+
+    The caller vouches that `digest` is sha256 of `plan_to_json(plan)`; later
+    `plan_digest(plan)` calls (the diff on the event loop) then cost nothing.
+    """
+    try:
         while len(_DIGEST_CACHE) >= _DIGEST_CACHE_SIZE:
             _DIGEST_CACHE.pop(next(iter(_DIGEST_CACHE)), None)
     except (RuntimeError, StopIteration):
         pass
     _DIGEST_CACHE[id(plan)] = (plan, digest)
-    return digest
 
 
 def short_digest(digest: str) -> str:

@@ -36,7 +36,7 @@ from typing import Any
 
 from compiler.diagnostics import CompileError, Diagnostic
 from compiler.plan import Plan
-from runtime.plan_diff import PlanDiff, plan_digest, short_digest
+from runtime.plan_diff import PlanDiff, plan_digest, remember_digest, short_digest
 
 log = logging.getLogger("llama_swap.reload")
 
@@ -101,18 +101,70 @@ ApplyFn = Callable[[Plan], Awaitable[Any]]
 # compile functions
 
 
-def config_compiler(config: str | None, config_dir: str | None) -> CompileFn:
-    """Compile --config/--config-dir through the compiler pipeline (as `swap-compile` does)."""
+class ConfigCompiler:
+    """Compiles --config/--config-dir through the compiler pipeline (as `swap-compile` does).
 
-    def compile_now() -> Loaded:
-        from compiler.pipeline import compile_paths
+    It keeps a `compiler.session.CompileSession`, so a reload redoes only the work
+    an edit invalidated (same result as a fresh compile), and it makes `${PORT}`
+    numbers sticky: `compile_for(running)` passes the running plan's ports as
+    `port_hints`, so adding a model that sorts before a running one does not
+    shift the running one's port (and restart it).  The ports are the exact ones
+    for plans this object compiled (the startup plan is matched by the warm-up
+    compile), otherwise `compiler.ports.derive_ports`' guess.
+    """
+
+    _KEEP = 4  # ports of the last few plans compiled here, by digest
+
+    def __init__(self, config: str | None, config_dir: str | None) -> None:
+        from compiler.session import CompileSession
+
+        self.config = config
+        self.config_dir = config_dir
+        self.session = CompileSession()
+        self._ports: dict[str, Mapping[str, int]] = {}
+
+    def __call__(self) -> Loaded:
+        return self.compile_for(None)
+
+    def compile_for(self, running: Plan | None, running_digest: str | None = None) -> Loaded:
+        """Compile, keeping the ports `running` (the plan being served) gave its models."""
         from compiler.render import render_text
 
-        result = compile_paths(config, config_dir)
-        warnings = render_text(result.warnings, result.texts) if result.warnings else ""
-        return Loaded(result.plan, plan_digest(result.plan), warnings)
+        hints: Mapping[str, int] | None = None
+        if running is not None:
+            hints = self._ports.get(running_digest or "")
+            if hints is None:
+                from compiler.ports import derive_ports
 
-    return compile_now
+                hints = derive_ports(running)
+        result = self.session.compile_paths(self.config, self.config_dir, port_hints=hints)
+        digest = self._digest(result)
+        warnings = render_text(result.warnings, result.texts) if result.warnings else ""
+        return Loaded(result.plan, digest, warnings)
+
+    def warm(self, running: Plan | None = None, running_digest: str | None = None) -> None:
+        """Fill the session's caches (and learn the running plan's exact ports) ahead of a reload.
+
+        Compiles without hints, as the startup compile did: when the digest matches
+        the running plan's, the ports it allocated are the running plan's.
+        """
+        try:
+            self._digest(self.session.compile_paths(self.config, self.config_dir))
+        except Exception:  # noqa: BLE001 - only a warm-up: the real reload reports problems
+            log.debug("warm-up compile failed", exc_info=True)
+
+    def _digest(self, result: Any) -> str:
+        digest = self.session.plan_digest(result.plan)
+        remember_digest(result.plan, digest)
+        self._ports[digest] = dict(result.ports)
+        while len(self._ports) > self._KEEP:
+            self._ports.pop(next(iter(self._ports)))
+        return digest
+
+
+def config_compiler(config: str | None, config_dir: str | None) -> ConfigCompiler:
+    """Compile --config/--config-dir through the compiler pipeline (as `swap-compile` does)."""
+    return ConfigCompiler(config, config_dir)
 
 
 def plan_file_loader(path: str) -> CompileFn:
@@ -197,6 +249,17 @@ class Reloader:
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
         self.watching: dict[str, Any] | None = None  # filled in by whoever starts a watcher
+        self._warmup: asyncio.Future[Any] | None = None
+        warm = getattr(compile_fn, "warm", None)
+        if callable(warm):  # prime a compile session off the loop, so the first reload is quick
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                pass
+            else:
+                self._warmup = loop.create_task(
+                    asyncio.to_thread(warm, plan, self.digest), name="reload-warmup"
+                )
 
     # -- triggers ---------------------------------------------------------------------------
 
@@ -225,6 +288,13 @@ class Reloader:
         self._closed = True
         if self._worker is not None:
             await asyncio.gather(self._worker, return_exceptions=True)
+        await self._warmed()
+
+    async def _warmed(self) -> None:
+        """Wait for the warm-up compile (the session must not be used by two threads)."""
+        if self._warmup is not None:
+            await asyncio.gather(self._warmup, return_exceptions=True)
+            self._warmup = None
 
     @property
     def reloading(self) -> bool:
@@ -252,8 +322,13 @@ class Reloader:
     async def _run_once(self, reason: str) -> ReloadOutcome:
         t0 = time.perf_counter()
         log.info("reloading configuration (%s)", reason)
+        await self._warmed()
+        compile_for = getattr(self._compile_fn, "compile_for", None)
         try:
-            loaded = await asyncio.to_thread(self._compile_fn)
+            if callable(compile_for):  # sticky ports: tell the compiler what is running
+                loaded = await asyncio.to_thread(compile_for, self.plan, self.digest)
+            else:
+                loaded = await asyncio.to_thread(self._compile_fn)
         except Exception as exc:
             return self._failed(reason, describe_failure(exc), t0)
         if loaded.warnings:
