@@ -65,7 +65,19 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -
     raise SystemExit(f"{url} not healthy in {timeout} s")
 
 
-async def one(session: aiohttp.ClientSession, url: str, stream: bool, max_tokens: int) -> float:
+RETRIES = {"count": 0}
+
+
+async def one(
+    session: aiohttp.ClientSession,
+    fresh: aiohttp.ClientSession,
+    url: str,
+    stream: bool,
+    max_tokens: int,
+) -> float:
+    """One request; latency in ms. Straight to llama-server, a keep-alive connection reused
+    after a stream is dead, so (like the proxy) the client retries once on a fresh
+    connection; retries are counted."""
     body = {
         "model": "bench",
         "messages": [{"role": "user", "content": "hi"}],
@@ -74,10 +86,17 @@ async def one(session: aiohttp.ClientSession, url: str, stream: bool, max_tokens
         "stream": stream,
     }
     started = time.perf_counter()
-    async with session.post(f"{url}/v1/chat/completions", json=body) as resp:
-        if resp.status != 200:
-            raise RuntimeError(f"{resp.status}: {await resp.text()}")
-        await resp.read()
+    for attempt, client in ((1, session), (2, fresh)):
+        try:
+            async with client.post(f"{url}/v1/chat/completions", json=body) as resp:
+                if resp.status != 200:
+                    raise RuntimeError(f"{resp.status}: {await resp.text()}")
+                await resp.read()
+            break
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+            if attempt == 2:
+                raise
+            RETRIES["count"] += 1
     return (time.perf_counter() - started) * 1000
 
 
@@ -87,15 +106,19 @@ async def run(
     latencies: list[float] = []
     per_client = n // clients
 
-    async def client(session: aiohttp.ClientSession) -> None:
-        for _ in range(per_client):
-            latencies.append(await one(session, url, stream, max_tokens))
+    async with (
+        aiohttp.ClientSession() as session,
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as fresh,
+    ):
 
-    async with aiohttp.ClientSession() as session:
+        async def client() -> None:
+            for _ in range(per_client):
+                latencies.append(await one(session, fresh, url, stream, max_tokens))
+
         for _ in range(5):  # warm up connections and the model
-            await one(session, url, stream, max_tokens)
+            await one(session, fresh, url, stream, max_tokens)
         started = time.perf_counter()
-        await asyncio.gather(*(client(session) for _ in range(clients)))
+        await asyncio.gather(*(client() for _ in range(clients)))
         elapsed = time.perf_counter() - started
     return latencies, len(latencies) / elapsed
 
@@ -106,16 +129,19 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def bench(direct: str, proxied: str, n: int, max_tokens: int) -> None:
-    print(f"{'mode':<9}{'clients':>8}  {'path':<7}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}")
+    header = f"{'mode':<9}{'clients':>8}  {'path':<7}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}"
+    print(header + f"{'client retries':>16}")
     for stream in (False, True):
         for clients in (1, 4):
             rows = {}
             for label, url in (("direct", direct), ("proxy", proxied)):
+                RETRIES["count"] = 0
                 lat, rate = await run(url, n, clients, stream, max_tokens)
                 rows[label] = (statistics.median(lat), pct(lat, 0.99), rate)
                 mode = "stream" if stream else "plain"
                 p50, p99, rps = rows[label]
-                print(f"{mode:<9}{clients:>8}  {label:<7}{p50:>9.2f}{p99:>9.2f}{rps:>9.0f}")
+                row = f"{mode:<9}{clients:>8}  {label:<7}{p50:>9.2f}{p99:>9.2f}{rps:>9.0f}"
+                print(row + f"{RETRIES['count']:>16}")
             added = rows["proxy"][0] - rows["direct"][0]
             share = rows["proxy"][2] / rows["direct"][2] * 100
             print(f"{'':<17}added p50 {added:+.2f} ms, throughput {share:.0f}% of direct")
@@ -126,6 +152,12 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--size", choices=("tiny", "small"), default="tiny")
     parser.add_argument("--max-tokens", type=int, default=8)
+    parser.add_argument(
+        "--scheduler",
+        choices=("serial", "fifo"),
+        default="fifo",
+        help="serial admits one request at a time, so concurrent rows measure queueing",
+    )
     args = parser.parse_args()
 
     binary = load_script("build_llama_server").find_cached_binary()
@@ -138,7 +170,9 @@ def main() -> int:
         upstream_port, proxy_port = free_port(), free_port()
         config = Path(tmp) / "config.yaml"
         config.write_text(
-            "healthCheckTimeout: 60\nlogLevel: warn\nmodels:\n  bench:\n"
+            "healthCheckTimeout: 60\nlogLevel: warn\n"
+            f"routing:\n  scheduler:\n    use: {args.scheduler}\n"
+            "models:\n  bench:\n"
             f"    cmd: {binary} -m {gguf} --host 127.0.0.1 --port {upstream_port}"
             " --alias bench -c 2048 -np 4 -t 2\n"
             f"    proxy: http://127.0.0.1:{upstream_port}\n"
@@ -156,7 +190,7 @@ def main() -> int:
             asyncio.run(run(proxied, 1, 1, False, args.max_tokens))
             print(
                 f"llama-server {binary}\nmodel {args.size}, {args.requests} requests per row, "
-                f"max_tokens {args.max_tokens}"
+                f"max_tokens {args.max_tokens}, scheduler {args.scheduler}"
             )
             asyncio.run(
                 bench(f"http://127.0.0.1:{upstream_port}", proxied, args.requests, args.max_tokens)
