@@ -95,3 +95,72 @@ def test_ports_past_65535_are_an_error() -> None:
             "no port left for ${PORT}: it would be 65536, above 65535 (lower startPort)",
         )
     ]
+
+
+# -- port_hints: sticky ports for hot reload (a deliberate extension; swap-compile never passes them)
+
+
+def ports_with(text: str, hints: dict[str, int] | None) -> dict[str, str]:
+    from compiler.resolve import resolve
+
+    from .resolve_util import doc
+
+    plan, _ = resolve(doc(text), (), port_hints=hints)
+    return {mid: m.proxy.rsplit(":", 1)[1] for mid, m in plan.models.items()}
+
+
+THREE = """
+startPort: 9000
+models:
+  b: {cmd: "srv ${PORT}"}
+  c: {cmd: "srv ${PORT}"}
+  fixed: {cmd: "srv 7000", proxy: "http://h:7000"}
+  d: {cmd: "srv ${PORT}"}
+"""
+
+
+def test_without_hints_ports_are_consecutive_in_id_order() -> None:
+    assert ports_with(THREE, None) == ports_with(THREE, {}) == {
+        "b": "9000", "c": "9001", "d": "9002", "fixed": "7000",
+    }
+
+
+def test_a_model_added_before_the_others_keeps_their_hinted_ports() -> None:
+    before = {"b": 9000, "c": 9001, "d": 9002}
+    added = THREE.replace("models:\n", "models:\n  a: {cmd: \"srv ${PORT}\"}\n")
+    assert ports_with(added, None)["b"] == "9001"  # Go's allocation shifts every later model
+    assert ports_with(added, before) == {
+        "a": "9003", "b": "9000", "c": "9001", "d": "9002", "fixed": "7000",
+    }
+
+
+def test_a_removed_model_leaves_a_gap_that_the_next_new_model_fills() -> None:
+    hints = {"b": 9000, "c": 9001, "d": 9002}
+    text = THREE.replace('  c: {cmd: "srv ${PORT}"}\n', '  e: {cmd: "srv ${PORT}"}\n')
+    assert ports_with(text, hints) == {"b": "9000", "d": "9002", "e": "9001", "fixed": "7000"}
+
+
+def test_unusable_hints_are_ignored() -> None:
+    hints = {
+        "b": 8999,  # below startPort
+        "c": 9005,
+        "d": 9005,  # already claimed by c (earlier in id order)
+        "fixed": 9001,  # does not use ${PORT}: takes no port
+        "gone": 9000,  # no such model
+    }
+    assert ports_with(THREE, hints) == {"b": "9000", "c": "9005", "d": "9001", "fixed": "7000"}
+    assert ports_with(THREE, {"b": 70000}) == ports_with(THREE, None)
+
+
+def test_compile_reports_ports_and_derive_ports_recovers_them_from_a_plan() -> None:
+    from compiler.pipeline import compile_sources
+    from compiler.ports import derive_ports
+
+    text = THREE.replace(
+        '  d: {cmd: "srv ${PORT}"}',
+        '  d: {cmd: "srv --listen ${PORT}", proxy: "http://127.0.0.1:${PORT}/v1"}',
+    )
+    result = compile_sources([("a.yaml", text)], env={}, port_hints={"d": 9100})
+    assert dict(result.ports) == {"b": 9000, "c": 9001, "d": 9100}
+    # a fixed port is guessed too; harmless, hints only apply to models using ${PORT}
+    assert derive_ports(result.plan) == {**result.ports, "fixed": 7000}
