@@ -135,6 +135,8 @@ def llama_server_bin() -> Path:
     path = find_llama_server()
     if path is not None:
         return path
+    if os.environ.get("LLAMA_SERVER_BIN"):
+        pytest.fail(f"LLAMA_SERVER_BIN={os.environ['LLAMA_SERVER_BIN']} is not an executable file")
     if os.environ.get("CI"):
         pytest.fail(f"CI is set but llama-server is not built; .ci/run must run: {BUILD_HINT}")
     pytest.skip(f"llama-server not built (about 8 min once); build it with: {BUILD_HINT}")

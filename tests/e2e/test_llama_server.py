@@ -129,7 +129,10 @@ def test_the_real_server_closes_the_connection_after_a_streamed_response(
         sock.sendall(request)
         received = b""
         while True:
-            chunk = sock.recv(65536)
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                pytest.fail(f"the server kept the connection open after the stream: {received!r}")
             if not chunk:
                 break  # the server closed the connection
             received += chunk
