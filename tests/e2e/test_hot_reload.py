@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -300,3 +301,52 @@ async def test_post_reload_and_sighup_work_without_watching(site: Site, live_pro
         assert refused["ok"] is False
         assert str(site.fragment("30-d.yaml")) in refused["error"]["message"]
         assert (await chat(s, proxy.url, "d"))[0] == 200  # still the old plan
+
+
+def free_port_run(n: int) -> int:
+    """A port p with p .. p+n-1 all free right now (for a `startPort`)."""
+    for _ in range(50):
+        base = free_port()
+        if base + n > 65535:
+            continue
+        try:
+            for p in range(base, base + n):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return base
+    raise AssertionError("no run of free ports found")
+
+
+def port_model_yaml(mid: str) -> str:
+    return (f"models:\n  {mid}:\n    cmd: {FAKE} --port ${{PORT}} --model {mid}\n"
+            f"    proxy: http://127.0.0.1:${{PORT}}\n")
+
+
+async def test_a_model_added_before_a_running_one_does_not_move_its_port(
+    site: Site, live_proxy: Any
+) -> None:
+    site.config.write_text(CONFIG + f"startPort: {free_port_run(3)}\n")
+    site.fragment("20-m.yaml").write_text(port_model_yaml("m"))
+    proxy = live_proxy("--watch-config")
+    async with aiohttp.ClientSession() as s:
+        code, body = await chat(s, proxy.url, "m")
+        assert code == 200
+        pid_m, port_m = body["fake"]["pid"], body["fake"]["port"]
+
+        # "a" sorts before "m": in Go's allocation it would take m's port and m would move.
+        site.fragment("10-a.yaml").write_text(port_model_yaml("a"))
+
+        async def a_added() -> dict[str, Any] | None:
+            last = (await status(s, proxy.url))["lastReload"]
+            return last if last and last["changed"] else None
+
+        last = await eventually(a_added, "the reload adding a")
+        assert last["diff"]["added"] == ["a"]
+        assert last["diff"]["kept"] == ["m"] and last["diff"]["changedRestart"] == []
+
+        code, body = await chat(s, proxy.url, "m")
+        assert code == 200 and (body["fake"]["pid"], body["fake"]["port"]) == (pid_m, port_m)
+        code, body = await chat(s, proxy.url, "a")
+        assert code == 200 and body["fake"]["port"] != port_m

@@ -161,3 +161,53 @@ async def test_plan_file_loader_reports_a_broken_plan(tmp_path: Path) -> None:
     assert not outcome.ok
     assert str(path) in r.status()["lastError"]["message"]
     assert router.applied == []
+
+
+# -- sticky ports and the compile session ------------------------------------------------------
+
+PORT_MODEL = "  {mid}:\n    cmd: srv --port ${{PORT}}\n"
+
+
+def write_models(path: Path, *ids: str) -> None:
+    path.write_text("models:\n" + "".join(PORT_MODEL.format(mid=mid) for mid in ids))
+
+
+@pytest.mark.parametrize("exact", [True, False], ids=["ports-from-warm-up", "ports-derived"])
+async def test_adding_a_model_that_sorts_first_keeps_the_running_models_ports(
+    tmp_path: Path, exact: bool
+) -> None:
+    from compiler.pipeline import compile_paths
+
+    cfg = tmp_path / "config.yaml"
+    write_models(cfg, "m", "n")
+    running = compile_paths(str(cfg), None).plan  # as the startup compile does
+    if not exact:  # a running plan the compiler never saw: ports are read from the plan
+        running = Plan(models=running.models)
+    router = FakeRouter(running)
+    r = Reloader(config_compiler(str(cfg), None), router.apply_plan, plan=running)
+    write_models(cfg, "a", "m", "n")
+    outcome = await r.reload("test")
+    assert outcome.diff is not None
+    assert outcome.diff.added == ("a",) and outcome.diff.kept == ("m", "n")
+    assert [r.plan.models[mid].proxy for mid in "mna"] == [
+        "http://localhost:5800", "http://localhost:5801", "http://localhost:5802",
+    ]
+    # a later reload keeps them too, and the freed port of a removed model is reused
+    write_models(cfg, "a", "b", "n")
+    outcome = await r.reload("test")
+    assert outcome.diff is not None and outcome.diff.kept == ("a", "n")
+    assert r.plan.models["b"].proxy == "http://localhost:5800"
+    await r.aclose()
+
+
+async def test_the_session_compile_digest_is_the_plain_digest(tmp_path: Path) -> None:
+    import hashlib
+
+    from compiler.plan import plan_to_json
+
+    cfg = tmp_path / "config.yaml"
+    compiler_fn = config_compiler(str(cfg), None)
+    for ids in (("m",), ("m", "n"), ("a", "m", "n")):
+        write_models(cfg, *ids)
+        result = compiler_fn()
+        assert result.digest == hashlib.sha256(plan_to_json(result.plan).encode()).hexdigest()
