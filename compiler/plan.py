@@ -273,7 +273,11 @@ def _routing_to_dict(r: Routing) -> dict[str, Any]:
                 "vars": dict(r.matrix.vars),
                 "evictCosts": dict(r.matrix.evictCosts),
                 "sets": [
-                    {"name": s.name, "dsl": s.dsl, "combinations": [list(c) for c in s.combinations]}
+                    {
+                        "name": s.name,
+                        "dsl": s.dsl,
+                        "combinations": [list(c) for c in s.combinations],
+                    }
                     for s in r.matrix.sets
                 ],
             }
@@ -366,7 +370,9 @@ def plan_to_json(plan: Plan, *, model_text: Callable[[Model], str] | None = None
 def _timeouts_from(d: Mapping[str, Any] | None, default: Timeouts) -> Timeouts:
     if not d:
         return default
-    return Timeouts(**{f.name: int(d.get(f.name, getattr(default, f.name))) for f in fields(Timeouts)})
+    return Timeouts(
+        **{f.name: int(d.get(f.name, getattr(default, f.name))) for f in fields(Timeouts)}
+    )
 
 
 def _filters_from(d: Mapping[str, Any] | None) -> Filters:
@@ -450,7 +456,9 @@ def _routing_from(d: Mapping[str, Any]) -> Routing:
 def plan_from_dict(d: Mapping[str, Any]) -> Plan:
     """Build a frozen Plan from its JSON form (validate against plan.schema.json first)."""
     if d.get("planVersion") != PLAN_VERSION:
-        raise ValueError(f"unsupported planVersion {d.get('planVersion')!r} (expected {PLAN_VERSION})")
+        raise ValueError(
+            f"unsupported planVersion {d.get('planVersion')!r} (expected {PLAN_VERSION})"
+        )
     perf = d.get("performance") or {}
     defaults = Settings()
     settings = Settings(

@@ -31,8 +31,8 @@ import dataclasses
 import hashlib
 import json
 import threading
-from collections.abc import Mapping, Sequence
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from compiler import models as model_stage
 from compiler.aliases import AliasTable, register_set_params_by_id
@@ -46,6 +46,9 @@ from compiler.parse import ParsedSource, parse_source
 from compiler.plan import Capabilities, Model, Plan, Settings, model_json, plan_to_json
 from compiler.sourcemap import KeyPath
 from compiler.validate import ValidMemo
+
+if TYPE_CHECKING:
+    from compiler.pipeline import CompileResult
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -162,7 +165,7 @@ class CompileSession:
         strict: bool = False,
         env: Mapping[str, str] | None = None,
         port_hints: Mapping[str, int] | None = None,
-    ) -> Any:
+    ) -> CompileResult:
         """As `compiler.pipeline.compile_paths`, plus `port_hints`; result `.ports` is filled."""
         from compiler.load import load_paths
         from compiler.pipeline import compile_files
@@ -186,13 +189,12 @@ class CompileSession:
         env: Mapping[str, str] | None = None,
         strict: bool = False,
         port_hints: Mapping[str, int] | None = None,
-    ) -> Any:
+    ) -> CompileResult:
         """As `compiler.pipeline.compile_sources`, plus `port_hints`; result `.ports` is filled."""
         from compiler.pipeline import compile_files
 
         files = [
-            (name, text, hashlib.sha256(text.encode("utf-8")).hexdigest())
-            for name, text in sources
+            (name, text, hashlib.sha256(text.encode("utf-8")).hexdigest()) for name, text in sources
         ]
         with self._lock:
             return self._run(
@@ -212,7 +214,7 @@ class CompileSession:
 
     # -- the generation ----------------------------------------------------------------------
 
-    def _run(self, compile_now: Any) -> Any:
+    def _run(self, compile_now: Callable[[], CompileResult]) -> CompileResult:
         if self._rotate_next or self._failed_in_a_row >= _MAX_FAILED_GENERATIONS:
             for cache in self._caches:
                 cache.rotate()

@@ -120,17 +120,28 @@ models:
 
 
 def test_without_hints_ports_are_consecutive_in_id_order() -> None:
-    assert ports_with(THREE, None) == ports_with(THREE, {}) == {
-        "b": "9000", "c": "9001", "d": "9002", "fixed": "7000",
-    }
+    assert (
+        ports_with(THREE, None)
+        == ports_with(THREE, {})
+        == {
+            "b": "9000",
+            "c": "9001",
+            "d": "9002",
+            "fixed": "7000",
+        }
+    )
 
 
 def test_a_model_added_before_the_others_keeps_their_hinted_ports() -> None:
     before = {"b": 9000, "c": 9001, "d": 9002}
-    added = THREE.replace("models:\n", "models:\n  a: {cmd: \"srv ${PORT}\"}\n")
+    added = THREE.replace("models:\n", 'models:\n  a: {cmd: "srv ${PORT}"}\n')
     assert ports_with(added, None)["b"] == "9001"  # Go's allocation shifts every later model
     assert ports_with(added, before) == {
-        "a": "9003", "b": "9000", "c": "9001", "d": "9002", "fixed": "7000",
+        "a": "9003",
+        "b": "9000",
+        "c": "9001",
+        "d": "9002",
+        "fixed": "7000",
     }
 
 

@@ -153,8 +153,14 @@ def test_the_session_reuses_unchanged_work() -> None:
 def test_cached_fragments_are_not_changed_by_merging() -> None:
     # Two fragments adding to the same non-entity mappings: a merge that mutated a
     # cached fragment would leak the other fragment's keys into the next compile.
-    one = ("a.yaml", "hooks: {on_startup: {preload: [m1]}}\nmodels: {m1: {cmd: x, proxy: 'http://h:1'}}\n")
-    two = ("b.yaml", "hooks: {on_startup: {preload: [m2]}}\nmodels: {m2: {cmd: x, proxy: 'http://h:2'}}\n")
+    one = (
+        "a.yaml",
+        "hooks: {on_startup: {preload: [m1]}}\nmodels: {m1: {cmd: x, proxy: 'http://h:1'}}\n",
+    )
+    two = (
+        "b.yaml",
+        "hooks: {on_startup: {preload: [m2]}}\nmodels: {m2: {cmd: x, proxy: 'http://h:2'}}\n",
+    )
     session = CompileSession()
     for sources in ([one, two], [one], [one, two], [two]):
         assert cached(session, sources, {}) == plain(sources, {})
@@ -164,8 +170,15 @@ fragment_versions = st.sampled_from([text for _, text in EDITS if text is not No
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(st.sampled_from(["00-global.yaml", "10-a.yaml", "20-b.yaml", "30-c.yaml"]),
-                          st.one_of(st.none(), fragment_versions)), max_size=8))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["00-global.yaml", "10-a.yaml", "20-b.yaml", "30-c.yaml"]),
+            st.one_of(st.none(), fragment_versions),
+        ),
+        max_size=8,
+    )
+)
 def test_any_edit_sequence_compiles_identically(edits: list[tuple[str, str | None]]) -> None:
     replay(edits, {"TOKEN": "x"})
 
