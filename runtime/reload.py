@@ -8,7 +8,9 @@ knows nothing about files or processes: it is given
 - `compile_fn()`: a blocking function returning a `Loaded` (the new plan and its
   digest) or raising -- run in a worker thread via `asyncio.to_thread`.  Use
   `config_compiler(config, config_dir)` (the same pipeline as `swap-compile`) or
-  `plan_file_loader(path)` (a plan written by `swap-compile`);
+  `plan_file_loader(path)` (a plan written by `swap-compile`).  If it also has
+  `compile_for(running_plan, running_digest)` that is called instead (sticky
+  `${PORT}`s), and its `warm(plan, digest)` runs once in the background at start;
 - `apply_fn(plan)`: a coroutine that swaps the running plan (the router's
   `apply_plan`, which returns the `PlanDiff` it applied);
 - `on_event(dict)`: publishes the outcome on the events stream.
