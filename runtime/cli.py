@@ -13,27 +13,34 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import ssl
 import sys
 import traceback
-from collections.abc import Mapping, Sequence
-from importlib import metadata
+from collections.abc import Callable, Mapping, Sequence
 
 from compiler.diagnostics import CompileError, Diagnostic
 from compiler.plan import Plan
 from runtime.plan_loader import PlanLoadError, load_plan
 from runtime.serve import DEFAULT_SHUTDOWN_TIMEOUT, serve
+from runtime.web.version import package_version as version
 
 EXIT_OK, EXIT_CONFIG, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 COMMIT = "unknown"
 BUILD_DATE = "unknown"
 
 
-def version() -> str:
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (the proxy's per-request CPU drops by a
+    fifth or more: bench/proxy_overhead.py), else asyncio's own.  `LLAMA_SWAP_LOOP=asyncio`
+    forces the standard loop."""
+    if os.environ.get("LLAMA_SWAP_LOOP", "").strip().lower() == "asyncio":
+        return None
     try:
-        return metadata.version("llama-swap-py")
-    except metadata.PackageNotFoundError:
-        return "0"
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,11 +133,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     watch_files = [f for f in (args.plan or args.config,) if f] if watch else []
     watch_dirs = [args.config_dir] if watch and args.config_dir and not args.plan else []
     try:
-        asyncio.run(serve(plan, listen=args.listen, ssl_context=ctx,
-                          shutdown_timeout=args.shutdown_timeout, version=version(),
-                          on_listening=_announce, compile_fn=compile_fn,
-                          watch_files=watch_files, watch_dirs=watch_dirs,
-                          watch_poll=args.watch_poll))
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            runner.run(serve(plan, listen=args.listen, ssl_context=ctx,
+                             shutdown_timeout=args.shutdown_timeout, version=version(),
+                             on_listening=_announce, compile_fn=compile_fn,
+                             watch_files=watch_files, watch_dirs=watch_dirs,
+                             watch_poll=args.watch_poll))
     except KeyboardInterrupt:
         return EXIT_OK
     except (OSError, ValueError) as exc:  # e.g. address in use, bad --listen

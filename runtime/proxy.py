@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterable, AsyncIterator
+from contextvars import ContextVar
 from types import SimpleNamespace
 from typing import Any
 
@@ -58,39 +59,61 @@ SMALL_BODY = 64 * 1024  # relay bodies up to this size (with a Content-Length) i
 Body = Any  # bytes | AsyncIterable[bytes] | a ForwardBody (runtime/web/body.py) | None
 
 
+class CountingResponse(web.StreamResponse):
+    """A streamed response that counts the body bytes written (`body_bytes`), for the
+    access log: aiohttp itself only knows the bytes on the wire, chunk framing included."""
+
+    body_bytes = 0
+
+    def write(self, data: Any) -> Any:
+        self.body_bytes += len(data)
+        return super().write(data)
+
+
 class UpstreamError(Exception):
     """The upstream could not be reached or failed before answering."""
 
 
-def _dropped(headers: Any) -> set[str]:
-    drop = set(HOP_BY_HOP)
-    for value in headers.getall("Connection", ()):
+_HOP_BY_HOP_AND_LENGTH = HOP_BY_HOP | {"content-length"}
+
+
+def _dropped(headers: Any, base: frozenset[str] = HOP_BY_HOP) -> frozenset[str]:
+    """`base` plus the names a `Connection` header lists (the common case: no extra set)."""
+    values = headers.getall("Connection", ())
+    if not values:
+        return base
+    drop = set(base)
+    for value in values:
         drop.update(token.strip().lower() for token in value.split(",") if token.strip())
-    return drop
+    return frozenset(drop)
 
 
 def request_headers(request: web.BaseRequest) -> CIMultiDict[str]:
     """The client's headers minus hop-by-hop ones and Content-Length (aiohttp sets it);
     `X-Forwarded-For` gets the client address appended, as Go's reverse proxy does."""
-    drop = _dropped(request.headers)
-    drop.add("content-length")
-    out: CIMultiDict[str] = CIMultiDict(
-        (k, v) for k, v in request.headers.items() if k.lower() not in drop
-    )
+    headers = request.headers
+    drop = _dropped(headers, _HOP_BY_HOP_AND_LENGTH)
+    out: CIMultiDict[str] = CIMultiDict()
+    add = out.add
+    for k, v in headers.items():
+        if k.lower() not in drop:
+            add(k, v)
     remote = request.remote
     if remote:
-        prior = out.getall("X-Forwarded-For", ())
-        out.popall("X-Forwarded-For", None)
-        out["X-Forwarded-For"] = ", ".join([*prior, remote])
+        prior = out.popall("X-Forwarded-For", None)
+        out["X-Forwarded-For"] = ", ".join([*prior, remote]) if prior else remote
     return out
 
 
 def response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
-    drop = _dropped(upstream.headers)
-    out: CIMultiDict[str] = CIMultiDict(
-        (k, v) for k, v in upstream.headers.items() if k.lower() not in drop
-    )
-    if "text/event-stream" in upstream.headers.get("Content-Type", ""):
+    headers = upstream.headers
+    drop = _dropped(headers)
+    out: CIMultiDict[str] = CIMultiDict()
+    add = out.add
+    for k, v in headers.items():
+        if k.lower() not in drop:
+            add(k, v)
+    if "text/event-stream" in headers.get("Content-Type", ""):
         out["X-Accel-Buffering"] = "no"
     return out
 
@@ -108,20 +131,43 @@ class _ReplayableStream:
             yield chunk
 
 
+# The attempt in progress in this task: `_PoolConnector` marks it when it hands out a
+# pooled (reused) connection.  A context variable instead of an aiohttp TraceConfig,
+# whose per-request trace objects and callbacks cost more than the rest of the lookup.
+_ATTEMPT: ContextVar[SimpleNamespace | None] = ContextVar("llama_swap_attempt", default=None)
+
+
+class _PoolConnector(aiohttp.TCPConnector):
+    """A TCPConnector that tells the current attempt whether its connection was reused."""
+
+    async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
+        conn = await super().connect(req, traces, timeout)
+        proto: Any = conn.protocol
+        if proto is not None:
+            attempt = _ATTEMPT.get()
+            if getattr(proto, "_llama_swap_used", False):
+                if attempt is not None:
+                    attempt.reused = True
+            else:
+                proto._llama_swap_used = True
+        return conn
+
+
 class _Upstream:
     """The client sessions for one model: a pooled one and a no-reuse one for retries."""
 
-    def __init__(self, model: Model, trace: aiohttp.TraceConfig) -> None:
+    def __init__(self, model: Model) -> None:
+        self.model = model
         self.proxy = model.proxy.rstrip("/")
         self.timeouts = model.timeouts
         t = model.timeouts
+        self.header_timeout = t.responseHeader or None
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.connect or None)
         self.pooled = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=t.idleConn or 90),
+            connector=_PoolConnector(limit=0, keepalive_timeout=t.idleConn or 90),
             timeout=timeout,
             auto_decompress=False,
             skip_auto_headers=_SKIP_AUTO,
-            trace_configs=[trace],
         )
         self.fresh = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, force_close=True),
@@ -135,30 +181,24 @@ class _Upstream:
         await self.fresh.close()
 
 
-async def _mark_reused(
-    session: aiohttp.ClientSession, ctx: SimpleNamespace, params: Any
-) -> None:
-    if ctx.trace_request_ctx is not None:
-        ctx.trace_request_ctx.reused = True
-
-
 class UpstreamPool:
     """Client sessions per model, and the forwarding of one request through them."""
 
     def __init__(self) -> None:
         self._upstreams: dict[str, _Upstream] = {}
-        self._trace = aiohttp.TraceConfig()
-        self._trace.on_connection_reuseconn.append(_mark_reused)
         self._closing: set[asyncio.Task[None]] = set()
 
     def _get(self, model: Model) -> _Upstream:
         up = self._upstreams.get(model.id)
+        if up is not None and up.model is model:  # the common case: the same plan entry
+            return up
         if up is None or up.proxy != model.proxy.rstrip("/") or up.timeouts != model.timeouts:
             if up is not None:  # the model's address changed (hot reload): retire the old pool
                 task = asyncio.get_running_loop().create_task(up.close())
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
-            up = self._upstreams[model.id] = _Upstream(model, self._trace)
+            up = self._upstreams[model.id] = _Upstream(model)
+        up.model = model
         return up
 
     async def close(self) -> None:
@@ -179,12 +219,16 @@ class UpstreamPool:
         url = up.proxy + path_qs
         data, stream = _payload(body, headers)
         flag = SimpleNamespace(reused=False)
-        header_timeout = model.timeouts.responseHeader or None
+        header_timeout = up.header_timeout
+        token = _ATTEMPT.set(flag)
         try:
+            if header_timeout is None:
+                return await up.pooled.request(
+                    method, url, headers=headers, data=data, allow_redirects=False
+                )
             async with asyncio.timeout(header_timeout):
                 return await up.pooled.request(
-                    method, url, headers=headers, data=data, trace_request_ctx=flag,
-                    allow_redirects=False,
+                    method, url, headers=headers, data=data, allow_redirects=False
                 )
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
             replayable = stream is None or not stream.started
@@ -195,6 +239,8 @@ class UpstreamPool:
             raise UpstreamError(_describe(exc)) from exc
         except TimeoutError as exc:
             raise UpstreamError(f"no response headers within {header_timeout}s") from exc
+        finally:
+            _ATTEMPT.reset(token)
         try:
             async with asyncio.timeout(header_timeout):
                 return await up.fresh.request(
@@ -256,7 +302,7 @@ async def relay(
             await small.prepare(request)
             await small.write_eof()
             return small
-        resp = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
+        resp = CountingResponse(status=upstream.status, reason=upstream.reason, headers=headers)
         await resp.prepare(request)
     content = upstream.content
     while True:

@@ -87,6 +87,8 @@ class Router:
         self._shutdown_task: asyncio.Task[None] | None = None
         self._closing = False
         self._leased = 0  # leases granted and not yet released (all models)
+        self._inflight_changed = False  # emit an `inflight` event once the event is handled
+        self._busy = False  # an event is being handled (posts made meanwhile are queued)
         self.processes: dict[str, ModelProcess] = {
             mid: self._new_process(model) for mid, model in plan.models.items()
         }
@@ -203,7 +205,7 @@ class Router:
         waiter.future.set_result(Lease(self.processes[request.model].model, self._post))
         self._last_use[request.model] = self._clock()
         self._leased += 1
-        self._emit_inflight()
+        self._inflight_changed = True  # emitted after the scheduler has counted the grant
         return True
 
     def grant_error(self, request: Request, error: RouteError) -> None:
@@ -230,15 +232,27 @@ class Router:
     async def _run(self) -> None:
         while True:
             event = await self._queue.get()
-            try:
-                if self._handle(event):
-                    return
-                hotswap.after_event(self)  # advance processes draining after a reload
-            except Exception:  # a bug; keep serving rather than hang every caller
-                log.exception("router: error handling %r", event)
-                for fut in _futures_of(event):
-                    if not fut.done():
-                        fut.set_exception(RouteFailure(RouteError(500, "internal router error")))
+            if self._process(event):
+                return
+
+    def _process(self, event: Event) -> bool:
+        """Handle one event (on the loop task, or inline from `_post`); True to exit."""
+        self._busy = True
+        try:
+            if self._handle(event):
+                return True
+            hotswap.after_event(self)  # advance processes draining after a reload
+        except Exception:  # a bug; keep serving rather than hang every caller
+            log.exception("router: error handling %r", event)
+            for fut in _futures_of(event):
+                if not fut.done():
+                    fut.set_exception(RouteFailure(RouteError(500, "internal router error")))
+        finally:
+            self._busy = False
+            if self._inflight_changed:
+                self._inflight_changed = False
+                self._emit_inflight()
+        return False
 
     def _handle(self, event: Event) -> bool:
         """Apply one event; True when the loop must exit."""
@@ -262,8 +276,8 @@ class Router:
                 log.debug("serve done: %s", model)
                 self._last_use[model] = self._clock()
                 self._leased -= 1
+                self._inflight_changed = True
                 sched.on_serve_done(model)
-                self._emit_inflight()
             case ProcessStopped(model=model):
                 sched.on_process_stopped(model)
             case StateChanged(model=model, old=old, new=new):
@@ -327,6 +341,20 @@ class Router:
     # ------------------------------------------------------------------ tasks
 
     def _post(self, event: Event) -> None:
+        """Queue `event` for the run loop.  Fast path: a request or a serve-done posted
+        while the loop is idle (nothing queued, nothing being handled) is handled at
+        once, in the caller: the same one-event-at-a-time order the loop task would
+        give, without two task switches per request (a granted `acquire` then returns
+        without suspending)."""
+        if (
+            type(event) in _INLINE
+            and not self._busy
+            and self._queue.empty()
+            and self._loop_task is not None
+            and not self._loop_task.done()
+        ):
+            self._process(event)
+            return
         self._queue.put_nowait(event)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
@@ -408,6 +436,9 @@ class Router:
     def _emit_inflight(self) -> None:
         if self._on_event is not None:
             self._on_event({"type": "inflight", "total": self._leased})
+
+
+_INLINE = frozenset({RequestArrived, ServeDone})
 
 
 def _futures_of(event: Event) -> list[asyncio.Future[Any]]:

@@ -27,9 +27,10 @@ from aiohttp import web
 from compiler.plan import Plan
 from runtime.app import AppState, build_app, create_state
 from runtime.logs import LogBuffer
+from runtime.web.access_log import ProxyLog, proxy_log_of
 
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0
-LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
+PY_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
           "warning": logging.WARNING, "error": logging.ERROR}
 
 
@@ -50,18 +51,32 @@ class EchoLogBuffer(LogBuffer):
 
 
 class BufferHandler(logging.Handler):
-    """Python logging records -> `[LEVEL] message` lines in the proxy log."""
+    """Python logging records -> proxy log lines, formatted by the same ProxyLog as the
+    access log (`[<time> ][LEVEL] message`, the time per `logTimeFormat`).
 
-    def __init__(self, buffer: LogBuffer) -> None:
+    `log` is read per record, so a hot reload's logLevel/logTimeFormat apply at once
+    (serve.py points it at the running state's current settings)."""
+
+    def __init__(self, buffer: LogBuffer, log: Callable[[], ProxyLog]) -> None:
         super().__init__()
         self.buffer = buffer
+        self.log = log
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            level = "WARN" if record.levelno == logging.WARNING else record.levelname
-            self.buffer.write(f"[{level}] {record.getMessage()}\n")
+            self.log().log(_level_name(record.levelno), record.getMessage())
         except Exception:
             self.handleError(record)
+
+
+def _level_name(levelno: int) -> str:
+    if levelno >= logging.ERROR:
+        return "error"
+    if levelno >= logging.WARNING:
+        return "warn"
+    if levelno >= logging.INFO:
+        return "info"
+    return "debug"
 
 
 def wire_logs(plan: Plan, stdout: TextIO | None = None) -> tuple[LogBuffer, LogBuffer]:
@@ -72,13 +87,35 @@ def wire_logs(plan: Plan, stdout: TextIO | None = None) -> tuple[LogBuffer, LogB
     mux = EchoLogBuffer("mux", out) if mode != "none" else LogBuffer("mux")
     proxy = LogBuffer("proxy", parent=None if mode in ("upstream", "none") else mux)
     upstream = LogBuffer("upstream", parent=mux if mode in ("upstream", "both") else None)
+    settings = plan.settings
+    fixed = ProxyLog(proxy, settings.logLevel, settings.logTimeFormat)
     logger = logging.getLogger("llama_swap")
     for old in [h for h in logger.handlers if isinstance(h, BufferHandler)]:
         logger.removeHandler(old)
-    logger.addHandler(BufferHandler(proxy))
-    logger.setLevel(LEVELS.get(plan.settings.logLevel.strip().lower(), logging.INFO))
+    logger.addHandler(BufferHandler(proxy, lambda: fixed))
+    logger.setLevel(PY_LEVELS.get(settings.logLevel.strip().lower(), logging.INFO))
     logger.propagate = False
     return proxy, upstream
+
+
+def follow_plan_logs(state: AppState) -> None:
+    """Point the "llama_swap" logger's BufferHandler at `state`'s current log settings
+    (so hot-reloaded logLevel/logTimeFormat apply to Python log records too)."""
+    current = proxy_log_of(state)
+    logger = logging.getLogger("llama_swap")
+    levels: list[str] = []
+
+    def log() -> ProxyLog:
+        proxy_log = current()
+        level = state.plan.settings.logLevel
+        if not levels or levels[0] != level:
+            levels[:] = [level]
+            logger.setLevel(PY_LEVELS.get(level.strip().lower(), logging.INFO))
+        return proxy_log
+
+    for handler in logger.handlers:
+        if isinstance(handler, BufferHandler) and handler.buffer is state.proxy_log:
+            handler.log = log
 
 
 def parse_listen(listen: str, tls: bool) -> tuple[str | None, int]:
@@ -119,6 +156,7 @@ async def serve(
     if state is None:
         proxy_log, upstream_log = wire_logs(plan)
         state = create_state(plan, proxy_log=proxy_log, upstream_log=upstream_log, version=version)
+    follow_plan_logs(state)
     reloader = _make_reloader(state, compile_fn) if compile_fn is not None else None
     if middlewares is None:
         from runtime.web.stack import default_middlewares
@@ -171,7 +209,11 @@ async def serve(
             "debounceMs": int(watcher.debounce * 1000),
         }
     addresses = _addresses(site, ssl_context is not None)
-    log.info("llama-swap listening on %s", ", ".join(addresses))
+    # With `on_listening` the caller announces it (the CLI: one line on stderr, which
+    # scripts and tests read); logging it at info too would print it twice whenever
+    # logToStdout sends the proxy log to the terminal.
+    log.log(logging.DEBUG if on_listening is not None else logging.INFO,
+            "llama-swap listening on %s", ", ".join(addresses))
     if on_listening is not None:
         on_listening(addresses)
     try:

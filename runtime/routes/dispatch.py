@@ -15,10 +15,7 @@ and one entry is appended when the response is finished or aborted.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
-from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -76,22 +73,34 @@ async def forward_local(
     return resp
 
 
-@contextlib.contextmanager
-def recording(
-    request: web.Request, model_id: str, req_path: str, meter: ResponseMeter | None
-) -> Iterator[list[web.StreamResponse]]:
+class recording:  # noqa: N801 -- used like a function: `with recording(...) as out:`
     """Append one activity entry when the block ends (normally or not) if an answer
     started.  The block puts the response it returns into the yielded list, so
-    llama-swap's own answers (errors) are recorded too."""
-    out: list[web.StreamResponse] = []
-    if meter is None:
-        yield out
-        return
-    started = datetime.now().astimezone()
-    t0 = time.monotonic()
-    try:
-        yield out
-    finally:
+    llama-swap's own answers (errors) are recorded too.  (A class, not a generator
+    context manager: this runs on every request.)"""
+
+    __slots__ = ("_request", "_model_id", "_req_path", "_meter", "_out", "_wall", "_t0")
+
+    def __init__(
+        self, request: web.Request, model_id: str, req_path: str, meter: ResponseMeter | None
+    ) -> None:
+        self._request = request
+        self._model_id = model_id
+        self._req_path = req_path
+        self._meter = meter
+        self._out: list[web.StreamResponse] = []
+
+    def __enter__(self) -> list[web.StreamResponse]:
+        if self._meter is not None:
+            self._wall = time.time()
+            self._t0 = time.monotonic()
+        return self._out
+
+    def __exit__(self, *exc: object) -> None:
+        meter = self._meter
+        if meter is None:
+            return
+        out = self._out
         if meter.status is None and out:
             resp = out[0]
             meter.start(resp.status, resp.headers)
@@ -100,11 +109,11 @@ def recording(
                 meter.feed(own)
         if meter.status is not None:  # else the client left before any answer
             meter.finish()
-            request.app[ACTIVITY].record(
-                started=started,
-                duration_ms=(time.monotonic() - t0) * 1000,
-                model=model_id,
-                req_path=req_path,
+            self._request.app[ACTIVITY].record(
+                started=self._wall,
+                duration_ms=(time.monotonic() - self._t0) * 1000,
+                model=self._model_id,
+                req_path=self._req_path,
                 meter=meter,
             )
 
@@ -156,14 +165,15 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     plan = state.plan
     req = await extract(request, plan)
     meter = ResponseMeter() if request.method == "POST" else None
+    inflight = request.app[INFLIGHT]
+    inflight.change(+1)
     try:
-        with request.app[INFLIGHT].track(), recording(
-            request, req.model_id, request.path, meter
-        ) as out:
+        with recording(request, req.model_id, request.path, meter) as out:
             resp = await _dispatch(request, state, req, meter)
             out.append(resp)
             return resp
     finally:
+        inflight.change(-1)
         req.body.close()
 
 

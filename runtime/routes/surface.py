@@ -140,6 +140,7 @@ def register(app: web.Application) -> None:
     counter.hub = hub
     activity = app.get(ACTIVITY) or ActivityLog(lambda: state.plan.settings.metricsMaxInMemory)
     activity.listener = lambda entry: hub.publish("metrics", [entry])
+    activity.live = hub.has_subscribers  # entries are rendered lazily while nobody listens
 
     async def api_metrics(request: web.Request) -> web.Response:
         return web.json_response(activity.entries())

@@ -19,7 +19,10 @@ from typing import Protocol
 
 from aiohttp import web
 
+from compiler.plan import Plan
+
 LEVELS = {"debug": 0, "info": 1, "warn": 2, "error": 3}
+INFO = LEVELS["info"]
 SKIP_PREFIXES = ("/wol-health", "/api/performance", "/metrics")
 
 
@@ -121,6 +124,31 @@ class ProxyLog:
         self.log("error", message)
 
 
+class HasPlanAndLog(Protocol):
+    @property
+    def plan(self) -> Plan: ...
+
+    @property
+    def proxy_log(self) -> Writable: ...
+
+
+def proxy_log_of(state: HasPlanAndLog) -> Callable[[], ProxyLog]:
+    """A getter for the ProxyLog that `state`'s current plan asks for (logLevel,
+    logTimeFormat), rebuilt only when those settings change (hot reload)."""
+    cache: dict[tuple[str, str], ProxyLog] = {}
+
+    def current() -> ProxyLog:
+        s = state.plan.settings
+        key = (s.logLevel, s.logTimeFormat)
+        log = cache.get(key)
+        if log is None or log.sink is not state.proxy_log:
+            cache.clear()
+            log = cache[key] = ProxyLog(state.proxy_log, s.logLevel, s.logTimeFormat)
+        return log
+
+    return current
+
+
 def client_ip(request: web.BaseRequest) -> str:
     forwarded = request.headers.get("X-Forwarded-For", "")
     if forwarded:
@@ -142,11 +170,15 @@ def access_line(
     )
 
 
-def _size(resp: web.StreamResponse) -> int:
-    """Body bytes sent: exact for in-memory bodies and declared lengths; for chunked streams
-    aiohttp only knows the bytes on the wire (framing and headers included)."""
+def body_size(resp: web.StreamResponse) -> int:
+    """Response body bytes (reference 5.12): in-memory bodies and declared lengths, the
+    count a `runtime.proxy.CountingResponse` kept for streams; for any other chunked
+    stream aiohttp only knows the bytes on the wire (framing and headers included)."""
     if isinstance(resp, web.Response) and isinstance(resp.body, bytes):
         return len(resp.body)
+    counted = getattr(resp, "body_bytes", None)
+    if counted is not None:
+        return int(counted)
     if resp.content_length is not None:
         return resp.content_length
     return resp.body_length
@@ -162,13 +194,16 @@ def access_log_middleware(log: Callable[[], ProxyLog]) -> Callable[..., object]:
         status, size = 500, 0
         try:
             resp = await handler(request)
-            status, size = resp.status, _size(resp)
+            status, size = resp.status, body_size(resp)
             return resp
         except web.HTTPException as exc:
             status, size = exc.status, len(exc.body or b"") if isinstance(exc.body, bytes) else 0
             raise
         finally:
-            if not path.startswith(SKIP_PREFIXES):
-                log().info(access_line(request, path, status, size, time.perf_counter() - started))
+            proxy_log = log()
+            if proxy_log.level <= INFO and not path.startswith(SKIP_PREFIXES):
+                proxy_log.info(
+                    access_line(request, path, status, size, time.perf_counter() - started)
+                )
 
     return access_log

@@ -129,8 +129,20 @@ def error_message(body: bytes, status: int) -> str:
     return msg[:ERROR_MSG_LIMIT]
 
 
+_MARKERS = (b'"usage"', b'"timings"')  # no token figures without one of these keys
+LAZY_LIMIT = 4096  # JSON bodies up to this size are kept and parsed only when read
+
+
+def _has_markers(data: bytes) -> bool:
+    return _MARKERS[0] in data or _MARKERS[1] in data
+
+
 class ResponseMeter:
-    """Watches one response go by and extracts token figures, within bounded memory."""
+    """Watches one response go by and extracts token figures, within bounded memory.
+
+    Cheap on the hot path: a JSON body is only collected (the chunks, not copied) and
+    parsed when `tokens`/`timing_ms` are first read; SSE `data:` lines are parsed only
+    when they name `usage` or `timings`."""
 
     def __init__(self) -> None:
         self.status: int | None = None
@@ -138,30 +150,57 @@ class ResponseMeter:
         self._sse = False
         self._parse = True
         self._buf = bytearray()
+        self._chunks: list[bytes] = []
+        self._size = 0
         self._overflow = False
-        self.tokens: dict[str, Any] = {}
-        self.timing_ms: float | None = None
+        self._body = b""
+        self._unparsed = False  # `_body` still to be parsed for tokens
+        self._tokens: dict[str, Any] = {}
+        self._timing_ms: float | None = None
+
+    @property
+    def tokens(self) -> dict[str, Any]:
+        if self._unparsed:
+            self._parse_body()
+        return self._tokens
+
+    @property
+    def timing_ms(self) -> float | None:
+        if self._unparsed:
+            self._parse_body()
+        return self._timing_ms
+
+    @property
+    def body_size(self) -> int:
+        """Bytes of the (non-SSE) body this meter keeps."""
+        return len(self._body)
 
     def start(self, status: int, headers: Any) -> None:
         """The response's status and headers (before any body chunk)."""
         self.status = status
         self.content_type = headers.get("Content-Type", "") or ""
         self._sse = "text/event-stream" in self.content_type
-        encoding = (headers.get("Content-Encoding", "") or "").strip().lower()
-        self._parse = encoding in ("", "identity")
+        encoding = headers.get("Content-Encoding", "")
+        self._parse = not encoding or encoding.strip().lower() == "identity"
 
     def feed(self, chunk: bytes) -> None:
         if not self._parse or not chunk:
             return
         if not self._sse:
             if not self._overflow:
-                if len(self._buf) + len(chunk) > MAX_BUFFER:
+                self._size += len(chunk)
+                if self._size > MAX_BUFFER:
                     self._overflow = True
-                    self._buf.clear()
+                    self._chunks.clear()
                 else:
-                    self._buf += chunk
+                    self._chunks.append(chunk)
             return
         self._buf += chunk
+        if b"\n" not in chunk:
+            if len(self._buf) > MAX_BUFFER:  # an absurd line: give it up
+                self._buf = bytearray()
+                self._overflow = True
+            return
         *lines, rest = self._buf.split(b"\n")
         for line in lines:
             self._line(bytes(line))
@@ -171,11 +210,10 @@ class ResponseMeter:
         self._buf = bytearray(rest)
 
     def _line(self, line: bytes) -> None:
-        line = line.rstrip(b"\r")
         if self._overflow:  # the tail of a line that was given up
             self._overflow = False
             return
-        if not line.startswith(b"data:"):
+        if not line.startswith(b"data:") or not _has_markers(line):
             return
         payload = line[5:].strip()
         if not payload.startswith((b"{", b"[")):
@@ -188,75 +226,129 @@ class ResponseMeter:
         except ValueError:
             return
         found, ms = tokens_from(doc)
-        self.tokens.update(found)
+        self._tokens.update(found)
         if ms is not None:
-            self.timing_ms = ms
+            self._timing_ms = ms
+
+    def _parse_body(self) -> None:
+        self._unparsed = False
+        if _has_markers(self._body):
+            self._merge(self._body)
 
     def finish(self) -> None:
-        """End of the body: parse what was buffered."""
+        """End of the body: keep what was collected (parsed when first read)."""
         if not self._parse:
             return
         if self._sse:
             if self._buf:
                 self._line(bytes(self._buf))
-        elif not self._overflow and self._buf:
-            self._merge(bytes(self._buf))
-        self._body = bytes(self._buf) if not self._sse else b""
-        self._buf = bytearray()
+            self._buf = bytearray()
+            return
+        if self._overflow:
+            return
+        chunks, self._chunks = self._chunks, []
+        self._body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self._unparsed = bool(self._body)
 
     def error_msg(self) -> str | None:
         if self.status is None or self.status == 200:
             return None
-        return error_message(getattr(self, "_body", b""), self.status)
+        return error_message(self._body, self.status)
+
+
+class _Pending:
+    """An entry recorded but not yet rendered (rendered when somebody reads it)."""
+
+    __slots__ = ("id", "started", "duration_ms", "model", "req_path", "meter")
+
+    def __init__(
+        self, id: int, started: datetime | float, duration_ms: float, model: str,
+        req_path: str, meter: ResponseMeter,
+    ) -> None:
+        self.id = id
+        self.started = started
+        self.duration_ms = duration_ms
+        self.model = model
+        self.req_path = req_path
+        self.meter = meter
+
+    def render(self) -> dict[str, Any]:
+        meter = self.meter
+        started = self.started
+        if not isinstance(started, datetime):
+            started = datetime.fromtimestamp(started).astimezone()
+        found = meter.tokens
+        timing = meter.timing_ms
+        entry: dict[str, Any] = {
+            "id": self.id,
+            "timestamp": started.isoformat(),
+            "model": self.model,
+            "req_path": self.req_path,
+            "resp_content_type": meter.content_type,
+            "resp_status_code": meter.status if meter.status is not None else 0,
+            "tokens": {k: found.get(k, -1) for k in TOKEN_FIELDS},
+            "duration_ms": int(timing if timing is not None else self.duration_ms),
+            "has_capture": False,
+        }
+        if (msg := meter.error_msg()) is not None:
+            entry["error_msg"] = msg
+        return entry
 
 
 class ActivityLog:
-    """Recent request entries, oldest first; `listener` sees each new entry."""
+    """Recent request entries, oldest first; `listener` sees each new entry.
+
+    Entries are rendered lazily: `record` keeps the meter (holding at most
+    `LAZY_LIMIT` unparsed bytes) and the dict is built when `entries()` is read or
+    a live listener wants it (`live()`: is anybody listening right now?)."""
 
     def __init__(
         self,
         capacity: Callable[[], int],
         listener: Callable[[dict[str, Any]], None] | None = None,
+        live: Callable[[], bool] | None = None,
     ) -> None:
         self._capacity = capacity
-        self._entries: deque[dict[str, Any]] = deque(maxlen=max(0, capacity()))
+        self._entries: deque[dict[str, Any] | _Pending] = deque(maxlen=max(0, capacity()))
         self._next_id = 0
         self.listener = listener
+        self.live = live
 
     def entries(self) -> list[dict[str, Any]]:
-        return list(self._entries)
+        if any(isinstance(e, _Pending) for e in self._entries):
+            rendered = [e.render() if isinstance(e, _Pending) else e for e in self._entries]
+            self._entries = deque(rendered, maxlen=self._entries.maxlen)
+            return list(rendered)
+        return list(self._entries)  # type: ignore[arg-type]
 
     def record(
         self,
         *,
-        started: datetime,
+        started: datetime | float,
         duration_ms: float,
         model: str,
         req_path: str,
         meter: ResponseMeter,
-    ) -> dict[str, Any]:
-        tokens = {k: meter.tokens.get(k, -1) for k in TOKEN_FIELDS}
-        entry: dict[str, Any] = {
-            "id": self._next_id,
-            "timestamp": started.isoformat(),
-            "model": model,
-            "req_path": req_path,
-            "resp_content_type": meter.content_type,
-            "resp_status_code": meter.status if meter.status is not None else 0,
-            "tokens": tokens,
-            "duration_ms": int(meter.timing_ms if meter.timing_ms is not None else duration_ms),
-            "has_capture": False,
-        }
-        if (msg := meter.error_msg()) is not None:
-            entry["error_msg"] = msg
+    ) -> None:
+        """Append an entry; `started` is a datetime or a `time.time()` value."""
+        item: dict[str, Any] | _Pending = _Pending(
+            self._next_id, started, duration_ms, model, req_path, meter
+        )
         self._next_id += 1
-        size = max(0, self._capacity())
+        size = self._capacity()
+        if size < 0:
+            size = 0
         if self._entries.maxlen != size:
             self._entries = deque(self._entries, maxlen=size)
-        self._entries.append(entry)
-        if self.listener is not None:
-            self.listener(entry)
-        return entry
+        listener = self.listener
+        if listener is not None and (self.live is None or self.live()):
+            item = item.render()  # type: ignore[union-attr]
+            self._entries.append(item)
+            listener(item)
+            return
+        if meter.body_size > LAZY_LIMIT:  # bounded memory: render (and drop) big bodies now
+            item = item.render()  # type: ignore[union-attr]
+        self._entries.append(item)
 
 
 class TeeContent:

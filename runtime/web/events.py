@@ -24,6 +24,7 @@ from aiohttp import web
 
 from compiler.plan import Plan
 from runtime.process_state import ProcessState
+from runtime.proxy import CountingResponse
 from runtime.web.errors import error_response
 from runtime.web.models_list import capability_flags
 
@@ -63,6 +64,9 @@ class EventHub:
         self._subscribers: set[asyncio.Queue[bytes | None]] = set()
         self.dropped = 0
 
+    def has_subscribers(self) -> bool:
+        return bool(self._subscribers)
+
     def publish(self, kind: str, data: Any) -> None:
         if not self._subscribers:
             return
@@ -96,18 +100,28 @@ class InflightCounter:
         self.total = 0
         self.hub = hub
 
-    @contextlib.contextmanager
-    def track(self) -> Iterator[None]:
-        self._change(+1)
-        try:
-            yield
-        finally:
-            self._change(-1)
+    def track(self) -> _Tracked:
+        """`with counter.track():` counts the block as one request in flight."""
+        return _Tracked(self)
 
-    def _change(self, delta: int) -> None:
+    def change(self, delta: int) -> None:
         self.total += delta
-        if self.hub is not None:
-            self.hub.publish("inflight", {"total": self.total})
+        hub = self.hub
+        if hub is not None and hub._subscribers:
+            hub.publish("inflight", {"total": self.total})
+
+
+class _Tracked:
+    __slots__ = ("_counter",)
+
+    def __init__(self, counter: InflightCounter) -> None:
+        self._counter = counter
+
+    def __enter__(self) -> None:
+        self._counter.change(+1)
+
+    def __exit__(self, *exc: object) -> None:
+        self._counter.change(-1)
 
 
 class StreamCloser:
@@ -168,7 +182,7 @@ def make_events_handler(
     """`GET /api/events`: `burst()` gives the initial (type, data) messages."""
 
     async def events(request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse(headers=EVENT_HEADERS)
+        resp = CountingResponse(headers=EVENT_HEADERS)
         with hub.subscribe() as queue, (closer.track() if closer else contextlib.nullcontext()):
             await resp.prepare(request)
             try:
@@ -219,7 +233,7 @@ def make_log_stream_handler(
         source = resolve(request.match_info.get("id", ""))
         if source is None:
             return error_response(request, 400, INVALID_LOGGER)
-        resp = web.StreamResponse(headers=LOG_HEADERS)
+        resp = CountingResponse(headers=LOG_HEADERS)
         resp.enable_chunked_encoding()
         subscription = source.subscribe(10)
         try:

@@ -27,6 +27,7 @@ from typing import TypeVar
 from aiohttp import web
 
 from runtime.errors import RouteFailure
+from runtime.proxy import CountingResponse
 from runtime.web.errors import error_payload
 
 T = TypeVar("T")
@@ -62,7 +63,7 @@ def sse_chunk(text: str) -> bytes:
 
 async def start_sse(request: web.BaseRequest) -> web.StreamResponse:
     """Send the 200 SSE headers right away."""
-    resp = web.StreamResponse(status=200, headers=SSE_HEADERS)
+    resp = CountingResponse(status=200, headers=SSE_HEADERS)
     await resp.prepare(request)
     return resp
 
