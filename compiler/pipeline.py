@@ -40,7 +40,8 @@ class CompileResult:
     warnings: tuple[Diagnostic, ...] = ()
     # Source texts after env substitution, by file name (for rendering carets).
     texts: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
-    # Model id -> the port `${PORT}` became (filled by compile_files; the plan does not record it).
+    # Model id -> the port `${PORT}` became; filled when a session or port_hints is given
+    # (the plan itself does not record ports).
     ports: Mapping[str, int] = field(default_factory=dict, repr=False, compare=False)
 
 
