@@ -80,39 +80,6 @@ def _write(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _run(
-    config: str | None,
-    config_dir: str | None,
-    output: str | None,
-    fmt: str,
-    check: bool,
-    errors: str,
-    show_secrets: bool,
-    strict: bool,
-) -> int:
-    from compiler.diagnostics import CompileError
-    from compiler.pipeline import compile_paths
-    from compiler.render import render
-
-    try:
-        result = compile_paths(config, config_dir, strict=strict)
-    except CompileError as exc:
-        sys.stderr.write(render(exc.diagnostics, errors, getattr(exc, "texts", {})))
-        return EXIT_INVALID
-    if result.warnings:
-        sys.stderr.write(render(result.warnings, errors, result.texts))
-    if check:
-        return EXIT_OK
-    plan = result.plan if show_secrets else redact(result.plan)
-    text = _plan_text(plan, fmt)
-    if output:
-        _write(output, text)
-    else:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    return EXIT_OK
-
-
 @click.command(
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog="Exit codes: 0 valid, 1 invalid config, 2 usage error, 3 internal error.",
@@ -161,7 +128,27 @@ def command(
     """Compile llama-swap YAML config fragments into a resolved JSON plan."""
     if not config and not config_dir:
         raise click.UsageError("at least one of --config or --config-dir is required", ctx)
-    return _run(config, config_dir, output, fmt, check, errors, show_secrets, strict)
+    from compiler.diagnostics import CompileError
+    from compiler.pipeline import compile_paths
+    from compiler.render import render
+
+    try:
+        result = compile_paths(config, config_dir, strict=strict)
+    except CompileError as exc:
+        sys.stderr.write(render(exc.diagnostics, errors, getattr(exc, "texts", {})))
+        return EXIT_INVALID
+    if result.warnings:
+        sys.stderr.write(render(result.warnings, errors, result.texts))
+    if check:
+        return EXIT_OK
+    plan = result.plan if show_secrets else redact(result.plan)
+    text = _plan_text(plan, fmt)
+    if output:
+        _write(output, text)
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,24 +9,14 @@ in its source map to add file, line and column.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from compiler.diagnostics import Diagnostic
+from compiler.diagnostics import Diagnostic, Severity
+from compiler.sourcemap import display_path
 
 Keys = tuple[str | int, ...]
-
-
-def display_path(keys: Sequence[str | int]) -> str:
-    """`("models", "llama", "aliases", 0)` -> `models.llama.aliases[0]`."""
-    out = ""
-    for k in keys:
-        if isinstance(k, int):
-            out += f"[{k}]"
-        else:
-            out += f".{k}" if out else str(k)
-    return out
 
 
 @dataclass
@@ -36,15 +26,14 @@ class Collector:
     diagnostics: list[Diagnostic] = field(default_factory=list)
 
     def error(self, keys: Keys, message: str) -> None:
-        self.diagnostics.append(
-            Diagnostic(message=message, path=display_path(keys), keys=tuple(keys))
-        )
+        self._add(keys, message, "error")
 
     def warn(self, keys: Keys, message: str) -> None:
+        self._add(keys, message, "warning")
+
+    def _add(self, keys: Keys, message: str, severity: Severity) -> None:
         self.diagnostics.append(
-            Diagnostic(
-                message=message, path=display_path(keys), keys=tuple(keys), severity="warning"
-            )
+            Diagnostic(message, display_path(keys), keys=tuple(keys), severity=severity)
         )
 
     @property

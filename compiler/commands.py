@@ -21,24 +21,22 @@ expanded or reported) and once more before splitting.
 
 from __future__ import annotations
 
-import unicodedata
+import re
 
 _POSIX_SPACE = " \t\n"
 _DQ_ESCAPABLE = '$`"\\'
-
-
-def _is_go_space(ch: str) -> bool:
-    """Go's unicode.IsSpace, which strings.TrimSpace uses."""
-    return ch in "\t\n\v\f\r \x85\xa0" or unicodedata.category(ch) == "Zs" or ch in "\u2028\u2029"
+# Go's unicode.IsSpace (what strings.TrimSpace trims): Python's str.isspace()
+# set minus the information separators U+001C..U+001F.
+GO_SPACE = (
+    "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+    "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+_POSIX_SPACE_RUN = re.compile(f"[{_POSIX_SPACE}]+")
 
 
 def go_trim(text: str) -> str:
-    start, end = 0, len(text)
-    while start < end and _is_go_space(text[start]):
-        start += 1
-    while end > start and _is_go_space(text[end - 1]):
-        end -= 1
-    return text[start:end]
+    """Go's strings.TrimSpace."""
+    return text.strip(GO_SPACE)
 
 
 def strip_comments(text: str) -> str:
@@ -62,6 +60,14 @@ def clean_command(text: str) -> str:
 
 def split_posix(text: str) -> list[str]:
     """Split `text` into arguments with the POSIX dialect described in the module docstring."""
+    if "'" not in text and '"' not in text and "\\" not in text:
+        # The common case: with no quote or backslash, arguments are the runs between spaces.
+        return [arg for arg in _POSIX_SPACE_RUN.split(text) if arg]
+    return lex_posix(text)
+
+
+def lex_posix(text: str) -> list[str]:
+    """The full lexer behind `split_posix`, character by character (quotes and backslashes)."""
     tokens: list[str] = []
     token: list[str] | None = None  # None: no token started
     quote = ""  # "", "'" or '"'

@@ -19,9 +19,11 @@ where it applies, as the original does.  Pure: no I/O, no config knowledge.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
+
+from compiler.commands import GO_SPACE
 
 MAX_COMBINATIONS = 1000
 
@@ -45,10 +47,6 @@ def _is_ident_char(ch: str) -> bool:
     return cat.startswith("L") or cat == "Nd" or ch in "_-."
 
 
-def _is_space(ch: str) -> bool:
-    return ch in "\t\n\v\f\r \x85\xa0" or unicodedata.category(ch) == "Zs" or ch in "\u2028\u2029"
-
-
 _SINGLE: dict[str, TokenKind] = {"&": "and", "|": "or", "(": "lparen", ")": "rparen"}
 
 
@@ -58,7 +56,7 @@ def tokenize(text: str) -> list[Token]:
     i, n = 0, len(text)
     while i < n:
         ch = text[i]
-        if _is_space(ch):
+        if ch in GO_SPACE:
             i += 1
         elif ch in _SINGLE:
             tokens.append(Token(_SINGLE[ch], ch, i))
@@ -127,18 +125,20 @@ class _Parser:
         return tok
 
     def expr(self) -> Node:
-        children = [self.and_()]
-        while self.peek().kind == "or":
-            self.next()
-            children.append(self.and_())
-        return children[0] if len(children) == 1 else Or(tuple(children))
+        return self.chain("or", self.and_, Or)
 
     def and_(self) -> Node:
-        children = [self.atom()]
-        while self.peek().kind == "and":
+        return self.chain("and", self.atom, And)
+
+    def chain(
+        self, op: TokenKind, operand: Callable[[], Node], make: Callable[[tuple[Node, ...]], Node]
+    ) -> Node:
+        """`operand (op operand)*`: the single operand, or `make` of all of them."""
+        children = [operand()]
+        while self.peek().kind == op:
             self.next()
-            children.append(self.atom())
-        return children[0] if len(children) == 1 else And(tuple(children))
+            children.append(operand())
+        return children[0] if len(children) == 1 else make(tuple(children))
 
     def atom(self) -> Node:
         tok = self.peek()
@@ -183,35 +183,22 @@ def parse(text: str) -> Node:
     return node
 
 
+def _walk(node: Node) -> Iterator[Node]:
+    """Every node of the tree, depth first, in order of appearance."""
+    yield node
+    if isinstance(node, And | Or):
+        for child in node.children:
+            yield from _walk(child)
+
+
 def refs_of(node: Node) -> list[str]:
     """Set names referenced with `+name`, unique, in order of appearance."""
-    out: list[str] = []
-
-    def walk(n: Node) -> None:
-        if isinstance(n, Ref):
-            if n.set_name not in out:
-                out.append(n.set_name)
-        elif isinstance(n, And | Or):
-            for child in n.children:
-                walk(child)
-
-    walk(node)
-    return out
+    return list(dict.fromkeys(n.set_name for n in _walk(node) if isinstance(n, Ref)))
 
 
 def idents_of(node: Node) -> list[Leaf]:
     """Every identifier leaf, in order of appearance."""
-    out: list[Leaf] = []
-
-    def walk(n: Node) -> None:
-        if isinstance(n, Leaf):
-            out.append(n)
-        elif isinstance(n, And | Or):
-            for child in n.children:
-                walk(child)
-
-    walk(node)
-    return out
+    return [n for n in _walk(node) if isinstance(n, Leaf)]
 
 
 def _expand(node: Node, refs: Mapping[str, Sequence[Combination]]) -> list[Combination]:

@@ -211,16 +211,14 @@ class _Builder:
         finally:
             self.active.discard(id(node))
 
-    def record(self, keys: KeyPath, key_node: Node, value_node: Node) -> None:
-        self.smap.setdefault(
-            keys,
-            Entry(
-                self.loc(key_node),
-                self.loc(value_node),
-                isinstance(value_node, ScalarNode),
-                key_node.start_mark.index,
-                value_node.end_mark.index,
-            ),
+    def entry(self, key_node: Node, value_node: Node) -> Entry:
+        """Where a key (or list item) and its value stand, for the source map."""
+        return Entry(
+            self.loc(key_node),
+            self.loc(value_node),
+            isinstance(value_node, ScalarNode),
+            key_node.start_mark.index,
+            value_node.end_mark.index,
         )
 
     def sequence(self, node: SequenceNode, keys: KeyPath, depth: int) -> list[Any]:
@@ -229,7 +227,7 @@ class _Builder:
         out = []
         for i, item in enumerate(node.value):
             path = (*keys, i)
-            self.record(path, item, item)
+            self.smap.setdefault(path, self.entry(item, item))
             out.append(self.build(item, path, depth + 1))
         return out
 
@@ -254,16 +252,7 @@ class _Builder:
                 )
                 continue
             first_line[key] = key_node.start_mark.line + 1
-            self.smap.set(
-                path,
-                Entry(
-                    self.loc(key_node),
-                    self.loc(value_node),
-                    isinstance(value_node, ScalarNode),
-                    key_node.start_mark.index,
-                    value_node.end_mark.index,
-                ),
-            )
+            self.smap.set(path, self.entry(key_node, value_node))
             out[key] = self.build(value_node, path, depth + 1)
         return out
 

@@ -111,5 +111,5 @@ def display_path(keys: Iterable[str | int]) -> str:
         if isinstance(key, int):
             out += f"[{key}]"
         else:
-            out += ("." if out else "") + key
+            out += ("." if out else "") + str(key)
     return out

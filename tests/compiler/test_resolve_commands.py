@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
-import pytest
+import sys
 
-from compiler.commands import EmptyCommand, clean_command, command_argv, split_posix, strip_comments
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from compiler.commands import (
+    GO_SPACE,
+    EmptyCommand,
+    clean_command,
+    command_argv,
+    go_trim,
+    lex_posix,
+    split_posix,
+    strip_comments,
+)
 
 from .resolve_util import errors_of, plan_of
 
@@ -93,6 +106,24 @@ def test_trailing_backslash_becomes_a_space_and_the_line_is_trimmed() -> None:
 )
 def test_posix_splitting(text: str, argv: list[str]) -> None:
     assert split_posix(text) == argv
+    assert lex_posix(text) == argv  # the full lexer, also where split_posix takes its shortcut
+
+
+@given(st.text(alphabet="ab#$=- \t\n\r\v\u3000"))
+def test_the_shortcut_for_text_without_quotes_or_backslashes_agrees_with_the_lexer(
+    text: str,
+) -> None:
+    assert split_posix(text) == lex_posix(text)
+
+
+def test_go_space_is_gos_unicode_is_space() -> None:
+    # Go's unicode.IsSpace: Latin-1 \t \n \v \f \r, space, U+0085, U+00A0, and above
+    # Latin-1 the Unicode White_Space characters; Python's isspace() adds U+001C..U+001F.
+    every = (chr(c) for c in range(sys.maxunicode + 1))
+    python_space = {ch for ch in every if ch.isspace()}
+    assert set(GO_SPACE) == python_space - {"\x1c", "\x1d", "\x1e", "\x1f"}
+    assert go_trim("\u3000\x85 a b\u2028\t") == "a b"
+    assert go_trim("\x1ca\x1f") == "\x1ca\x1f"
 
 
 def test_plan_holds_argv_lists() -> None:
