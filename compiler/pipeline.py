@@ -238,10 +238,7 @@ def compile_sources(
     port_hints: Mapping[str, int] | None = None,
 ) -> CompileResult:
     """Compile (name, text) fragments in merge order; `env` defaults to os.environ."""
-    files = [
-        (name, text, hashlib.sha256(text.encode("utf-8")).hexdigest()) for name, text in sources
-    ]
-    return _compile(files, env, strict, port_hints)
+    return _compile(hashed_files(sources), env, strict, port_hints)
 
 
 def compile_paths(
@@ -253,7 +250,18 @@ def compile_paths(
     port_hints: Mapping[str, int] | None = None,
 ) -> CompileResult:
     """Read --config / --config-dir (compiler.load) and compile them."""
+    return _compile(read_files(config, config_dir), env, strict, port_hints)
+
+
+def hashed_files(sources: Sequence[tuple[str, str]]) -> list[tuple[str, str, str]]:
+    """(name, text) fragments as the (name, text, sha256) triples `compile_files` takes."""
+    return [
+        (name, text, hashlib.sha256(text.encode("utf-8")).hexdigest()) for name, text in sources
+    ]
+
+
+def read_files(config: str | None, config_dir: str | None) -> list[tuple[str, str, str]]:
+    """--config / --config-dir read (compiler.load) into the triples `compile_files` takes."""
     from compiler.load import load_paths
 
-    files = load_paths(config, config_dir)
-    return _compile([(f.path, f.text, f.sha256) for f in files], env, strict, port_hints)
+    return [(f.path, f.text, f.sha256) for f in load_paths(config, config_dir)]

@@ -31,7 +31,7 @@ import dataclasses
 import hashlib
 import json
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from compiler import models as model_stage
@@ -167,20 +167,10 @@ class CompileSession:
         port_hints: Mapping[str, int] | None = None,
     ) -> CompileResult:
         """As `compiler.pipeline.compile_paths`, plus `port_hints`; result `.ports` is filled."""
-        from compiler.load import load_paths
-        from compiler.pipeline import compile_files
+        from compiler.pipeline import read_files
 
         with self._lock:
-            files = load_paths(config, config_dir)
-            return self._run(
-                lambda: compile_files(
-                    [(f.path, f.text, f.sha256) for f in files],
-                    env=env,
-                    strict=strict,
-                    port_hints=port_hints,
-                    session=self,
-                )
-            )
+            return self._compile(read_files(config, config_dir), env, strict, port_hints)
 
     def compile_sources(
         self,
@@ -191,17 +181,11 @@ class CompileSession:
         port_hints: Mapping[str, int] | None = None,
     ) -> CompileResult:
         """As `compiler.pipeline.compile_sources`, plus `port_hints`; result `.ports` is filled."""
-        from compiler.pipeline import compile_files
+        from compiler.pipeline import hashed_files
 
-        files = [
-            (name, text, hashlib.sha256(text.encode("utf-8")).hexdigest()) for name, text in sources
-        ]
+        files = hashed_files(sources)
         with self._lock:
-            return self._run(
-                lambda: compile_files(
-                    files, env=env, strict=strict, port_hints=port_hints, session=self
-                )
-            )
+            return self._compile(files, env, strict, port_hints)
 
     def plan_json(self, plan: Plan) -> str:
         """`compiler.plan.plan_to_json(plan)`, reusing the text of models seen before."""
@@ -214,7 +198,15 @@ class CompileSession:
 
     # -- the generation ----------------------------------------------------------------------
 
-    def _run(self, compile_now: Callable[[], CompileResult]) -> CompileResult:
+    def _compile(
+        self,
+        files: Sequence[tuple[str, str, str]],
+        env: Mapping[str, str] | None,
+        strict: bool,
+        port_hints: Mapping[str, int] | None,
+    ) -> CompileResult:
+        from compiler.pipeline import compile_files
+
         if self._rotate_next or self._failed_in_a_row >= _MAX_FAILED_GENERATIONS:
             for cache in self._caches:
                 cache.rotate()
@@ -222,7 +214,7 @@ class CompileSession:
         self._keys = {}
         self.stats["compiles"] += 1
         try:
-            result = compile_now()
+            result = compile_files(files, env=env, strict=strict, port_hints=port_hints, session=self)
         except BaseException:
             self._failed_in_a_row += 1
             self._rotate_next = False
