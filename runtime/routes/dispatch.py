@@ -131,11 +131,12 @@ async def serve_local(
             lease = await router.acquire(model_id)
         except RouteFailure as failure:
             return route_error_response(request, failure.error)
-        async with lease:
-            try:
-                return await forward_local(request, state, lease.model, path, body, meter=meter)
-            except UpstreamError as exc:
-                return route_error_response(request, upstream_error(model_id, exc))
+        try:  # (not `async with lease`: two coroutines fewer on the hot path)
+            return await forward_local(request, state, lease.model, path, body, meter=meter)
+        except UpstreamError as exc:
+            return route_error_response(request, upstream_error(model_id, exc))
+        finally:
+            lease.release()
 
     resp = await start_sse(request)
     loader = LoadingState(resp, model_id)

@@ -81,3 +81,45 @@ async def test_one_line_per_request_without_keys(serve) -> None:
     assert re.fullmatch(r'\[INFO\] Request 10\.0\.0\.7 "POST /v1/chat/completions HTTP/1\.1" 200 5 "ua/1" \S+', lines[0])
     assert lines[1].startswith('[INFO] Request 10.9.9.9 "GET /running HTTP/1.1" 401 ')
     assert "sk-" not in buf.history()
+
+
+async def test_a_streamed_response_logs_its_body_bytes_not_the_chunked_framing(serve) -> None:
+    from runtime.proxy import CountingResponse
+
+    buf = LogBuffer("proxy")
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        resp = CountingResponse(headers={"Content-Type": "text/event-stream"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        for _ in range(3):
+            await resp.write(b"data: 12345\n\n")  # 13 bytes each
+        await resp.write_eof()
+        return resp
+
+    app = web.Application(middlewares=[access_log_middleware(lambda: ProxyLog(buf))])
+    app.router.add_get("/s", stream)
+    client = await serve(app)
+    async with client.get("/s") as resp:
+        assert await resp.read() == b"data: 12345\n\n" * 3
+    assert ' "GET /s HTTP/1.1" 200 39 ' in buf.history()
+
+
+def test_python_log_records_carry_the_configured_time_format() -> None:
+    import logging
+
+    from compiler.plan import Plan, Settings
+    from runtime.serve import wire_logs
+
+    plan = Plan(settings=Settings(logLevel="info", logTimeFormat="rfc3339", logToStdout="none"))
+    logger = logging.getLogger("llama_swap")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    try:
+        proxy, _ = wire_logs(plan)
+        logging.getLogger("llama_swap.test").info("hello %s", "there")
+        logging.getLogger("llama_swap.test").debug("dropped")
+    finally:
+        logger.handlers[:], logger.level, logger.propagate = saved
+    line = proxy.history().splitlines()[-1]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(Z|[+-]\d\d:\d\d) \[INFO\] hello there", line)
+    assert "dropped" not in proxy.history()
