@@ -14,7 +14,7 @@ Runs in two passes around port allocation (`compiler.ports`), because
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -214,17 +214,13 @@ def proxy_url_problem(url: str) -> str | None:
     return None
 
 
+_TIMEOUT_NAMES = tuple(f.name for f in fields(Timeouts))
+
+
 def read_timeouts(c: Collector, keys: Keys, raw: Any, default: Timeouts) -> Timeouts:
     t = get_map(c, keys, raw)
     values = {}
-    for name in (
-        "connect",
-        "keepalive",
-        "responseHeader",
-        "tlsHandshake",
-        "expectContinue",
-        "idleConn",
-    ):
+    for name in _TIMEOUT_NAMES:
         v = get_int(c, (*keys, name), t.get(name), getattr(default, name))
         if v < 0:
             c.error((*keys, name), f"timeout must be >= 0 seconds, got {v}")

@@ -13,6 +13,14 @@ from compiler.load import config_schema
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "schema" / "config.schema.json"
 
+TIMEOUT_KEYS = (
+    "connect",
+    "keepalive",
+    "responseHeader",
+    "tlsHandshake",
+    "expectContinue",
+    "idleConn",
+)
 # Every key of the reference's tables, as a path of property names ("*" = any map key).
 EVERY_KEY = [
     "healthCheckTimeout",
@@ -64,28 +72,7 @@ EVERY_KEY = [
         )
     ),
     # §2.4 timeouts, §2.5 filters, §2.6 capabilities
-    *(
-        f"models.*.timeouts.{k}"
-        for k in (
-            "connect",
-            "keepalive",
-            "responseHeader",
-            "tlsHandshake",
-            "expectContinue",
-            "idleConn",
-        )
-    ),
-    *(
-        f"peers.*.timeouts.{k}"
-        for k in (
-            "connect",
-            "keepalive",
-            "responseHeader",
-            "tlsHandshake",
-            "expectContinue",
-            "idleConn",
-        )
-    ),
+    *(f"{scope}.*.timeouts.{k}" for scope in ("models", "peers") for k in TIMEOUT_KEYS),
     "models.*.filters.stripParams",
     "models.*.filters.strip_params",
     "models.*.filters.setParams",
@@ -102,13 +89,16 @@ EVERY_KEY = [
     "routing.router.settings.matrix",
     "routing.scheduler.use",
     "routing.scheduler.settings.fifo.priority",
-    *(f"groups.*.{k}" for k in ("members", "swap", "exclusive", "persistent")),
     *(
-        f"routing.router.settings.groups.*.{k}"
+        f"{scope}.*.{k}"
+        for scope in ("groups", "routing.router.settings.groups")
         for k in ("members", "swap", "exclusive", "persistent")
     ),
-    *(f"matrix.{k}" for k in ("vars", "evict_costs", "sets")),
-    *(f"routing.router.settings.matrix.{k}" for k in ("vars", "evict_costs", "sets")),
+    *(
+        f"{scope}.{k}"
+        for scope in ("matrix", "routing.router.settings.matrix")
+        for k in ("vars", "evict_costs", "sets")
+    ),
 ]
 
 

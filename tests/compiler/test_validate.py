@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from compiler.render import render_text
 
 from .frontend_util import compile_err, compile_ok, src, summary, where
@@ -67,35 +69,85 @@ def test_strict_turns_warnings_into_errors() -> None:
     ]
 
 
-def test_type_errors_point_at_the_value() -> None:
-    err = compile_err(src("a.yaml", "models:\n  m:\n    cmd: srv\n    ttl: soon\n"))
-    assert summary(err) == [
-        ("a.yaml:4:10", "models.m.ttl", 'expected an integer, got a string "soon"')
-    ]
-
-
-def test_missing_required_key_points_at_the_owner() -> None:
-    err = compile_err(src("a.yaml", "models:\n  m:\n    proxy: http://x:1\n"))
-    assert summary(err) == [("a.yaml:2:3", "models.m.cmd", "required key 'cmd' is missing")]
-
-
-def test_enum_errors_list_the_choices() -> None:
-    err = compile_err(src("a.yaml", "routing:\n  scheduler:\n    use: lifo\n"))
-    assert summary(err) == [
-        ("a.yaml:3:10", "routing.scheduler.use", 'must be one of "serial", "fifo"; got "lifo"')
-    ]
-
-
-def test_bad_key_names_point_at_the_key() -> None:
-    err = compile_err(src("a.yaml", "macros:\n  ok: 1\n  MODEL_ID: x\n  'bad name': 2\n"))
-    assert summary(err) == [
-        ("a.yaml:3:3", "macros.MODEL_ID", '"MODEL_ID" is a reserved name'),
-        (
-            "a.yaml:4:3",
-            "macros.bad name",
-            "key name \"bad name\": may contain only letters, digits, '_' and '-'",
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            "models:\n  m:\n    cmd: srv\n    ttl: soon\n",
+            [("a.yaml:4:10", "models.m.ttl", 'expected an integer, got a string "soon"')],
+            id="type errors point at the value",
         ),
-    ]
+        pytest.param(
+            "models:\n  m:\n    proxy: http://x:1\n",
+            [("a.yaml:2:3", "models.m.cmd", "required key 'cmd' is missing")],
+            id="a missing required key points at the owner",
+        ),
+        pytest.param(
+            "routing:\n  scheduler:\n    use: lifo\n",
+            [
+                (
+                    "a.yaml:3:10",
+                    "routing.scheduler.use",
+                    'must be one of "serial", "fifo"; got "lifo"',
+                )
+            ],
+            id="enum errors list the choices",
+        ),
+        pytest.param(
+            "macros:\n  ok: 1\n  MODEL_ID: x\n  'bad name': 2\n",
+            [
+                ("a.yaml:3:3", "macros.MODEL_ID", '"MODEL_ID" is a reserved name'),
+                (
+                    "a.yaml:4:3",
+                    "macros.bad name",
+                    "key name \"bad name\": may contain only letters, digits, '_' and '-'",
+                ),
+            ],
+            id="bad key names point at the key",
+        ),
+        pytest.param(
+            "globalTTL: 1\nglobalTTL: 2\n",
+            [
+                (
+                    "a.yaml:2:1",
+                    "globalTTL",
+                    "key 'globalTTL' is defined twice in this mapping (first at line 1)",
+                )
+            ],
+            id="a duplicate key in one file is an error",
+        ),
+        pytest.param(
+            # `on`/`yes` are strings (not booleans), so they are wrong for a boolean key
+            "sendLoadingState: yes\n",
+            [
+                (
+                    "a.yaml:1:19",
+                    "sendLoadingState",
+                    'expected a boolean (true/false), got a string "yes"',
+                )
+            ],
+            id="YAML 1.2 scalars like the original",
+        ),
+        pytest.param(
+            "macros:\n  q:\napiKeys: [~]\nmodels:\n  m:\n    cmd:\n  n:\n",
+            [
+                (
+                    "a.yaml:2:5",
+                    "macros.q",
+                    "expected a string or a number or a boolean (true/false), got an empty value",
+                ),
+                ("a.yaml:3:11", "apiKeys[0]", "expected a string, got an empty value"),
+                ("a.yaml:6:9", "models.m.cmd", "required key 'cmd' is empty"),
+                ("a.yaml:7:5", "models.n", "expected a mapping, got an empty value"),
+            ],
+            id="empty entities, macros, list items and required keys stay errors",
+        ),
+    ],
+)
+def test_schema_errors_in_one_file_are_reported_where_they_stand(
+    text: str, expected: list[tuple[str, str, str]]
+) -> None:
+    assert summary(compile_err(src("a.yaml", text))) == expected
 
 
 def test_all_schema_errors_are_reported_sorted_by_file_and_line() -> None:
@@ -120,28 +172,9 @@ def test_yaml_syntax_errors_come_with_a_location_and_other_files_still_checked()
     ]
 
 
-def test_duplicate_key_in_one_file_is_an_error() -> None:
-    err = compile_err(src("a.yaml", "globalTTL: 1\nglobalTTL: 2\n"))
-    assert summary(err) == [
-        (
-            "a.yaml:2:1",
-            "globalTTL",
-            "key 'globalTTL' is defined twice in this mapping (first at line 1)",
-        )
-    ]
-
-
 def test_top_level_must_be_a_mapping() -> None:
     err = compile_err(src("a.yaml", "- models\n"))
     assert "must be a mapping" in err.errors[0].message
-
-
-def test_yaml_1_2_scalars_like_the_original() -> None:
-    # `on`/`yes` are strings (not booleans), so they are wrong for a boolean key
-    err = compile_err(src("a.yaml", "sendLoadingState: yes\n"))
-    assert summary(err) == [
-        ("a.yaml:1:19", "sendLoadingState", 'expected a boolean (true/false), got a string "yes"')
-    ]
 
 
 def test_rendered_text_shows_the_line_and_a_caret() -> None:
@@ -185,17 +218,3 @@ def test_a_setting_left_empty_keeps_its_default_like_the_original() -> None:
     assert (model.env, model.ttl) == ((), 0)
     assert dict(model.filters.setParams) == {"keep": None}  # free-form values pass nulls through
     assert dict(model.metadata) == {"keep": None}
-
-
-def test_empty_entities_macros_list_items_and_required_keys_stay_errors() -> None:
-    err = compile_err(src("a.yaml", "macros:\n  q:\napiKeys: [~]\nmodels:\n  m:\n    cmd:\n  n:\n"))
-    assert summary(err) == [
-        (
-            "a.yaml:2:5",
-            "macros.q",
-            "expected a string or a number or a boolean (true/false), got an empty value",
-        ),
-        ("a.yaml:3:11", "apiKeys[0]", "expected a string, got an empty value"),
-        ("a.yaml:6:9", "models.m.cmd", "required key 'cmd' is empty"),
-        ("a.yaml:7:5", "models.n", "expected a mapping, got an empty value"),
-    ]
