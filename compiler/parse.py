@@ -33,6 +33,11 @@ from compiler.sourcemap import Entry, KeyPath, SourceMap, display_path
 _T = "tag:yaml.org,2002:"
 MAX_DEPTH = 100
 MAX_VALUES = 200_000  # guards against alias bombs ("billion laughs")
+# Tags compared on every node, built once.
+_STR_TAGS = frozenset({_T + "str", "!", _T + "timestamp", _T + "binary", _T + "merge"})
+_SEQ_TAGS = frozenset({_T + "seq", _T + "omap", _T + "pairs"})
+_MAP_TAGS = frozenset({_T + "map", _T + "set"})
+_NULL, _BOOL, _INT, _FLOAT, _MERGE = (_T + t for t in ("null", "bool", "int", "float", "merge"))
 
 
 class _CoreResolver(BaseResolver):
@@ -222,7 +227,7 @@ class _Builder:
         )
 
     def sequence(self, node: SequenceNode, keys: KeyPath, depth: int) -> list[Any]:
-        if node.tag not in (_T + "seq", _T + "omap", _T + "pairs"):
+        if node.tag not in _SEQ_TAGS:
             self.error(f"unsupported YAML tag {node.tag!r}", keys, node)
         out = []
         for i, item in enumerate(node.value):
@@ -232,7 +237,7 @@ class _Builder:
         return out
 
     def mapping(self, node: MappingNode, keys: KeyPath, depth: int) -> dict[str, Any]:
-        if node.tag not in (_T + "map", _T + "set"):
+        if node.tag not in _MAP_TAGS:
             self.error(f"unsupported YAML tag {node.tag!r}", keys, node)
         out: dict[str, Any] = {}
         first_line: dict[str, int] = {}
@@ -261,7 +266,7 @@ class _Builder:
         merged: list[tuple[Node, Node]] = []
         explicit: list[tuple[Node, Node]] = []
         for key_node, value_node in node.value:
-            if isinstance(key_node, ScalarNode) and key_node.tag == _T + "merge":
+            if isinstance(key_node, ScalarNode) and key_node.tag == _MERGE:
                 sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
                 for src in sources:
                     if not isinstance(src, MappingNode):
@@ -286,7 +291,11 @@ class _Builder:
         seen: set[str] = set()
         out: list[tuple[Node, Node]] = []
         for key_node, value_node in merged:
-            if isinstance(key_node, ScalarNode) and key_node.value not in own | seen:
+            if (
+                isinstance(key_node, ScalarNode)
+                and key_node.value not in own
+                and key_node.value not in seen
+            ):
                 seen.add(key_node.value)
                 out.append((key_node, value_node))
         return out + explicit
@@ -294,22 +303,22 @@ class _Builder:
     def scalar(self, node: ScalarNode, keys: KeyPath) -> Any:
         tag, text = node.tag, node.value
         try:
-            if tag in (_T + "str", "!", _T + "timestamp", _T + "binary", _T + "merge"):
+            if tag in _STR_TAGS:
                 return text
-            if tag == _T + "null":
+            if tag == _NULL:
                 return None
-            if tag == _T + "bool":
+            if tag == _BOOL:
                 low = text.lower()
                 if low in ("true", "yes", "on"):
                     return True
                 if low in ("false", "no", "off"):
                     return False
                 raise ValueError(text)
-            if tag == _T + "int":
+            if tag == _INT:
                 return int(
                     text.replace("_", ""), 0 if text.lower().startswith(("0x", "0o", "0b")) else 10
                 )
-            if tag == _T + "float":
+            if tag == _FLOAT:
                 special = text.lstrip("+-").lower() in (".inf", ".nan")
                 value = math.inf if special else float(text.replace("_", ""))
                 if not math.isfinite(value):

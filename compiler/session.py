@@ -214,7 +214,9 @@ class CompileSession:
         self._keys = {}
         self.stats["compiles"] += 1
         try:
-            result = compile_files(files, env=env, strict=strict, port_hints=port_hints, session=self)
+            result = compile_files(
+                files, env=env, strict=strict, port_hints=port_hints, session=self
+            )
         except BaseException:
             self._failed_in_a_row += 1
             self._rotate_next = False

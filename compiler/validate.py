@@ -59,6 +59,8 @@ _PATTERN_HINTS = {
 }
 
 
+_REQUIRED = re.compile(r"^(.*) is a required property$")
+
 MODEL_REF = "#/$defs/model"
 
 
@@ -157,9 +159,8 @@ def _message(error: ValidationError) -> str:
         shown = "" if value is None else f" {_show(value)}"
         return f"expected {names}, got {_kind(value)}{shown}"
     if kind == "required":
-        match = re.match(r"^(.*) is a required property$", error.message)
-        missing = ast.literal_eval(match.group(1)) if match else error.message
-        return f"required key '{missing}' is missing"
+        missing = _missing_key(error)
+        return f"required key '{error.message if missing is None else missing}' is missing"
     if kind == "enum":
         return f"must be one of {', '.join(_show(v) for v in expected)}; got {_show(value)}"
     if kind in ("minimum", "exclusiveMinimum"):
@@ -184,6 +185,12 @@ def _message(error: ValidationError) -> str:
         hint = _PATTERN_HINTS.get(expected, f"must match the pattern {expected}")
         return f"{_show(value)}: {hint}"
     return error.message
+
+
+def _missing_key(error: ValidationError) -> Any:
+    """The key a `required` error is about (None when its message has an unknown form)."""
+    match = _REQUIRED.match(error.message)
+    return ast.literal_eval(match.group(1)) if match else None
 
 
 def _collapse(error: ValidationError) -> ValidationError:
@@ -278,9 +285,9 @@ def _validate(doc: dict[str, Any], smap: SourceMap, strict: bool) -> list[Diagno
             message = f"key name {message}" if error.validator != "not" else message
             prefer_value = False
         elif error.validator == "required":
-            match = re.match(r"^(.*) is a required property$", error.message)
-            if match:
-                path = (*path, ast.literal_eval(match.group(1)))
+            missing = _missing_key(error)
+            if missing is not None:
+                path = (*path, missing)
                 if smap.get(path) is not None:  # written, but left empty
                     message = f"required key '{path[-1]}' is empty"
         loc = smap.lookup(path, prefer_value=prefer_value)
