@@ -20,8 +20,8 @@ from collections.abc import Mapping
 
 import yaml
 
-from compiler.diagnostics import Diagnostic, Location
-from compiler.sourcemap import KeyPath, display_path
+from compiler.diagnostics import Diagnostic
+from compiler.sourcemap import KeyPath, display_path, location_at
 
 ENV_REF = re.compile(r"\$\{env\.([A-Za-z_][A-Za-z0-9_]*)\}")
 _MARKER = "${env."
@@ -55,12 +55,6 @@ def _is_live(start: int, end: int, spans: tuple[list[int], list[int]] | None) ->
     starts, ends = spans
     i = bisect.bisect_left(starts, end) - 1  # last token starting before the reference ends
     return i >= 0 and ends[i] > start
-
-
-def _location(name: str, text: str, index: int) -> Location:
-    line = text.count("\n", 0, index) + 1
-    column = index - (text.rfind("\n", 0, index) + 1) + 1
-    return Location(name, line, column)
 
 
 def _key_path_at(name: str, text: str, index: int) -> KeyPath:
@@ -104,6 +98,6 @@ def substitute_env(name: str, text: str, env: Mapping[str, str]) -> tuple[str, l
     for index, message in problems:
         keys = _key_path_at(name, text, index)
         diagnostics.append(
-            Diagnostic(message, display_path(keys), _location(name, text, index), keys=keys)
+            Diagnostic(message, display_path(keys), location_at(name, text, index), keys=keys)
         )
     return "".join(pieces), diagnostics

@@ -20,9 +20,9 @@ from decimal import Decimal
 from typing import Any
 
 from compiler.collect import Collector, Keys, type_name
+from compiler.envsubst import ENV_REF
 
 MACRO_REF = re.compile(r"\$\{([a-zA-Z0-9_-]+)\}")
-ENV_REF = re.compile(r"\$\{env\.([a-zA-Z_][a-zA-Z0-9_]*)\}")
 _NAME = re.compile(r"[a-zA-Z0-9_-]+")
 RESERVED = ("PORT", "MODEL_ID")
 MAX_NAME_LENGTH = 63

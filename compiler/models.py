@@ -91,16 +91,18 @@ def prepare(
     """Pass 1: defaults, comment stripping and macro substitution for one model."""
     raw = get_map(c, ("models", mid), raw_value)
     filters = get_map(c, ("models", mid, "filters"), raw.get("filters"))
+
+    def read(name: str, default: str = "") -> str:
+        return get_str(c, ("models", mid, name), raw.get(name), default)
+
     text = {
-        "cmd": strip_comments(get_str(c, _field_keys(mid, "cmd"), raw.get("cmd"), "")),
-        "cmdStop": strip_comments(get_str(c, _field_keys(mid, "cmdStop"), raw.get("cmdStop"), "")),
-        "proxy": get_str(c, _field_keys(mid, "proxy"), raw.get("proxy"), DEFAULT_PROXY),
-        "checkEndpoint": get_str(
-            c, _field_keys(mid, "checkEndpoint"), raw.get("checkEndpoint"), DEFAULT_CHECK_ENDPOINT
-        ),
+        "cmd": strip_comments(read("cmd")),
+        "cmdStop": strip_comments(read("cmdStop")),
+        "proxy": read("proxy", DEFAULT_PROXY),
+        "checkEndpoint": read("checkEndpoint", DEFAULT_CHECK_ENDPOINT),
         "filters.stripParams": _strip_params_source(c, mid, filters),
-        "name": get_str(c, _field_keys(mid, "name"), raw.get("name"), ""),
-        "description": get_str(c, _field_keys(mid, "description"), raw.get("description"), ""),
+        "name": read("name"),
+        "description": read("description"),
     }
     by_id_raw = get_map(c, _field_keys(mid, "filters.setParamsByID"), filters.get("setParamsByID"))
     metadata = get_map(c, ("models", mid, "metadata"), raw.get("metadata"))
@@ -135,32 +137,26 @@ def prepare(
     )
 
 
-def _check_leftovers(c: Collector, d: ModelDraft) -> bool:
-    ok = True
+def _check_leftovers(c: Collector, d: ModelDraft) -> None:
     for fname in TEXT_FIELDS:
         if fname in d.reported:
             continue
         for name in dict.fromkeys(refs_in(d.text[fname])):
             if name == "PID" and fname == "cmdStop":
                 continue
-            ok = False
             if name not in d.broken_macros:
                 c.error(_field_keys(d.id, fname), leftover_message(name, fname, d.macro_names))
     found = first_leftover(d.metadata)
     if found:
-        ok = False
         _report_nested(c, ("models", d.id, "metadata"), found, "metadata", d)
     for key, params in d.set_params_by_id.items():
         pkeys = (*_field_keys(d.id, "filters.setParamsByID"), key)
         for name in dict.fromkeys(refs_in(key)):
-            ok = False
             if name not in d.broken_macros:
                 c.error(pkeys, leftover_message(name, "filters.setParamsByID key", d.macro_names))
         found = first_leftover(params)
         if found:
-            ok = False
             _report_nested(c, pkeys, found, "filters.setParamsByID", d)
-    return ok
 
 
 def _report_nested(

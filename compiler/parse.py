@@ -28,7 +28,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.resolver import BaseResolver
 
 from compiler.diagnostics import Diagnostic, Location
-from compiler.sourcemap import Entry, KeyPath, SourceMap, display_path
+from compiler.sourcemap import Entry, KeyPath, SourceMap, display_path, location_at
 
 _T = "tag:yaml.org,2002:"
 MAX_DEPTH = 100
@@ -123,15 +123,12 @@ def yaml_error_diagnostic(name: str, exc: yaml.YAMLError, text: str = "") -> Dia
     the end of the file (an unclosed `[` is more useful than the last line).
     """
     if isinstance(exc, yaml.reader.ReaderError) and isinstance(exc.position, int):
-        index = min(exc.position, len(text))
-        line = text.count("\n", 0, index) + 1
-        column = index - (text.rfind("\n", 0, index) + 1) + 1
         char = (
             exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "?")
         )
         return Diagnostic(
             f"invalid YAML: unacceptable character #x{char:04x} ({exc.reason})",
-            location=Location(name, line, column),
+            location=location_at(name, text, min(exc.position, len(text))),
         )
     mark = getattr(exc, "problem_mark", None)
     context_mark = getattr(exc, "context_mark", None)

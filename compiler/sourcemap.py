@@ -113,3 +113,10 @@ def display_path(keys: Iterable[str | int]) -> str:
         else:
             out += ("." if out else "") + str(key)
     return out
+
+
+def location_at(file: str, text: str, index: int) -> Location:
+    """The 1-based line and column of character `index` in `text`."""
+    line = text.count("\n", 0, index) + 1
+    column = index - (text.rfind("\n", 0, index) + 1) + 1
+    return Location(file, line, column)
