@@ -180,6 +180,7 @@ def resolve_matrix(
 
     skeys = (*prefix, "sets")
     trees: dict[str, Node] = {}
+    deps: dict[str, list[str]] = {}  # set -> the sets it references
     texts: dict[str, str] = {}
     broken: set[str] = set()
     for name, dsl in raw_sets.items():
@@ -190,7 +191,8 @@ def resolve_matrix(
             c.error((*skeys, name), str(e))
             broken.add(name)
             continue
-        for ref in refs_of(trees[name]):
+        deps[name] = refs_of(trees[name])
+        for ref in deps[name]:
             if ref not in raw_sets:
                 c.error((*skeys, name), f'set "{name}" references undefined set "{ref}"')
                 broken.add(name)
@@ -206,7 +208,6 @@ def resolve_matrix(
                 )
                 broken.add(name)
 
-    deps = {name: refs_of(tree) for name, tree in trees.items()}
     order, _cyclic = _topological(list(raw_sets), deps, c, skeys)
 
     expanded: dict[str, list[Combination]] = {}
