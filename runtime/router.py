@@ -88,7 +88,6 @@ class Router:
         self._closing = False
         self._leased = 0  # leases granted and not yet released (all models)
         self._inflight_changed = False  # emit an `inflight` event once the event is handled
-        self._busy = False  # an event is being handled (posts made meanwhile are queued)
         self.processes: dict[str, ModelProcess] = {
             mid: self._new_process(model) for mid, model in plan.models.items()
         }
@@ -236,8 +235,7 @@ class Router:
                 return
 
     def _process(self, event: Event) -> bool:
-        """Handle one event (on the loop task, or inline from `_post`); True to exit."""
-        self._busy = True
+        """Handle one event on the loop task; True to exit."""
         try:
             if self._handle(event):
                 return True
@@ -248,7 +246,6 @@ class Router:
                 if not fut.done():
                     fut.set_exception(RouteFailure(RouteError(500, "internal router error")))
         finally:
-            self._busy = False
             if self._inflight_changed:
                 self._inflight_changed = False
                 self._emit_inflight()
@@ -341,20 +338,7 @@ class Router:
     # ------------------------------------------------------------------ tasks
 
     def _post(self, event: Event) -> None:
-        """Queue `event` for the run loop.  Fast path: a request or a serve-done posted
-        while the loop is idle (nothing queued, nothing being handled) is handled at
-        once, in the caller: the same one-event-at-a-time order the loop task would
-        give, without two task switches per request (a granted `acquire` then returns
-        without suspending)."""
-        if (
-            type(event) in _INLINE
-            and not self._busy
-            and self._queue.empty()
-            and self._loop_task is not None
-            and not self._loop_task.done()
-        ):
-            self._process(event)
-            return
+        """Queue `event` for the run loop (the only task that handles events)."""
         self._queue.put_nowait(event)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
@@ -438,7 +422,6 @@ class Router:
             self._on_event({"type": "inflight", "total": self._leased})
 
 
-_INLINE = frozenset({RequestArrived, ServeDone})
 
 
 def _futures_of(event: Event) -> list[asyncio.Future[Any]]:
