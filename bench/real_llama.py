@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Proxy overhead against a real llama-server: latency straight to the upstream vs through
-`llama-swap`, for plain and streamed chat, with 1 and 4 concurrent clients.
+`llama-swap`, for plain and streamed chat, with 1, 4 and 32 concurrent clients (`--clients`).
 
 Why: the fake upstream answers in microseconds and keeps connections alive; the real server
 takes a few ms per request and closes the connection after every stream, which is what a
@@ -128,11 +128,13 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def bench(direct: str, proxied: str, n: int, max_tokens: int) -> None:
+async def bench(
+    direct: str, proxied: str, n: int, max_tokens: int, client_counts: tuple[int, ...]
+) -> None:
     header = f"{'mode':<9}{'clients':>8}  {'path':<7}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}"
     print(header + f"{'client retries':>16}")
     for stream in (False, True):
-        for clients in (1, 4):
+        for clients in client_counts:
             rows = {}
             for label, url in (("direct", direct), ("proxy", proxied)):
                 RETRIES["count"] = 0
@@ -152,6 +154,9 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--size", choices=("tiny", "small"), default="tiny")
     parser.add_argument("--max-tokens", type=int, default=8)
+    parser.add_argument(
+        "--clients", default="1,4,32", help="comma-separated concurrent client counts"
+    )
     parser.add_argument(
         "--scheduler",
         choices=("serial", "fifo"),
@@ -176,6 +181,7 @@ def main() -> int:
             f"    cmd: {binary} -m {gguf} --host 127.0.0.1 --port {upstream_port}"
             " --alias bench -c 2048 -np 4 -t 2\n"
             f"    proxy: http://127.0.0.1:{upstream_port}\n"
+            "    concurrencyLimit: 64\n"
         )
         proc = subprocess.Popen(
             [LLAMA_SWAP, "--config", str(config), "--listen", f"127.0.0.1:{proxy_port}"],
@@ -193,7 +199,13 @@ def main() -> int:
                 f"max_tokens {args.max_tokens}, scheduler {args.scheduler}"
             )
             asyncio.run(
-                bench(f"http://127.0.0.1:{upstream_port}", proxied, args.requests, args.max_tokens)
+                bench(
+                    f"http://127.0.0.1:{upstream_port}",
+                    proxied,
+                    args.requests,
+                    args.max_tokens,
+                    tuple(int(c) for c in args.clients.split(",")),
+                )
             )
         finally:
             proc.send_signal(signal.SIGTERM)
