@@ -10,7 +10,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from runtime.app import STATE
-from runtime.errors import RouteError, unknown_model
+from runtime.errors import RouteError
 from runtime.web.errors import route_error_response
 
 MODEL_NOT_FOUND = "model not found"
@@ -31,12 +31,10 @@ async def unload_all(request: web.Request) -> web.Response:
 
 async def unload_one(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    name = request.match_info["model"]
+    name = request.match_info["model"].removeprefix("/")
     plan = state.plan
     model_id = plan.resolve(name)
-    if model_id is None:
-        if plan.peer_for(name) is not None:
-            return route_error_response(request, unknown_model(name))
+    if model_id is None:  # peers' models too: the original resolves local ids and aliases only
         return route_error_response(request, RouteError(404, MODEL_NOT_FOUND))
     await state.router.unload((model_id,))
     return web.Response(text="OK")
@@ -46,4 +44,4 @@ def register(app: web.Application) -> None:
     app.router.add_get("/health", health)
     app.router.add_get("/running", running)
     app.router.add_post("/api/models/unload", unload_all)
-    app.router.add_post("/api/models/unload/{model:.+}", unload_one)
+    app.router.add_post("/api/models/unload/{model:.*}", unload_one)  # "" -> model not found

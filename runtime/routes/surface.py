@@ -39,6 +39,7 @@ from runtime.web.events import (
     model_status,
 )
 from runtime.web.models_list import models_list
+from runtime.web.stack import remember_prepared
 from runtime.web.version import build_info
 
 log = logging.getLogger("llama_swap.surface")
@@ -97,7 +98,7 @@ async def to_ui_models(request: web.Request) -> web.Response:
 
 
 async def favicon(request: web.Request) -> web.Response:
-    raise web.HTTPNotFound()
+    return web.Response(status=404, text="404 page not found\n")  # no UI bundle: Go's NotFound
 
 
 async def preload(state: AppState) -> None:
@@ -181,6 +182,7 @@ def register(app: web.Application) -> None:
             with contextlib.suppress(BaseException):
                 await task
 
+    app.on_response_prepare.append(remember_prepared)  # access log of abandoned streams
     app.on_startup.append(start_background)
     app.on_shutdown.append(stop_streams)
     app.on_cleanup.append(stop_background)
@@ -193,7 +195,7 @@ def register(app: web.Application) -> None:
     app.router.add_get("/logs", make_logs_handler(lambda: mux_of(state)))
     stream = make_log_stream_handler(lambda name: resolve_log(state, name), closer)
     app.router.add_get("/logs/stream", stream)
-    app.router.add_get("/logs/stream/{id:.+}", stream)
+    app.router.add_get("/logs/stream/{id:.*}", stream)  # "/logs/stream/" is the mux too
     app.router.add_get("/wol-health", health)
     app.router.add_get("/", to_ui)
     app.router.add_get("/upstream", to_ui_models)

@@ -12,8 +12,8 @@ answer 502/503 (see docs/differences.md).
 
 from __future__ import annotations
 
-import html
 import json
+import re
 from collections.abc import Mapping
 
 from aiohttp import web
@@ -22,17 +22,34 @@ from runtime.errors import RouteError, RouteFailure
 
 NO_MODEL = "no model id could be identified"
 TOO_MANY_REQUESTS_BODY = b'{"error":"Too many requests"}'
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_GO_JSON_ESCAPES = str.maketrans(
+    {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+)
+_GO_HTML_ESCAPES = str.maketrans({"&": "&amp;", "'": "&#39;", "<": "&lt;", ">": "&gt;", '"': "&#34;"})
+
+
+def utf8(text: str) -> bytes:
+    """UTF-8 bytes of `text`; lone surrogates (from `\\ud800` escapes in a client's JSON
+    or undecodable bytes in a URL) become U+FFFD, as Go writes invalid text."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text).encode()
 
 
 def render_error(accept: str, message: str) -> tuple[bytes, str]:
-    """The body and content type for `message` given the request's Accept header."""
+    """The body and content type for `message` given the request's Accept header.
+    The JSON is what Go's `json.Marshal` of the map writes: compact, keys sorted,
+    `<`, `>` and `&` escaped."""
     if "text/plain" in accept:
-        return f"llama-swap: {message}".encode(), "text/plain"
+        return utf8(f"llama-swap: {message}"), "text/plain"
     if "text/html" in accept:
-        page = f"<html><body><h1>llama-swap</h1><p>{html.escape(message)}</p></body></html>"
-        return page.encode(), "text/html"
-    body = json.dumps({"src": "llama-swap", "error": message}, ensure_ascii=False)
-    return body.encode(), "application/json"
+        escaped = message.translate(_GO_HTML_ESCAPES)  # Go's html.EscapeString
+        page = f"<html><body><h1>llama-swap</h1><p>{escaped}</p></body></html>"
+        return utf8(page), "text/html"
+    text = json.dumps(message, ensure_ascii=False).translate(_GO_JSON_ESCAPES)
+    return utf8(f'{{"error":{text},"src":"llama-swap"}}'), "application/json"
 
 
 def error_response(

@@ -152,7 +152,8 @@ class StreamCloser:
 
 
 def model_status(plan: Plan, states: Mapping[str, ProcessState]) -> list[dict[str, Any]]:
-    """The modelStatus payload: local models by id (state default stopped), then peers' models."""
+    """The modelStatus payload: local models by id (state default stopped), then peers' models
+    (state "")."""
     out: list[dict[str, Any]] = []
     for model_id, m in plan.models.items():
         rec: dict[str, Any] = {
@@ -168,9 +169,10 @@ def model_status(plan: Plan, states: Mapping[str, ProcessState]) -> list[dict[st
         if flags := capability_flags(m.capabilities):
             rec["capabilities"] = sorted(flags)
         out.append(rec)
-    for peer_id, peer in plan.peers.items():
+    for peer_id, peer in plan.peers.items():  # every field, empty, as Go's struct encodes them
         for name in peer.models:
-            out.append({"id": name, "peerID": peer_id})
+            out.append({"id": name, "name": "", "description": "", "state": "", "unlisted": False,
+                        "peerID": peer_id})
     return out
 
 

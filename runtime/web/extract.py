@@ -126,6 +126,11 @@ async def extract(request: web.Request, plan: Plan) -> Extracted:
 def _from_json(plan: Plan, raw: bytes) -> Extracted:
     try:
         doc: Any = json.loads(raw)
+    except UnicodeDecodeError:  # invalid UTF-8: read it as Go's gjson does, bytes as they are
+        try:
+            doc = json.loads(raw.decode("utf-8", "replace"))
+        except ValueError:
+            doc = _NOTHING
     except ValueError:
         doc = _NOTHING
     fields = doc if isinstance(doc, dict) else {}
@@ -148,9 +153,9 @@ async def _from_multipart(request: web.Request, plan: Plan, ctype: str) -> Extra
             spool.write(chunk)
             spooled += len(chunk)
             scanner.feed(chunk)
-    except MultipartError as exc:
+    except MultipartError:  # the original's form parser fails: no model could be identified
         spool.close()
-        raise RouteFailure(RouteError(400, f"error parsing multipart form: {exc}")) from None
+        raise no_model() from None
     except BaseException:
         spool.close()
         raise

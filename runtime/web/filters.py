@@ -147,6 +147,15 @@ def _dump(doc: Any) -> str:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
 
 
+def _encode(doc: Any) -> bytes:
+    """The new body; a lone surrogate (a `\\ud800` escape in the client's JSON) has no
+    UTF-8 form, so such a body keeps every non-ASCII character escaped instead."""
+    try:
+        return _dump(doc).encode()
+    except UnicodeEncodeError:
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+
 def _thaw(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {k: _thaw(v) for k, v in value.items()}
@@ -166,7 +175,7 @@ def filter_request(plan: Plan, req: Extracted) -> Extracted:
         filtered = apply_json_filters(req.json, spec)
         if _dump(filtered) == _dump(req.json):
             return req  # nothing changed: forward the client's bytes
-        encoded = _dump(filtered).encode()
+        encoded = _encode(filtered)
         req.body.close()
         req.body = BytesBody(encoded)
         req.json = filtered

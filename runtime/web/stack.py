@@ -13,6 +13,7 @@ a coroutine and a handler partial per request, and this is the proxy's hot path.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, Protocol
 
@@ -25,6 +26,28 @@ from runtime.web.access_log import INFO, SKIP_PREFIXES, access_line, body_size, 
 from runtime.web.auth import extract_api_key, is_exempt, key_matches, unauthorized_response
 from runtime.web.cors import preflight_response
 from runtime.web.errors import route_error_response
+
+PREPARED = "llama_swap_prepared"  # request key: the response once its headers went out
+CLIENT_CLOSED = 499  # logged for a request whose client left before any answer (nginx's code)
+
+
+async def remember_prepared(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """For `app.on_response_prepare`: lets the access log report a streamed response's
+    status and bytes even when the client leaves mid-stream (the handler is cancelled)."""
+    request[PREPARED] = response
+
+
+def mux_error(exc: web.HTTPException) -> web.Response:
+    """The router's own 404/405, worded as Go's ServeMux words them."""
+    if exc.status == 405:
+        allowed = sorted(getattr(exc, "allowed_methods", ()) or ())
+        return web.Response(
+            status=405, text="Method Not Allowed\n", headers={"Allow": ", ".join(allowed),
+                                                              "X-Content-Type-Options": "nosniff"}
+        )
+    return web.Response(
+        status=exc.status, text="404 page not found\n", headers={"X-Content-Type-Options": "nosniff"}
+    )
 
 
 class HasPlanAndLog(Protocol):
@@ -46,6 +69,8 @@ def default_middlewares(state: HasPlanAndLog) -> list[Any]:
             method = request.method
             if method == "OPTIONS":  # CORS preflight, before auth
                 resp: web.StreamResponse = preflight_response(request.headers)
+            elif (unrouted := request.match_info.http_exception) is not None:
+                resp = mux_error(unrouted)  # the mux answers before any route's auth
             else:
                 keys = state.plan.settings.apiKeys
                 if (
@@ -63,6 +88,13 @@ def default_middlewares(state: HasPlanAndLog) -> list[Any]:
             return resp
         except web.HTTPException as exc:
             status, size = exc.status, len(exc.body or b"") if isinstance(exc.body, bytes) else 0
+            raise
+        except (asyncio.CancelledError, ConnectionError):
+            prepared = request.get(PREPARED)
+            if prepared is not None:
+                status, size = prepared.status, body_size(prepared)
+            else:
+                status = CLIENT_CLOSED
             raise
         finally:
             log = proxy_log()

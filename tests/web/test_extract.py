@@ -130,12 +130,12 @@ async def test_multipart_model_after_the_file_and_query_fallback(client) -> None
     assert (await client.post("/v1/images/edits", data=data)).status == 404
 
 
-async def test_malformed_multipart_is_400(client) -> None:
+async def test_malformed_multipart_has_no_model_as_in_the_original(client) -> None:
     r = await client.post(
         "/v1/audio/transcriptions",
         data=b"--b\r\n" + b"x" * 20000,
         headers={"Content-Type": "multipart/form-data; boundary=b"},
     )
-    assert r.status == 400
-    assert (await r.json())["error"].startswith("error parsing multipart form:")
+    assert r.status == 404
+    assert (await r.json())["error"] == "no model id could be identified"
 
