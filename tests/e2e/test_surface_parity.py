@@ -139,3 +139,48 @@ async def test_streams_the_client_leaves_are_logged_with_their_status(proxy: Any
         await asyncio.sleep(0.05)
     assert {path: status for path, (status, _) in seen.items()} == {"/api/events": 200, "/logs/stream": 200}
     assert all(size > 0 for _, size in seen.values())
+
+
+async def test_a_client_leaving_mid_upload_cancels_the_upstream_request_and_frees_the_model(
+    proxy: Any, record_file: Path
+) -> None:
+    p = proxy(surface_plan([fake_model("a", record_file), fake_model("b", record_file)]))
+    async with aiohttp.ClientSession() as s:
+        status, _, _ = await fetch(s, "GET", p.url + "/upstream/a/health")
+        assert status == 200
+        _, _, running = await fetch(s, "GET", p.url + "/running")
+        upstream = json.loads(running)["running"][0]["proxy"]
+        boundary = "cut"
+        head = (f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\na\r\n'
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="f"\r\n\r\n').encode()
+        host, port = p.url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\n"
+            + f"Content-Type: multipart/form-data; boundary={boundary}\r\n".encode()
+            + f"Content-Length: {len(head) + 50 * 2**20}\r\n\r\n".encode() + head
+        )
+        for _ in range(4):
+            writer.write(b"\0" * 2**20)
+            await writer.drain()
+
+        async def upstream_current() -> int:
+            _, _, raw = await fetch(s, "GET", upstream + "/fake/stats")
+            return int(json.loads(raw)["current"])
+
+        for _ in range(200):  # the upload reaches the upstream while it streams
+            if await upstream_current() == 1:
+                break
+            await asyncio.sleep(0.02)
+        assert await upstream_current() == 1
+        writer.transport.abort()
+        for _ in range(200):
+            if await upstream_current() == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert await upstream_current() == 0
+        # serial: b can only start once a's abandoned request has let go of it
+        status, _, body = await asyncio.wait_for(
+            fetch(s, "POST", p.url + "/v1/chat/completions", json={"model": "b"}), 30
+        )
+        assert status == 200, body
