@@ -14,6 +14,7 @@ a coroutine and a handler partial per request, and this is the proxy's hot path.
 from __future__ import annotations
 
 import asyncio
+import posixpath
 import time
 from typing import Any, Protocol
 
@@ -37,8 +38,22 @@ async def remember_prepared(request: web.BaseRequest, response: web.StreamRespon
     request[PREPARED] = response
 
 
-def mux_error(exc: web.HTTPException) -> web.Response:
-    """The router's own 404/405, worded as Go's ServeMux words them."""
+def clean_path(path: str) -> str:
+    """Go's ServeMux cleanPath: no `.`/`..` segments or doubled slashes; a trailing slash kept."""
+    cleaned = posixpath.normpath("/" + path.lstrip("/")) if path else "/"
+    cleaned = "/" + cleaned.lstrip("/")  # normpath keeps a leading "//"
+    if path.endswith("/") and cleaned != "/":
+        cleaned += "/"
+    return cleaned
+
+
+def mux_error(request: web.BaseRequest, exc: web.HTTPException) -> web.Response:
+    """The router's own answers, as Go's ServeMux gives them: a non-canonical path is
+    redirected (301) to its clean form, else 404/405 worded as Go words them."""
+    raw = request.rel_url.raw_path
+    if request.method != "CONNECT" and (cleaned := clean_path(raw)) != raw:
+        qs = request.rel_url.raw_query_string
+        return web.Response(status=301, headers={"Location": cleaned + ("?" + qs if qs else "")})
     if exc.status == 405:
         allowed = sorted(getattr(exc, "allowed_methods", ()) or ())
         return web.Response(
@@ -70,7 +85,7 @@ def default_middlewares(state: HasPlanAndLog) -> list[Any]:
             if method == "OPTIONS":  # CORS preflight, before auth
                 resp: web.StreamResponse = preflight_response(request.headers)
             elif (unrouted := request.match_info.http_exception) is not None:
-                resp = mux_error(unrouted)  # the mux answers before any route's auth
+                resp = mux_error(request, unrouted)  # the mux answers before any route's auth
             else:
                 keys = state.plan.settings.apiKeys
                 if (

@@ -34,6 +34,14 @@ async def test_unrouted_paths_and_wrong_methods_answer_like_the_go_mux_even_with
         assert (status, body, headers["Allow"]) == (405, b"Method Not Allowed\n", "GET, HEAD")
         status, headers, _ = await fetch(s, "GET", p.url + "/v1/chat/completions")
         assert (status, headers["Allow"]) == (405, "POST")
+        # a path that is not canonical is redirected to its clean form first, query kept
+        for raw, clean in (("//v1/models?x=1", "/v1/models?x=1"), ("/v1/../health", "/health"),
+                           ("/./no/such/", "/no/such/")):
+            reader, writer = await asyncio.open_connection(*p.url.removeprefix("http://").split(":"))
+            writer.write(f"GET {raw} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            answer = (await reader.read()).decode()
+            writer.close()
+            assert answer.startswith("HTTP/1.1 301") and f"\r\nLocation: {clean}\r\n" in answer, answer
         # a known route still needs the key
         status, _, _ = await fetch(s, "GET", p.url + "/v1/models")
         assert status == 401
