@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from compiler.diagnostics import CompileError, Diagnostic
 from compiler.plan import Plan
 from runtime.plan_loader import PlanLoadError, load_plan
-from runtime.serve import DEFAULT_SHUTDOWN_TIMEOUT, serve
+from runtime.serve import DEFAULT_SHUTDOWN_TIMEOUT, parse_listen, serve
 from runtime.web.version import package_version as version
 
 EXIT_OK, EXIT_CONFIG, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
@@ -110,6 +110,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if bool(args.tls_cert_file) != bool(args.tls_key_file):
         print("llama-swap: --tls-cert-file and --tls-key-file must be given together",
               file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        parse_listen(args.listen, bool(args.tls_cert_file))
+    except ValueError as exc:
+        print(f"llama-swap: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
         plan = obtain_plan(args)

@@ -119,13 +119,19 @@ def follow_plan_logs(state: AppState) -> None:
 
 
 def parse_listen(listen: str, tls: bool) -> tuple[str | None, int]:
-    """`:8080`, `host:port`, `[::1]:port`; empty means `:8080` (`:8443` with TLS)."""
+    """`:8080`, `host:port`, `[::1]:port`; empty means `:8080` (`:8443` with TLS).
+
+    Raises ValueError with a readable message for anything else -- in particular a port
+    outside 0..65535, which the socket layer would silently truncate to 16 bits."""
     if not listen:
         return None, 8443 if tls else 8080
     host, sep, port = listen.rpartition(":")
-    if not sep:
-        raise ValueError(f"invalid listen address {listen!r} (expected host:port)")
-    host = host.strip("[]")
+    bracketed = host.startswith("[") and host.endswith("]")
+    if not sep or ("[" in host or "]" in host) and not bracketed:
+        raise ValueError(f"invalid listen address {listen!r} (expected host:port or [ipv6]:port)")
+    if not (port.isascii() and port.isdigit()) or int(port) > 65535:
+        raise ValueError(f"invalid listen address {listen!r}: port must be a number 0-65535")
+    host = host[1:-1] if bracketed else host
     return (host or None), int(port)
 
 
