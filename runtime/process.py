@@ -9,7 +9,9 @@ Invariants:
   goes starting -> stopped or starting -> stopping -> stopped); `shutdown` is terminal.
   `on_state_change(model_id, old, new)` is called synchronously for every transition.
 - the child runs `model.cmd` (no shell) with os.environ + `model.env`, in its own session and
-  process group, and (on Linux) dies with SIGKILL if the thread that spawned it dies;
+  process group, and (on Linux) dies with SIGKILL if the thread that spawned it dies; its
+  whole group (a wrapper's forked server included) is registered with the orphan guard
+  (runtime/orphans.py), which kills it if llama-swap dies without stopping it;
 - its stdout and stderr go, merged and decoded, into `self.log`; runtime notes about the child
   ("started pid", "exited with code", "health ok") go there too;
 - when the child (the group leader) exits, whatever is left of its process group is killed,
@@ -36,6 +38,7 @@ from collections.abc import Callable, Mapping, Sequence
 from compiler.plan import Model
 from runtime.errors import RouteError, RouteFailure, health_timeout, start_failed
 from runtime.logs import LogBuffer
+from runtime.orphans import GUARD_INSTANCE
 from runtime.process_state import ProcessState
 
 _log = logging.getLogger(__name__)
@@ -148,6 +151,7 @@ class _Child:
         self.proto = proto
         self.pid: int = transport.get_pid()
         self.returncode: int | None = None
+        GUARD_INSTANCE.track(self.pid)  # its group dies with llama-swap, even if SIGKILLed
         self.reaped: asyncio.Task[int] = asyncio.get_running_loop().create_task(self._reap())
 
     async def _reap(self) -> int:
@@ -155,6 +159,7 @@ class _Child:
         code = self.transport.get_returncode()
         self.returncode = -1 if code is None else code
         _signal_group(self.pid, signal.SIGKILL)  # leftovers of the group
+        GUARD_INSTANCE.forget(self.pid)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self.proto.pipes_closed), PIPE_DRAIN)
         if not self.proto.pipes_closed.done():

@@ -424,3 +424,37 @@ async def test_a_killed_runtime_leaves_no_orphan(h: Harness, tmp_path: object) -
         proc.kill()
         await proc.wait()
     await until(lambda: not pid_alive(child), timeout=5)
+
+
+async def test_a_killed_runtime_leaves_no_orphan_even_behind_a_wrapper(
+    h: Harness, tmp_path: object
+) -> None:
+    # `sh -c "server; true"` forks the server instead of exec'ing it: the parent-death
+    # signal kills only the shell, so the orphan guard must kill the rest of the group
+    port = free_port()
+    server = f"{PY} -m runtime.fake_upstream --port {port}; true"
+    runtime = textwrap.dedent(f"""
+        import asyncio, psutil
+        from runtime.logs import LogBuffer
+        from runtime.process import ModelProcess
+        from compiler.plan import Model
+        async def main():
+            m = Model(id="m", cmd=("sh", "-c", {server!r}),
+                      cmdStop=None, proxy="http://127.0.0.1:{port}", checkEndpoint="/health", ttl=0)
+            p = ModelProcess(m, health_check_timeout=20, log=LogBuffer("m"))
+            await p.start()
+            [server] = psutil.Process(p.pid).children()
+            print("server", server.pid, flush=True)
+            await asyncio.sleep(60)
+        asyncio.run(main())
+    """)
+    proc = await asyncio.create_subprocess_exec(PY, "-c", runtime, stdout=asyncio.subprocess.PIPE)
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), 20)  # type: ignore[union-attr]
+        grandchild = int(line.split()[1])
+        h.extra_pids.append(grandchild)
+        assert pid_alive(grandchild)
+    finally:
+        proc.kill()
+        await proc.wait()
+    await until(lambda: not pid_alive(grandchild), timeout=15)
