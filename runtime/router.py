@@ -85,6 +85,7 @@ class Router:
         self._waiters: dict[int, RequestArrived] = {}
         self._last_use: dict[str, float] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._swaps: dict[str, asyncio.Task[None]] = {}  # the newest swap task per model
         self._loop_task: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._shutdown_task: asyncio.Task[None] | None = None
@@ -198,7 +199,15 @@ class Router:
 
     def start_swap(self, model: str, evict: tuple[str, ...]) -> None:
         log.debug("swap: starting %s%s", model, f", stopping {', '.join(evict)}" if evict else "")
-        self._spawn(self._swap(model, evict), f"swap:{model}")
+        # Swaps to one model run one after another, so their SwapDone events arrive in the
+        # order they were started: a scheduler that released a swap (unload) can tell its
+        # late outcome from the outcome of a swap started after it.
+        previous = self._swaps.get(model)
+        task = self._spawn(self._swap(model, evict, previous), f"swap:{model}")
+        self._swaps[model] = task
+        task.add_done_callback(
+            lambda t: self._swaps.pop(model) if self._swaps.get(model) is t else None
+        )
 
     def grant_serve(self, request: Request) -> bool:
         waiter = self._waiters.pop(request.id, None)
@@ -344,14 +353,19 @@ class Router:
         """Queue `event` for the run loop (the only task that handles events)."""
         self._queue.put_nowait(event)
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
-    async def _swap(self, model: str, evict: tuple[str, ...]) -> None:
+    async def _swap(
+        self, model: str, evict: tuple[str, ...], previous: asyncio.Task[None] | None = None
+    ) -> None:
         error: RouteError | None = None
         try:
+            if previous is not None and not previous.done():
+                await asyncio.wait({previous})  # see start_swap: one swap per model at a time
             grace = STOP_GRACE
             # A hot reload may have dropped a process entry meanwhile: skip it.
             stopping = [p for p in (self.processes.get(m) for m in evict) if p is not None]

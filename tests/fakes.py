@@ -216,7 +216,10 @@ class FakeRouter:
 
     def finish_swap(self, index: int, error: RouteError | None) -> None:
         if self.swaps:
-            swap = self.swaps.pop(index % len(self.swaps))
+            # any model's swap may end first, but swaps to one model report in the order
+            # they were started (the router runs them one after another)
+            model = self.swaps[index % len(self.swaps)].model
+            swap = self.swaps.pop(next(i for i, sw in enumerate(self.swaps) if sw.model == model))
             for evicted in swap.evict:
                 self.fx.states[evicted] = ProcessState.STOPPED
             self.fx.states[swap.model] = ProcessState.STOPPED if error else ProcessState.READY

@@ -44,7 +44,8 @@ class Effects(Protocol):
 
     def start_swap(self, model: str, evict: tuple[str, ...]) -> None:
         """Begin (asynchronously): stop `evict` and wait until they exited, then start `model`
-        and wait until healthy.  The outcome arrives later as `on_swap_done(model, error)`."""
+        and wait until healthy.  The outcome arrives later as `on_swap_done(model, error)`;
+        swaps to the same model report in the order they were started."""
 
     def grant_serve(self, request: Request) -> bool:
         """Hand the request to its model; False if the caller is gone (nothing was granted)."""

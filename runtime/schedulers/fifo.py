@@ -77,6 +77,10 @@ class FifoScheduler:
             for mid, m in models.items()
         }
         self._active: dict[str, _ActiveSwap] = {}
+        # swaps released by an unload whose `on_swap_done` is still to come, per model: the
+        # router reports the swaps to one model in the order they were started, so the next
+        # report(s) for that model belong to them, not to a swap started after the unload
+        self._released: dict[str, int] = {}
         self._in_flight: dict[str, int] = {}
         self._queue: list[Request] = []
         self._closed: RouteError | None = None
@@ -118,6 +122,13 @@ class FifoScheduler:
         self._publish()
 
     def on_swap_done(self, model: str, error: RouteError | None) -> None:
+        released = self._released.get(model, 0)
+        if released:  # the outcome of a swap an unload released: dropped
+            if released == 1:
+                del self._released[model]
+            else:
+                self._released[model] = released - 1
+            return
         sw = self._active.pop(model, None)
         if sw is None:
             return  # released by an unload or shutdown
@@ -152,6 +163,7 @@ class FifoScheduler:
     def on_unload(self, models: tuple[str, ...], error: RouteError) -> None:
         targets = set(models)
         for model in [m for m in self._active if m in targets]:
+            self._released[model] = self._released.get(model, 0) + 1
             for waiter in self._active.pop(model).waiters:
                 self._fx.grant_error(waiter, error)
         kept: list[Request] = []

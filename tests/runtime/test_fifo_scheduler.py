@@ -235,6 +235,23 @@ def test_unload_releases_swap_waiters_and_stops_the_model(r: Ids) -> None:
     assert fx.take() == []
 
 
+def test_a_swap_released_by_unload_does_not_answer_a_later_swap_to_the_same_model(
+    r: Ids,
+) -> None:
+    s, fx = fifo("a")
+    s.on_request(r("a"))
+    err = model_unloaded("a")
+    s.on_unload(("a",), err)
+    fx.set_state("a", ProcessState.STOPPED)
+    s.on_request(r("a"))  # arrives after the unload: a swap of its own
+    assert fx.take() == [StartSwap("a"), GrantError(1, err), StopProcesses(("a",)), StartSwap("a")]
+    aborted = RouteError(503, "[a] aborted")
+    s.on_swap_done("a", aborted)  # the released swap ends first (its start was aborted)
+    assert fx.take() == []  # not request 2's answer
+    fx.finish_swap(s, "a")
+    assert fx.take() == [Grant(2)]
+
+
 def test_unload_drops_queued_requests_which_never_start(r: Ids) -> None:
     s, fx = fifo("a", "b", evict={"b": ("a",)})
     s.on_request(r("a"))

@@ -1,0 +1,54 @@
+"""The router's run loop with real child processes (the fake upstream), driven in-process.
+
+These pin orderings the pure scheduler tests cannot see: what the loop does with events
+that arrive back to back, before any slow work (stops, starts) had a chance to run."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest_asyncio
+
+from compiler.plan import Plan
+from runtime.logs import LogBuffer
+from runtime.router import Router
+from tests.e2e.conftest import fake_model, make_plan
+
+
+@pytest_asyncio.fixture
+async def router_for() -> AsyncIterator[list[Router]]:
+    routers: list[Router] = []
+    yield routers
+    for router in routers:
+        await router.shutdown(10)
+
+
+async def start_router(routers: list[Router], plan: Plan) -> Router:
+    router = Router(plan, upstream_log=LogBuffer("upstream"))
+    routers.append(router)
+    await router.start()
+    return router
+
+
+async def test_a_request_right_after_an_unload_is_served_by_a_fresh_start(
+    router_for: list[Router], tmp_path: Path
+) -> None:
+    # fifo: the unload releases the first swap; a request posted right behind the unload
+    # starts a second swap to the same model.  The first swap's late (aborted) outcome
+    # must not be taken for the second's.
+    plan = make_plan(
+        [fake_model("a", tmp_path / "served.jsonl", "--start-delay", "0.5")], scheduler="fifo"
+    )
+    router = await start_router(router_for, plan)
+    first = asyncio.ensure_future(router.acquire("a"))
+    while router.model_state("a") is None or str(router.model_state("a")) != "starting":
+        await asyncio.sleep(0.01)
+    unload = asyncio.ensure_future(router.unload(["a"]))
+    second = asyncio.ensure_future(router.acquire("a"))  # queued right behind the unload
+    await unload
+    assert first.done() and first.exception() is not None  # released by the unload
+    lease = await asyncio.wait_for(second, 20)
+    lease.release()
+    assert str(router.model_state("a")) == "ready"
