@@ -337,5 +337,8 @@ def _payload(body: Body, headers: CIMultiDict[str]) -> tuple[Any, _ReplayableStr
 
 
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        # its str() is the repr of a half-parsed response when the upstream hung up mid-headers
+        return "ServerDisconnectedError: the upstream closed the connection before answering"
     text = str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if text != type(exc).__name__ else text
