@@ -190,7 +190,17 @@ async def serve(
             pass
 
     await state.router.start()
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=2.0)
+    runner = web.AppRunner(
+        app,
+        handler_cancellation=True,
+        access_log=None,
+        shutdown_timeout=2.0,
+        # aiohttp's defaults (8 KiB per header, 128 headers) reject long cookies and JWTs
+        # that the Go original (1 MiB of headers) accepts.
+        max_line_size=65536,
+        max_field_size=1 << 20,
+        max_headers=1000,
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)
     try:

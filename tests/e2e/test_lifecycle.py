@@ -47,6 +47,17 @@ async def test_health_and_running_report_the_loaded_model(proxy: Any, record_fil
     ]
 
 
+async def test_long_and_numerous_request_headers_are_accepted(
+    proxy: Any, record_file: Path
+) -> None:
+    """Long cookies and JWTs must pass (the Go original accepts 1 MiB of headers)."""
+    p = proxy(make_plan([fake_model("a", record_file)]))
+    headers = {"X-Big": "a" * 100_000, **{f"X-H{i}": "v" for i in range(300)}}
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{p.url}/health", headers=headers) as resp:
+            assert resp.status == 200
+
+
 async def test_unload_returns_only_after_the_process_exited(proxy: Any, record_file: Path) -> None:
     p = proxy(make_plan([fake_model("a", record_file, aliases=("alpha",))]))
     async with aiohttp.ClientSession() as s:
