@@ -1,11 +1,12 @@
 """Shared plumbing for the runtime benchmarks: plans of fake models, a `llama-swap`
-subprocess on a free port, and a cleanup that leaves no process behind."""
+subprocess on a free port, and a cleanup that leaves no process behind.  The process
+helpers (`free_port`, `stop_process`) are the end-to-end tests' (tests/e2e/procs.py),
+re-exported here for the other bench scripts."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -21,16 +22,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from compiler.plan import Group, Model, Plan, Routing, Settings, plan_to_json  # noqa: E402
+from tests.e2e.procs import free_port, kill_pids, live_descendants, stop_process  # noqa: E402
 
 BIN = Path(sys.executable).parent
 FAKE = str(BIN / "swap-fake-upstream")
 LLAMA_SWAP = str(BIN / "llama-swap")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def fake_model(mid: str, *args: str) -> Model:
@@ -109,20 +105,9 @@ def llama_swap(plan: Plan, *, capture: bool = False) -> Iterator[Running]:
                 raise RuntimeError("llama-swap did not start")
             yield Running(proc, url[0], output)
         finally:
-            import psutil
-
-            kids = []
-            with contextlib.suppress(psutil.NoSuchProcess):
-                kids = psutil.Process(proc.pid).children(recursive=True)
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-            for kid in kids:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    kid.kill()
+            kids = [kid.pid for kid, _ in live_descendants(proc.pid)]
+            stop_process(proc)
+            kill_pids(kids)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -17,8 +17,6 @@ import argparse
 import asyncio
 import importlib.util
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,6 +28,7 @@ from pathlib import Path
 from types import ModuleType
 
 import aiohttp
+from _runtime_harness import free_port, stop_process  # type: ignore[import-not-found]
 
 REPO = Path(__file__).resolve().parents[1]
 LLAMA_SWAP = str(Path(sys.executable).parent / "llama-swap")
@@ -42,12 +41,6 @@ def load_script(name: str) -> ModuleType:
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
@@ -208,11 +201,7 @@ def main() -> int:
                 )
             )
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc, grace=30)
     return 0
 
 

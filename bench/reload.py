@@ -20,8 +20,6 @@ import argparse
 import asyncio
 import os
 import re
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,17 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from _runtime_harness import free_port, stop_process  # type: ignore[import-not-found]
 
 BIN = Path(sys.executable).parent
 FAKE = str(BIN / "swap-fake-upstream")
 LLAMA_SWAP = str(BIN / "llama-swap")
 STEADY = "steady"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Config:
@@ -228,11 +221,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 await latency_rounds(s, url, cfg, args.rounds)
                 await steady_during_reloads(s, url, cfg, args.reloads)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc, grace=30)
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from contextvars import ContextVar
 from types import SimpleNamespace
 from typing import Any
@@ -259,15 +259,19 @@ class UpstreamPool:
         body: Body,
         *,
         into: web.StreamResponse | None = None,
+        tap: Callable[[aiohttp.ClientResponse], None] | None = None,
     ) -> web.StreamResponse:
         """Proxy `request` to `model` at `path` (query string kept) and relay the answer.
 
         `into`: an already started response (sendLoadingState) that receives only the
-        upstream's body.  Raises UpstreamError when nothing was answered yet (the caller
-        renders a 502)."""
+        upstream's body.  `tap`: called with the upstream's response before it is relayed
+        (the activity log tees it there).  Raises UpstreamError when nothing was answered
+        yet (the caller renders a 502)."""
         qs = request.query_string
         path_qs = f"{path}?{qs}" if qs else path
         upstream = await self.send(model, request.method, path_qs, request_headers(request), body)
+        if tap is not None:
+            tap(upstream)
         try:
             resp = await relay(request, upstream, into=into)
         except BaseException:

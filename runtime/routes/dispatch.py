@@ -22,10 +22,16 @@ from aiohttp import web
 
 from compiler.plan import Model
 from runtime.app import STATE, AppState
-from runtime.errors import RouteError, RouteFailure, unknown_model
+from runtime.errors import RouteFailure, unknown_model
 from runtime.process_state import ProcessState
-from runtime.proxy import UpstreamError, relay, request_headers
-from runtime.routes.inference import JSON_ROUTES, VERSIONLESS_ROUTES, forward_path
+from runtime.proxy import UpstreamError
+from runtime.routes.inference import (
+    JSON_ROUTES,
+    VERSIONLESS_ROUTES,
+    forward_path,
+    serve_granted,
+    upstream_error,
+)
 from runtime.web.activity import ActivityLog, ResponseMeter, tee_response
 from runtime.web.errors import error_payload, route_error_response
 from runtime.web.events import InflightCounter
@@ -43,10 +49,6 @@ INFLIGHT = web.AppKey("llama_swap_inflight", InflightCounter)
 ACTIVITY = web.AppKey("llama_swap_activity", ActivityLog)
 
 
-def upstream_error(model_id: str, exc: UpstreamError) -> RouteError:
-    return RouteError(502, f"[{model_id}] upstream error: {exc}")
-
-
 async def forward_local(
     request: web.Request,
     state: AppState,
@@ -58,19 +60,8 @@ async def forward_local(
     meter: ResponseMeter | None = None,
 ) -> web.StreamResponse:
     """`UpstreamPool.forward`, with the response shown to `meter` as it passes."""
-    if meter is None:
-        return await state.upstreams.forward(request, model, path, body, into=into)
-    qs = request.query_string
-    path_qs = f"{path}?{qs}" if qs else path
-    upstream = await state.upstreams.send(model, request.method, path_qs, request_headers(request), body)
-    tee_response(upstream, meter)
-    try:
-        resp = await relay(request, upstream, into=into)
-    except BaseException:
-        upstream.close()
-        raise
-    upstream.release()
-    return resp
+    tap = None if meter is None else (lambda upstream: tee_response(upstream, meter))
+    return await state.upstreams.forward(request, model, path, body, into=into, tap=tap)
 
 
 class recording:  # noqa: N801 -- used like a function: `with recording(...) as out:`
@@ -127,16 +118,9 @@ async def serve_local(
     model = state.plan.models[model_id]
     ready = router.model_state(model_id) is ProcessState.READY
     if not wants_loading_state(path, streaming, model.sendLoadingState, ready):
-        try:
-            lease = await router.acquire(model_id)
-        except RouteFailure as failure:
-            return route_error_response(request, failure.error)
-        try:  # (not `async with lease`: two coroutines fewer on the hot path)
-            return await forward_local(request, state, lease.model, path, body, meter=meter)
-        except UpstreamError as exc:
-            return route_error_response(request, upstream_error(model_id, exc))
-        finally:
-            lease.release()
+        return await serve_granted(
+            request, model_id, lambda m: forward_local(request, state, m, path, body, meter=meter)
+        )
 
     resp = await start_sse(request)
     loader = LoadingState(resp, model_id)

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import json
 import urllib.parse
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
+from compiler.plan import Model
 from runtime.app import STATE
 from runtime.errors import RouteError, RouteFailure, unknown_model
 from runtime.proxy import Body, UpstreamError
@@ -75,20 +77,35 @@ def forward_path(path: str) -> str:
     return path[2:] if path.startswith("/v/") else path
 
 
-async def serve_local(request: web.Request, model_id: str, path: str, body: Body) -> web.StreamResponse:
-    """Wait for `model_id`'s grant, then proxy `request` to it at `path`."""
-    state = request.app[STATE]
+def upstream_error(model_id: str, exc: UpstreamError) -> RouteError:
+    return RouteError(502, f"[{model_id}] upstream error: {exc}")
+
+
+async def serve_granted(
+    request: web.Request,
+    model_id: str,
+    send: Callable[[Model], Awaitable[web.StreamResponse]],
+) -> web.StreamResponse:
+    """Wait for `model_id`'s grant, then answer with `send(model)` while holding the lease
+    (released however `send` ends); an UpstreamError (nothing answered yet) is a 502."""
     try:
-        lease = await state.router.acquire(model_id)
+        lease = await request.app[STATE].router.acquire(model_id)
     except RouteFailure as failure:
         return route_error_response(request, failure.error)
-    async with lease:
-        try:
-            return await state.upstreams.forward(request, lease.model, path, body)
-        except UpstreamError as exc:
-            return route_error_response(
-                request, RouteError(502, f"[{model_id}] upstream error: {exc}")
-            )
+    try:
+        return await send(lease.model)
+    except UpstreamError as exc:
+        return route_error_response(request, upstream_error(model_id, exc))
+    finally:
+        lease.release()
+
+
+async def serve_local(request: web.Request, model_id: str, path: str, body: Body) -> web.StreamResponse:
+    """Wait for `model_id`'s grant, then proxy `request` to it at `path`."""
+    upstreams = request.app[STATE].upstreams
+    return await serve_granted(
+        request, model_id, lambda model: upstreams.forward(request, model, path, body)
+    )
 
 
 async def handle_json(request: web.Request) -> web.StreamResponse:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+from collections.abc import Awaitable
 from typing import Any
 
 import aiohttp
@@ -22,10 +23,11 @@ from aiohttp import web
 
 from compiler.plan import Model
 from runtime.app import STATE
-from runtime.errors import RouteError, RouteFailure
+from runtime.errors import RouteError
 from runtime.process_state import ProcessState
-from runtime.proxy import UpstreamError, request_headers
-from runtime.routes.dispatch import METERED_PATHS, forward_local, recording, upstream_error
+from runtime.proxy import request_headers
+from runtime.routes.dispatch import METERED_PATHS, forward_local, recording
+from runtime.routes.inference import serve_granted
 from runtime.web.activity import ResponseMeter
 from runtime.web.body import StreamBody
 from runtime.web.errors import error_response, route_error_response
@@ -81,18 +83,14 @@ async def _serve(
     request: web.Request, model_id: str, path: str, meter: ResponseMeter | None
 ) -> web.StreamResponse:
     state = request.app[STATE]
-    try:
-        lease = await state.router.acquire(model_id)
-    except RouteFailure as failure:
-        return route_error_response(request, failure.error)
-    async with lease:
+
+    def send(model: Model) -> Awaitable[web.StreamResponse]:
         if request.headers.get("Upgrade", "").lower() == "websocket":
-            return await bridge_websocket(request, lease.model, path)
+            return bridge_websocket(request, model, path)
         body = StreamBody(request.content, request.content_length) if request.body_exists else None
-        try:
-            return await forward_local(request, state, lease.model, path, body, meter=meter)
-        except UpstreamError as exc:
-            return route_error_response(request, upstream_error(model_id, exc))
+        return forward_local(request, state, model, path, body, meter=meter)
+
+    return await serve_granted(request, model_id, send)
 
 
 async def bridge_websocket(request: web.Request, model: Model, path: str) -> web.StreamResponse:

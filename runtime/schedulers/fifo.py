@@ -45,6 +45,7 @@ from compiler.plan import Model
 from runtime.errors import RouteError, too_many_requests, unknown_model
 from runtime.process_state import ProcessState
 from runtime.schedulers.base import Effects, Request, Swapper
+from runtime.schedulers.queueing import QueueBookkeeping
 
 log = logging.getLogger("llama_swap.scheduler")
 
@@ -57,7 +58,7 @@ class _ActiveSwap:
     waiters: list[Request] = field(default_factory=list)
 
 
-class FifoScheduler:
+class FifoScheduler(QueueBookkeeping):
     """`Scheduler` for `routing.scheduler.use: fifo`."""
 
     name = "fifo"
@@ -69,7 +70,7 @@ class FifoScheduler:
         swapper: Swapper,
         priority: Mapping[str, int] | None = None,
     ) -> None:
-        self._fx = effects
+        super().__init__(effects)
         self._swapper = swapper
         self._priority = dict(priority or {})
         self._limits = {
@@ -81,18 +82,8 @@ class FifoScheduler:
         # router reports the swaps to one model in the order they were started, so the next
         # report(s) for that model belong to them, not to a swap started after the unload
         self._released: dict[str, int] = {}
-        self._in_flight: dict[str, int] = {}
-        self._queue: list[Request] = []
-        self._closed: RouteError | None = None
-        self._published: dict[int, int] = {}
 
     # -- observation ---------------------------------------------------------
-
-    def in_flight(self, model: str) -> int:
-        return self._in_flight.get(model, 0)
-
-    def queued(self) -> tuple[Request, ...]:
-        return tuple(self._queue)
 
     def active_swaps(self) -> dict[str, tuple[str, ...]]:
         """Active swap targets -> their evict lists (for tests and /running)."""
@@ -107,8 +98,7 @@ class FifoScheduler:
     # -- events --------------------------------------------------------------
 
     def on_request(self, request: Request) -> None:
-        if self._closed is not None:
-            self._fx.grant_error(request, self._closed)
+        if self._refuse_if_closed(request):
             return
         if not self._decide(request):
             self._enqueue(request)
@@ -140,12 +130,8 @@ class FifoScheduler:
         self._drain()
 
     def on_serve_done(self, model: str) -> None:
-        count = self._in_flight.get(model, 0) - 1
-        if count > 0:
-            self._in_flight[model] = count
-            return
-        self._in_flight.pop(model, None)
-        self._drain()
+        if self._count_serve_done(model) <= 1:  # the last one (or a stray report)
+            self._drain()
 
     def on_process_stopped(self, model: str) -> None:
         self._drain()
@@ -166,13 +152,7 @@ class FifoScheduler:
             self._released[model] = self._released.get(model, 0) + 1
             for waiter in self._active.pop(model).waiters:
                 self._fx.grant_error(waiter, error)
-        kept: list[Request] = []
-        for request in self._queue:
-            if request.model in targets:
-                self._fx.grant_error(request, error)
-            else:
-                kept.append(request)
-        self._queue = kept
+        self._fail_where(lambda r: r.model in targets, error)
         # in-flight counts stay: the dying requests still report on_serve_done
         self._fx.stop_processes(tuple(models))
         self._drain()
@@ -180,12 +160,10 @@ class FifoScheduler:
     def on_shutdown(self, error: RouteError) -> None:
         self._closed = error
         active, self._active = self._active, {}
-        queued, self._queue = self._queue, []
         for sw in active.values():
             for waiter in sw.waiters:
                 self._fx.grant_error(waiter, error)
-        for request in queued:
-            self._fx.grant_error(request, error)
+        self._fail_where(lambda r: True, error)
         self._publish()
 
     # -- decisions -----------------------------------------------------------
@@ -251,9 +229,3 @@ class FifoScheduler:
             if model in evict or target in sw.evict or set(evict) & set(sw.evict):
                 return True
         return False
-
-    def _publish(self) -> None:
-        positions = {r.id: i for i, r in enumerate(self._queue, start=1)}
-        if positions != self._published:
-            self._published = positions
-            self._fx.queue_positions(positions)

@@ -30,13 +30,14 @@ Queue positions (1-based, head = 1, by request id) are published through
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from compiler.plan import Model
 from runtime.errors import RouteError, unknown_model
 from runtime.process_state import ProcessState
 from runtime.schedulers.base import Effects, Request
+from runtime.schedulers.queueing import QueueBookkeeping
 
 log = logging.getLogger("llama_swap.scheduler")
 
@@ -50,28 +51,17 @@ class _Swap:
     discarded: bool = False
 
 
-class SerialScheduler:
+class SerialScheduler(QueueBookkeeping):
     """`Scheduler` for `routing.scheduler.use: serial`."""
 
     name = "serial"
 
     def __init__(self, models: Mapping[str, Model], effects: Effects) -> None:
+        super().__init__(effects)
         self._models = models
-        self._fx = effects
-        self._queue: list[Request] = []
         self._swap: _Swap | None = None
-        self._in_flight: dict[str, int] = {}
-        self._closed: RouteError | None = None
-        self._published: dict[int, int] = {}
 
     # -- observation ---------------------------------------------------------
-
-    def in_flight(self, model: str) -> int:
-        return self._in_flight.get(model, 0)
-
-    def queued(self) -> tuple[Request, ...]:
-        """Requests not yet answered, head first (for tests and /running)."""
-        return tuple(self._queue)
 
     @property
     def swapping(self) -> str | None:
@@ -81,8 +71,7 @@ class SerialScheduler:
     # -- events --------------------------------------------------------------
 
     def on_request(self, request: Request) -> None:
-        if self._closed is not None:
-            self._fx.grant_error(request, self._closed)
+        if self._refuse_if_closed(request):
             return
         if self._fx.model_state(request.model) is None:
             self._fx.grant_error(request, unknown_model(request.model))
@@ -106,14 +95,8 @@ class SerialScheduler:
         self._advance()
 
     def on_serve_done(self, model: str) -> None:
-        count = self._in_flight.get(model, 0)
-        if count <= 0:
-            return
-        if count == 1:
-            del self._in_flight[model]
-        else:
-            self._in_flight[model] = count - 1
-        self._advance()
+        if self._count_serve_done(model) > 0:
+            self._advance()
 
     def on_process_stopped(self, model: str) -> None:
         self._advance()
@@ -163,19 +146,3 @@ class SerialScheduler:
             log.info("serial: model=%s evict=[%s]", head.model, " ".join(others))
             self._fx.start_swap(head.model, others)
         self._publish()
-
-    def _fail_where(self, condition: Callable[[Request], bool], error: RouteError) -> None:
-        """Remove the queued requests matching `condition` and answer each with `error`."""
-        keep: list[Request] = []
-        failed: list[Request] = []
-        for request in self._queue:
-            (failed if condition(request) else keep).append(request)
-        self._queue = keep
-        for request in failed:
-            self._fx.grant_error(request, error)
-
-    def _publish(self) -> None:
-        positions = {r.id: i for i, r in enumerate(self._queue, start=1)}
-        if positions != self._published:
-            self._published = positions
-            self._fx.queue_positions(positions)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -39,16 +38,11 @@ from compiler.plan import (
     Settings,
     plan_to_json,
 )
+from tests.e2e.procs import free_port, kill_pids, live_descendants, stop_process
 
 BIN = Path(sys.executable).parent
 FAKE = str(BIN / "swap-fake-upstream")
 LLAMA_SWAP = str(BIN / "llama-swap")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def fake_model(
@@ -124,19 +118,10 @@ class Proxy:
 
     def children(self) -> list[psutil.Process]:
         """Live (non-zombie) descendants of the proxy."""
-        try:
-            kids = psutil.Process(self.proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            return []
-        alive = []
-        for kid in kids:
-            try:
-                if kid.status() != psutil.STATUS_ZOMBIE:
-                    alive.append(kid)
-                    self.seen_children.setdefault(kid.pid, " ".join(kid.cmdline()))
-            except psutil.NoSuchProcess:
-                pass
-        return alive
+        alive = live_descendants(self.proc.pid)
+        for kid, cmdline in alive:
+            self.seen_children.setdefault(kid.pid, " ".join(cmdline))
+        return [kid for kid, _ in alive]
 
     def records(self) -> list[dict[str, Any]]:
         """What the fakes served, ordered by start time."""
@@ -152,6 +137,14 @@ class Proxy:
 
     def log_text(self) -> str:
         return "".join(self.output)
+
+    def stop(self) -> None:
+        """Teardown: stop the proxy, then kill every child it ever had (seen by `children`)."""
+        try:
+            self.children()  # remember the children's pids before stopping
+            stop_process(self.proc)
+        finally:
+            kill_pids(self.seen_children)
 
 
 def _pump(stream: Any, sink: list[str], ready: threading.Event, found: list[str]) -> None:
@@ -169,6 +162,27 @@ def record_file(tmp_path: Path) -> Path:
     return tmp_path / "served.jsonl"
 
 
+def launch(argv: list[str], record: Path, started: list[Proxy], timeout: float = 20.0) -> Proxy:
+    """Run `llama-swap` with `argv` (output captured), add it to `started` (whose owner stops
+    it), and wait up to `timeout` s for its "listening on" line."""
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    output: list[str] = []
+    ready = threading.Event()
+    found: list[str] = []
+    threading.Thread(target=_pump, args=(proc.stdout, output, ready, found), daemon=True).start()
+    p = Proxy(proc, "", record, output)
+    started.append(p)
+    if not ready.wait(timeout) or not found:
+        raise AssertionError("llama-swap did not start:\n" + "".join(output))
+    p.url = found[0]
+    return p
+
+
 @pytest.fixture
 def proxy(tmp_path: Path, record_file: Path) -> Iterator[Callable[..., Proxy]]:
     """Factory: `proxy(plan)` starts llama-swap on that plan and waits until it listens."""
@@ -177,40 +191,12 @@ def proxy(tmp_path: Path, record_file: Path) -> Iterator[Callable[..., Proxy]]:
     def start(plan: Plan, *extra: str) -> Proxy:
         path = tmp_path / f"plan{len(started)}.json"
         path.write_text(plan_to_json(plan))
-        proc = subprocess.Popen(
-            [LLAMA_SWAP, "--plan", str(path), "--listen", "127.0.0.1:0", *extra],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        output: list[str] = []
-        ready = threading.Event()
-        found: list[str] = []
-        threading.Thread(target=_pump, args=(proc.stdout, output, ready, found), daemon=True).start()
-        p = Proxy(proc, "", record_file, output)
-        started.append(p)
-        if not ready.wait(20) or not found:
-            raise AssertionError("llama-swap did not start:\n" + "".join(output))
-        p.url = found[0]
-        return p
+        argv = [LLAMA_SWAP, "--plan", str(path), "--listen", "127.0.0.1:0", *extra]
+        return launch(argv, record_file, started)
 
     yield start
     for p in started:
-        try:
-            p.children()  # remember the children's pids before stopping
-            if p.proc.poll() is None:
-                p.proc.send_signal(signal.SIGTERM)
-                try:
-                    p.proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    p.proc.kill()
-                    p.proc.wait(5)
-        finally:
-            for pid in p.seen_children:
-                try:
-                    psutil.Process(pid).kill()
-                except psutil.NoSuchProcess:
-                    pass
+        p.stop()
 
 
 class ResidencySampler:

@@ -16,7 +16,6 @@ import contextlib
 import importlib.util
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,8 @@ from typing import Any
 
 import psutil
 import pytest
+
+from tests.e2e.procs import free_port, live_descendants, stop_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO_ROOT / "scripts"
@@ -58,12 +59,6 @@ def find_llama_server() -> Path | None:
         return path if path.is_file() and os.access(path, os.X_OK) else None
     cached: Path | None = load_script("build_llama_server").find_cached_binary()
     return cached
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def http_status(url: str, timeout: float = 1.0) -> int | None:
@@ -95,17 +90,6 @@ def tail(path: Path, lines: int = 40) -> str:
     if not path.exists():
         return "(no output)"
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
-def stop_process(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
-    """SIGTERM, then SIGKILL after `grace` s."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def llama_servers_mentioning(marker: str) -> list[psutil.Process]:
@@ -209,18 +193,8 @@ class SwapProxy:
 
     def llama_children(self) -> list[psutil.Process]:
         """Live llama-server processes under the proxy (also remembered for the teardown)."""
-        try:
-            kids = psutil.Process(self.proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            return []
         alive = []
-        for kid in kids:
-            try:
-                if kid.status() == psutil.STATUS_ZOMBIE:
-                    continue
-                cmdline = kid.cmdline()
-            except psutil.NoSuchProcess:
-                continue
+        for kid, cmdline in live_descendants(self.proc.pid):
             if cmdline and Path(cmdline[0]).name == "llama-server":
                 self.seen_children.setdefault(kid.pid, " ".join(cmdline))
                 alive.append(kid)

@@ -8,7 +8,6 @@ a stand-alone fake upstream process to act as a peer, and small HTTP helpers.
 from __future__ import annotations
 
 import dataclasses
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +21,8 @@ import aiohttp
 import pytest
 
 from compiler.plan import Model, Peer, Plan
-from tests.e2e.conftest import FAKE, free_port, make_plan
+from tests.e2e.conftest import FAKE, make_plan
+from tests.e2e.procs import free_port, stop_process
 
 # A model server with a websocket endpoint (the fake upstream has none): /health and /ws echo.
 WS_SERVER = """
@@ -108,13 +108,7 @@ def peer_server(tmp_path: Path) -> Iterator[Any]:
 
     yield start
     for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_process(proc, grace=5)
 
 
 async def fetch(

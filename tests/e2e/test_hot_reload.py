@@ -13,8 +13,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -24,7 +22,8 @@ import aiohttp
 import psutil
 import pytest
 
-from tests.e2e.conftest import FAKE, LLAMA_SWAP, Proxy, _pump, free_port
+from tests.e2e.conftest import FAKE, LLAMA_SWAP, Proxy, launch
+from tests.e2e.procs import free_port
 
 WAIT = 30.0
 
@@ -88,37 +87,13 @@ def live_proxy(site: Site, tmp_path: Path) -> Iterator[Callable[..., Proxy]]:
     started: list[Proxy] = []
 
     def start(*extra: str) -> Proxy:
-        proc = subprocess.Popen(
-            [LLAMA_SWAP, "--config", str(site.config), "--config-dir", str(site.dir),
-             "--listen", "127.0.0.1:0", *extra],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        output: list[str] = []
-        ready = threading.Event()
-        found: list[str] = []
-        threading.Thread(target=_pump, args=(proc.stdout, output, ready, found), daemon=True).start()
-        p = Proxy(proc, "", tmp_path / "unused.jsonl", output)
-        started.append(p)
-        if not ready.wait(30) or not found:
-            raise AssertionError("llama-swap did not start:\n" + "".join(output))
-        p.url = found[0]
-        return p
+        argv = [LLAMA_SWAP, "--config", str(site.config), "--config-dir", str(site.dir),
+                "--listen", "127.0.0.1:0", *extra]
+        return launch(argv, tmp_path / "unused.jsonl", started, timeout=30)
 
     yield start
     for p in started:
-        kids = p.children()
-        try:
-            p.terminate()
-        except subprocess.TimeoutExpired:
-            p.proc.kill()
-            p.proc.wait(10)
-        for kid in kids:
-            try:
-                kid.kill()
-            except psutil.NoSuchProcess:
-                pass
+        p.stop()
 
 
 async def chat(session: aiohttp.ClientSession, url: str, model: str) -> tuple[int, dict[str, Any]]:

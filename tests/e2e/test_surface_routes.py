@@ -187,7 +187,7 @@ async def test_peers(proxy: Any, record_file: Path, peer_server: Any) -> None:
 
 
 async def test_dead_peer_is_502(proxy: Any, record_file: Path) -> None:
-    from tests.e2e.conftest import free_port
+    from tests.e2e.procs import free_port
 
     peers = (Peer(id="dead", proxy=f"http://127.0.0.1:{free_port()}", models=("gone",)),)
     p = proxy(surface_plan([fake_model("m", record_file)], peers=peers))
