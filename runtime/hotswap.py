@@ -124,7 +124,7 @@ class ReplacingProcess:
         if self.new is not None:
             self.new.health_check_timeout = value
 
-    def __getattr__(self, name: str) -> Any:  # started_at and friends
+    def __getattr__(self, name: str) -> Any:  # the rest of ModelProcess, from the current one
         return getattr(self.current, name)
 
     def __repr__(self) -> str:

@@ -237,7 +237,6 @@ class ModelProcess:
         self._stop_task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
         self._abort: asyncio.Event | None = None
-        self.started_at: float | None = None  # time.monotonic() of the last READY
 
     # -- public API ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -337,7 +336,6 @@ class ModelProcess:
             raise RouteFailure(error)
         if model.checkEndpoint.strip().lower() != "none":
             self._note(f"health ok after {(time.monotonic() - t0) * 1000:.0f} ms")
-        self.started_at = time.monotonic()
         self._set_state(ProcessState.READY)
         self._watch_task = asyncio.get_running_loop().create_task(self._watch(child))
         self._watch_task.add_done_callback(_consume_exception)

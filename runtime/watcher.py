@@ -175,7 +175,6 @@ class ConfigWatcher:
         self._config_dirs: frozenset[str] = frozenset()
         self._tracked: frozenset[str] = frozenset()
         self._watched_dirs: frozenset[str] = frozenset()
-        self.fired_count = 0
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -264,7 +263,6 @@ class ConfigWatcher:
         if not change.paths:
             return
         self._fired = snap
-        self.fired_count += 1
         log.info("config change detected: %s", change.describe())
         self._fire(change)
 

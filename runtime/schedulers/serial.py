@@ -57,8 +57,8 @@ class SerialScheduler(QueueBookkeeping):
     name = "serial"
 
     def __init__(self, models: Mapping[str, Model], effects: Effects) -> None:
+        # `models`: the constructor shape every scheduler shares; serial needs no per-model setting
         super().__init__(effects)
-        self._models = models
         self._swap: _Swap | None = None
 
     # -- observation ---------------------------------------------------------

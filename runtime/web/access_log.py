@@ -184,6 +184,20 @@ def body_size(resp: web.StreamResponse) -> int:
     return resp.body_length
 
 
+def exception_size(exc: web.HTTPException) -> int:
+    """The body bytes of an aiohttp HTTPException answer (0 unless a bytes body)."""
+    return len(exc.body or b"") if isinstance(exc.body, bytes) else 0
+
+
+def log_access(
+    log: ProxyLog, request: web.BaseRequest, path: str, status: int, size: int, started: float
+) -> None:
+    """Write the access line for a finished request (`started`: its perf_counter), unless
+    `logLevel` is above INFO or `path` is one the Go original never logs."""
+    if log.level <= INFO and not path.startswith(SKIP_PREFIXES):
+        log.info(access_line(request, path, status, size, time.perf_counter() - started))
+
+
 def access_log_middleware(log: Callable[[], ProxyLog]) -> Callable[..., object]:
     """One INFO line per finished request (`log()` is read per request: hot reload)."""
 
@@ -197,13 +211,9 @@ def access_log_middleware(log: Callable[[], ProxyLog]) -> Callable[..., object]:
             status, size = resp.status, body_size(resp)
             return resp
         except web.HTTPException as exc:
-            status, size = exc.status, len(exc.body or b"") if isinstance(exc.body, bytes) else 0
+            status, size = exc.status, exception_size(exc)
             raise
         finally:
-            proxy_log = log()
-            if proxy_log.level <= INFO and not path.startswith(SKIP_PREFIXES):
-                proxy_log.info(
-                    access_line(request, path, status, size, time.perf_counter() - started)
-                )
+            log_access(log(), request, path, status, size, started)
 
     return access_log

@@ -54,7 +54,6 @@ class MultipartScanner:
         self._base = -2  # absolute offset of self._buf[0]
         self._part: str | None = None  # wanted field name of the current part, else None
         self._value_start = 0
-        self.consumed = 0
 
     @property
     def done(self) -> bool:
@@ -67,7 +66,6 @@ class MultipartScanner:
         return self._state is _State.DONE
 
     def feed(self, data: bytes) -> None:
-        self.consumed += len(data)
         if self._state is _State.DONE:
             return
         self._buf += data

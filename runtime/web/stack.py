@@ -23,7 +23,7 @@ from aiohttp import web
 from compiler.plan import Plan
 from runtime.errors import RouteFailure
 from runtime.logs import LogBuffer
-from runtime.web.access_log import INFO, SKIP_PREFIXES, access_line, body_size, proxy_log_of
+from runtime.web.access_log import body_size, exception_size, log_access, proxy_log_of
 from runtime.web.auth import extract_api_key, is_exempt, key_matches, unauthorized_response
 from runtime.web.cors import preflight_response
 from runtime.web.errors import route_error_response
@@ -102,7 +102,7 @@ def default_middlewares(state: HasPlanAndLog) -> list[Any]:
             status, size = resp.status, body_size(resp)
             return resp
         except web.HTTPException as exc:
-            status, size = exc.status, len(exc.body or b"") if isinstance(exc.body, bytes) else 0
+            status, size = exc.status, exception_size(exc)
             raise
         except (asyncio.CancelledError, ConnectionError):
             prepared = request.get(PREPARED)
@@ -112,8 +112,6 @@ def default_middlewares(state: HasPlanAndLog) -> list[Any]:
                 status = CLIENT_CLOSED
             raise
         finally:
-            log = proxy_log()
-            if log.level <= INFO and not path.startswith(SKIP_PREFIXES):
-                log.info(access_line(request, path, status, size, time.perf_counter() - started))
+            log_access(proxy_log(), request, path, status, size, started)
 
     return [llama_swap_stack]

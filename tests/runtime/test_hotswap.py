@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from runtime.events import Event
 from runtime.logs import LogBuffer
 from runtime.process_state import ProcessState
 from runtime.router import Router
+from tests.e2e.procs import free_port
 
 FAKE = str(Path(sys.executable).parent / "swap-fake-upstream")
 WAIT = 20.0
@@ -39,12 +39,6 @@ class HotRouter(Router):
         done = super()._handle(event)
         hotswap.after_event(self)
         return done
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def fake(mid: str, *extra: str, port: int | None = None, **kw: Any) -> Model:

@@ -10,7 +10,6 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import sys
 import textwrap
 from collections.abc import AsyncIterator, Callable
@@ -25,6 +24,7 @@ from runtime.errors import RouteFailure
 from runtime.logs import LogBuffer
 from runtime.process import ModelProcess, next_poll_delay
 from runtime.process_state import ProcessState as S
+from tests.e2e.procs import free_port
 
 PY = sys.executable
 
@@ -36,12 +36,6 @@ IGNORES_SIGTERM = textwrap.dedent("""
     while True:
         time.sleep(1)
 """)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def fake_model(mid: str = "m1", *args: str, port: int | None = None, **kw: object) -> Model:

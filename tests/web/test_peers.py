@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import pytest
 from aiohttp import web
@@ -11,6 +10,7 @@ from aiohttp import web
 from compiler.plan import Peer, Timeouts
 from runtime.web.body import BytesBody
 from runtime.web.peers import PeerPool, join_url
+from tests.e2e.procs import free_port
 
 
 @pytest.mark.parametrize(
@@ -25,12 +25,6 @@ from runtime.web.peers import PeerPool, join_url
 )
 def test_join_url(base: str, path: str, query: str, url: str) -> None:
     assert join_url(base, path, query) == url
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def test_forwarding(serve) -> None:
