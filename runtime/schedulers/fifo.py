@@ -137,14 +137,8 @@ class FifoScheduler(QueueBookkeeping):
         self._drain()
 
     def on_ttl_expired(self, model: str) -> None:
-        if (
-            self._fx.model_state(model) is ProcessState.READY
-            and self.in_flight(model) == 0
-            and model not in self._active
-            and not any(model in sw.evict for sw in self._active.values())
-            and not any(r.model == model for r in self._queue)
-        ):
-            self._fx.stop_processes((model,))
+        in_swap = model in self._active or any(model in sw.evict for sw in self._active.values())
+        self._stop_if_idle(model, in_swap=in_swap)
 
     def on_unload(self, models: tuple[str, ...], error: RouteError) -> None:
         targets = set(models)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from runtime.errors import RouteError
+from runtime.process_state import ProcessState
 from runtime.schedulers.base import Effects, Request
 
 
@@ -51,6 +52,17 @@ class QueueBookkeeping:
         else:
             self._in_flight.pop(model, None)
         return count
+
+    def _stop_if_idle(self, model: str, *, in_swap: bool) -> None:
+        """TTL expiry: stop `model` if it is READY, serves nothing, no queued request wants
+        it and no swap involves it (`in_swap`, the scheduler's own notion)."""
+        if (
+            self._fx.model_state(model) is ProcessState.READY
+            and self.in_flight(model) == 0
+            and not in_swap
+            and not any(r.model == model for r in self._queue)
+        ):
+            self._fx.stop_processes((model,))
 
     def _fail_where(self, condition: Callable[[Request], bool], error: RouteError) -> None:
         """Remove the queued requests matching `condition` and answer each with `error`."""

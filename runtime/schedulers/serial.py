@@ -102,13 +102,7 @@ class SerialScheduler(QueueBookkeeping):
         self._advance()
 
     def on_ttl_expired(self, model: str) -> None:
-        if (
-            self._fx.model_state(model) is ProcessState.READY
-            and self.in_flight(model) == 0
-            and self.swapping != model
-            and not any(r.model == model for r in self._queue)
-        ):
-            self._fx.stop_processes((model,))
+        self._stop_if_idle(model, in_swap=self.swapping == model)
 
     def on_unload(self, models: tuple[str, ...], error: RouteError) -> None:
         targets = set(models)
