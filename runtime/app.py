@@ -34,9 +34,11 @@ MAX_BODY = 1024 * 1024 * 1024
 ROUTE_MODULES: tuple[str, ...] = (
     "runtime.routes.admin",
     "runtime.routes.dispatch",
+    "runtime.routes.ui",  # before surface: its /favicon.ico wins over surface's 404
     "runtime.routes.surface",
     "runtime.routes.upstream",
     "runtime.routes.config",
+    "runtime.routes.metrics",  # after dispatch: serves its capture store
 )
 CORE_ROUTE_MODULES: tuple[str, ...] = ("runtime.routes.admin", "runtime.routes.inference")
 
