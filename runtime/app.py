@@ -38,7 +38,6 @@ ROUTE_MODULES: tuple[str, ...] = (
     "runtime.routes.surface",
     "runtime.routes.upstream",
     "runtime.routes.config",
-    "runtime.routes.metrics",  # after dispatch: serves its capture store
 )
 CORE_ROUTE_MODULES: tuple[str, ...] = ("runtime.routes.admin", "runtime.routes.inference")
 
