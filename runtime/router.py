@@ -17,7 +17,9 @@ Invariants:
   that is gone returns False and is not counted as in flight;
 - every lease posts `ServeDone` exactly once (runtime/events.py `Lease`);
 - `self.plan` is one reference, replaced only on the loop (hot reload seam:
-  `apply_plan`, issue 5).
+  `apply_plan`, issue 5);
+- a scheduler sees only the outcomes of swaps it started: every swap is stamped with
+  the scheduler generation, and a hot reload that rebuilds the scheduler starts a new one.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import logging
 import shlex
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from compiler.plan import Model, Plan
@@ -63,6 +66,17 @@ STOP_GRACE = 5.0
 DEFAULT_HEALTH_TIMEOUT = 30.0  # used when the plan's healthCheckTimeout is <= 0
 
 
+@dataclass(frozen=True, slots=True)
+class StampedSwapDone(SwapDone):
+    """A `SwapDone` stamped with the generation of the scheduler that asked for the swap.
+
+    A hot reload may replace the scheduler while swaps it started still run; the new
+    scheduler never asked for them, so the loop drops their outcomes instead of letting
+    one answer a swap the new scheduler started (see `Router.scheduler`)."""
+
+    generation: int = 0
+
+
 class Router:
     """Owns the model processes and the scheduler; see the module docstring."""
 
@@ -92,6 +106,7 @@ class Router:
         self._closing = False
         self._leased = 0  # leases granted and not yet released (all models)
         self._inflight_changed = False  # emit an `inflight` event once the event is handled
+        self._generation = 0  # bumped whenever the scheduler is replaced
         self.processes: dict[str, ModelProcess] = {
             mid: self._new_process(model) for mid, model in plan.models.items()
         }
@@ -110,6 +125,19 @@ class Router:
     @property
     def closing(self) -> bool:
         return self._closing
+
+    @property
+    def scheduler(self) -> Scheduler:
+        """The scheduler the run loop feeds.  Replacing it (a hot reload that rebuilds it)
+        starts a new generation: outcomes of swaps an earlier scheduler started are
+        dropped on the loop, since only the scheduler that started a swap can tell which
+        of its requests that swap answers (e.g. fifo's swaps released by an unload)."""
+        return self._scheduler
+
+    @scheduler.setter
+    def scheduler(self, scheduler: Scheduler) -> None:
+        self._scheduler = scheduler
+        self._generation += 1
 
     async def acquire(
         self, model_id: str, *, on_position: Callable[[int], None] | None = None
@@ -203,7 +231,9 @@ class Router:
         # order they were started: a scheduler that released a swap (unload) can tell its
         # late outcome from the outcome of a swap started after it.
         previous = self._swaps.get(model)
-        task = self._spawn(self._swap(model, evict, previous), f"swap:{model}")
+        task = self._spawn(
+            self._swap(model, evict, previous, self._generation), f"swap:{model}"
+        )
         self._swaps[model] = task
         task.add_done_callback(
             lambda t: self._swaps.pop(model) if self._swaps.get(model) is t else None
@@ -280,7 +310,11 @@ class Router:
             case SwapDone(model=model, error=error):
                 if error is not None:
                     log.warning("swap: %s failed: %s", model, error.message)
-                sched.on_swap_done(model, error)
+                if getattr(event, "generation", self._generation) != self._generation:
+                    log.debug("swap: dropping the outcome of a swap to %s that a replaced "
+                              "scheduler started", model)
+                else:
+                    sched.on_swap_done(model, error)
             case ServeDone(model=model):
                 log.debug("serve done: %s", model)
                 self._last_use[model] = self._clock()
@@ -360,7 +394,11 @@ class Router:
         return task
 
     async def _swap(
-        self, model: str, evict: tuple[str, ...], previous: asyncio.Task[None] | None = None
+        self,
+        model: str,
+        evict: tuple[str, ...],
+        previous: asyncio.Task[None] | None = None,
+        generation: int = 0,
     ) -> None:
         error: RouteError | None = None
         try:
@@ -380,7 +418,7 @@ class Router:
         except Exception as exc:  # spawn trouble the process layer did not classify
             log.exception("swap to %s failed", model)
             error = errors.start_failed(model, f"{type(exc).__name__}: {exc}")
-        self._post(SwapDone(model, error))
+        self._post(StampedSwapDone(model, error, generation))
 
     async def _stop(self, model: str, grace: float) -> None:
         try:

@@ -52,3 +52,29 @@ async def test_a_request_right_after_an_unload_is_served_by_a_fresh_start(
     lease = await asyncio.wait_for(second, 20)
     lease.release()
     assert str(router.model_state("a")) == "ready"
+
+
+async def test_a_swap_released_by_an_unload_cannot_answer_a_swap_of_a_rebuilt_scheduler(
+    router_for: list[Router], tmp_path: Path
+) -> None:
+    # As above, but a reload that rebuilds the scheduler (a model is added) lands between
+    # the unload and the next request: the new scheduler never saw the released swap, so
+    # that swap's late (aborted) outcome must be dropped before it reaches the new one.
+    record = tmp_path / "served.jsonl"
+    a = fake_model("a", record, "--start-delay", "0.5")
+    router = await start_router(router_for, make_plan([a], scheduler="fifo"))
+    first = asyncio.ensure_future(router.acquire("a"))
+    while str(router.model_state("a")) != "starting":
+        await asyncio.sleep(0.01)
+    old_scheduler = router.scheduler
+    unload = asyncio.ensure_future(router.unload(["a"]))
+    reload = asyncio.ensure_future(
+        router.apply_plan(make_plan([a, fake_model("z", record)], scheduler="fifo"))
+    )
+    second = asyncio.ensure_future(router.acquire("a"))  # routed by the rebuilt scheduler
+    await asyncio.gather(unload, reload)
+    assert router.scheduler is not old_scheduler
+    assert first.done() and first.exception() is not None  # released by the unload
+    lease = await asyncio.wait_for(second, 20)
+    lease.release()
+    assert str(router.model_state("a")) == "ready"
