@@ -30,11 +30,15 @@
   }
   function liveSections() { return Array.from(document.querySelectorAll("[data-partial]")); }
 
+  function badge(on) {
+    const el = $("#live");
+    if (el) { el.textContent = on ? "live" : "offline"; el.className = on ? "live on" : "live"; }
+  }
+
   function connectEvents() {
-    const badge = $("#live");
     const source = new EventSource("/api/events");
-    source.onopen = () => { if (badge) { badge.textContent = "live"; badge.className = "live on"; } };
-    source.onerror = () => { if (badge) { badge.textContent = "offline"; badge.className = "live"; } };
+    source.onopen = () => badge(true);
+    source.onerror = () => badge(false);
     source.onmessage = (msg) => {
       let kind;
       try { kind = JSON.parse(msg.data).type; } catch (err) { return; }
@@ -81,6 +85,7 @@
       const resp = await fetch(log.dataset.stream + path, { credentials: "same-origin", signal: mine.signal });
       if (!resp.ok) { log.textContent = `${resp.status}: ${await resp.text()}`; return; }
       const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+      badge(true);
       for (;;) {
         const { value, done } = await reader.read();
         if (done) break;
@@ -89,7 +94,7 @@
         log.textContent = text;
         if ($("#log-follow").checked) log.scrollTop = log.scrollHeight;
       }
-      if (mine === controller) log.textContent += "\n[stream ended]\n";
+      if (mine === controller) { log.textContent += "\n[stream ended]\n"; badge(false); }
     } catch (err) {
       if (err.name !== "AbortError") log.textContent += `\n[${err}]\n`;
     }
@@ -107,4 +112,9 @@
   }
 
   if (liveSections().length) connectEvents();
+  // sections whose source publishes no event (a reload refused by the watcher) also poll
+  for (const section of liveSections()) {
+    const every = Number(section.dataset.poll || 0);
+    if (every > 0) setInterval(() => schedule(section), every * 1000);
+  }
 })();
