@@ -23,7 +23,7 @@ UNAUTHORIZED = "unauthorized: invalid or missing API key"
 WWW_AUTHENTICATE = 'Basic realm="llama-swap"'
 
 _EXEMPT_ANY_METHOD = frozenset({"/health", "/wol-health"})
-_EXEMPT_GET = frozenset({"/", "/favicon.ico", "/upstream"})
+_EXEMPT_GET = frozenset({"/", "/favicon.ico", "/upstream", "/ui"})  # "/ui" only redirects to /ui/
 
 
 def extract_api_key(headers: Mapping[str, str]) -> str:

@@ -63,7 +63,7 @@ async def test_auth_matrix(keyed_proxy: Any) -> None:
                                            "error": "unauthorized: invalid or missing API key"}
         for method, path, expected in (("GET", "/health", 200), ("GET", "/wol-health", 200),
                                        ("GET", "/", 302), ("GET", "/upstream", 302),
-                                       ("GET", "/favicon.ico", 404),
+                                       ("GET", "/favicon.ico", 200), ("GET", "/ui", 301),
                                        ("OPTIONS", "/v1/chat/completions", 204)):
             status, _, _ = await fetch(s, method, p.url + path)
             assert status == expected, (method, path)
