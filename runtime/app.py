@@ -38,6 +38,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "runtime.routes.surface",
     "runtime.routes.upstream",
     "runtime.routes.config",
+    "runtime.routes.metrics",  # after dispatch: serves its capture store
 )
 CORE_ROUTE_MODULES: tuple[str, ...] = ("runtime.routes.admin", "runtime.routes.inference")
 

@@ -10,7 +10,8 @@ gets the loading-state prelude when the model asks for it.  The versionless
 
 POST requests are recorded in the activity log (`ACTIVITY`): the upstream's
 response is teed through a `ResponseMeter` as it is relayed (never delayed),
-and one entry is appended when the response is finished or aborted.
+and one entry is appended when the response is finished or aborted.  While
+`captureBuffer` > 0 the exchange is also captured (runtime/web/captures.py).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from runtime.routes.inference import (
     upstream_error,
 )
 from runtime.web.activity import ActivityLog, ResponseMeter, tee_response
+from runtime.web.body import BytesBody
+from runtime.web.captures import CaptureStore, Draft
 from runtime.web.errors import error_payload, route_error_response
 from runtime.web.events import InflightCounter
 from runtime.web.extract import extract
@@ -47,6 +50,7 @@ METERED_PATHS: frozenset[str] = frozenset((*JSON_ROUTES, *VERSIONLESS_ROUTES, *M
 PEERS = web.AppKey("llama_swap_peers", PeerPool)
 INFLIGHT = web.AppKey("llama_swap_inflight", InflightCounter)
 ACTIVITY = web.AppKey("llama_swap_activity", ActivityLog)
+CAPTURES = web.AppKey("llama_swap_captures", CaptureStore)
 
 
 async def forward_local(
@@ -70,16 +74,25 @@ class recording:  # noqa: N801 -- used like a function: `with recording(...) as 
     llama-swap's own answers (errors) are recorded too.  (A class, not a generator
     context manager: this runs on every request.)"""
 
-    __slots__ = ("_request", "_model_id", "_req_path", "_meter", "_out", "_wall", "_t0")
+    __slots__ = ("_request", "_model_id", "_req_path", "_meter", "_out", "_wall", "_t0", "_draft")
 
     def __init__(
-        self, request: web.Request, model_id: str, req_path: str, meter: ResponseMeter | None
+        self, request: web.Request, model_id: str, req_path: str, meter: ResponseMeter | None,
+        source: Any = None,
     ) -> None:
+        """`source`: the request's `Extracted` (its body, once filtered, is captured)."""
         self._request = request
         self._model_id = model_id
         self._req_path = req_path
         self._meter = meter
         self._out: list[web.StreamResponse] = []
+        self._draft: Draft | None = None
+        if meter is not None:
+            store = request.app[CAPTURES]
+            if store.capacity > 0:
+                self._draft = Draft(
+                    store, req_path, request.headers, lambda: _body_bytes(source), meter
+                )
 
     def __enter__(self) -> list[web.StreamResponse]:
         if self._meter is not None:
@@ -106,7 +119,14 @@ class recording:  # noqa: N801 -- used like a function: `with recording(...) as 
                 model=self._model_id,
                 req_path=self._req_path,
                 meter=meter,
+                capture=None if self._draft is None else self._draft.store,
             )
+
+
+def _body_bytes(source: Any) -> bytes | None:
+    """The request body as forwarded when it was held in memory (JSON, forms), else None."""
+    body = getattr(source, "body", None)
+    return body.data if isinstance(body, BytesBody) else None
 
 
 async def serve_local(
@@ -153,7 +173,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     inflight = request.app[INFLIGHT]
     inflight.change(+1)
     try:
-        with recording(request, req.model_id, request.path, meter) as out:
+        with recording(request, req.model_id, request.path, meter, req) as out:
             resp = await _dispatch(request, state, req, meter)
             out.append(resp)
             return resp
@@ -185,6 +205,7 @@ def register(app: web.Application) -> None:
     app[PEERS] = pool
     app[INFLIGHT] = InflightCounter()  # surface.py connects it to the /api/events hub
     app[ACTIVITY] = ActivityLog(lambda: state.plan.settings.metricsMaxInMemory)  # and this
+    app[CAPTURES] = CaptureStore(lambda: state.plan.settings.captureBuffer)  # metrics.py serves it
 
     async def close_peers(_: web.Application) -> None:
         await pool.close()

@@ -10,8 +10,10 @@ never delays or changes a byte.  Compressed responses (`Content-Encoding`
 other than identity) are not parsed either.
 
 `ActivityLog` is the ring of finished entries (`metricsMaxInMemory`, read at
-each append so a reload resizes it) with a listener for the live event.
-Request/response captures are not implemented: `has_capture` is always false.
+each append so a reload resizes it) with a listener for the live event, and
+counts of requests per (model, status) for `/metrics`.  Captures (runtime/web/
+captures.py) hook in through `ResponseMeter.sink` (sees every chunk) and
+`record(capture=...)` (stores the capture under the entry's id: `has_capture`).
 """
 
 from __future__ import annotations
@@ -147,6 +149,8 @@ class ResponseMeter:
     def __init__(self) -> None:
         self.status: int | None = None
         self.content_type = ""
+        self.headers: Any = None
+        self.sink: Callable[[bytes], None] | None = None  # a capture's body collector
         self._sse = False
         self._parse = True
         self._buf = bytearray()
@@ -178,12 +182,15 @@ class ResponseMeter:
     def start(self, status: int, headers: Any) -> None:
         """The response's status and headers (before any body chunk)."""
         self.status = status
+        self.headers = headers
         self.content_type = headers.get("Content-Type", "") or ""
         self._sse = "text/event-stream" in self.content_type
         encoding = headers.get("Content-Encoding", "")
         self._parse = not encoding or encoding.strip().lower() == "identity"
 
     def feed(self, chunk: bytes) -> None:
+        if self.sink is not None:
+            self.sink(chunk)
         if not self._parse or not chunk:
             return
         if not self._sse:
@@ -259,7 +266,7 @@ class ResponseMeter:
 class _Pending:
     """An entry recorded but not yet rendered (rendered when somebody reads it)."""
 
-    __slots__ = ("id", "started", "duration_ms", "model", "req_path", "meter")
+    __slots__ = ("id", "started", "duration_ms", "model", "req_path", "meter", "has_capture")
 
     def __init__(
         self, id: int, started: datetime | float, duration_ms: float, model: str,
@@ -271,6 +278,7 @@ class _Pending:
         self.model = model
         self.req_path = req_path
         self.meter = meter
+        self.has_capture = False
 
     def render(self) -> dict[str, Any]:
         meter = self.meter
@@ -288,7 +296,7 @@ class _Pending:
             "resp_status_code": meter.status if meter.status is not None else 0,
             "tokens": {k: found.get(k, -1) for k in TOKEN_FIELDS},
             "duration_ms": int(timing if timing is not None else self.duration_ms),
-            "has_capture": False,
+            "has_capture": self.has_capture,
         }
         if (msg := meter.error_msg()) is not None:
             entry["error_msg"] = msg
@@ -311,6 +319,7 @@ class ActivityLog:
         self._capacity = capacity
         self._entries: deque[dict[str, Any] | _Pending] = deque(maxlen=max(0, capacity()))
         self._next_id = 0
+        self.counts: dict[tuple[str, int], int] = {}  # (model, status) -> requests recorded
         self.listener = listener
         self.live = live
 
@@ -329,12 +338,17 @@ class ActivityLog:
         model: str,
         req_path: str,
         meter: ResponseMeter,
+        capture: Callable[[int], bool] | None = None,
     ) -> None:
-        """Append an entry; `started` is a datetime or a `time.time()` value."""
-        item: dict[str, Any] | _Pending = _Pending(
-            self._next_id, started, duration_ms, model, req_path, meter
-        )
+        """Append an entry; `started` is a datetime or a `time.time()` value.
+        `capture(id)` stores the exchange's capture and says whether it did."""
+        pending = _Pending(self._next_id, started, duration_ms, model, req_path, meter)
+        item: dict[str, Any] | _Pending = pending
         self._next_id += 1
+        key = (model, meter.status or 0)
+        self.counts[key] = self.counts.get(key, 0) + 1
+        if capture is not None:
+            pending.has_capture = capture(pending.id)
         size = self._capacity()
         if size < 0:
             size = 0
