@@ -163,6 +163,13 @@ class ReplacingProcess:
         if self.new is not None:
             await self.new.shutdown(grace)
 
+    def kill(self) -> None:
+        """SIGKILL both definitions' processes now (a shutdown out of time)."""
+        if self.old is not None:
+            self.old.kill()
+        if self.new is not None:
+            self.new.kill()
+
     def note_old_gone(self) -> None:
         self._old_gone.set()
 

@@ -17,7 +17,9 @@ Invariants:
 - when the child (the group leader) exits, whatever is left of its process group is killed,
   and pipes still held open by an escaped descendant are closed after `PIPE_DRAIN` seconds,
   so neither `stop()` nor a failed `start()` can hang on them;
-- at most one start and one stop run at a time; concurrent callers join them.
+- at most one start and one stop run at a time; concurrent callers join them;
+- `kill()` SIGKILLs at once whatever this model still has alive (its server's group and a
+  running `cmdStop`'s group): the last resort of a shutdown that ran out of time.
 """
 
 from __future__ import annotations
@@ -233,6 +235,7 @@ class ModelProcess:
         self.state = ProcessState.STOPPED
         self.pid: int | None = None
         self._child: _Child | None = None
+        self._stopper: _Child | None = None  # a running cmdStop
         self._start_task: asyncio.Task[None] | None = None
         self._stop_task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
@@ -278,6 +281,16 @@ class ModelProcess:
             await self.stop(grace)
             if self.state is ProcessState.STOPPED:
                 self._set_state(ProcessState.SHUTDOWN)
+
+    def kill(self) -> None:
+        """SIGKILL the process groups of the server and of a running cmdStop, now.
+
+        For a shutdown out of time: a stop in progress then sees the exits and finishes
+        (and reaps them) promptly instead of waiting out its grace periods."""
+        for child in (self._child, self._stopper):
+            if child is not None and child.alive:
+                self._note(f"pid {child.pid} still alive at the shutdown deadline: SIGKILL")
+                child.signal(signal.SIGKILL)
 
     def __repr__(self) -> str:
         return f"<ModelProcess {self.model.id} {self.state.value} pid={self.pid}>"
@@ -440,7 +453,7 @@ class ModelProcess:
                 argv = [tok.replace("${PID}", str(child.pid)) for tok in cmd_stop]
                 self._note(f"stopping pid {child.pid} with cmdStop: {_argv_text(argv)}")
                 try:
-                    stopper = await _spawn(argv, build_env(self.model.env), self.log)
+                    stopper = self._stopper = await _spawn(argv, build_env(self.model.env), self.log)
                 except (OSError, ValueError) as exc:
                     self._note(f"cmdStop failed to start ({exc}); sending SIGTERM")
                     child.signal(signal.SIGTERM)
@@ -450,11 +463,14 @@ class ModelProcess:
         code = await child.kill_after(grace)
         self._note(f"exited with code {code}")
         if stopper is not None:
-            if stopper.alive:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(stopper.proto.exited), 1.0)
-            stopper.signal(signal.SIGKILL)
-            stop_code = await asyncio.shield(stopper.reaped)
+            try:
+                if stopper.alive:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(stopper.proto.exited), 1.0)
+                stopper.signal(signal.SIGKILL)
+                stop_code = await asyncio.shield(stopper.reaped)
+            finally:
+                self._stopper = None
             if stop_code != 0:
                 self._note(f"cmdStop exited with code {stop_code}")
 

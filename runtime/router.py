@@ -64,6 +64,9 @@ log = logging.getLogger("llama_swap.router")
 # waits up to healthCheckTimeout); see docs/differences.md.
 STOP_GRACE = 5.0
 DEFAULT_HEALTH_TIMEOUT = 30.0  # used when the plan's healthCheckTimeout is <= 0
+# Seconds a shutdown that ran out of time waits for the processes it SIGKILLed to be reaped
+# (a reap may wait up to runtime.process.PIPE_DRAIN for pipes an escaped descendant holds).
+KILL_REAP_WAIT = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -448,8 +451,17 @@ class Router:
         if stops:
             left = max(0.001, deadline - asyncio.get_running_loop().time())
             _, pending = await asyncio.wait(stops, timeout=left)
+            if pending:
+                # Out of time: kill what is left ourselves rather than leave it to the
+                # parent-death signal and the orphan guard, then let the stops reap it.
+                log.warning("shutdown: %d process(es) did not stop within %.1fs: SIGKILL",
+                            len(pending), timeout)
+                for proc in self.processes.values():
+                    proc.kill()
+                _, pending = await asyncio.wait(pending, timeout=KILL_REAP_WAIT)
             for task in pending:
-                log.warning("shutdown: a process did not stop within %.1fs", timeout)
+                log.warning("shutdown: a process was not reaped %.1fs after SIGKILL",
+                            KILL_REAP_WAIT)
                 task.cancel()
         for task in list(self._tasks):
             task.cancel()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,39 @@ async def test_sigterm_fails_queued_requests_stops_every_child_and_exits_0(
     for child in children:
         assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
     assert "shutdown complete" in p.log_text()
+
+
+async def test_a_stop_cut_off_at_the_shutdown_timeout_is_finished_with_sigkill(
+    proxy: Any, record_file: Path, tmp_path: Path
+) -> None:
+    # The model ignores SIGTERM and its cmdStop hangs, through a grandchild that also
+    # ignores SIGTERM (so neither the parent-death signal nor the orphan guard's SIGTERM
+    # would end it): at the 1 s shutdown timeout llama-swap SIGKILLs the process groups
+    # still alive and reaps them before it exits.
+    pid_file = tmp_path / "stopper.pid"
+    hang = f'trap "" TERM; sleep 60 & echo $! > {pid_file}; wait'
+    model = dataclasses.replace(
+        fake_model("a", record_file, "--ignore-sigterm"), cmdStop=("sh", "-c", hang)
+    )
+    p = proxy(make_plan([model]), "--shutdown-timeout", "1")
+    leftovers: list[psutil.Process] = []
+    try:
+        async with aiohttp.ClientSession() as s:
+            status, body = await post_chat(s, p.url, "a")
+        assert status == 200
+        leftovers.append(psutil.Process(body["fake"]["pid"]))
+        p.proc.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(p.proc.wait, 15)  # 1 s timeout + SIGKILL + reaping
+        assert code == 0
+        assert pid_file.exists(), "cmdStop never ran"
+        leftovers.append(psutil.Process(int(pid_file.read_text())))
+        for proc in leftovers:
+            assert not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE, proc
+        assert "did not stop within 1.0s: SIGKILL" in p.log_text()
+    finally:
+        for proc in leftovers:
+            if proc.is_running():
+                proc.kill()
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

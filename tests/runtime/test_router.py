@@ -6,13 +6,17 @@ that arrive back to back, before any slow work (stops, starts) had a chance to r
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import psutil
 import pytest_asyncio
 
 from compiler.plan import Plan
 from runtime.logs import LogBuffer
+from runtime.process_state import ProcessState
 from runtime.router import Router
 from tests.e2e.conftest import fake_model, make_plan
 
@@ -78,3 +82,41 @@ async def test_a_swap_released_by_an_unload_cannot_answer_a_swap_of_a_rebuilt_sc
     lease = await asyncio.wait_for(second, 20)
     lease.release()
     assert str(router.model_state("a")) == "ready"
+
+
+HANGING_STOP = (
+    "import os, signal, sys, time\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "open(sys.argv[1], 'w').write(str(os.getpid()))\n"
+    "time.sleep(60)\n"
+)
+
+
+async def test_shutdown_out_of_time_kills_what_is_left_before_returning(tmp_path: Path) -> None:
+    # The model ignores SIGTERM and its cmdStop hangs (ignoring SIGTERM too): the stop
+    # cannot finish within the shutdown timeout, so shutdown SIGKILLs the remaining process
+    # groups itself instead of leaving them to the parent-death signal and the orphan guard.
+    pid_file = tmp_path / "stopper.pid"
+    a = dataclasses.replace(
+        fake_model("a", tmp_path / "served.jsonl", "--ignore-sigterm"),
+        cmdStop=(sys.executable, "-c", HANGING_STOP, str(pid_file)),
+    )
+    router = Router(make_plan([a]), upstream_log=LogBuffer("upstream"))
+    await router.start()
+    stopper: psutil.Process | None = None
+    try:
+        lease = await asyncio.wait_for(router.acquire("a"), 20)
+        lease.release()
+        model = psutil.Process(router.processes["a"].pid)
+        shutdown = asyncio.ensure_future(router.shutdown(1))
+        while not pid_file.exists() or not pid_file.read_text():
+            await asyncio.sleep(0.01)
+        stopper = psutil.Process(int(pid_file.read_text()))
+        await asyncio.wait_for(shutdown, 20)
+        for proc in (model, stopper):
+            assert not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE, proc
+        assert router.processes["a"].state is ProcessState.SHUTDOWN
+    finally:
+        await router.shutdown(1)
+        if stopper is not None and stopper.is_running():
+            stopper.kill()
