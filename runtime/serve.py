@@ -15,8 +15,10 @@ Shutdown order (SIGINT/SIGTERM, or `stop` set by a caller):
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
+import socket
 import ssl
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -202,9 +204,8 @@ async def serve(
         max_headers=1000,
     )
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)
     try:
-        await site.start()
+        site = await _listen(runner, host, port, ssl_context)
     except BaseException:
         await state.router.shutdown(shutdown_timeout)
         await runner.cleanup()
@@ -248,6 +249,40 @@ async def serve(
         state.upstream_log.close_subscribers()
         await runner.cleanup()
         log.info("shutdown complete")
+
+
+async def _listen(
+    runner: web.AppRunner, host: str | None, port: int, ssl_context: ssl.SSLContext | None
+) -> web.TCPSite:
+    """Start listening.  Port 0 on a host with several addresses (`:0` is 0.0.0.0 and ::)
+    would give each socket its own random port; instead one port is picked by binding the
+    first address, and every address listens on it (retried if that port is taken)."""
+    attempts = 1
+    while True:
+        chosen = await _shared_port(host) if port == 0 else port
+        site = web.TCPSite(runner, host, chosen, ssl_context=ssl_context, reuse_address=True)
+        try:
+            await site.start()
+            return site
+        except OSError as exc:
+            await site.stop()
+            # only a port we picked may be picked again: someone took it meanwhile
+            if chosen == port or exc.errno != errno.EADDRINUSE or attempts == 5:
+                raise
+            attempts += 1
+
+
+async def _shared_port(host: str | None) -> int:
+    """A free port on the first address `host` resolves to, when it resolves to several;
+    0 (let the one socket pick) otherwise."""
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        host, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    if len({(info[0], info[4][:2]) for info in infos}) < 2:
+        return 0
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.bind(address)
+        return int(probe.getsockname()[1])
 
 
 def _make_reloader(state: AppState, compile_fn: Callable[[], Any]) -> Any:

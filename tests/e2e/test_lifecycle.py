@@ -8,15 +8,18 @@ import asyncio
 import dataclasses
 import json
 import signal
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import psutil
+import pytest
 
 from compiler.plan import REDACTED, plan_to_json
-from tests.e2e.conftest import LLAMA_SWAP, fake_model, make_plan
+from tests.e2e.conftest import LLAMA_SWAP, Proxy, fake_model, launch, make_plan
 from tests.e2e.test_serial import post_chat
 
 
@@ -174,6 +177,44 @@ async def test_a_stop_cut_off_at_the_shutdown_timeout_is_finished_with_sigkill(
         for proc in leftovers:
             if proc.is_running():
                 proc.kill()
+
+
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("listen", [":0", "0.0.0.0:0"])
+async def test_listen_on_port_0_binds_one_port_for_every_address(
+    listen: str, record_file: Path, tmp_path: Path
+) -> None:
+    # `:0` means every interface, IPv4 and IPv6: both sockets get the same random port,
+    # so the announced URLs all name one port a client can predict from any of them.
+    plan = tmp_path / "plan.json"
+    plan.write_text(plan_to_json(make_plan([fake_model("a", record_file)])))
+    started: list[Proxy] = []
+    try:
+        p = launch([LLAMA_SWAP, "--plan", str(plan), "--listen", listen], record_file, started)
+        line = next(x for x in p.output if x.startswith("llama-swap: listening on"))
+        urls = line.split("listening on", 1)[1].split()
+        ports = {urlsplit(url).port for url in urls}
+        assert len(ports) == 1, line
+        port = ports.pop()
+        hosts = ["127.0.0.1"]
+        if listen == ":0" and ipv6_loopback():
+            hosts.append("[::1]")
+            assert len(urls) == 2, line
+        async with aiohttp.ClientSession() as s:
+            for host in hosts:
+                async with s.get(f"http://{host}:{port}/health") as resp:
+                    assert resp.status == 200, host
+    finally:
+        for proxy in started:
+            proxy.stop()
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
