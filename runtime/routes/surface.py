@@ -3,11 +3,11 @@
 `GET /v1/models` (5.9, Origin echoed), `GET /unload`, `GET /api/version`,
 `GET /api/events` (5.10), `GET /api/metrics` (5.15, the activity log), `GET /logs`, `GET /logs/stream[/{id}]` (5.12),
 `GET /wol-health`, `GET /` -> /ui, `GET /upstream` -> /ui/models,
-`GET /favicon.ico` (404: no UI bundle), and the `hooks.on_startup.preload` task
+and the `hooks.on_startup.preload` task
 (7): each listed model is acquired through the router in order (normal
 scheduling and swapping), sent a `GET /`, and released.
 
-Router state changes, the model-dispatched in-flight count (routes/dispatch.py)
+Router state changes and reload ends (as modelStatus), the model-dispatched in-flight count (routes/dispatch.py)
 and every write to the proxy and upstream logs are published to the /api/events hub.
 """
 
@@ -97,10 +97,6 @@ async def to_ui_models(request: web.Request) -> web.Response:
     raise web.HTTPFound("/ui/models")
 
 
-async def favicon(request: web.Request) -> web.Response:
-    return web.Response(status=404, text="404 page not found\n")  # no UI bundle: Go's NotFound
-
-
 async def preload(state: AppState) -> None:
     """Load `plan.preload` one after another through the router (reference 7)."""
     for model_id in state.plan.preload:
@@ -147,7 +143,8 @@ def register(app: web.Application) -> None:
         return web.json_response(activity.entries())
 
     def on_router_event(event: dict[str, Any]) -> None:
-        if event.get("type") == "state":
+        # Process state changes, and a reload's end (models may have come or gone).
+        if event.get("type") in ("state", "configReload"):
             hub.publish("modelStatus", statuses(state))
 
     listeners = state.extras.get("event_listeners")
@@ -199,4 +196,3 @@ def register(app: web.Application) -> None:
     app.router.add_get("/wol-health", health)
     app.router.add_get("/", to_ui)
     app.router.add_get("/upstream", to_ui_models)
-    app.router.add_get("/favicon.ico", favicon)
