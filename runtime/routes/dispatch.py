@@ -11,7 +11,8 @@ gets the loading-state prelude when the model asks for it.  The versionless
 POST requests are recorded in the activity log (`ACTIVITY`): the upstream's
 response is teed through a `ResponseMeter` as it is relayed (never delayed),
 and one entry is appended when the response is finished or aborted.  While
-`captureBuffer` > 0 the exchange is also captured (runtime/web/captures.py).
+`captureBuffer` > 0 the exchange is also captured (runtime/web/captures.py):
+by reference to the bytes and headers already at hand, nothing copied or encoded.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ class recording:  # noqa: N801 -- used like a function: `with recording(...) as 
         self._draft: Draft | None = None
         if meter is not None:
             store = request.app[CAPTURES]
-            if store.capacity > 0:
+            if store.capacity > 0:  # references only: rendered when /api/captures asks
                 self._draft = Draft(
                     store, req_path, request.headers, lambda: _body_bytes(source), meter
                 )

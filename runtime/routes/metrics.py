@@ -22,7 +22,7 @@ from runtime.app import STATE, AppState
 from runtime.process_state import ProcessState
 from runtime.routes.dispatch import ACTIVITY, CAPTURES, INFLIGHT
 from runtime.web.activity import ActivityLog
-from runtime.web.captures import CaptureStore, unpack
+from runtime.web.captures import Capture, CaptureStore
 from runtime.web.errors import error_response
 from runtime.web.events import InflightCounter
 from runtime.web.perf import Sampler, SysStat, every_seconds, parse_after
@@ -112,6 +112,11 @@ def runtime_metrics(
         ], kind="counter")
 
 
+def render_json(capture: Capture) -> bytes:
+    """The body of `GET /api/captures/{id}`: built on each read, never stored."""
+    return json.dumps(capture.render()).encode()
+
+
 def register(app: web.Application) -> None:
     state = app[STATE]
     settings = lambda: state.plan.settings  # noqa: E731 -- read per use: reloads apply
@@ -153,11 +158,14 @@ def register(app: web.Application) -> None:
         if not _INT.fullmatch(raw_id):
             return error_response(request, 400, "invalid capture ID")
         capture_id = int(raw_id)
-        blob = captures.get(capture_id)
-        if blob is None:
+        found = captures.get(capture_id)
+        if found is None:
             return error_response(request, 404, "capture not found")
-        doc = await asyncio.to_thread(unpack, blob) if len(blob) > 1 << 20 else unpack(blob)
-        return web.Response(body=json.dumps(doc).encode(), content_type="application/json")
+        if found.size > 1 << 20:  # redaction, base64 and JSON of big bodies: off the loop
+            body = await asyncio.to_thread(render_json, found)
+        else:
+            body = render_json(found)
+        return web.Response(body=body, content_type="application/json")
 
     tasks: list[asyncio.Task[None]] = []
 

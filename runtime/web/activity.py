@@ -12,8 +12,9 @@ other than identity) are not parsed either.
 `ActivityLog` is the ring of finished entries (`metricsMaxInMemory`, read at
 each append so a reload resizes it) with a listener for the live event, and
 counts of requests per (model, status) for `/metrics`.  Captures (runtime/web/
-captures.py) hook in through `ResponseMeter.sink` (sees every chunk) and
-`record(capture=...)` (stores the capture under the entry's id: `has_capture`).
+captures.py) hook in through `ResponseMeter.capture_limit` (the meter keeps the
+body it already collects, up to that size) and `record(capture=...)` (files the
+capture under the entry's id: `has_capture`).
 """
 
 from __future__ import annotations
@@ -144,20 +145,25 @@ class ResponseMeter:
 
     Cheap on the hot path: a JSON body is only collected (the chunks, not copied) and
     parsed when `tokens`/`timing_ms` are first read; SSE `data:` lines are parsed only
-    when they name `usage` or `timings`."""
+    when they name `usage` or `timings`.  With `capture_limit` set (by a capture
+    draft, before `start`) the body as relayed is kept whole while it stays within
+    that many bytes -- the same chunk list serves both -- and `take_captured()` hands
+    it over once finished."""
 
     def __init__(self) -> None:
         self.status: int | None = None
         self.content_type = ""
-        self.headers: Any = None
-        self.sink: Callable[[bytes], None] | None = None  # a capture's body collector
+        self.headers: Any = None  # the response's header list, as received (not copied)
+        self.capture_limit = 0  # bytes of body kept for a capture (0: none)
         self._sse = False
         self._parse = True
         self._buf = bytearray()
+        self._limit = 0  # bytes of body kept in `_chunks`: 0 while nothing is kept
         self._chunks: list[bytes] = []
-        self._size = 0
-        self._overflow = False
-        self._body = b""
+        self._size = 0  # body bytes seen
+        self._overflow = False  # an SSE line was given up
+        self._body = b""  # the JSON body kept for parsing (and error messages)
+        self._captured: bytes | None = None
         self._unparsed = False  # `_body` still to be parsed for tokens
         self._tokens: dict[str, Any] = {}
         self._timing_ms: float | None = None
@@ -176,8 +182,13 @@ class ResponseMeter:
 
     @property
     def body_size(self) -> int:
-        """Bytes of the (non-SSE) body this meter keeps."""
+        """Bytes of the (non-SSE) body this meter keeps for parsing."""
         return len(self._body)
+
+    @property
+    def held(self) -> int:
+        """Body bytes held right now while the response goes by (0 once given up)."""
+        return self._size if self._limit else 0
 
     def start(self, status: int, headers: Any) -> None:
         """The response's status and headers (before any body chunk)."""
@@ -187,20 +198,21 @@ class ResponseMeter:
         self._sse = "text/event-stream" in self.content_type
         encoding = headers.get("Content-Encoding", "")
         self._parse = not encoding or encoding.strip().lower() == "identity"
+        if self._size == 0 or self._limit:  # else chunks went by unkept: keep none
+            json_limit = MAX_BUFFER if self._parse and not self._sse else 0
+            self._limit = max(json_limit, self.capture_limit)
 
     def feed(self, chunk: bytes) -> None:
-        if self.sink is not None:
-            self.sink(chunk)
-        if not self._parse or not chunk:
+        if not chunk:
             return
-        if not self._sse:
-            if not self._overflow:
-                self._size += len(chunk)
-                if self._size > MAX_BUFFER:
-                    self._overflow = True
-                    self._chunks.clear()
-                else:
-                    self._chunks.append(chunk)
+        self._size += len(chunk)
+        if self._limit:
+            if self._size > self._limit:  # too big to keep: give it all up
+                self._limit = 0
+                self._chunks = []
+            else:
+                self._chunks.append(chunk)
+        if not self._sse or not self._parse:
             return
         self._buf += chunk
         if b"\n" not in chunk:
@@ -244,18 +256,24 @@ class ResponseMeter:
 
     def finish(self) -> None:
         """End of the body: keep what was collected (parsed when first read)."""
-        if not self._parse:
-            return
-        if self._sse:
+        if self._sse and self._parse:
             if self._buf:
                 self._line(bytes(self._buf))
             self._buf = bytearray()
-            return
-        if self._overflow:
+        if not self._limit:  # nothing kept (or given up)
             return
         chunks, self._chunks = self._chunks, []
-        self._body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        self._unparsed = bool(self._body)
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if self._parse and not self._sse and len(body) <= MAX_BUFFER:
+            self._body = body
+            self._unparsed = bool(body)
+        if len(body) <= self.capture_limit:
+            self._captured = body
+
+    def take_captured(self) -> bytes | None:
+        """The whole body as relayed if it was kept for a capture (once), else None."""
+        body, self._captured = self._captured, None
+        return body
 
     def error_msg(self) -> str | None:
         if self.status is None or self.status == 200:

@@ -1,6 +1,6 @@
-"""Request/response captures (reference 5.15): a FIFO cache bounded in compressed bytes,
-sensitive headers redacted, per-route field masks, and bounded memory while a response
-streams by."""
+"""Request/response captures (reference 5.15): a FIFO cache bounded in raw bytes holding
+references to the exchange's bytes, sensitive headers redacted when read, per-route field
+masks, and bounded memory while a response streams by."""
 
 from __future__ import annotations
 
@@ -12,14 +12,13 @@ from multidict import CIMultiDict
 
 from runtime.web.activity import ActivityLog, ResponseMeter
 from runtime.web.captures import (
+    ITEM_OVERHEAD,
     MB,
     REDACTED,
-    BodyCollector,
+    Capture,
     CaptureStore,
     Draft,
     flat_headers,
-    pack,
-    unpack,
 )
 
 JSON = {"Content-Type": "application/json"}
@@ -27,6 +26,17 @@ JSON = {"Content-Type": "application/json"}
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
+
+
+def read(store: CaptureStore, id: int) -> dict[str, Any]:
+    capture = store.get(id)
+    assert capture is not None
+    return capture.render()
+
+
+def blob_capture(id: int, size: int) -> Capture:
+    """A capture whose request body makes it `size` bytes in the cache's count."""
+    return Capture(id, "/v1/completions", None, os.urandom(size - ITEM_OVERHEAD), None, None)
 
 
 def exchange(
@@ -46,7 +56,7 @@ def test_a_capture_round_trips_with_base64_bodies() -> None:
     store = CaptureStore(lambda: 1)
     draft, _ = exchange(store, "/v1/chat/completions", b'{"model":"a"}', b'{"ok":', b"true}")
     assert draft.store(7)
-    assert unpack(store.get(7) or b"") == {
+    assert read(store, 7) == {
         "id": 7,
         "req_path": "/v1/chat/completions",
         "req_headers": {"Content-Type": "application/json"},
@@ -56,11 +66,19 @@ def test_a_capture_round_trips_with_base64_bodies() -> None:
     }
 
 
-def test_stored_captures_are_compressed() -> None:
-    body = b'{"content":"' + b"hello " * 20000 + b'"}'
-    blob = pack(1, "/v1/completions", {}, body, {}, body)
-    assert len(blob) < len(body) // 10
-    assert base64.b64decode(unpack(blob)["resp_body"]) == body
+def test_a_capture_holds_the_exchange_bytes_without_copying_them() -> None:
+    store = CaptureStore(lambda: 1)
+    req_body = b'{"content":"' + b"hello " * 2000 + b'"}'
+    resp_body = b'{"answer":"' + b"x" * 5000 + b'"}'
+    headers = CIMultiDict([("Authorization", "Bearer sk-1"), *JSON.items()])
+    draft, _ = exchange(store, "/v1/completions", req_body, resp_body, req_headers=headers)
+    assert draft.store(1)
+    capture = store.get(1)
+    assert capture is not None
+    assert capture.req_body is req_body and capture.resp_body is resp_body
+    assert capture.req_headers is headers  # redacted when read, not when stored
+    assert capture.size == ITEM_OVERHEAD + len(req_body) + len(resp_body) == store.size
+    assert base64.b64decode(capture.render()["resp_body"]) == resp_body
 
 
 def test_sensitive_headers_are_redacted_in_both_directions() -> None:
@@ -77,7 +95,7 @@ def test_sensitive_headers_are_redacted_in_both_directions() -> None:
     draft, _ = exchange(store, "/v1/chat/completions", b"{}", b"{}", req_headers=headers,
                         resp_headers=resp)
     assert draft.store(0)
-    doc = unpack(store.get(0) or b"")
+    doc = read(store, 0)
     assert doc["req_headers"]["Authorization"] == REDACTED
     assert doc["resp_headers"] == {"Content-Type": "application/json", "Set-Cookie": REDACTED}
 
@@ -86,20 +104,20 @@ def test_audio_and_image_routes_skip_their_large_bodies() -> None:
     store = CaptureStore(lambda: 1)
     speech, _ = exchange(store, "/v1/audio/speech", b'{"input":"hi"}', b"RIFF....")
     assert speech.store(1)
-    doc = unpack(store.get(1) or b"")
+    doc = read(store, 1)
     assert (doc["req_body"], doc["resp_body"]) == (b64(b'{"input":"hi"}'), None)
     assert doc["resp_headers"] == {"Content-Type": "application/json"}
 
     edits, meter = exchange(store, "/v1/images/edits", b"--multipart--", b'{"data":[]}')
-    assert meter.sink is None  # no body collected at all
+    assert meter.capture_limit == 0  # no body kept for the capture
     assert edits.store(2)
-    doc = unpack(store.get(2) or b"")
+    doc = read(store, 2)
     assert (doc["req_body"], doc["resp_body"]) == (None, None)
     assert doc["req_headers"] is not None and doc["resp_headers"] is not None
 
     voices, _ = exchange(store, "/v1/audio/transcriptions", b"--upload--", b'{"text":"hi"}')
     assert voices.store(3)
-    doc = unpack(store.get(3) or b"")
+    doc = read(store, 3)
     assert (doc["req_body"], doc["resp_body"]) == (None, b64(b'{"text":"hi"}'))
 
 
@@ -108,24 +126,30 @@ def test_an_error_answer_keeps_only_the_request_side() -> None:
     draft, _ = exchange(store, "/v1/chat/completions", b'{"model":"x"}', b'{"error":"no"}',
                         status=404)
     assert draft.store(4)
-    doc = unpack(store.get(4) or b"")
+    doc = read(store, 4)
     assert doc["req_body"] == b64(b'{"model":"x"}')
     assert (doc["resp_headers"], doc["resp_body"]) == (None, None)
 
 
 def test_the_cache_evicts_oldest_first_within_its_byte_bound() -> None:
     store = CaptureStore(lambda: 1)
-    blob = os.urandom(400 * 1024)  # incompressible, as stored
     for i in range(3):
-        assert store.add(i, blob)
+        assert store.add(blob_capture(i, 400 * 1024))
     assert 0 not in store and 1 in store and 2 in store
-    assert store.size <= MB
+    assert store.size == 800 * 1024 <= MB
+
+
+def test_captures_without_bodies_still_count_against_the_bound() -> None:
+    store = CaptureStore(lambda: 1)
+    for i in range(MB // ITEM_OVERHEAD + 10):
+        assert store.add(Capture(i, "/v1/images/edits", {}, None, {}, None))
+    assert len(store) == MB // ITEM_OVERHEAD and 0 not in store
 
 
 def test_an_item_larger_than_the_whole_cache_is_skipped() -> None:
     store = CaptureStore(lambda: 1)
-    assert store.add(0, b"small")
-    assert not store.add(1, os.urandom(MB + 1))
+    assert store.add(blob_capture(0, 2 * ITEM_OVERHEAD))
+    assert not store.add(blob_capture(1, MB + 1))
     assert 0 in store and 1 not in store
 
 
@@ -133,7 +157,7 @@ def test_a_smaller_capture_buffer_after_a_reload_evicts_and_zero_empties() -> No
     size = [2]
     store = CaptureStore(lambda: size[0])
     for i in range(4):
-        store.add(i, os.urandom(400 * 1024))
+        store.add(blob_capture(i, 400 * 1024))
     assert len(store) == 4
     size[0] = 1
     assert store.get(0) is None and store.get(3) is not None
@@ -143,16 +167,20 @@ def test_a_smaller_capture_buffer_after_a_reload_evicts_and_zero_empties() -> No
 
 
 def test_a_response_larger_than_the_cache_is_never_held_nor_captured() -> None:
-    collector = BodyCollector(10)
-    collector(b"12345")
-    collector(b"678901")
-    collector(b"more")
-    assert collector.overflow and collector.chunks == [] and collector.body() is None
-
     store = CaptureStore(lambda: 1)
-    chunk = b"x" * (256 * 1024)
-    draft, meter = exchange(store, "/v1/chat/completions", b"{}", *[chunk] * 5)
-    assert isinstance(meter.sink, BodyCollector) and meter.sink.chunks == []
+    meter = ResponseMeter()
+    draft = Draft(store, "/v1/chat/completions", CIMultiDict(JSON), lambda: b"{}", meter)
+    assert meter.capture_limit == MB
+    meter.start(200, {"Content-Type": "text/event-stream"})
+    frame = b"data: " + b"x" * (256 * 1024) + b"\n\n"
+    for _ in range(3):
+        meter.feed(frame)
+    assert meter.held == 3 * len(frame)
+    meter.feed(frame)  # past the cache size: everything kept so far is dropped at once
+    assert meter.held == 0
+    meter.feed(frame)
+    assert meter.held == 0
+    meter.finish()
     assert not draft.store(9)
     assert 9 not in store
 
@@ -163,7 +191,7 @@ def test_a_streamed_response_is_captured_whole() -> None:
     draft, _ = exchange(store, "/v1/chat/completions", b"{}", *frames,
                         resp_headers={"Content-Type": "text/event-stream"})
     assert draft.store(5)
-    assert base64.b64decode(unpack(store.get(5) or b"")["resp_body"]) == b"".join(frames)
+    assert base64.b64decode(read(store, 5)["resp_body"]) == b"".join(frames)
 
 
 def test_the_activity_entry_says_whether_its_capture_was_stored() -> None:
