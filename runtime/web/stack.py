@@ -28,7 +28,8 @@ from runtime.web.auth import extract_api_key, is_exempt, key_matches, unauthoriz
 from runtime.web.cors import preflight_response
 from runtime.web.errors import route_error_response
 
-PREPARED = "llama_swap_prepared"  # request key: the response once its headers went out
+# Request key: the response once its headers went out.
+PREPARED: web.RequestKey[web.StreamResponse] = web.RequestKey("llama_swap_prepared", web.StreamResponse)
 CLIENT_CLOSED = 499  # logged for a request whose client left before any answer (nginx's code)
 
 
