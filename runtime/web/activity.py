@@ -150,6 +150,12 @@ class ResponseMeter:
     that many bytes -- the same chunk list serves both -- and `take_captured()` hands
     it over once finished."""
 
+    __slots__ = (
+        "status", "content_type", "headers", "capture_limit", "_sse", "_parse", "_buf", "_limit",
+        "_chunks", "_size", "_overflow", "_body", "_captured", "_unparsed", "_tokens",
+        "_timing_ms",
+    )
+
     def __init__(self) -> None:
         self.status: int | None = None
         self.content_type = ""
