@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     opt("tls-key-file", metavar="FILE", default="", help="TLS key")
     opt("shutdown-timeout", metavar="S", type=float, default=DEFAULT_SHUTDOWN_TIMEOUT,
         help=f"seconds allowed for a graceful shutdown (default {DEFAULT_SHUTDOWN_TIMEOUT:g})")
+    opt("no-fast-path", action="store_true",
+        help="serve inference requests through aiohttp too (no fast path; for comparison)")
     opt("version", action="store_true", help="print the version and exit")
     return p
 
@@ -143,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              shutdown_timeout=args.shutdown_timeout, version=version(),
                              on_listening=_announce, compile_fn=compile_fn,
                              watch_files=watch_files, watch_dirs=watch_dirs,
-                             watch_poll=args.watch_poll))
+                             watch_poll=args.watch_poll, fast_path=not args.no_fast_path))
     except KeyboardInterrupt:
         return EXIT_OK
     except (OSError, ValueError) as exc:  # e.g. address in use, bad --listen

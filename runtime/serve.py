@@ -153,12 +153,17 @@ async def serve(
     watch_poll: float | None = None,
     state: AppState | None = None,
     version: str = "0",
+    fast_path: bool = True,
 ) -> None:
     """Serve `plan` until SIGINT/SIGTERM (or `stop`), then shut down in order.
 
     `compile_fn` (runtime.reload's `config_compiler` / `plan_file_loader`) enables
     reloads: SIGHUP always, and the config watcher when `watch_files`/`watch_dirs`
-    are given; the Reloader is `state.extras["reloader"]` for route modules."""
+    are given; the Reloader is `state.extras["reloader"]` for route modules.
+
+    `fast_path`: serve plain JSON inference requests through runtime/fastpath (in front
+    of the app).  Only with the default routes and middleware stack and without TLS:
+    a caller that changes those gets exactly the app it built."""
     loop = asyncio.get_running_loop()
     stop = stop if stop is not None else asyncio.Event()
     if state is None:
@@ -166,6 +171,9 @@ async def serve(
         state = create_state(plan, proxy_log=proxy_log, upstream_log=upstream_log, version=version)
     follow_plan_logs(state)
     reloader = _make_reloader(state, compile_fn) if compile_fn is not None else None
+    use_fast_path = (
+        fast_path and ssl_context is None and route_modules is None and middlewares is None
+    )
     if middlewares is None:
         from runtime.web.stack import default_middlewares
 
@@ -204,8 +212,14 @@ async def serve(
         max_headers=1000,
     )
     await runner.setup()
+    lane = None
+    if use_fast_path:
+        from runtime.fastpath.server import FastPath
+
+        assert runner.server is not None
+        lane = FastPath(app, state, runner.server)
     try:
-        site = await _listen(runner, host, port, ssl_context)
+        site = await _listen(runner, host, port, ssl_context, lane)
     except BaseException:
         await state.router.shutdown(shutdown_timeout)
         await runner.cleanup()
@@ -245,14 +259,37 @@ async def serve(
         if reloader is not None:
             await reloader.aclose()
         await state.router.shutdown(shutdown_timeout)
+        if lane is not None:
+            lane.close()
         state.proxy_log.close_subscribers()
         state.upstream_log.close_subscribers()
         await runner.cleanup()
         log.info("shutdown complete")
 
 
+class FastPathSite(web.TCPSite):
+    """A TCPSite whose connections start on the fast path (runtime/fastpath/server.py),
+    which hands them to the runner's aiohttp server when a request is not its own."""
+
+    def __init__(self, runner: web.AppRunner, host: str | None, port: int, *, lane: Any,
+                 reuse_address: bool | None = None) -> None:
+        super().__init__(runner, host, port, reuse_address=reuse_address)
+        self._lane = lane
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._lane.protocol, self._host, self._port, backlog=self._backlog,
+            reuse_address=self._reuse_address, reuse_port=self._reuse_port,
+        )
+        sockets = self._server.sockets
+        self._bound_port = sockets[0].getsockname()[1] if sockets else self._port
+
+
 async def _listen(
-    runner: web.AppRunner, host: str | None, port: int, ssl_context: ssl.SSLContext | None
+    runner: web.AppRunner, host: str | None, port: int, ssl_context: ssl.SSLContext | None,
+    lane: Any = None,
 ) -> web.TCPSite:
     """Start listening.  Port 0 on a host with several addresses (`:0` is 0.0.0.0 and ::)
     would give each socket its own random port; instead one port is picked by binding the
@@ -260,7 +297,11 @@ async def _listen(
     attempts = 1
     while True:
         chosen = await _shared_port(host) if port == 0 else port
-        site = web.TCPSite(runner, host, chosen, ssl_context=ssl_context, reuse_address=True)
+        site = (
+            FastPathSite(runner, host, chosen, lane=lane, reuse_address=True)
+            if lane is not None
+            else web.TCPSite(runner, host, chosen, ssl_context=ssl_context, reuse_address=True)
+        )
         try:
             await site.start()
             return site

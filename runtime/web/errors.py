@@ -80,7 +80,9 @@ def too_many_requests_response(retry_after: int = 1) -> web.Response:
     )
 
 
-def route_error_response(request: web.BaseRequest | None, error: RouteError) -> web.Response:
+def route_error_response(
+    request: web.BaseRequest | Mapping[str, str] | None, error: RouteError
+) -> web.Response:
     """Render a RouteError (404 unknown model, 429, 502 start failed, 503 timeout/shutdown...)."""
     if error.status == 429:
         return too_many_requests_response(error.retry_after or 1)
