@@ -218,6 +218,7 @@ async def serve(
 
         assert runner.server is not None
         lane = FastPath(app, state, runner.server)
+        state.extras["fast_path"] = lane  # its counters are on /metrics
     try:
         site = await _listen(runner, host, port, ssl_context, lane)
     except BaseException:

@@ -110,6 +110,14 @@ def runtime_metrics(
             (f'{{model="{label(model)}",status="{status}"}}', count)
             for (model, status), count in sorted(activity.counts.items())
         ], kind="counter")
+    lane = state.extras.get("fast_path")
+    if lane is not None:
+        gauge(out, "llamaswap_fast_path_requests_total",
+              "Inference requests served by the fast path (runtime/fastpath)",
+              [("", lane.served)], kind="counter")
+        gauge(out, "llamaswap_fast_path_handoffs_total",
+              "Client connections the fast path handed to the aiohttp server",
+              [("", lane.handed_off)], kind="counter")
 
 
 def render_json(capture: Capture) -> bytes:
