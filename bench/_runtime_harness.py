@@ -66,14 +66,14 @@ class Running:
 
 
 @contextlib.contextmanager
-def llama_swap(plan: Plan, *, capture: bool = False) -> Iterator[Running]:
-    """Run `llama-swap --plan` until the block ends; kill its children.  Its stdout (the
+def llama_swap(plan: Plan, *args: str, capture: bool = False) -> Iterator[Running]:
+    """Run `llama-swap --plan [args]` until the block ends; kill its children.  Its stdout (the
     logs, per the plan's logToStdout) is discarded unless `capture`."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "plan.json"
         path.write_text(plan_to_json(plan))
         proc = subprocess.Popen(
-            [LLAMA_SWAP, "--plan", str(path), "--listen", "127.0.0.1:0"],
+            [LLAMA_SWAP, "--plan", str(path), "--listen", "127.0.0.1:0", *args],
             stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},

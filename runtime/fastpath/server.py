@@ -59,6 +59,7 @@ from runtime.web.stack import CLIENT_CLOSED
 log = logging.getLogger("llama_swap.fastpath")
 
 FAST_PATHS: frozenset[str] = frozenset((*JSON_ROUTES, *VERSIONLESS_ROUTES))
+MAX_PENDING = 16 << 20  # bytes read ahead while a request is served; then reading pauses
 KEEPALIVE_TIMEOUT = 75.0  # an idle client connection is closed after this (aiohttp's default)
 SWEEP_INTERVAL = 5.0
 _REQUEST_DROP = frozenset(
@@ -241,6 +242,7 @@ class ClientConnection(asyncio.Protocol):
         self.last_active = time.monotonic()
         self._head: Head | None = None
         self._closed = False
+        self._paused = False
 
     # --- asyncio.Protocol -----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -253,6 +255,9 @@ class ClientConnection(asyncio.Protocol):
         self.buf += data
         if self.task is None:
             self._next()
+        elif len(self.buf) > MAX_PENDING and self.transport is not None:
+            self.transport.pause_reading()  # a pipelining client far ahead: wait for us
+            self._paused = True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
@@ -340,6 +345,9 @@ class ClientConnection(asyncio.Protocol):
         self.buf = bytearray()
         if transport is None or transport.is_closing():
             return
+        if self._paused:
+            self._paused = False
+            transport.resume_reading()
         handler = lane.handoff_factory()
         transport.set_protocol(handler)
         handler.connection_made(transport)
@@ -353,6 +361,9 @@ class ClientConnection(asyncio.Protocol):
         if close or self._closed:
             self.close()
             return
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
         self._next()
 
     async def _serve(
