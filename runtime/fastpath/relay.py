@@ -149,10 +149,13 @@ class Relay:
             self.transport.write(data)
 
     def on_complete(self, reusable: bool) -> None:
+        # Unhook the connection before the last write: a write that fills the client's
+        # buffer calls `pause` synchronously, which must not pause a connection that is
+        # going back to the pool (it would never be read again).
+        conn, self.conn = self.conn, None
         if self._chunked:
             self._out.append(b"0\r\n\r\n")
         self.flush()
-        conn, self.conn = self.conn, None
         if conn is not None:
             if reusable:
                 conn.pool.put(conn)

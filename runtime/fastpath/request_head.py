@@ -11,8 +11,10 @@ the connection's bytes exactly as received, from the first byte of the
 request on, and the request parsers available (httptools, aiohttp's own) do
 not report where a message ends in their input.  The rule that keeps this safe
 is conservatism: anything not plainly well formed (a bare CR or LF, a NUL,
-folded or malformed header lines, a second Content-Length, Transfer-Encoding,
-Expect, Upgrade, percent-escapes in the path, HTTP/1.0) is handed off, so
+folded or malformed header lines, control characters, a second or an overlong
+Content-Length, Transfer-Encoding, Expect, Upgrade, percent-escapes in the path,
+non-ASCII bytes in the request target, more headers or a longer target than
+aiohttp is configured to take, HTTP/1.0) is handed off, so
 aiohttp's full parser and its error answers judge it.  Pure: no I/O.
 """
 
@@ -26,6 +28,12 @@ from multidict import CIMultiDict
 
 HANDOFF: Final = "handoff"
 MAX_HEAD = 1 << 20  # header bytes a fast-path request may have (aiohttp's limit here)
+# aiohttp's limits as runtime/serve.py sets them: beyond these aiohttp answers 400
+MAX_TARGET = 65536  # request-target bytes (max_line_size)
+MAX_HEADERS = 1000  # header lines (max_headers)
+MAX_LENGTH_DIGITS = 18  # a longer Content-Length may overflow aiohttp's parser (or int())
+# bytes aiohttp's parser refuses in a head (controls but HTAB; CR and LF are counted apart)
+_CONTROLS = bytes((*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F))
 _PREFIX = b"POST /"
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _REFUSED = frozenset({b"transfer-encoding", b"expect", b"upgrade"})
@@ -67,14 +75,16 @@ def parse_head(buf: bytes | bytearray, paths: frozenset[str]) -> Head | str | No
         return HANDOFF if len(buf) > MAX_HEAD else None
     head = bytes(buf[:end])
     crlf = head.count(b"\r\n")
-    if crlf != head.count(b"\n") or crlf != head.count(b"\r") or b"\x00" in head:
+    if crlf != head.count(b"\n") or crlf != head.count(b"\r") or crlf > MAX_HEADERS:
+        return HANDOFF
+    if len(head.translate(None, _CONTROLS)) != len(head):
         return HANDOFF
     lines = head.split(b"\r\n")
     parts = lines[0].split(b" ")
-    if len(parts) != 3 or parts[2] != b"HTTP/1.1":
+    if len(parts) != 3 or parts[2] != b"HTTP/1.1" or len(parts[1]) > MAX_TARGET:
         return HANDOFF
     raw_path, _, query = parts[1].partition(b"?")
-    if b"%" in raw_path or not raw_path.isascii():
+    if b"%" in raw_path or not parts[1].isascii():
         return HANDOFF
     path = raw_path.decode("ascii")
     if path not in paths:
@@ -90,7 +100,7 @@ def parse_head(buf: bytes | bytearray, paths: frozenset[str]) -> Head | str | No
         value = value.strip(b" \t")
         lname = name.lower()
         if lname == b"content-length":
-            if length >= 0 or not value.isdigit():
+            if length >= 0 or not value.isdigit() or len(value) > MAX_LENGTH_DIGITS:
                 return HANDOFF
             length = int(value)
         elif lname in _REFUSED:

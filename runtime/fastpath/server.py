@@ -300,7 +300,11 @@ class ClientConnection(asyncio.Protocol):
         msg = bytes(self.buf[:total])
         del self.buf[:total]
         self.last_active = time.monotonic()
-        plan_check = self._admit(head, msg)
+        try:
+            plan_check = self._admit(head, msg)
+        except Exception:  # e.g. RecursionError from a deeply nested body: aiohttp answers
+            log.debug("fast path: handing off a request it could not judge", exc_info=True)
+            plan_check = None
         if plan_check is None:
             self._handoff(msg)
             return
