@@ -5,8 +5,9 @@ callbacks run inside the upstream connection's `data_received`, so a chunk is
 written to the client without a task switch, and everything one read brought
 (head and body of a small answer, or a burst of SSE events) goes out in one
 `write`.  Hop-by-hop headers and those the upstream's `Connection` names are
-dropped (RFC 9110 7.6.1), `Date` and `Server` are added when the upstream sent
-none (as aiohttp does on the other path), a known length is kept and anything
+dropped (RFC 9110 7.6.1), `Date`, `Server` and (for a body) `Content-Type:
+application/octet-stream` are added when the upstream sent none (as aiohttp does
+on the other path), a known length is kept and anything
 else is sent chunked.  Event streams get `X-Accel-Buffering: no`.  The meter
 (activity log, captures) sees the status, the headers and every chunk.
 
@@ -89,7 +90,7 @@ class Relay:
         self.status = status
         drop = _dropped(headers)
         out = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
-        has_date = has_server = sse = False
+        has_date = has_server = has_type = sse = False
         accel: list[bytes] = []
         text: list[tuple[str, str]] = []
         for name, value in headers:
@@ -100,8 +101,10 @@ class Relay:
                 has_date = True
             elif lname == b"server":
                 has_server = True
-            elif lname == b"content-type" and _SSE in value:
-                sse = True
+            elif lname == b"content-type":
+                has_type = True
+                if _SSE in value:
+                    sse = True
             elif lname == b"x-accel-buffering":
                 accel.append(name + b": " + value + b"\r\n")
                 text.append((name.decode("latin-1"), value.decode("utf-8", "surrogateescape")))
@@ -119,6 +122,9 @@ class Relay:
         if not has_server:
             out.append(b"Server: " + _SERVER + b"\r\n")
         no_body = status in (204, 304)
+        if not has_type and length != 0 and not no_body:  # as aiohttp does (RFC 9110 8.3)
+            out.append(b"Content-Type: application/octet-stream\r\n")
+            text.append(("Content-Type", "application/octet-stream"))
         if length is not None or no_body:
             if not no_body:
                 out.append(b"Content-Length: %d\r\n" % length)

@@ -29,12 +29,21 @@ from tests.e2e.test_fastpath import normalized, one, plan_with_everything, raw_r
 BIG = 4 << 20  # bytes of the large answer: far more than the socket buffers hold
 
 # A raw upstream: POST /v1/audio/speech answers BIG bytes with a Content-Length in one write;
-# any other POST answers a small JSON body; GET /health is 200.
+# the SHAPES paths answer in unusual shapes (no Content-Type, 204, chunked, close-delimited);
+# any other request answers a small JSON body (so GET /health is 200).
 UPSTREAM = r'''
 import asyncio, json, sys
 
 BIG = int(sys.argv[2])
 served = {"n": 0}
+SHAPES = {  # answers of unusual shapes, by path
+    "/v1/images/generations": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nimage",
+    "/infill": b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    "/v1/completions": b"HTTP/1.1 204 No Content\r\nX-Empty: yes\r\n\r\n",
+    "/completion": (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"),
+    "/v1/rerank": b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end",
+}
 
 async def handle(reader, writer):
     try:
@@ -49,6 +58,12 @@ async def handle(reader, writer):
             if length:
                 await reader.readexactly(length)
             served["n"] += 1
+            if path in SHAPES:
+                writer.write(SHAPES[path])
+                await writer.drain()
+                if b"Connection: close" in SHAPES[path]:
+                    break
+                continue
             if path == "/v1/audio/speech":
                 body = b"x" * BIG
                 ctype = b"application/octet-stream"
@@ -223,3 +238,16 @@ async def test_odd_requests_get_the_aiohttp_paths_answer(
         got_fast = normalized(await one(fast.url, data))
         assert got_fast == got_slow, name
     assert not [r for r in fast.records() if r.get("path") != "/health"]  # nothing forwarded
+
+
+async def test_answers_of_every_shape_are_relayed_as_the_aiohttp_path_relays_them(
+    proxy: Any, record_file: Path, tmp_path: Path
+) -> None:
+    fast = proxy(raw_upstream_plan(tmp_path, record_file))
+    slow = proxy(raw_upstream_plan(tmp_path, tmp_path / "other.jsonl"), "--no-fast-path")
+    for path in ("/v1/images/generations", "/infill", "/v1/completions", "/completion",
+                 "/v1/rerank"):
+        data = post(path, {"model": "raw"}, connection="close")
+        got_slow = normalized(await one(slow.url, data))
+        got_fast = normalized(await one(fast.url, data))
+        assert got_fast == got_slow, path
