@@ -37,6 +37,7 @@ HOP_BY_HOP = frozenset(
 )
 _SERVER = SERVER_SOFTWARE.encode()
 _SSE = b"text/event-stream"
+SMALL_BODY = 64 * 1024  # answers with a Content-Length up to this size are written whole
 _date_cache: list[Any] = [0, b""]
 
 
@@ -64,7 +65,7 @@ class Relay:
 
     __slots__ = (
         "transport", "meter", "close_after", "done", "status", "body_bytes", "started",
-        "conn", "failure", "_chunked", "_out",
+        "conn", "failure", "written", "_chunked", "_out", "_hold",
     )
 
     def __init__(
@@ -80,8 +81,10 @@ class Relay:
         self.started = False  # the response head went (or is about to go) to the client
         self.conn: UpstreamConnection | None = None
         self.failure: UpstreamFailure | None = None
+        self.written = False  # some of the response went to the client
         self._chunked = False
         self._out: list[bytes] = []
+        self._hold = False  # a small answer: written whole once complete
 
     def on_head(
         self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], length: int | None
@@ -128,6 +131,9 @@ class Relay:
         if length is not None or no_body:
             if not no_body:
                 out.append(b"Content-Length: %d\r\n" % length)
+            # as the aiohttp path does: an answer this small goes out once complete, so an
+            # upstream that dies in the middle of it is a clean 502, not a truncated 200
+            self._hold = length is not None and length <= SMALL_BODY
         else:
             self._chunked = True
             out.append(b"Transfer-Encoding: chunked\r\n")
@@ -149,7 +155,8 @@ class Relay:
 
     def flush(self) -> None:
         out = self._out
-        if out:
+        if out and not self._hold:
+            self.written = True
             data = out[0] if len(out) == 1 else b"".join(out)
             out.clear()
             self.transport.write(data)
@@ -161,6 +168,7 @@ class Relay:
         conn, self.conn = self.conn, None
         if self._chunked:
             self._out.append(b"0\r\n\r\n")
+        self._hold = False
         self.flush()
         if conn is not None:
             if reusable:
@@ -177,10 +185,13 @@ class Relay:
             self.done.set_result(False)
 
     def on_abort(self, reason: str) -> None:
-        self.flush()
         self.conn = None
         self.failure = UpstreamFailure(reason)
-        self.transport.close()  # flush what was relayed, end without a clean EOF
+        if self._hold:  # nothing sent yet: the caller answers 502
+            self._out.clear()
+        else:
+            self.flush()
+            self.transport.close()  # flush what was relayed, end without a clean EOF
         if not self.done.done():
             self.done.set_result(False)
 

@@ -64,13 +64,17 @@ class Head:
         )
 
 
-def parse_head(buf: bytes | bytearray, paths: frozenset[str]) -> Head | str | None:
+def parse_head(
+    buf: bytes | bytearray, paths: frozenset[str], scanned: int = 0
+) -> Head | str | None:
     """The fast-path request at the front of `buf`, `None` if its head is incomplete, or
-    `HANDOFF` when the request is not one the fast path serves."""
+    `HANDOFF` when the request is not one the fast path serves.  `scanned`: bytes of
+    `buf` already searched for the end of the head by an earlier call (a head that
+    arrives in many small pieces is then searched once, not once per piece)."""
     n = min(len(buf), len(_PREFIX))
     if buf[:n] != _PREFIX[:n]:  # not a POST: decided at the first bytes
         return HANDOFF
-    end = buf.find(b"\r\n\r\n")
+    end = buf.find(b"\r\n\r\n", max(0, scanned - 3))
     if end < 0:
         return HANDOFF if len(buf) > MAX_HEAD else None
     head = bytes(buf[:end])

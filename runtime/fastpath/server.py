@@ -60,7 +60,7 @@ log = logging.getLogger("llama_swap.fastpath")
 
 FAST_PATHS: frozenset[str] = frozenset((*JSON_ROUTES, *VERSIONLESS_ROUTES))
 MAX_PENDING = 16 << 20  # bytes read ahead while a request is served; then reading pauses
-KEEPALIVE_TIMEOUT = 75.0  # an idle client connection is closed after this (aiohttp's default)
+KEEPALIVE_TIMEOUT = 3630.0  # an idle client connection is closed after this (aiohttp's default)
 SWEEP_INTERVAL = 5.0
 _REQUEST_DROP = frozenset(
     {
@@ -161,10 +161,15 @@ class FastPath:
         """Close idle client connections past the keep-alive timeout and stale upstream ones."""
         now = time.monotonic()
         for conn in tuple(self.connections):
-            if conn.task is None and now - conn.last_active > KEEPALIVE_TIMEOUT:
+            if conn.idle and now - conn.last_active > KEEPALIVE_TIMEOUT:
                 conn.close()
-        for pool in self._pools.values():
+        for key, pool in tuple(self._pools.items()):
             pool.sweep()
+            if not len(pool):  # nothing open (e.g. the model moved in a hot reload)
+                del self._pools[key]
+        live = {model.proxy for model in self.state.plan.models.values()}
+        for proxy in [p for p in self._targets if p not in live]:
+            del self._targets[proxy]
         self._schedule_sweep()
 
     def close(self) -> None:
@@ -241,8 +246,10 @@ class ClientConnection(asyncio.Protocol):
         self.relay: Relay | None = None
         self.last_active = time.monotonic()
         self._head: Head | None = None
+        self._scanned = 0  # bytes of `buf` already searched for the end of a head
         self._closed = False
-        self._paused = False
+        self._paused = False  # reading paused: a pipelining client is far ahead
+        self._writing_paused = False  # the client's buffer is full
 
     # --- asyncio.Protocol -----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -259,18 +266,27 @@ class ClientConnection(asyncio.Protocol):
             self.transport.pause_reading()  # a pipelining client far ahead: wait for us
             self._paused = True
 
+    @property
+    def idle(self) -> bool:
+        """Between requests, with nothing of the next one received."""
+        return self.task is None and not self.buf
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self.lane.connections.discard(self)
+        if self.relay is not None:
+            self.relay.detach()  # the upstream sees the disconnect now
         task = self.task
         if task is not None and not task.done():
             task.cancel()
 
     def pause_writing(self) -> None:
+        self._writing_paused = True
         if self.relay is not None:
             self.relay.pause()
 
     def resume_writing(self) -> None:
+        self._writing_paused = False
         if self.relay is not None:
             self.relay.resume()
 
@@ -285,9 +301,11 @@ class ClientConnection(asyncio.Protocol):
             return
         head = self._head
         if head is None:
-            parsed = parse_head(self.buf, FAST_PATHS)
+            parsed = parse_head(self.buf, FAST_PATHS, self._scanned)
             if parsed is None:
+                self._scanned = len(self.buf)
                 return
+            self._scanned = 0
             if parsed is HANDOFF:
                 self._handoff(b"")
                 return
@@ -439,6 +457,8 @@ class ClientConnection(asyncio.Protocol):
                 except UpstreamFailure as failure:
                     return self._upstream_error(request, model.id, failure, out, head.close)
             relay.conn = conn
+            if self._writing_paused:  # the client has not drained the last answer yet
+                relay.pause()
             conn.send(data, relay)
             timer = None
             if header_timeout is not None:
@@ -450,7 +470,7 @@ class ClientConnection(asyncio.Protocol):
                     timer.cancel()
             if ok:
                 return relay.status, relay.body_bytes, head.close
-            if relay.started:  # cut off mid-body; the client connection is closed
+            if relay.written:  # cut off mid-body; the client connection is closed
                 return relay.status, relay.body_bytes, True
             failure = relay.failure or UpstreamFailure("the upstream failed")
             if attempt == 0 and failure.retryable:

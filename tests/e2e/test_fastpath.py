@@ -195,8 +195,10 @@ async def test_the_access_log_and_activity_match_the_aiohttp_path(
         await one(url, raw_request("/v1/chat/completions", {"model": "a", "messages": []},
                                    "X-Forwarded-For: 203.0.113.9", "User-Agent: probe/1"))
     lines = []
-    for p in (fast, slow):
-        log = next(line for line in p.output if '"POST /v1/chat/completions' in line)
+    for p in (fast, slow):  # the line is written just after the answer: wait for it
+        log = await eventually(
+            lambda p=p: next((x for x in p.output if '"POST /v1/chat/completions' in x), None)
+        )
         lines.append(log.split(" ")[:-1])  # without the duration
     assert lines[0] == lines[1]
     at = lines[0].index("Request")
@@ -216,6 +218,14 @@ async def test_the_access_log_and_activity_match_the_aiohttp_path(
                            if k in entry})
     assert activities[0] == activities[1]
     assert activities[0]["model"] == "a"
+
+
+async def eventually(probe: Any, timeout: float = 10.0) -> Any:
+    """`probe()`'s first non-None value, polled every 20 ms for up to `timeout` s."""
+    async with asyncio.timeout(timeout):
+        while (value := probe()) is None:
+            await asyncio.sleep(0.02)
+    return value
 
 
 def chat(model: str = "a", connection: str = "keep-alive") -> bytes:

@@ -43,6 +43,8 @@ SHAPES = {  # answers of unusual shapes, by path
     "/completion": (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
                     b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"),
     "/v1/rerank": b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end",
+    "/v1/reranking": (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 100\r\nConnection: close\r\n\r\n{\"cut\": "),
 }
 
 async def handle(reader, writer):
@@ -251,3 +253,21 @@ async def test_answers_of_every_shape_are_relayed_as_the_aiohttp_path_relays_the
         got_slow = normalized(await one(slow.url, data))
         got_fast = normalized(await one(fast.url, data))
         assert got_fast == got_slow, path
+
+
+async def test_a_small_answer_cut_off_mid_body_is_a_502_on_both_paths(
+    proxy: Any, record_file: Path, tmp_path: Path
+) -> None:
+    """An answer with a small Content-Length is written whole once complete (as aiohttp's
+    path does), so an upstream dying inside it gives a clean 502, not a truncated 200."""
+    fast = proxy(raw_upstream_plan(tmp_path, record_file))
+    slow = proxy(raw_upstream_plan(tmp_path, tmp_path / "other.jsonl"), "--no-fast-path")
+    data = post("/v1/reranking", {"model": "raw"}, connection="close")
+    for url in (fast.url, slow.url):
+        resp = await one(url, data)
+        assert resp.status == 502, url
+        error = json.loads(resp.body)["error"]
+        assert error.startswith("[raw] upstream error: "), error
+    # the connection that follows works
+    again = await one(fast.url, post("/v1/images/generations", {"model": "raw"}, connection="close"))
+    assert again.status == 200 and again.body == b"image"
