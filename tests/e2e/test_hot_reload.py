@@ -24,6 +24,7 @@ import pytest
 
 from tests.e2e.conftest import FAKE, LLAMA_SWAP, Proxy, launch
 from tests.e2e.procs import free_port
+from tests.e2e.test_fastpath import fast_path_counters
 
 WAIT = 30.0
 
@@ -325,3 +326,27 @@ async def test_a_model_added_before_a_running_one_does_not_move_its_port(
         assert code == 200 and (body["fake"]["pid"], body["fake"]["port"]) == (pid_m, port_m)
         code, body = await chat(s, proxy.url, "a")
         assert code == 200 and body["fake"]["port"] != port_m
+
+
+async def test_a_hot_reload_that_moves_a_model_to_another_port_is_followed(
+    site: Site, live_proxy: Any
+) -> None:
+    """The fast path remembers a pool per plan entry; a reload that gives the model a new
+    address must send the next request there, not to the old pool."""
+    site.write_model("10-a.yaml", "a")
+    proxy = live_proxy("--watch-config")
+    async with aiohttp.ClientSession() as s:
+        code, body = await chat(s, proxy.url, "a")
+        assert code == 200
+        old_port = body["fake"]["port"]
+        site.ports["a"] = free_port()
+        site.write_model("10-a.yaml", "a")
+
+        async def moved() -> bool:
+            code, body = await chat(s, proxy.url, "a")
+            return code == 200 and body["fake"]["port"] == site.ports["a"]
+
+        await eventually(moved, "a to answer from its new port")
+    assert site.ports["a"] != old_port
+    served = await fast_path_counters(proxy.url)
+    assert served["requests"] >= 2
