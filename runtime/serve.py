@@ -162,8 +162,8 @@ async def serve(
     are given; the Reloader is `state.extras["reloader"]` for route modules.
 
     `fast_path`: serve plain JSON inference requests through runtime/fastpath (in front
-    of the app).  Only with the default routes and middleware stack and without TLS:
-    a caller that changes those gets exactly the app it built."""
+    of the app, TLS or not).  Only with the default routes and middleware stack: a
+    caller that changes those gets exactly the app it built."""
     loop = asyncio.get_running_loop()
     stop = stop if stop is not None else asyncio.Event()
     if state is None:
@@ -171,9 +171,7 @@ async def serve(
         state = create_state(plan, proxy_log=proxy_log, upstream_log=upstream_log, version=version)
     follow_plan_logs(state)
     reloader = _make_reloader(state, compile_fn) if compile_fn is not None else None
-    use_fast_path = (
-        fast_path and ssl_context is None and route_modules is None and middlewares is None
-    )
+    use_fast_path = fast_path and route_modules is None and middlewares is None
     if middlewares is None:
         from runtime.web.stack import default_middlewares
 
@@ -273,15 +271,17 @@ class FastPathSite(web.TCPSite):
     which hands them to the runner's aiohttp server when a request is not its own."""
 
     def __init__(self, runner: web.AppRunner, host: str | None, port: int, *, lane: Any,
+                 ssl_context: ssl.SSLContext | None = None,
                  reuse_address: bool | None = None) -> None:
-        super().__init__(runner, host, port, reuse_address=reuse_address)
+        super().__init__(runner, host, port, ssl_context=ssl_context, reuse_address=reuse_address)
         self._lane = lane
 
     async def start(self) -> None:
         await web.BaseSite.start(self)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            self._lane.protocol, self._host, self._port, backlog=self._backlog,
+            self._lane.protocol, self._host, self._port, ssl=self._ssl_context,
+            backlog=self._backlog,
             reuse_address=self._reuse_address, reuse_port=self._reuse_port,
         )
         sockets = self._server.sockets
@@ -299,7 +299,8 @@ async def _listen(
     while True:
         chosen = await _shared_port(host) if port == 0 else port
         site = (
-            FastPathSite(runner, host, chosen, lane=lane, reuse_address=True)
+            FastPathSite(runner, host, chosen, lane=lane, ssl_context=ssl_context,
+                         reuse_address=True)
             if lane is not None
             else web.TCPSite(runner, host, chosen, ssl_context=ssl_context, reuse_address=True)
         )

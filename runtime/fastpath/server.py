@@ -124,6 +124,7 @@ class FastPath:
         self.connections: set[ClientConnection] = set()
         self._targets: dict[str, Target | None] = {}
         self._pools: dict[tuple[Target, float | None, float], UpstreamPool] = {}
+        self._by_model: dict[str, tuple[Model, tuple[UpstreamPool, Target] | None]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self.served = 0  # requests served here (the rest went to aiohttp)
         self.handed_off = 0  # connections handed to aiohttp
@@ -136,7 +137,15 @@ class FastPath:
 
     def pool_for(self, model: Model) -> tuple[UpstreamPool, Target] | None:
         """The connection pool and target for `model`; None when its upstream is not
-        plain http (the aiohttp path serves those)."""
+        plain http (the aiohttp path serves those).  Remembered per plan entry."""
+        cached = self._by_model.get(model.id)
+        if cached is not None and cached[0] is model:
+            return cached[1]
+        found = self._pool_for(model)
+        self._by_model[model.id] = (model, found)
+        return found
+
+    def _pool_for(self, model: Model) -> tuple[UpstreamPool, Target] | None:
         target = self._targets.get(model.proxy)
         if target is None:
             if model.proxy in self._targets:
@@ -167,6 +176,7 @@ class FastPath:
             pool.sweep()
             if not len(pool):  # nothing open (e.g. the model moved in a hot reload)
                 del self._pools[key]
+                self._by_model.clear()
         live = {model.proxy for model in self.state.plan.models.values()}
         for proxy in [p for p in self._targets if p not in live]:
             del self._targets[proxy]
@@ -182,6 +192,7 @@ class FastPath:
         for pool in self._pools.values():
             pool.close()
         self._pools.clear()
+        self._by_model.clear()
 
 
 def _serialize(resp: web.Response, close: bool) -> bytes:

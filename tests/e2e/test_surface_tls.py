@@ -41,3 +41,36 @@ async def test_https(proxy: Any, record_file: Path, self_signed: tuple[Path, Pat
         assert status == 200 and json.loads(raw)["fake"]["model"] == "m"
         status, _, raw = await fetch(s, "GET", p.url + "/v1/models")
         assert [r["id"] for r in json.loads(raw)["data"]] == ["m"]
+
+
+async def test_https_keeps_one_connection_across_the_fast_path_and_aiohttp(
+    proxy: Any, record_file: Path, self_signed: tuple[Path, Path]
+) -> None:
+    """Over TLS too, inference requests take the fast path and the rest are handed to
+    aiohttp on the same connection (one pooled connection: every request reuses it)."""
+    cert, key = self_signed
+    p = proxy(surface_plan([fake_model("m", record_file, "--tokens", "4")]),
+              "--tls-cert-file", str(cert), "--tls-key-file", str(key))
+    ctx = ssl.create_default_context(cafile=str(cert))
+    ctx.check_hostname = False
+    connector = aiohttp.TCPConnector(ssl=ctx, limit=1)
+    async with aiohttp.ClientSession(connector=connector) as s:
+        for _ in range(2):
+            status, _, raw = await fetch(
+                s, "POST", p.url + "/v1/chat/completions", json={"model": "m"}
+            )
+            assert status == 200 and json.loads(raw)["object"] == "chat.completion"
+            status, headers, raw = await fetch(
+                s, "POST", p.url + "/v1/chat/completions", json={"model": "m", "stream": True}
+            )
+            assert status == 200 and headers["Content-Type"].startswith("text/event-stream")
+            assert raw.rstrip().endswith(b"data: [DONE]")
+        status, _, raw = await fetch(s, "GET", p.url + "/metrics")
+        assert status == 200
+    counters = {
+        line.split()[0]: int(line.split()[1])
+        for line in raw.decode().splitlines() if line.startswith("llamaswap_fast_path_")
+    }
+    # the one connection served four requests on the fast path, then /metrics moved it
+    assert counters["llamaswap_fast_path_requests_total"] == 4
+    assert counters["llamaswap_fast_path_handoffs_total"] == 1
