@@ -49,6 +49,25 @@ def plan_with_everything(record: Path) -> Plan:
     return replace(plan, settings=replace(plan.settings, apiKeys=(KEY,), logLevel="info"))
 
 
+def side_by_side(proxy: Any, plan: Any, record: Path, tmp_path: Path) -> tuple[Any, Any]:
+    """`plan(record_file)` served twice: with the fast path, and with `--no-fast-path`
+    (its fakes recording elsewhere)."""
+    return proxy(plan(record)), proxy(plan(tmp_path / "other.jsonl"), "--no-fast-path")
+
+
+async def assert_same_answers(
+    fast: Any, slow: Any, cases: Sequence[tuple[str, bytes]]
+) -> list[dict[str, Any]]:
+    """Send each case to both servers; the normalized answers must be equal (returned)."""
+    answers = []
+    for name, data in cases:
+        got_slow = normalized(await one(slow.url, data))
+        got_fast = normalized(await one(fast.url, data))
+        assert got_fast == got_slow, name
+        answers.append(got_slow)
+    return answers
+
+
 def raw_request(
     path: str, body: Any = None, *headers: str, key: bool = True, raw_body: bytes | None = None
 ) -> bytes:
@@ -157,12 +176,8 @@ CASES: Sequence[tuple[str, bytes]] = (
 async def test_the_fast_path_answers_exactly_as_the_aiohttp_path_does(
     proxy: Any, record_file: Path, tmp_path: Path
 ) -> None:
-    fast = proxy(plan_with_everything(record_file))
-    slow = proxy(plan_with_everything(tmp_path / "other.jsonl"), "--no-fast-path")
-    for name, data in CASES:
-        got_fast = normalized(await one(fast.url, data))
-        got_slow = normalized(await one(slow.url, data))
-        assert got_fast == got_slow, name
+    fast, slow = side_by_side(proxy, plan_with_everything, record_file, tmp_path)
+    await assert_same_answers(fast, slow, CASES)
     # and the fast one really took the fast path for the requests it could
     # (10 of the cases are plain JSON requests for a local model with a valid key)
     assert (await fast_path_counters(fast.url))["requests"] == 10
@@ -189,8 +204,7 @@ async def fast_path_counters(url: str) -> dict[str, int]:
 async def test_the_access_log_and_activity_match_the_aiohttp_path(
     proxy: Any, record_file: Path, tmp_path: Path
 ) -> None:
-    fast = proxy(plan_with_everything(record_file))
-    slow = proxy(plan_with_everything(tmp_path / "other.jsonl"), "--no-fast-path")
+    fast, slow = side_by_side(proxy, plan_with_everything, record_file, tmp_path)
     for url in (fast.url, slow.url):
         await one(url, raw_request("/v1/chat/completions", {"model": "a", "messages": []},
                                    "X-Forwarded-For: 203.0.113.9", "User-Agent: probe/1"))
@@ -303,8 +317,7 @@ async def test_connection_close_is_honoured_and_a_large_body_passes_whole(
 async def test_an_unreachable_upstream_is_a_502_shaped_like_the_aiohttp_paths(
     proxy: Any, record_file: Path, tmp_path: Path
 ) -> None:
-    fast = proxy(plan_with_everything(record_file))
-    slow = proxy(plan_with_everything(tmp_path / "other.jsonl"), "--no-fast-path")
+    fast, slow = side_by_side(proxy, plan_with_everything, record_file, tmp_path)
     data = raw_request("/v1/chat/completions", {"model": "dead", "messages": []})
     answers = [await one(url, data) for url in (fast.url, slow.url)]
     for resp in answers:

@@ -24,7 +24,14 @@ from compiler.plan import Plan
 from runtime.fastpath.relay import Relay
 from runtime.fastpath.upstream import UpstreamPool
 from tests.e2e.conftest import fake_model, make_plan
-from tests.e2e.test_fastpath import normalized, one, plan_with_everything, raw_request
+from tests.e2e.test_fastpath import (
+    assert_same_answers,
+    normalized,
+    one,
+    plan_with_everything,
+    raw_request,
+    side_by_side,
+)
 
 BIG = 4 << 20  # bytes of the large answer: far more than the socket buffers hold
 
@@ -232,21 +239,19 @@ ODD_CASES = (
 async def test_odd_requests_get_the_aiohttp_paths_answer(
     proxy: Any, record_file: Path, tmp_path: Path
 ) -> None:
-    fast = proxy(plan_with_everything(record_file))
-    slow = proxy(plan_with_everything(tmp_path / "other.jsonl"), "--no-fast-path")
-    for name, data in ODD_CASES:
-        got_slow = normalized(await one(slow.url, data))
-        assert got_slow["status"] in (400, 500), name  # aiohttp refuses every one of them
-        got_fast = normalized(await one(fast.url, data))
-        assert got_fast == got_slow, name
+    fast, slow = side_by_side(proxy, plan_with_everything, record_file, tmp_path)
+    answers = await assert_same_answers(fast, slow, ODD_CASES)
+    # aiohttp refuses every one of them
+    assert all(a["status"] in (400, 500) for a in answers), answers
     assert not [r for r in fast.records() if r.get("path") != "/health"]  # nothing forwarded
 
 
 async def test_answers_of_every_shape_are_relayed_as_the_aiohttp_path_relays_them(
     proxy: Any, record_file: Path, tmp_path: Path
 ) -> None:
-    fast = proxy(raw_upstream_plan(tmp_path, record_file))
-    slow = proxy(raw_upstream_plan(tmp_path, tmp_path / "other.jsonl"), "--no-fast-path")
+    fast, slow = side_by_side(
+        proxy, lambda record: raw_upstream_plan(tmp_path, record), record_file, tmp_path
+    )
     for path in ("/v1/images/generations", "/infill", "/v1/completions", "/completion",
                  "/v1/rerank"):
         data = post(path, {"model": "raw"}, connection="close")
@@ -260,8 +265,9 @@ async def test_a_small_answer_cut_off_mid_body_is_a_502_on_both_paths(
 ) -> None:
     """An answer with a small Content-Length is written whole once complete (as aiohttp's
     path does), so an upstream dying inside it gives a clean 502, not a truncated 200."""
-    fast = proxy(raw_upstream_plan(tmp_path, record_file))
-    slow = proxy(raw_upstream_plan(tmp_path, tmp_path / "other.jsonl"), "--no-fast-path")
+    fast, slow = side_by_side(
+        proxy, lambda record: raw_upstream_plan(tmp_path, record), record_file, tmp_path
+    )
     data = post("/v1/reranking", {"model": "raw"}, connection="close")
     for url in (fast.url, slow.url):
         resp = await one(url, data)
