@@ -3,7 +3,9 @@ the same fake upstream, with 1 and 32 concurrent clients.
 
 Three targets, measured side by side in every round (their order rotates from round
 to round, after a warm-up): the upstream directly, llama-swap with its fast path (the
-default), and llama-swap with `--no-fast-path` (every request through aiohttp).  Two
+default), llama-swap with `--no-fast-path` (every request through aiohttp), and, when
+nginx is installed, nginx in front of the same upstream as a peer (bench/_nginx_peer.py;
+`--no-nginx` leaves it out).  Two
 load generators drive them: `lean` (bench/_lean_client.py, an asyncio protocol
 costing ~0.02 ms of CPU per request, the role wrk plays elsewhere) and `aiohttp`
 (aiohttp's client, ~0.08 ms per request: as much as the fake upstream's own
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import time
@@ -32,6 +35,8 @@ from dataclasses import dataclass
 import aiohttp
 import psutil
 from _lean_client import drive  # type: ignore[import-not-found]
+from _nginx_peer import available as nginx_available  # type: ignore[import-not-found]
+from _nginx_peer import nginx  # type: ignore[import-not-found]
 from _runtime_harness import fake_model, llama_swap, percentile, plan_of  # type: ignore[import-not-found]
 
 BODY = json.dumps(
@@ -109,16 +114,19 @@ async def run_lean(url: str, clients: int, total: int, procs: dict[str, psutil.P
 
 
 DRIVERS = {"lean": run_lean, "aiohttp": run}
-TARGETS = ("direct", "fast path", "aiohttp path")
 
 
-async def main_async(total: int, rounds: int, scheduler: str, kinds: list[str]) -> None:
+async def main_async(
+    total: int, rounds: int, scheduler: str, kinds: list[str], peer: bool
+) -> None:
     fast_model, plain_model = fake_model("m"), fake_model("m")
-    with (
-        llama_swap(plan_of([fast_model], scheduler=scheduler, log_level="warn")) as fast,
-        llama_swap(plan_of([plain_model], scheduler=scheduler, log_level="warn"),
-                   "--no-fast-path") as plain,
-    ):
+    with contextlib.ExitStack() as stack:
+        fast = stack.enter_context(
+            llama_swap(plan_of([fast_model], scheduler=scheduler, log_level="warn")))
+        plain = stack.enter_context(
+            llama_swap(plan_of([plain_model], scheduler=scheduler, log_level="warn"),
+                       "--no-fast-path"))
+        targets: tuple[str, ...] = ("direct", "fast path", "aiohttp path")
         urls = {
             "direct": f"{fast_model.proxy}/v1/chat/completions",
             "fast path": f"{fast.url}/v1/chat/completions",
@@ -129,31 +137,39 @@ async def main_async(total: int, rounds: int, scheduler: str, kinds: list[str]) 
             await one(s, urls["aiohttp path"])
         client = psutil.Process()
         fast_proc, plain_proc = psutil.Process(fast.proc.pid), psutil.Process(plain.proc.pid)
+        fast_upstream = fast_proc.children(recursive=True)[0]
         procs = {
-            "direct": {"client": client, "upstream": fast_proc.children(recursive=True)[0]},
-            "fast path": {"client": client, "proxy": fast_proc,
-                          "upstream": fast_proc.children(recursive=True)[0]},
+            "direct": {"client": client, "upstream": fast_upstream},
+            "fast path": {"client": client, "proxy": fast_proc, "upstream": fast_upstream},
             "aiohttp path": {"client": client, "proxy": plain_proc,
                              "upstream": plain_proc.children(recursive=True)[0]},
         }
+        if peer:  # nginx in front of the same upstream as "direct"
+            nginx_url, nginx_pid = stack.enter_context(
+                nginx(fast_model.proxy.removeprefix("http://")))
+            targets += ("nginx",)
+            urls["nginx"] = f"{nginx_url}/v1/chat/completions"
+            worker = psutil.Process(nginx_pid).children()[0]
+            procs["nginx"] = {"client": client, "proxy": worker, "upstream": fast_upstream}
         print(f"proxy overhead: small non-streaming chat, {total} requests per run, "
               f"{rounds} round(s), scheduler {scheduler}, clients: {', '.join(kinds)}")
         print("  CPU ms per request: client / proxy / upstream process")
         results: dict[tuple[str, int], list[dict[str, Run]]] = {}
         for rnd in range(rounds):
-            order = TARGETS[rnd % 3:] + TARGETS[: rnd % 3]
+            shift = rnd % len(targets)
+            order = targets[shift:] + targets[:shift]
             for kind in kinds:
                 for clients in (1, 32):
                     runs = {t: await DRIVERS[kind](urls[t], clients, total, procs[t]) for t in order}
                     results.setdefault((kind, clients), []).append(runs)
                     print(f"\n  round {rnd + 1}, {kind} client, {clients} concurrent")
-                    for t in TARGETS:
+                    for t in targets:
                         r = runs[t]
                         print(f"    {t:12s}: p50 {ms(percentile(r.latencies, 50))}  "
                               f"p99 {ms(percentile(r.latencies, 99))}  {r.rps:8.0f} req/s"
                               f"   cpu {cpu_text(r)}")
                     d = runs["direct"]
-                    for t in TARGETS[1:]:
+                    for t in targets[1:]:
                         added = percentile(runs[t].latencies, 50) - percentile(d.latencies, 50)
                         line = f"    {t}: p50 added {ms(added)}"
                         if clients == 32:
@@ -163,7 +179,7 @@ async def main_async(total: int, rounds: int, scheduler: str, kinds: list[str]) 
         print(f"\n  medians over {rounds} round(s)  (targets: p50 added < 1 ms at 1 client, "
               "throughput >= 60% of direct at 32)")
         for (kind, clients), rows in results.items():
-            for t in TARGETS[1:]:
+            for t in targets[1:]:
                 added = med(percentile(r[t].latencies, 50) - percentile(r["direct"].latencies, 50)
                             for r in rows)
                 cpu = med(r[t].cpu_ms["proxy"] for r in rows)
@@ -181,16 +197,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--scheduler", choices=("fifo", "serial"), default="fifo")
     parser.add_argument("--client", choices=("lean", "aiohttp", "both"), default="both")
+    parser.add_argument("--no-nginx", action="store_true",
+                        help="leave out the nginx peer (measured only when nginx is installed)")
     args = parser.parse_args()
     kinds = ["lean", "aiohttp"] if args.client == "both" else [args.client]
+    peer = not args.no_nginx and nginx_available()
     # the load generators run on uvloop when it is installed (as llama-swap does): the
     # measuring client should take as little of the shared CPU as it can
     try:
         import uvloop
 
-        uvloop.run(main_async(args.requests, args.rounds, args.scheduler, kinds))
+        uvloop.run(main_async(args.requests, args.rounds, args.scheduler, kinds, peer))
     except ImportError:
-        asyncio.run(main_async(args.requests, args.rounds, args.scheduler, kinds))
+        asyncio.run(main_async(args.requests, args.rounds, args.scheduler, kinds, peer))
 
 
 if __name__ == "__main__":
