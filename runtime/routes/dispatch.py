@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from compiler.plan import Model
+from compiler.plan import Model, Plan
 from runtime.app import STATE, AppState
 from runtime.errors import RouteFailure, unknown_model
 from runtime.process_state import ProcessState
@@ -34,6 +34,7 @@ from runtime.routes.inference import (
     serve_granted,
     upstream_error,
 )
+from runtime.schedulers.fifo import grant_metadata
 from runtime.web.activity import ActivityLog, ResponseMeter, tee_response
 from runtime.web.body import BytesBody
 from runtime.web.captures import CaptureStore, Draft
@@ -114,14 +115,24 @@ class recording:  # noqa: N801 -- used like a function: `with recording(...) as 
                 meter.feed(own)
         if meter.status is not None:  # else the client left before any answer
             meter.finish()
-            self._request.app[ACTIVITY].record(
+            app = self._request.app
+            app[ACTIVITY].record(
                 started=self._wall,
                 duration_ms=(time.monotonic() - self._t0) * 1000,
                 model=self._model_id,
                 req_path=self._req_path,
                 meter=meter,
                 capture=None if self._draft is None else self._draft.store,
+                metadata=scheduler_metadata(app[STATE].plan, self._model_id),
             )
+
+
+def scheduler_metadata(plan: Plan, model_id: str) -> dict[str, str] | None:
+    """The scheduler's notes on a local model's request (fifo: its priority), else None."""
+    routing = plan.routing
+    if routing.scheduler == "fifo" and model_id in plan.models:
+        return grant_metadata(routing.priority, model_id)
+    return None
 
 
 def _body_bytes(source: Any) -> bytes | None:

@@ -58,6 +58,12 @@ class _ActiveSwap:
     waiters: list[Request] = field(default_factory=list)
 
 
+def grant_metadata(priority: Mapping[str, int], model: str) -> dict[str, str]:
+    """What the fifo scheduler notes on every request it grants or refuses, for the
+    activity log (as the original's request metadata): the model's priority."""
+    return {"fifo_priority": str(priority.get(model, 0))}
+
+
 class FifoScheduler(QueueBookkeeping):
     """`Scheduler` for `routing.scheduler.use: fifo`."""
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from http import HTTPStatus
 from typing import Any
@@ -290,11 +290,13 @@ class ResponseMeter:
 class _Pending:
     """An entry recorded but not yet rendered (rendered when somebody reads it)."""
 
-    __slots__ = ("id", "started", "duration_ms", "model", "req_path", "meter", "has_capture")
+    __slots__ = (
+        "id", "started", "duration_ms", "model", "req_path", "meter", "has_capture", "metadata",
+    )
 
     def __init__(
         self, id: int, started: datetime | float, duration_ms: float, model: str,
-        req_path: str, meter: ResponseMeter,
+        req_path: str, meter: ResponseMeter, metadata: Mapping[str, str] | None = None,
     ) -> None:
         self.id = id
         self.started = started
@@ -303,6 +305,7 @@ class _Pending:
         self.req_path = req_path
         self.meter = meter
         self.has_capture = False
+        self.metadata = metadata
 
     def render(self) -> dict[str, Any]:
         meter = self.meter
@@ -324,6 +327,8 @@ class _Pending:
         }
         if (msg := meter.error_msg()) is not None:
             entry["error_msg"] = msg
+        if self.metadata:
+            entry["metadata"] = dict(self.metadata)
         return entry
 
 
@@ -363,10 +368,12 @@ class ActivityLog:
         req_path: str,
         meter: ResponseMeter,
         capture: Callable[[int], bool] | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> None:
         """Append an entry; `started` is a datetime or a `time.time()` value.
-        `capture(id)` stores the exchange's capture and says whether it did."""
-        pending = _Pending(self._next_id, started, duration_ms, model, req_path, meter)
+        `capture(id)` stores the exchange's capture and says whether it did;
+        `metadata` (the scheduler's notes, e.g. `fifo_priority`) is shown as is."""
+        pending = _Pending(self._next_id, started, duration_ms, model, req_path, meter, metadata)
         item: dict[str, Any] | _Pending = pending
         self._next_id += 1
         key = (model, meter.status or 0)

@@ -46,7 +46,11 @@ def plan_with_everything(record: Path) -> Plan:
         fake_model("dead", record, cmd=("sleep", "60")), checkEndpoint="none"
     )
     plan = make_plan([a, f, s, slow, dead], scheduler="fifo")
-    return replace(plan, settings=replace(plan.settings, apiKeys=(KEY,), logLevel="info"))
+    return replace(
+        plan,
+        settings=replace(plan.settings, apiKeys=(KEY,), logLevel="info"),
+        routing=replace(plan.routing, priority=MappingProxyType({"a": 3})),
+    )
 
 
 def side_by_side(proxy: Any, plan: Any, record: Path, tmp_path: Path) -> tuple[Any, Any]:
@@ -228,10 +232,12 @@ async def test_the_access_log_and_activity_match_the_aiohttp_path(
         assert len(entries) == 1
         entry = entries[0]
         activities.append({k: entry[k] for k in ("model", "req_path", "resp_status_code",
-                                                 "input_tokens", "output_tokens", "has_capture")
+                                                 "tokens", "has_capture", "metadata")
                            if k in entry})
     assert activities[0] == activities[1]
     assert activities[0]["model"] == "a"
+    assert activities[0]["has_capture"] is True
+    assert activities[0]["metadata"] == {"fifo_priority": "3"}  # the fifo scheduler's note
 
 
 async def eventually(probe: Any, timeout: float = 10.0) -> Any:

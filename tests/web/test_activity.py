@@ -136,3 +136,36 @@ def test_ring_entries_ids_unknowns_and_listener() -> None:
     ring.record(started=t, duration_ms=1, model="m", req_path="/x",
                 meter=metered(JSON, b"", status=502))
     assert [(e["id"], e["error_msg"]) for e in ring.entries()] == [(3, "502 Bad Gateway")]
+
+
+def test_scheduler_metadata_is_the_fifo_priority_of_local_models_only() -> None:
+    from types import MappingProxyType
+
+    from compiler.plan import Model, Plan, Routing
+    from runtime.routes.dispatch import scheduler_metadata
+
+    def model(mid: str) -> Model:
+        return Model(id=mid, cmd=("x",), cmdStop=None, proxy="http://127.0.0.1:1",
+                     checkEndpoint="/health", ttl=0)
+
+    models = MappingProxyType({"a": model("a"), "b": model("b")})
+    fifo = Plan(routing=Routing(scheduler="fifo", priority=MappingProxyType({"a": 7})),
+                models=models)
+    assert scheduler_metadata(fifo, "a") == {"fifo_priority": "7"}
+    assert scheduler_metadata(fifo, "b") == {"fifo_priority": "0"}
+    assert scheduler_metadata(fifo, "peer-model") is None
+    serial = Plan(routing=Routing(scheduler="serial"), models=models)
+    assert scheduler_metadata(serial, "a") is None
+
+
+def test_metadata_is_shown_in_the_entry_when_given() -> None:
+    log = ActivityLog(lambda: 10)
+    for metadata in ({"fifo_priority": "2"}, None):
+        meter = ResponseMeter()
+        meter.start(200, {"Content-Type": "application/json"})
+        meter.finish()
+        log.record(started=0.0, duration_ms=1, model="m", req_path="/v1/chat/completions",
+                   meter=meter, metadata=metadata)
+    with_meta, without = log.entries()
+    assert with_meta["metadata"] == {"fifo_priority": "2"}
+    assert "metadata" not in without
