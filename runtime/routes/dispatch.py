@@ -36,7 +36,7 @@ from runtime.routes.inference import (
 )
 from runtime.schedulers.fifo import grant_metadata
 from runtime.web.activity import ActivityLog, ResponseMeter, tee_response
-from runtime.web.body import BytesBody
+from runtime.web.body import BytesBody, TeeBody
 from runtime.web.captures import CaptureStore, Draft
 from runtime.web.errors import error_payload, route_error_response
 from runtime.web.events import InflightCounter
@@ -136,9 +136,12 @@ def scheduler_metadata(plan: Plan, model_id: str) -> dict[str, str] | None:
 
 
 def _body_bytes(source: Any) -> bytes | None:
-    """The request body as forwarded when it was held in memory (JSON, forms), else None."""
+    """The request body as forwarded when it was held in memory (JSON, forms) or kept
+    while streamed (`TeeBody`), else None."""
     body = getattr(source, "body", None)
-    return body.data if isinstance(body, BytesBody) else None
+    if isinstance(body, BytesBody):
+        return body.data
+    return body.kept() if isinstance(body, TeeBody) else None
 
 
 async def serve_local(

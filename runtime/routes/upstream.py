@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import re
 from collections.abc import Awaitable
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -26,10 +27,10 @@ from runtime.app import STATE
 from runtime.errors import RouteError
 from runtime.process_state import ProcessState
 from runtime.proxy import request_headers
-from runtime.routes.dispatch import METERED_PATHS, forward_local, recording
+from runtime.routes.dispatch import CAPTURES, METERED_PATHS, forward_local, recording
 from runtime.routes.inference import serve_granted
 from runtime.web.activity import ResponseMeter
-from runtime.web.body import StreamBody
+from runtime.web.body import StreamBody, TeeBody
 from runtime.web.errors import error_response, route_error_response
 from runtime.web.extract import find_model_in_path
 
@@ -73,21 +74,26 @@ async def upstream(request: web.Request) -> web.StreamResponse:
         )
     metered = request.method == "POST" and found.remaining in METERED_PATHS
     meter = ResponseMeter() if metered else None
-    with recording(request, model_id, found.remaining, meter) as out:
-        resp = await _serve(request, model_id, found.remaining, meter)
+    body: Any = None
+    if request.body_exists:
+        body = StreamBody(request.content, request.content_length)
+        capacity = request.app[CAPTURES].capacity
+        if metered and capacity > 0 and (request.content_length or 0) <= capacity:
+            body = TeeBody(body, capacity)  # kept for the capture while it is forwarded
+    with recording(request, model_id, found.remaining, meter, SimpleNamespace(body=body)) as out:
+        resp = await _serve(request, model_id, found.remaining, meter, body)
         out.append(resp)
         return resp
 
 
 async def _serve(
-    request: web.Request, model_id: str, path: str, meter: ResponseMeter | None
+    request: web.Request, model_id: str, path: str, meter: ResponseMeter | None, body: Any
 ) -> web.StreamResponse:
     state = request.app[STATE]
 
     def send(model: Model) -> Awaitable[web.StreamResponse]:
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return bridge_websocket(request, model, path)
-        body = StreamBody(request.content, request.content_length) if request.body_exists else None
         return forward_local(request, state, model, path, body, meter=meter)
 
     return await serve_granted(request, model_id, send)

@@ -71,6 +71,42 @@ class StreamBody:
         pass
 
 
+class TeeBody:
+    """A streamed body that keeps a copy of what it forwards while the total stays within
+    `limit` bytes, for a capture: `kept()` is the whole body once it was all forwarded,
+    else None (too large, or not sent to the end).  Memory stays bounded by `limit`."""
+
+    def __init__(self, inner: ForwardBody, limit: int) -> None:
+        self._inner = inner
+        self._limit = limit
+        self._chunks: list[bytes] | None = []
+        self._size = 0
+        self._done = False
+
+    @property
+    def length(self) -> int | None:
+        return self._inner.length
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        async for chunk in self._inner.chunks():
+            if self._chunks is not None:
+                self._size += len(chunk)
+                if self._size > self._limit:
+                    self._chunks = None
+                else:
+                    self._chunks.append(chunk)
+            yield chunk
+        self._done = True
+
+    def kept(self) -> bytes | None:
+        if not self._done or self._chunks is None:
+            return None
+        return b"".join(self._chunks)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
 @dataclass(frozen=True, slots=True)
 class Replacement:
     """Replace spool bytes [start, end) with `data` when forwarding."""

@@ -62,7 +62,9 @@ async def test_exchanges_are_captured_and_served_by_id(proxy: Any, record_file: 
     assert base64.b64decode(sse["resp_body"]) == streamed
     assert unknown["resp_body"] is None and unknown["resp_headers"] is None  # request side only
     assert json.loads(base64.b64decode(unknown["req_body"])) == {"model": "zz"}
-    assert upstream["req_path"] == "/v1/completions" and upstream["req_body"] is None
+    assert upstream["req_path"] == "/v1/completions"
+    # streamed through, and kept on the way (it fits in the capture buffer)
+    assert json.loads(base64.b64decode(upstream["req_body"])) == {"prompt": "x"}
     assert upstream["resp_body"] is not None
     assert bad[0] == 400
     assert missing[0] == 404 and b"capture not found" in missing[2]

@@ -210,3 +210,28 @@ def test_the_activity_entry_says_whether_its_capture_was_stored() -> None:
         True, False, False)
     assert 0 in store
     assert log.counts == {("a", 200): 2, ("b", 500): 1}
+
+
+async def test_a_tee_body_keeps_what_it_forwards_within_its_limit_only() -> None:
+    from runtime.web.body import TeeBody
+
+    class Chunks:
+        length = None
+
+        def __init__(self, *parts: bytes) -> None:
+            self.parts = parts
+
+        async def chunks(self):  # type: ignore[no-untyped-def]
+            for part in self.parts:
+                yield part
+
+        def close(self) -> None:
+            pass
+
+    small = TeeBody(Chunks(b"ab", b"cd"), limit=4)
+    assert small.kept() is None  # nothing forwarded yet
+    assert [c async for c in small.chunks()] == [b"ab", b"cd"]
+    assert small.kept() == b"abcd"
+    big = TeeBody(Chunks(b"ab", b"cde"), limit=4)
+    assert [c async for c in big.chunks()] == [b"ab", b"cde"]  # forwarded whole all the same
+    assert big.kept() is None
