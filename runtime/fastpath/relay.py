@@ -24,8 +24,8 @@ from email.utils import formatdate
 from typing import Any
 
 from aiohttp.http import SERVER_SOFTWARE
-from multidict import CIMultiDict
 
+from runtime.fastpath.headers import LazyHeaders
 from runtime.fastpath.upstream import UpstreamConnection, UpstreamFailure
 
 HOP_BY_HOP = frozenset(
@@ -95,7 +95,6 @@ class Relay:
         out = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
         has_date = has_server = has_type = sse = False
         accel: list[bytes] = []
-        text: list[tuple[str, str]] = []
         for name, value in headers:
             lname = name.lower()
             if lname in drop:
@@ -110,14 +109,10 @@ class Relay:
                     sse = True
             elif lname == b"x-accel-buffering":
                 accel.append(name + b": " + value + b"\r\n")
-                text.append((name.decode("latin-1"), value.decode("utf-8", "surrogateescape")))
                 continue
             out.append(name + b": " + value + b"\r\n")
-            text.append((name.decode("latin-1"), value.decode("utf-8", "surrogateescape")))
         if sse:  # replaces whatever the upstream said
-            text = [(k, v) for k, v in text if k.lower() != "x-accel-buffering"]
             out.append(b"X-Accel-Buffering: no\r\n")
-            text.append(("X-Accel-Buffering", "no"))
         else:
             out.extend(accel)
         if not has_date:
@@ -127,7 +122,6 @@ class Relay:
         no_body = status in (204, 304)
         if not has_type and length != 0 and not no_body:  # as aiohttp does (RFC 9110 8.3)
             out.append(b"Content-Type: application/octet-stream\r\n")
-            text.append(("Content-Type", "application/octet-stream"))
         if length is not None or no_body:
             if not no_body:
                 out.append(b"Content-Length: %d\r\n" % length)
@@ -141,8 +135,8 @@ class Relay:
             out.append(b"Connection: close\r\n")
         out.append(b"\r\n")
         self._out.append(b"".join(out))
-        if self.meter is not None:
-            self.meter.start(status, CIMultiDict(text))
+        if self.meter is not None:  # the upstream's headers as received, as on the aiohttp path
+            self.meter.start(status, LazyHeaders(headers))
 
     def on_body(self, chunk: bytes) -> None:
         self.body_bytes += len(chunk)

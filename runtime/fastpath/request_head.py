@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-from multidict import CIMultiDict
+from runtime.fastpath.headers import LazyHeaders
 
 HANDOFF: Final = "handoff"
 MAX_HEAD = 1 << 20  # header bytes a fast-path request may have (aiohttp's limit here)
@@ -56,12 +56,10 @@ class Head:
         """Bytes of the whole request: head and body."""
         return self.head_len + self.content_length
 
-    def headers(self) -> CIMultiDict[str]:
-        """The headers as text (as aiohttp decodes them), for auth, logs and captures."""
-        return CIMultiDict(
-            (name.decode("ascii"), value.decode("utf-8", "surrogateescape"))
-            for name, value in self.raw_headers
-        )
+    def headers(self) -> LazyHeaders:
+        """The headers, readable as text (as aiohttp decodes them), for auth, logs and
+        captures; decoded only when read."""
+        return LazyHeaders(self.raw_headers)
 
 
 def parse_head(

@@ -36,11 +36,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import HttpVersion11, web
-from multidict import CIMultiDict
 
 from compiler.plan import Model
 from runtime.app import AppState
 from runtime.errors import RouteError, RouteFailure
+from runtime.fastpath.headers import LazyHeaders
 from runtime.fastpath.relay import Relay, http_date
 from runtime.fastpath.request_head import HANDOFF, Head, parse_head
 from runtime.fastpath.upstream import UpstreamFailure, UpstreamPool
@@ -101,7 +101,7 @@ class ShimRequest:
     method = "POST"
     version = HttpVersion11
 
-    def __init__(self, headers: CIMultiDict[str], remote: str, app: web.Application, path: str):
+    def __init__(self, headers: LazyHeaders, remote: str, app: web.Application, path: str):
         self.headers = headers
         self.remote = remote
         self.app = app
@@ -341,7 +341,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _admit(
         self, head: Head, msg: bytes
-    ) -> tuple[CIMultiDict[str], str, Any, tuple[UpstreamPool, Target]] | None:
+    ) -> tuple[LazyHeaders, str, Any, tuple[UpstreamPool, Target]] | None:
         """Decide, before anything is acquired or answered, whether this request is the
         fast path's; None hands it to aiohttp."""
         state = self.lane.state
@@ -400,7 +400,7 @@ class ClientConnection(asyncio.Protocol):
         self._next()
 
     async def _serve(
-        self, head: Head, headers: CIMultiDict[str], model_id: str, req: Any,
+        self, head: Head, headers: LazyHeaders, model_id: str, req: Any,
         upstream: tuple[UpstreamPool, Target],
     ) -> None:
         lane = self.lane
