@@ -189,12 +189,16 @@ def static_file(tail: str) -> Path | None:
     return found
 
 
-def file_response(path: Path) -> web.Response:
+def file_response(path: Path) -> web.StreamResponse:
+    """A static file; aiohttp's FileResponse serves a pre-compressed `.br`, then `.gz`,
+    sibling when the client accepts it (with Content-Encoding and Vary), as the
+    original's UI does (scripts/compress_ui.py writes the siblings)."""
     kind, _ = mimetypes.guess_type(path.name)
     if path.suffix == ".ico":
         kind = "image/x-icon"
-    return web.Response(body=path.read_bytes(), content_type=kind or "application/octet-stream",
-                        headers={"Cache-Control": "no-cache"})
+    return web.FileResponse(path, headers={
+        "Cache-Control": "no-cache", "Content-Type": kind or "application/octet-stream",
+    })
 
 
 def not_found() -> web.Response:
@@ -206,7 +210,7 @@ async def ui_redirect(request: web.Request) -> web.Response:
     raise web.HTTPMovedPermanently("/ui/" + ("?" + qs if qs else ""))
 
 
-async def ui(request: web.Request) -> web.Response:
+async def ui(request: web.Request) -> web.StreamResponse:
     tail = request.match_info["tail"]
     page = PAGES.get(tail.rstrip("/"))
     if page is not None:
@@ -219,7 +223,7 @@ async def ui(request: web.Request) -> web.Response:
     return render_page(request, "models")  # SPA-style fallback
 
 
-async def favicon(request: web.Request) -> web.Response:
+async def favicon(request: web.Request) -> web.StreamResponse:
     found = static_file("favicon.ico")
     return file_response(found) if found is not None else not_found()
 

@@ -137,6 +137,35 @@ async def test_static_files_are_served_with_their_type(serve: Serve) -> None:
     assert await resp.read() == (STATIC_DIR / "favicon.ico").read_bytes()
 
 
+async def test_precompressed_siblings_go_to_clients_that_accept_gzip(serve: Serve) -> None:
+    client = await start(serve, ui_plan())
+    source = (STATIC_DIR / "app.js").read_bytes()
+    gz = await client.get("/ui/app.js", headers={"Accept-Encoding": "gzip"})
+    assert gz.status == 200 and gz.headers["Content-Encoding"] == "gzip"
+    assert gz.headers["Vary"] == "Accept-Encoding"
+    assert "javascript" in gz.headers["Content-Type"]
+    assert int(gz.headers["Content-Length"]) == (STATIC_DIR / "app.js.gz").stat().st_size
+    assert await gz.read() == source  # (the test client decompresses)
+    plain = await client.get("/ui/app.js", headers={"Accept-Encoding": "identity"})
+    assert "Content-Encoding" not in plain.headers
+    assert int(plain.headers["Content-Length"]) == len(source)
+
+
+def test_every_compressed_sibling_matches_its_source() -> None:
+    """scripts/compress_ui.py must be re-run after editing a static file."""
+    import gzip
+
+    from scripts.compress_ui import sources
+
+    assert sources(), "no text assets found"
+    for path in sources():
+        sibling = path.with_name(path.name + ".gz")
+        assert sibling.exists(), f"{sibling.name} missing: run scripts/compress_ui.py"
+        assert gzip.decompress(sibling.read_bytes()) == path.read_bytes(), (
+            f"{sibling.name} is stale: run scripts/compress_ui.py"
+        )
+
+
 async def test_missing_files_404_and_other_paths_fall_back_to_the_models_page(serve: Serve) -> None:
     client = await start(serve, ui_plan())
     for path in ("/ui/missing.js", "/ui/assets/index-123.css", "/ui/a.b/c.d"):
