@@ -277,3 +277,52 @@ async def test_a_small_answer_cut_off_mid_body_is_a_502_on_both_paths(
     # the connection that follows works
     again = await one(fast.url, post("/v1/images/generations", {"model": "raw"}, connection="close"))
     assert again.status == 200 and again.body == b"image"
+
+
+async def test_many_exchanges_with_random_disconnects_leave_nothing_behind(
+    proxy: Any, record_file: Path
+) -> None:
+    """Plain, streamed and abandoned streamed requests, 20 at a time: afterwards nothing is
+    in flight, the router is idle, and the proxy holds no more sockets than its pool of
+    idle upstream connections (at most one per concurrent request) and the listeners."""
+    import psutil
+
+    plan = make_plan([fake_model("m", record_file, "--tokens", "20", "--token-delay", "0.002")],
+                     scheduler="fifo")
+    p = proxy(plan)
+    host, port = host_port(p.url)
+    chat = post("/v1/chat/completions", {"model": "m", "messages": []}, connection="close")
+    stream = post("/v1/chat/completions", {"model": "m", "stream": True}, connection="close")
+    await one(p.url, chat)  # load the model
+    proc = psutil.Process(p.proc.pid)
+    baseline = proc.num_fds()
+
+    async def exchange(i: int) -> None:
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            writer.write(stream if i % 3 else chat)
+            if i % 3 == 2:  # leave after the first bytes of the stream
+                await reader.read(100)
+                writer.transport.abort()
+                return
+            while await reader.read(65536):
+                pass
+        finally:
+            writer.close()
+
+    for batch in range(10):
+        await asyncio.gather(*(exchange(batch * 20 + i) for i in range(20)))
+
+    async def settled() -> str | None:
+        text = (await one(p.url, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+        body = text.body.decode()
+        return body if "llamaswap_inflight_requests 0" in body else None
+
+    async with asyncio.timeout(20):
+        while await settled() is None:
+            await asyncio.sleep(0.05)
+    status = await one(p.url, b"GET /running HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert json.loads(status.body)["running"][0]["state"] == "ready"
+    assert proc.num_fds() <= baseline + 20 + 2, (baseline, proc.num_fds())
+    # and the model still answers
+    assert (await one(p.url, chat)).status == 200
