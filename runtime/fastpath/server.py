@@ -36,6 +36,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import HttpVersion11, web
+from aiohttp.http import SERVER_SOFTWARE
 
 from compiler.plan import Model
 from runtime.app import AppState
@@ -204,6 +205,8 @@ def _serialize(resp: web.Response, close: bool) -> bytes:
             lines.append(f"{name}: {value}\r\n")
     if "Date" not in resp.headers:
         lines.append(f"Date: {http_date().decode()}\r\n")
+    if "Server" not in resp.headers:  # as aiohttp adds it (and the relay, to relayed answers)
+        lines.append(f"Server: {SERVER_SOFTWARE}\r\n")
     lines.append(f"Content-Length: {len(body)}\r\n")
     if close:
         lines.append("Connection: close\r\n")
