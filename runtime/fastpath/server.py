@@ -360,9 +360,9 @@ class ClientConnection(asyncio.Protocol):
         req = filter_request(plan, req)
         router = state.router
         model_id = req.model_id
-        if model_id not in router.processes:
-            return None  # a peer's, or unknown: dispatch answers
-        model = plan.models[model_id]
+        model = plan.models.get(model_id)
+        if model is None or model_id not in router.processes:
+            return None  # a peer's, unknown, or removed by a reload and draining: dispatch answers
         ready = router.model_state(model_id) is ProcessState.READY
         if wants_loading_state(forward_path(head.path), req.streaming, model.sendLoadingState, ready):
             return None
