@@ -170,7 +170,7 @@ class FastPath:
     def _sweep(self) -> None:
         """Close idle client connections past the keep-alive timeout and stale upstream ones."""
         now = time.monotonic()
-        for conn in tuple(self.connections):
+        for conn in tuple(self.connections):  # nothing received for that long
             if conn.idle and now - conn.last_active > KEEPALIVE_TIMEOUT:
                 conn.close()
         for key, pool in tuple(self._pools.items()):
@@ -275,6 +275,7 @@ class ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.buf += data
         if self.task is None:
+            self.last_active = time.monotonic()
             self._next()
         elif len(self.buf) > MAX_PENDING and self.transport is not None:
             self.transport.pause_reading()  # a pipelining client far ahead: wait for us
@@ -282,8 +283,8 @@ class ClientConnection(asyncio.Protocol):
 
     @property
     def idle(self) -> bool:
-        """Between requests, with nothing of the next one received."""
-        return self.task is None and not self.buf
+        """Not serving a request (possibly holding part of the next one)."""
+        return self.task is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
@@ -485,6 +486,8 @@ class ClientConnection(asyncio.Protocol):
             if ok:
                 return relay.status, relay.body_bytes, head.close
             if relay.written:  # cut off mid-body; the client connection is closed
+                log.warning("upstream aborted mid-response (%s): closing the client connection",
+                            relay.failure)
                 return relay.status, relay.body_bytes, True
             failure = relay.failure or UpstreamFailure("the upstream failed")
             if attempt == 0 and failure.retryable:

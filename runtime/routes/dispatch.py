@@ -204,7 +204,9 @@ async def _dispatch(
     req = filter_request(plan, req)
     path = forward_path(request.path)
     body: Any = req.body if (request.body_exists or req.has_json) else None
-    if req.model_id in state.router.processes:
+    # a model a reload removed may still have a process draining its last requests: it
+    # is no longer the plan's, so new requests treat it as unknown (peer, else 404)
+    if req.model_id in plan.models and req.model_id in state.router.processes:
         return await serve_local(
             request, state, req.model_id, path, body, streaming=req.streaming, meter=meter
         )

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import pytest
 
 from tests.e2e.conftest import Proxy, ResidencySampler, fake_model, make_plan, overlapping
 from tests.e2e.test_fastpath import (
@@ -296,12 +295,6 @@ async def test_a_reload_fails_queued_requests_for_a_removed_model_and_lets_strea
             writer.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runtime/routes/dispatch.py serve_local reads state.plan.models[model_id] for a model "
-    "the reload removed but whose process still drains (KeyError -> 500); the fast path hands "
-    "such requests to dispatch",
-)
 async def test_a_removed_model_still_draining_is_unknown_to_new_requests(
     site: Site, live_proxy: Any  # noqa: F811
 ) -> None:
