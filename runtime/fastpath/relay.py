@@ -50,7 +50,9 @@ def http_date() -> bytes:
     return _date_cache[1]  # type: ignore[no-any-return]
 
 
-def _dropped(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
+def dropped_headers(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """Hop-by-hop names (and Content-Length, framed anew) plus those `Connection` lists:
+    dropped both ways."""
     extra = [v for n, v in headers if n.lower() == b"connection"]
     if not extra:
         return HOP_BY_HOP
@@ -91,7 +93,7 @@ class Relay:
     ) -> None:
         self.started = True
         self.status = status
-        drop = _dropped(headers)
+        drop = dropped_headers(headers)
         out = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
         has_date = has_server = has_type = sse = False
         accel: list[bytes] = []

@@ -42,11 +42,11 @@ from compiler.plan import Model
 from runtime.app import AppState
 from runtime.errors import RouteError, RouteFailure
 from runtime.fastpath.headers import LazyHeaders
-from runtime.fastpath.relay import Relay, http_date
+from runtime.fastpath.relay import Relay, dropped_headers, http_date
 from runtime.fastpath.request_head import HANDOFF, Head, parse_head
 from runtime.fastpath.upstream import UpstreamFailure, UpstreamPool
 from runtime.process_state import ProcessState
-from runtime.routes.dispatch import ACTIVITY, CAPTURES, INFLIGHT, recording
+from runtime.routes.dispatch import INFLIGHT, recording
 from runtime.routes.inference import JSON_ROUTES, VERSIONLESS_ROUTES, forward_path
 from runtime.web.access_log import log_access, proxy_log_of
 from runtime.web.activity import ResponseMeter
@@ -63,13 +63,6 @@ FAST_PATHS: frozenset[str] = frozenset((*JSON_ROUTES, *VERSIONLESS_ROUTES))
 MAX_PENDING = 16 << 20  # bytes read ahead while a request is served; then reading pauses
 KEEPALIVE_TIMEOUT = 3630.0  # an idle client connection is closed after this (aiohttp's default)
 SWEEP_INTERVAL = 5.0
-_REQUEST_DROP = frozenset(
-    {
-        b"connection", b"proxy-connection", b"keep-alive", b"proxy-authenticate",
-        b"proxy-authorization", b"te", b"trailer", b"trailers", b"transfer-encoding", b"upgrade",
-        b"content-length",
-    }
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,9 +112,7 @@ class FastPath:
         self.state = state
         self.handoff_factory = handoff
         self.proxy_log = proxy_log_of(state)
-        self.activity = app[ACTIVITY]
         self.inflight = app[INFLIGHT]
-        self.captures = app[CAPTURES]
         self.connections: set[ClientConnection] = set()
         self._targets: dict[str, Target | None] = {}
         self._pools: dict[tuple[Target, float | None, float], UpstreamPool] = {}
@@ -217,10 +208,7 @@ def _serialize(resp: web.Response, close: bool) -> bytes:
 def request_bytes(head: Head, target: Target, path: str, body: bytes, remote: str) -> bytes:
     """The request as the upstream gets it: the client's headers minus hop-by-hop ones,
     `X-Forwarded-For` with the client appended, `Host` kept (added if absent)."""
-    drop = _REQUEST_DROP
-    for name, value in head.raw_headers:
-        if name.lower() == b"connection":
-            drop = drop | {t.strip().lower() for t in value.split(b",") if t.strip()}
+    drop = dropped_headers(head.raw_headers)
     url = target.base_path + path.encode()
     if head.query:
         url += b"?" + head.query
