@@ -21,7 +21,7 @@ from types import MappingProxyType
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from compiler.plan import Group, Model, Plan, Routing, Settings, plan_to_json  # noqa: E402
+from llama_swap.compiler.plan import Group, Model, Plan, Routing, Settings, plan_to_json  # noqa: E402
 from tests.e2e.procs import free_port, kill_pids, live_descendants, stop_process  # noqa: E402
 
 BIN = Path(sys.executable).parent

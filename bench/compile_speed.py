@@ -27,8 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from compiler.pipeline import compile_paths  # noqa: E402
-from compiler.session import CompileSession  # noqa: E402
+from llama_swap.compiler.pipeline import compile_paths  # noqa: E402
+from llama_swap.compiler.session import CompileSession  # noqa: E402
 
 GLOBAL = """\
 healthCheckTimeout: 60
@@ -97,7 +97,7 @@ def time_session_recompile(config_dir: Path, runs: int) -> list[float]:
 
 def time_check(config_dir: Path, runs: int) -> list[float]:
     exe = Path(sys.executable).parent / "swap-compile"
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "compiler.cli"]
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "llama_swap.compiler.cli"]
     times = []
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     for _ in range(runs):

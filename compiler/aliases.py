@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from compiler.collect import Collector, get_list, type_name
+from llama_swap.compiler.collect import Collector, get_list, type_name
 
 
 @dataclass

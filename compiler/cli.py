@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
-    from compiler.plan import Plan
+    from llama_swap.compiler.plan import Plan
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 _LONG_FLAGS = (
@@ -56,7 +56,7 @@ def redact(plan: Plan) -> Plan:
     from dataclasses import replace
     from types import MappingProxyType
 
-    from compiler.plan import REDACTED
+    from llama_swap.compiler.plan import REDACTED
 
     peers = {pid: replace(p, apiKey=REDACTED) if p.apiKey else p for pid, p in plan.peers.items()}
     settings = replace(plan.settings, apiKeys=tuple(REDACTED for _ in plan.settings.apiKeys))
@@ -64,7 +64,7 @@ def redact(plan: Plan) -> Plan:
 
 
 def _plan_text(plan: Plan, fmt: str) -> str:
-    from compiler.plan import plan_to_dict, plan_to_json
+    from llama_swap.compiler.plan import plan_to_dict, plan_to_json
 
     if fmt == "yaml":
         import yaml
@@ -128,9 +128,9 @@ def command(
     """Compile llama-swap YAML config fragments into a resolved JSON plan."""
     if not config and not config_dir:
         raise click.UsageError("at least one of --config or --config-dir is required", ctx)
-    from compiler.diagnostics import CompileError
-    from compiler.pipeline import compile_paths
-    from compiler.render import render
+    from llama_swap.compiler.diagnostics import CompileError
+    from llama_swap.compiler.pipeline import compile_paths
+    from llama_swap.compiler.render import render
 
     try:
         result = compile_paths(config, config_dir, strict=strict)

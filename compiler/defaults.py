@@ -13,8 +13,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from compiler.collect import Collector, get_bool, get_int, get_list, get_map, get_str, type_name
-from compiler.plan import Settings
+from llama_swap.compiler.collect import (
+    Collector,
+    get_bool,
+    get_int,
+    get_list,
+    get_map,
+    get_str,
+    type_name,
+)
+from llama_swap.compiler.plan import Settings
 
 DEFAULTS = Settings()
 MIN_HEALTH_CHECK_TIMEOUT = 15

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from compiler.commands import go_trim
+from llama_swap.compiler.commands import go_trim
 
 PROTECTED_PARAMS = ("model",)
 

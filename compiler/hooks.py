@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from compiler.aliases import AliasTable
-from compiler.collect import Collector, get_list, get_map, type_name
-from compiler.commands import go_trim
-from compiler.plan import Peer
+from llama_swap.compiler.aliases import AliasTable
+from llama_swap.compiler.collect import Collector, get_list, get_map, type_name
+from llama_swap.compiler.commands import go_trim
+from llama_swap.compiler.plan import Peer
 
 
 def resolve_preload(

@@ -18,9 +18,10 @@ import json
 import os
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib.resources import files
 from typing import Any
 
-from compiler.diagnostics import CompileError, Diagnostic, Location
+from llama_swap.compiler.diagnostics import CompileError, Diagnostic, Location
 
 SUFFIXES = (".yml", ".yaml")
 
@@ -103,15 +104,6 @@ def load_paths(config: str | None, config_dir: str | None) -> list[LoadedFile]:
 @lru_cache(maxsize=1)
 def config_schema() -> dict[str, Any]:
     """The JSON Schema of the YAML config (schema/config.schema.json, shipped as package data)."""
-    try:
-        from importlib.resources import files
-
-        text = files("schema").joinpath("config.schema.json").read_text(encoding="utf-8")
-    except ModuleNotFoundError:  # an install that does not ship `schema` as a package yet
-        here = os.path.dirname(os.path.abspath(__file__))
-        with open(
-            os.path.join(here, os.pardir, "schema", "config.schema.json"), encoding="utf-8"
-        ) as fh:
-            text = fh.read()
+    text = files("llama_swap.schema").joinpath("config.schema.json").read_text(encoding="utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema

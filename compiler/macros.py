@@ -19,8 +19,8 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from compiler.collect import Collector, Keys, type_name
-from compiler.envsubst import ENV_REF
+from llama_swap.compiler.collect import Collector, Keys, type_name
+from llama_swap.compiler.envsubst import ENV_REF
 
 MACRO_REF = re.compile(r"\$\{([a-zA-Z0-9_-]+)\}")
 _NAME = re.compile(r"[a-zA-Z0-9_-]+")

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from compiler.commands import GO_SPACE
+from llama_swap.compiler.commands import GO_SPACE
 
 MAX_COMBINATIONS = 1000
 

@@ -29,9 +29,9 @@ from typing import Any
 from deepmerge import Merger
 from deepmerge.strategy.dict import DictStrategies
 
-from compiler.diagnostics import Diagnostic, Location
-from compiler.parse import ParsedSource
-from compiler.sourcemap import KeyPath, SourceMap, display_path
+from llama_swap.compiler.diagnostics import Diagnostic, Location
+from llama_swap.compiler.parse import ParsedSource
+from llama_swap.compiler.sourcemap import KeyPath, SourceMap, display_path
 
 IDENTITY_MAPS: frozenset[KeyPath] = frozenset(
     {

@@ -18,11 +18,23 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit
 
-from compiler.aliases import AliasTable, register_set_params_by_id
-from compiler.collect import Collector, Keys, get_bool, get_int, get_list, get_map, get_str
-from compiler.commands import EmptyCommand, command_argv, go_trim, strip_comments
-from compiler.filters import sanitize_set_params, sanitize_set_params_by_id, sanitize_strip_params
-from compiler.macros import (
+from llama_swap.compiler.aliases import AliasTable, register_set_params_by_id
+from llama_swap.compiler.collect import (
+    Collector,
+    Keys,
+    get_bool,
+    get_int,
+    get_list,
+    get_map,
+    get_str,
+)
+from llama_swap.compiler.commands import EmptyCommand, command_argv, go_trim, strip_comments
+from llama_swap.compiler.filters import (
+    sanitize_set_params,
+    sanitize_set_params_by_id,
+    sanitize_strip_params,
+)
+from llama_swap.compiler.macros import (
     Macro,
     first_leftover,
     format_value,
@@ -33,7 +45,7 @@ from compiler.macros import (
     substitute_text,
     substitute_value,
 )
-from compiler.plan import Capabilities, Filters, Model, Settings, Timeouts, freeze
+from llama_swap.compiler.plan import Capabilities, Filters, Model, Settings, Timeouts, freeze
 
 DEFAULT_PROXY = "http://localhost:${PORT}"
 DEFAULT_CHECK_ENDPOINT = "/health"

@@ -27,8 +27,8 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.resolver import BaseResolver
 
-from compiler.diagnostics import Diagnostic, Location
-from compiler.sourcemap import Entry, KeyPath, SourceMap, display_path, location_at
+from llama_swap.compiler.diagnostics import Diagnostic, Location
+from llama_swap.compiler.sourcemap import Entry, KeyPath, SourceMap, display_path, location_at
 
 _T = "tag:yaml.org,2002:"
 MAX_DEPTH = 100

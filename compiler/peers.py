@@ -10,9 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from compiler.collect import Collector, Keys, get_list, get_map, get_str, type_name
-from compiler.filters import sanitize_set_params, sanitize_set_params_by_id, sanitize_strip_params
-from compiler.macros import (
+from llama_swap.compiler.collect import Collector, Keys, get_list, get_map, get_str, type_name
+from llama_swap.compiler.filters import (
+    sanitize_set_params,
+    sanitize_set_params_by_id,
+    sanitize_strip_params,
+)
+from llama_swap.compiler.macros import (
     Macro,
     first_leftover,
     leftover_message,
@@ -20,8 +24,8 @@ from compiler.macros import (
     substitute_text,
     substitute_value,
 )
-from compiler.models import proxy_url_problem, read_timeouts
-from compiler.plan import Filters, Peer, Timeouts, freeze
+from llama_swap.compiler.models import proxy_url_problem, read_timeouts
+from llama_swap.compiler.plan import Filters, Peer, Timeouts, freeze
 
 PEER_TIMEOUTS = Timeouts(responseHeader=60)
 

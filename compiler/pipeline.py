@@ -23,15 +23,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from compiler.diagnostics import CompileError, Diagnostic
-from compiler.envsubst import substitute_env
-from compiler.merge import merge_fragments
-from compiler.parse import ParsedSource, parse_source
-from compiler.plan import Plan, Source
-from compiler.sourcemap import KeyPath, SourceMap, display_path
+from llama_swap.compiler.diagnostics import CompileError, Diagnostic
+from llama_swap.compiler.envsubst import substitute_env
+from llama_swap.compiler.merge import merge_fragments
+from llama_swap.compiler.parse import ParsedSource, parse_source
+from llama_swap.compiler.plan import Plan, Source
+from llama_swap.compiler.sourcemap import KeyPath, SourceMap, display_path
 
 if TYPE_CHECKING:
-    from compiler.session import CompileSession
+    from llama_swap.compiler.session import CompileSession
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +48,7 @@ class CompileResult:
 def _resolve(
     doc: Mapping[str, Any], sources: tuple[Source, ...], **extra: Any
 ) -> tuple[Plan, list[Diagnostic]]:
-    from compiler.resolve import resolve
+    from llama_swap.compiler.resolve import resolve
 
     return resolve(doc, sources, **extra)
 
@@ -182,7 +182,7 @@ def _compile(
 
     doc, smap, conflicts = merge_fragments(parsed)
     diags.extend(_not_under(conflicts, [d.keys for d in diags if d.keys]))
-    from compiler.validate import drop_empty_settings, validate
+    from llama_swap.compiler.validate import drop_empty_settings, validate
 
     doc = drop_empty_settings(doc)
     memo = session.valid_memo() if session is not None else None
@@ -262,6 +262,6 @@ def hashed_files(sources: Sequence[tuple[str, str]]) -> list[tuple[str, str, str
 
 def read_files(config: str | None, config_dir: str | None) -> list[tuple[str, str, str]]:
     """--config / --config-dir read (compiler.load) into the triples `compile_files` takes."""
-    from compiler.load import load_paths
+    from llama_swap.compiler.load import load_paths
 
     return [(f.path, f.text, f.sha256) for f in load_paths(config, config_dir)]

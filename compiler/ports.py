@@ -17,10 +17,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit
 
-from compiler.collect import Collector
-from compiler.macros import substitute_one
-from compiler.models import ModelDraft
-from compiler.plan import Plan
+from llama_swap.compiler.collect import Collector
+from llama_swap.compiler.macros import substitute_one
+from llama_swap.compiler.models import ModelDraft
+from llama_swap.compiler.plan import Plan
 
 SLUG = "${PORT}"
 MAX_PORT = 65535

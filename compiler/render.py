@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 
-from compiler.diagnostics import Diagnostic, Location
+from llama_swap.compiler.diagnostics import Diagnostic, Location
 
 
 def _head(d: Diagnostic) -> str:

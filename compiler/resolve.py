@@ -18,17 +18,17 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from compiler import models as model_stage
-from compiler.aliases import AliasTable, check_peer_names, register_explicit
-from compiler.collect import Collector, get_map
-from compiler.defaults import resolve_settings
-from compiler.diagnostics import CompileError, Diagnostic
-from compiler.hooks import resolve_preload
-from compiler.macros import Macro, read_macros
-from compiler.peers import resolve_peer
-from compiler.plan import Model, Plan, Settings, Source, freeze
-from compiler.ports import allocate_ports
-from compiler.routing import resolve_routing
+from llama_swap.compiler import models as model_stage
+from llama_swap.compiler.aliases import AliasTable, check_peer_names, register_explicit
+from llama_swap.compiler.collect import Collector, get_map
+from llama_swap.compiler.defaults import resolve_settings
+from llama_swap.compiler.diagnostics import CompileError, Diagnostic
+from llama_swap.compiler.hooks import resolve_preload
+from llama_swap.compiler.macros import Macro, read_macros
+from llama_swap.compiler.peers import resolve_peer
+from llama_swap.compiler.plan import Model, Plan, Settings, Source, freeze
+from llama_swap.compiler.ports import allocate_ports
+from llama_swap.compiler.routing import resolve_routing
 
 
 class ModelStages(Protocol):

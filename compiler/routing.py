@@ -20,8 +20,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from compiler.aliases import AliasTable
-from compiler.collect import (
+from llama_swap.compiler.aliases import AliasTable
+from llama_swap.compiler.collect import (
     Collector,
     Keys,
     get_bool,
@@ -31,7 +31,7 @@ from compiler.collect import (
     get_str,
     type_name,
 )
-from compiler.matrix_dsl import (
+from llama_swap.compiler.matrix_dsl import (
     MAX_COMBINATIONS,
     Combination,
     DSLError,
@@ -41,7 +41,7 @@ from compiler.matrix_dsl import (
     parse,
     refs_of,
 )
-from compiler.plan import Group, Matrix, MatrixSet, Routing, freeze
+from llama_swap.compiler.plan import Group, Matrix, MatrixSet, Routing, freeze
 
 DEFAULT_GROUP = "(default)"
 SCHEDULERS = ("serial", "fifo")

@@ -34,21 +34,21 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from compiler import models as model_stage
-from compiler.aliases import AliasTable, register_set_params_by_id
-from compiler.collect import Collector
-from compiler.diagnostics import Diagnostic
-from compiler.envsubst import ENV_REF, substitute_env
-from compiler.macros import Macro
-from compiler.merge import IDENTITY_MAPS
-from compiler.models import ModelDraft
-from compiler.parse import ParsedSource, parse_source
-from compiler.plan import Capabilities, Model, Plan, Settings, model_json, plan_to_json
-from compiler.sourcemap import KeyPath
-from compiler.validate import ValidMemo
+from llama_swap.compiler import models as model_stage
+from llama_swap.compiler.aliases import AliasTable, register_set_params_by_id
+from llama_swap.compiler.collect import Collector
+from llama_swap.compiler.diagnostics import Diagnostic
+from llama_swap.compiler.envsubst import ENV_REF, substitute_env
+from llama_swap.compiler.macros import Macro
+from llama_swap.compiler.merge import IDENTITY_MAPS
+from llama_swap.compiler.models import ModelDraft
+from llama_swap.compiler.parse import ParsedSource, parse_source
+from llama_swap.compiler.plan import Capabilities, Model, Plan, Settings, model_json, plan_to_json
+from llama_swap.compiler.sourcemap import KeyPath
+from llama_swap.compiler.validate import ValidMemo
 
 if TYPE_CHECKING:
-    from compiler.pipeline import CompileResult
+    from llama_swap.compiler.pipeline import CompileResult
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -167,7 +167,7 @@ class CompileSession:
         port_hints: Mapping[str, int] | None = None,
     ) -> CompileResult:
         """As `compiler.pipeline.compile_paths`, plus `port_hints`; result `.ports` is filled."""
-        from compiler.pipeline import read_files
+        from llama_swap.compiler.pipeline import read_files
 
         with self._lock:
             return self._compile(read_files(config, config_dir), env, strict, port_hints)
@@ -181,7 +181,7 @@ class CompileSession:
         port_hints: Mapping[str, int] | None = None,
     ) -> CompileResult:
         """As `compiler.pipeline.compile_sources`, plus `port_hints`; result `.ports` is filled."""
-        from compiler.pipeline import hashed_files
+        from llama_swap.compiler.pipeline import hashed_files
 
         files = hashed_files(sources)
         with self._lock:
@@ -205,7 +205,7 @@ class CompileSession:
         strict: bool,
         port_hints: Mapping[str, int] | None,
     ) -> CompileResult:
-        from compiler.pipeline import compile_files
+        from llama_swap.compiler.pipeline import compile_files
 
         if self._rotate_next or self._failed_in_a_row >= _MAX_FAILED_GENERATIONS:
             for cache in self._caches:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from compiler.diagnostics import Location
+from llama_swap.compiler.diagnostics import Location
 
 KeyPath = tuple[str | int, ...]
 

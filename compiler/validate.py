@@ -21,8 +21,8 @@ from contextvars import ContextVar
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Protocol
 
-from compiler.diagnostics import Diagnostic, Severity
-from compiler.sourcemap import KeyPath, SourceMap, display_path
+from llama_swap.compiler.diagnostics import Diagnostic, Severity
+from llama_swap.compiler.sourcemap import KeyPath, SourceMap, display_path
 
 if TYPE_CHECKING:
     from jsonschema.exceptions import ValidationError
@@ -109,7 +109,7 @@ def _validator() -> Validator:
     from jsonschema import Draft202012Validator
     from jsonschema.validators import extend
 
-    from compiler.load import config_schema
+    from llama_swap.compiler.load import config_schema
 
     cls = extend(Draft202012Validator, {"$ref": _memo_ref})
     return cls(config_schema())  # type: ignore[no-any-return]
@@ -247,7 +247,7 @@ def drop_empty_settings(doc: dict[str, Any]) -> dict[str, Any]:
     macro, a model, a peer or a list item that is empty is still an error,
     and `metadata`/`setParams` pass nulls through.
     """
-    from compiler.load import config_schema
+    from llama_swap.compiler.load import config_schema
 
     schema = config_schema()
     return _unset(doc, schema, schema)  # type: ignore[no-any-return]

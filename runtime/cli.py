@@ -19,11 +19,11 @@ import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 
-from compiler.diagnostics import CompileError, Diagnostic
-from compiler.plan import Plan
-from runtime.plan_loader import PlanLoadError, load_plan
-from runtime.serve import DEFAULT_SHUTDOWN_TIMEOUT, parse_listen, serve
-from runtime.web.version import package_version as version
+from llama_swap.compiler.diagnostics import CompileError, Diagnostic
+from llama_swap.compiler.plan import Plan
+from llama_swap.runtime.engine.plan_loader import PlanLoadError, load_plan
+from llama_swap.runtime.http.render.version import package_version as version
+from llama_swap.runtime.serve import DEFAULT_SHUTDOWN_TIMEOUT, parse_listen, serve
 
 EXIT_OK, EXIT_CONFIG, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 COMMIT = "unknown"
@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def render_diagnostics(diags: Sequence[Diagnostic], texts: Mapping[str, str] | None = None) -> str:
     """The compiler's text rendering (`file:line:col: key.path: message` + source line)."""
-    from compiler.render import render_text
+    from llama_swap.compiler.render import render_text
 
     return render_text(diags, texts or {}).rstrip("\n")
 
@@ -80,7 +80,7 @@ def obtain_plan(args: argparse.Namespace) -> Plan:
     """Load `--plan` or compile `--config`/`--config-dir`; warnings go to stderr."""
     if args.plan:
         return load_plan(args.plan)
-    from compiler.pipeline import compile_paths  # helper A's module
+    from llama_swap.compiler.pipeline import compile_paths  # helper A's module
 
     result = compile_paths(args.config, args.config_dir)
     if result.warnings:
@@ -132,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ssl.SSLError) as exc:
         print(f"llama-swap: cannot load TLS certificate/key: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    from runtime.reload import config_compiler, plan_file_loader
+    from llama_swap.runtime.engine.reload import config_compiler, plan_file_loader
 
     compile_fn = plan_file_loader(args.plan) if args.plan else config_compiler(
         args.config, args.config_dir)

@@ -26,10 +26,10 @@ from typing import Any, TextIO
 
 from aiohttp import web
 
-from compiler.plan import Plan
-from runtime.app import AppState, build_app, create_state
-from runtime.logs import LogBuffer
-from runtime.web.access_log import ProxyLog, proxy_log_of
+from llama_swap.compiler.plan import Plan
+from llama_swap.runtime.engine.logs import LogBuffer
+from llama_swap.runtime.http.aio.app import AppState, build_app, create_state
+from llama_swap.runtime.http.observe.access_log import ProxyLog, proxy_log_of
 
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0
 PY_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
@@ -173,7 +173,7 @@ async def serve(
     reloader = _make_reloader(state, compile_fn) if compile_fn is not None else None
     use_fast_path = fast_path and route_modules is None and middlewares is None
     if middlewares is None:
-        from runtime.web.stack import default_middlewares
+        from llama_swap.runtime.http.middleware.stack import default_middlewares
 
         middlewares = default_middlewares(state)
     kwargs: dict[str, Any] = {"middlewares": middlewares}
@@ -212,7 +212,7 @@ async def serve(
     await runner.setup()
     lane = None
     if use_fast_path:
-        from runtime.fastpath.server import FastPath
+        from llama_swap.runtime.http.fast.server import FastPath
 
         assert runner.server is not None
         lane = FastPath(app, state, runner.server)
@@ -225,7 +225,7 @@ async def serve(
         raise
     watcher = None
     if reloader is not None and (watch_files or watch_dirs):
-        from runtime.watcher import ConfigWatcher
+        from llama_swap.runtime.engine.watcher import ConfigWatcher
 
         watcher = ConfigWatcher(
             watch_files, watch_dirs, loop=loop, poll_interval=watch_poll,
@@ -329,7 +329,7 @@ async def _shared_port(host: str | None) -> int:
 
 
 def _make_reloader(state: AppState, compile_fn: Callable[[], Any]) -> Any:
-    from runtime.reload import Reloader
+    from llama_swap.runtime.engine.reload import Reloader
 
     listeners = state.extras.get("event_listeners", [])
 

@@ -21,10 +21,10 @@ from types import MappingProxyType
 
 from hypothesis import strategies as st
 
-from compiler.plan import Model
-from runtime.errors import RouteError
-from runtime.process_state import ProcessState
-from runtime.schedulers.base import Request, Scheduler
+from llama_swap.compiler.plan import Model
+from llama_swap.runtime.core.errors import RouteError
+from llama_swap.runtime.core.process_state import ProcessState
+from llama_swap.runtime.core.schedulers.base import Request, Scheduler
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,6 @@ from pathlib import Path
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from runtime.fake_upstream import main
+    from llama_swap.runtime.fake_upstream import main
 
     main()

@@ -6,8 +6,8 @@ import textwrap
 
 import pytest
 
-from compiler.diagnostics import CompileError, Diagnostic
-from compiler.pipeline import CompileResult, compile_sources
+from llama_swap.compiler.diagnostics import CompileError, Diagnostic
+from llama_swap.compiler.pipeline import CompileResult, compile_sources
 
 
 def src(name: str, text: str) -> tuple[str, str]:

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 import yaml
 
-from compiler.diagnostics import CompileError, Diagnostic
-from compiler.plan import Plan, plan_to_dict
-from compiler.resolve import resolve
+from llama_swap.compiler.diagnostics import CompileError, Diagnostic
+from llama_swap.compiler.plan import Plan, plan_to_dict
+from llama_swap.compiler.resolve import resolve
 
 
 def doc(text: str) -> dict[str, Any]:

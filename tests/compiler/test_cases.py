@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from compiler.diagnostics import CompileError
-from compiler.pipeline import compile_paths
-from compiler.plan import plan_to_json
-from compiler.render import render_text
+from llama_swap.compiler.diagnostics import CompileError
+from llama_swap.compiler.pipeline import compile_paths
+from llama_swap.compiler.plan import plan_to_json
+from llama_swap.compiler.render import render_text
 
 CASES = Path(__file__).parent / "cases"
 SCENARIOS = sorted(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from compiler.plan import REDACTED
+from llama_swap.compiler.plan import REDACTED
 
 SWAP_COMPILE = str(Path(sys.executable).parent / "swap-compile")
 
@@ -168,15 +168,14 @@ def test_warnings_go_to_stderr_and_strict_makes_them_fatal(write_files) -> None:
 
 
 def test_internal_errors_exit_3_with_a_please_report_line(good: Path, monkeypatch, capsys) -> None:
-    import compiler.cli
-    import compiler.pipeline
+    from llama_swap.compiler import cli, pipeline
 
     def broken(doc, sources):
         raise KeyError("oops")
 
-    monkeypatch.setattr(compiler.pipeline, "_resolve", broken)
+    monkeypatch.setattr(pipeline, "_resolve", broken)
     monkeypatch.delenv("SWAP_COMPILE_DEBUG", raising=False)
-    assert compiler.cli.main(["--config-dir", str(good)]) == 3
+    assert cli.main(["--config-dir", str(good)]) == 3
     err = capsys.readouterr().err
     assert "internal error: KeyError" in err and "please report" in err
     assert "Traceback" not in err

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from compiler.envsubst import substitute_env
+from llama_swap.compiler.envsubst import substitute_env
 
 from .frontend_util import compile_err, compile_ok, src, where
 

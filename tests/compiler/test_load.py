@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from compiler.diagnostics import CompileError
-from compiler.load import load_paths
-from compiler.pipeline import compile_paths
+from llama_swap.compiler.diagnostics import CompileError
+from llama_swap.compiler.load import load_paths
+from llama_swap.compiler.pipeline import compile_paths
 
 MODEL = "models:\n  {id}:\n    cmd: srv --port ${{PORT}}\n"
 
@@ -140,7 +140,7 @@ def test_models_from_config_and_dir_are_merged_additively(write_files) -> None:
 
 
 def test_repeated_loads_give_byte_identical_plans(write_files) -> None:
-    from compiler.plan import plan_to_json
+    from llama_swap.compiler.plan import plan_to_json
 
     root = write_files({f"d/{n:02}.yaml": MODEL.format(id=f"m{n}") for n in range(12)})
     first = plan_to_json(compile_paths(None, str(root / "d"), env={}).plan)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from compiler.merge import merge_fragments
-from compiler.parse import parse_source
+from llama_swap.compiler.merge import merge_fragments
+from llama_swap.compiler.parse import parse_source
 
 from .frontend_util import compile_err, compile_ok, src, where
 

@@ -8,9 +8,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from compiler.diagnostics import CompileError
-from compiler.pipeline import compile_sources
-from compiler.render import render_github, render_json, render_text
+from llama_swap.compiler.diagnostics import CompileError
+from llama_swap.compiler.pipeline import compile_sources
+from llama_swap.compiler.render import render_github, render_json, render_text
 
 KEYS = [
     "models",

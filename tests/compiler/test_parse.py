@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from compiler.diagnostics import Diagnostic, Location
-from compiler.parse import parse_source
-from compiler.render import render_github, render_text
+from llama_swap.compiler.diagnostics import Diagnostic, Location
+from llama_swap.compiler.parse import parse_source
+from llama_swap.compiler.render import render_github, render_text
 
 
 def value_of(text: str):
@@ -81,7 +81,7 @@ def test_text_without_location_still_reads_well() -> None:
 
 
 def test_control_characters_are_located_and_not_echoed_raw() -> None:
-    from compiler.render import render_text
+    from llama_swap.compiler.render import render_text
 
     from .frontend_util import compile_err, src, where
 
@@ -98,8 +98,8 @@ def test_control_characters_are_located_and_not_echoed_raw() -> None:
 
 
 def test_a_very_long_line_is_shown_as_a_window_around_the_column() -> None:
-    from compiler.diagnostics import Diagnostic, Location
-    from compiler.render import EXCERPT_WIDTH, render_text
+    from llama_swap.compiler.diagnostics import Diagnostic, Location
+    from llama_swap.compiler.render import EXCERPT_WIDTH, render_text
 
     text = "k: " + "x" * 5000 + "!" + "y" * 5000 + "\n"
     d = Diagnostic("here", location=Location("a.yaml", 1, 5004))

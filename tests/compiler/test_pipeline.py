@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-import compiler.pipeline as pipeline
-from compiler.diagnostics import CompileError, Diagnostic
-from compiler.plan import Plan
+import llama_swap.compiler.pipeline as pipeline
+from llama_swap.compiler.diagnostics import CompileError, Diagnostic
+from llama_swap.compiler.plan import Plan
 
 from .frontend_util import compile_err, compile_ok, src, where
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from compiler.commands import (
+from llama_swap.compiler.commands import (
     GO_SPACE,
     EmptyCommand,
     clean_command,

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from compiler.filters import sanitize_set_params, sanitize_set_params_by_id, sanitize_strip_params
+from llama_swap.compiler.filters import (
+    sanitize_set_params,
+    sanitize_set_params_by_id,
+    sanitize_strip_params,
+)
 
 from .resolve_util import json_of, warnings_of
 

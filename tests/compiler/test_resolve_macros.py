@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from compiler.macros import format_value, validate_macro
+from llama_swap.compiler.macros import format_value, validate_macro
 
 from .resolve_util import errors_of, plan_of
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from compiler.matrix_dsl import DSLError, Token, parse, parse_and_expand, refs_of, tokenize
+from llama_swap.compiler.matrix_dsl import (
+    DSLError,
+    Token,
+    parse,
+    parse_and_expand,
+    refs_of,
+    tokenize,
+)
 
 
 def kinds(text: str) -> list[tuple[str, str]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from compiler.plan import Timeouts
+from llama_swap.compiler.plan import Timeouts
 
 from .resolve_util import errors_of, json_of, plan_of
 

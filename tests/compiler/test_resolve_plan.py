@@ -7,8 +7,8 @@ from pathlib import Path
 
 import jsonschema
 
-from compiler.plan import plan_from_dict, plan_to_dict, plan_to_json
-from compiler.resolve import resolve
+from llama_swap.compiler.plan import plan_from_dict, plan_to_dict, plan_to_json
+from llama_swap.compiler.resolve import resolve
 
 from .resolve_util import doc, errors_of
 
@@ -107,7 +107,7 @@ def test_every_error_is_reported_in_one_run() -> None:
 def test_diagnostics_carry_tuple_keys_for_ids_with_dots() -> None:
     import pytest
 
-    from compiler.diagnostics import CompileError
+    from llama_swap.compiler.diagnostics import CompileError
 
     with pytest.raises(CompileError) as info:
         resolve({"models": {"org/m.v1": {"cmd": "srv ${nope} ${PORT}"}}}, ())
@@ -121,8 +121,8 @@ def test_the_example_plan_is_frozen_round_trips_and_matches_the_plan_schema() ->
 
     import pytest
 
-    from compiler.pipeline import compile_paths
-    from compiler.plan import plan_from_json
+    from llama_swap.compiler.pipeline import compile_paths
+    from llama_swap.compiler.plan import plan_from_json
 
     example = SCHEMA.parents[1] / "fragments.example"
     plan = compile_paths(None, str(example), env={}).plan

@@ -101,7 +101,7 @@ def test_ports_past_65535_are_an_error() -> None:
 
 
 def ports_with(text: str, hints: dict[str, int] | None) -> dict[str, str]:
-    from compiler.resolve import resolve
+    from llama_swap.compiler.resolve import resolve
 
     from .resolve_util import doc
 
@@ -164,8 +164,8 @@ def test_unusable_hints_are_ignored() -> None:
 
 
 def test_compile_reports_ports_and_derive_ports_recovers_them_from_a_plan() -> None:
-    from compiler.pipeline import compile_sources
-    from compiler.ports import derive_ports
+    from llama_swap.compiler.pipeline import compile_sources
+    from llama_swap.compiler.ports import derive_ports
 
     text = THREE.replace(
         '  d: {cmd: "srv ${PORT}"}',

@@ -11,9 +11,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from compiler.diagnostics import CompileError
-from compiler.plan import plan_to_json
-from compiler.resolve import resolve
+from llama_swap.compiler.diagnostics import CompileError
+from llama_swap.compiler.plan import plan_to_json
+from llama_swap.compiler.resolve import resolve
 
 scalars = st.one_of(
     st.none(),

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from compiler.defaults import format_duration, parse_duration
-from compiler.plan import Settings, Timeouts
+from llama_swap.compiler.defaults import format_duration, parse_duration
+from llama_swap.compiler.plan import Settings, Timeouts
 
 from .resolve_util import errors_of, json_of, plan_of
 

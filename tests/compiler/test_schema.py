@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from compiler.load import config_schema
+from llama_swap.compiler.load import config_schema
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "schema" / "config.schema.json"
 

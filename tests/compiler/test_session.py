@@ -18,10 +18,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from compiler.diagnostics import CompileError
-from compiler.pipeline import compile_sources
-from compiler.plan import Plan, plan_from_json, plan_to_dict, plan_to_json
-from compiler.session import CompileSession
+from llama_swap.compiler.diagnostics import CompileError
+from llama_swap.compiler.pipeline import compile_sources
+from llama_swap.compiler.plan import Plan, plan_from_json, plan_to_dict, plan_to_json
+from llama_swap.compiler.session import CompileSession
 
 GLOBAL = """\
 startPort: 9000

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from compiler.render import render_text
+from llama_swap.compiler.render import render_text
 
 from .frontend_util import compile_err, compile_ok, src, summary, where
 

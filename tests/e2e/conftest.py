@@ -28,7 +28,7 @@ from typing import Any
 import psutil
 import pytest
 
-from compiler.plan import (
+from llama_swap.compiler.plan import (
     Group,
     Matrix,
     MatrixSet,

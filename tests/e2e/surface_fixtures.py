@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from compiler.plan import Model, Peer, Plan
+from llama_swap.compiler.plan import Model, Peer, Plan
 from tests.e2e.conftest import FAKE, make_plan
 from tests.e2e.procs import free_port, stop_process
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import httptools
 
-from compiler.plan import Filters, Plan, Timeouts
+from llama_swap.compiler.plan import Filters, Plan, Timeouts
 from tests.e2e.conftest import fake_model, make_plan
 
 SCRIPTED = str(Path(__file__).with_name("scripted_upstream.py"))

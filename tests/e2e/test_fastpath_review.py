@@ -20,9 +20,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from compiler.plan import Plan
-from runtime.fastpath.relay import Relay
-from runtime.fastpath.upstream import UpstreamPool
+from llama_swap.compiler.plan import Plan
+from llama_swap.runtime.http.fast.relay import Relay
+from llama_swap.runtime.http.fast.upstream import UpstreamPool
 from tests.e2e.conftest import fake_model, make_plan
 from tests.e2e.test_fastpath import (
     assert_same_answers,

@@ -9,7 +9,7 @@ from typing import Any
 
 import aiohttp
 
-from compiler.plan import Group
+from llama_swap.compiler.plan import Group
 from tests.e2e.conftest import fake_model, make_plan, matrix_of
 from tests.e2e.test_serial import post_chat, staggered
 

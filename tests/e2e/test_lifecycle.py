@@ -18,7 +18,7 @@ import aiohttp
 import psutil
 import pytest
 
-from compiler.plan import REDACTED, plan_to_json
+from llama_swap.compiler.plan import REDACTED, plan_to_json
 from tests.e2e.conftest import LLAMA_SWAP, Proxy, fake_model, launch, make_plan
 from tests.e2e.test_serial import post_chat
 

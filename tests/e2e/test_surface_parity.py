@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 
-from compiler.plan import Filters, Peer, freeze
+from llama_swap.compiler.plan import Filters, Peer, freeze
 from tests.e2e import surface_fixtures
 from tests.e2e.conftest import fake_model
 from tests.e2e.surface_fixtures import fetch, surface_plan, with_model

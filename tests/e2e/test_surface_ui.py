@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 
-from compiler.plan import Peer
+from llama_swap.compiler.plan import Peer
 from tests.e2e.conftest import FAKE, LLAMA_SWAP, Proxy, fake_model, launch
 from tests.e2e.procs import free_port
 from tests.e2e.surface_fixtures import fetch, surface_plan, with_model

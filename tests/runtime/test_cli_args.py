@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.cli import EXIT_USAGE, main
-from runtime.serve import parse_listen
+from llama_swap.runtime.cli import EXIT_USAGE, main
+from llama_swap.runtime.serve import parse_listen
 
 
 @pytest.mark.parametrize(

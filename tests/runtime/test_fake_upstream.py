@@ -28,7 +28,7 @@ class Fake:
     """A running fake upstream process, killed on close."""
 
     def __init__(self, *args: str, script: list[str] | None = None):
-        cmd = script or [PY, "-m", "runtime.fake_upstream"]
+        cmd = script or [PY, "-m", "llama_swap.runtime.fake_upstream"]
         self.proc = subprocess.Popen(
             [*cmd, "--port", "0", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.fastpath.request_head import HANDOFF, Head, parse_head
-from runtime.fastpath.server import FAST_PATHS
+from llama_swap.runtime.http.fast.request_head import HANDOFF, Head, parse_head
+from llama_swap.runtime.http.fast.server import FAST_PATHS
 
 BODY = b'{"model":"m","messages":[]}'
 GOOD = (

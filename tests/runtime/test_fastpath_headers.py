@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.fastpath.headers import LazyHeaders
-from runtime.web.auth import extract_api_key
-from runtime.web.captures import flat_headers
+from llama_swap.runtime.http.fast.headers import LazyHeaders
+from llama_swap.runtime.http.middleware.auth import extract_api_key
+from llama_swap.runtime.http.observe.captures import flat_headers
 
 RAW = [(b"Content-Type", b"application/json"), (b"X-Forwarded-For", b"10.0.0.1"),
        (b"x-forwarded-for", b"10.0.0.2"), (b"Authorization", b"Bearer k"),

@@ -6,11 +6,16 @@ from types import MappingProxyType
 
 import pytest
 
-from compiler.plan import Group, Matrix, MatrixSet, Plan, Routing
-from runtime.process_state import ProcessState
-from runtime.schedulers import FifoScheduler
-from runtime.schedulers.base import Request
-from runtime.swappers import DEFAULT_GROUP, GroupSwapper, MatrixSwapper, make_swapper
+from llama_swap.compiler.plan import Group, Matrix, MatrixSet, Plan, Routing
+from llama_swap.runtime.core.process_state import ProcessState
+from llama_swap.runtime.core.schedulers import FifoScheduler
+from llama_swap.runtime.core.schedulers.base import Request
+from llama_swap.runtime.core.swappers import (
+    DEFAULT_GROUP,
+    GroupSwapper,
+    MatrixSwapper,
+    make_swapper,
+)
 from tests.fakes import FakeEffects, Grant, StartSwap, make_models
 
 

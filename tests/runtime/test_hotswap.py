@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
-from compiler.plan import Model, Plan, Routing, Settings
-from runtime import hotswap
-from runtime.errors import RouteFailure
-from runtime.events import Event
-from runtime.logs import LogBuffer
-from runtime.process_state import ProcessState
-from runtime.router import Router
+from llama_swap.compiler.plan import Model, Plan, Routing, Settings
+from llama_swap.runtime.core.errors import RouteFailure
+from llama_swap.runtime.core.process_state import ProcessState
+from llama_swap.runtime.engine import hotswap
+from llama_swap.runtime.engine.events import Event
+from llama_swap.runtime.engine.logs import LogBuffer
+from llama_swap.runtime.engine.router import Router
 from tests.e2e.procs import free_port
 
 FAKE = str(Path(sys.executable).parent / "swap-fake-upstream")
@@ -55,7 +55,7 @@ def fake(mid: str, *extra: str, port: int | None = None, **kw: Any) -> Model:
 
 
 def plan_of(*models: Model, scheduler: str = "fifo") -> Plan:
-    from compiler.plan import Group
+    from llama_swap.compiler.plan import Group
 
     # One non-swapping group: models may run side by side under fifo.
     groups = {"all": Group("all", tuple(sorted(m.id for m in models)), swap=False, exclusive=False)}

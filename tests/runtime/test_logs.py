@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from runtime.logs import LogBuffer
+from llama_swap.runtime.engine.logs import LogBuffer
 
 
 def test_history_holds_what_was_written() -> None:

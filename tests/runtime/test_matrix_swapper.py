@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from compiler.plan import Matrix, MatrixSet
-from runtime.schedulers import FifoScheduler
-from runtime.schedulers.base import Request
-from runtime.swappers import MatrixSwapper
+from llama_swap.compiler.plan import Matrix, MatrixSet
+from llama_swap.runtime.core.schedulers import FifoScheduler
+from llama_swap.runtime.core.schedulers.base import Request
+from llama_swap.runtime.core.swappers import MatrixSwapper
 from tests.fakes import FakeEffects, Grant, StartSwap, make_models
 
 

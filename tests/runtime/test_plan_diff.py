@@ -7,7 +7,7 @@ from types import MappingProxyType
 
 import pytest
 
-from compiler.plan import (
+from llama_swap.compiler.plan import (
     Capabilities,
     Filters,
     Group,
@@ -20,7 +20,7 @@ from compiler.plan import (
     plan_from_json,
     plan_to_json,
 )
-from runtime.plan_diff import LIVE_FIELDS, RESTART_FIELDS, diff_plans, plan_digest
+from llama_swap.runtime.core.plan_diff import LIVE_FIELDS, RESTART_FIELDS, diff_plans, plan_digest
 
 
 def model(mid: str, port: int = 5800, **kw: object) -> Model:

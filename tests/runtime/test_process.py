@@ -19,11 +19,11 @@ import psutil
 import pytest
 import pytest_asyncio
 
-from compiler.plan import Model
-from runtime.errors import RouteFailure
-from runtime.logs import LogBuffer
-from runtime.process import ModelProcess, next_poll_delay
-from runtime.process_state import ProcessState as S
+from llama_swap.compiler.plan import Model
+from llama_swap.runtime.core.errors import RouteFailure
+from llama_swap.runtime.core.process_state import ProcessState as S
+from llama_swap.runtime.engine.logs import LogBuffer
+from llama_swap.runtime.engine.process import ModelProcess, next_poll_delay
 from tests.e2e.procs import free_port
 
 PY = sys.executable
@@ -40,7 +40,7 @@ IGNORES_SIGTERM = textwrap.dedent("""
 
 def fake_model(mid: str = "m1", *args: str, port: int | None = None, **kw: object) -> Model:
     port = port or free_port()
-    cmd = (PY, "-m", "runtime.fake_upstream", "--port", str(port), "--model", mid, *args)
+    cmd = (PY, "-m", "llama_swap.runtime.fake_upstream", "--port", str(port), "--model", mid, *args)
     fields = {"cmdStop": None, "checkEndpoint": "/health", "ttl": 0, **kw}
     return Model(id=mid, cmd=cmd, proxy=f"http://127.0.0.1:{port}", **fields)  # type: ignore[arg-type]
 
@@ -396,11 +396,11 @@ async def test_a_killed_runtime_leaves_no_orphan(h: Harness, tmp_path: object) -
     port = free_port()
     runtime = textwrap.dedent(f"""
         import asyncio, sys, time
-        from runtime.logs import LogBuffer
-        from runtime.process import ModelProcess
-        from compiler.plan import Model
+        from llama_swap.runtime.engine.logs import LogBuffer
+        from llama_swap.runtime.engine.process import ModelProcess
+        from llama_swap.compiler.plan import Model
         async def main():
-            m = Model(id="m", cmd=({PY!r}, "-m", "runtime.fake_upstream", "--port", "{port}"),
+            m = Model(id="m", cmd=({PY!r}, "-m", "llama_swap.runtime.fake_upstream", "--port", "{port}"),
                       cmdStop=None, proxy="http://127.0.0.1:{port}", checkEndpoint="/health", ttl=0)
             p = ModelProcess(m, health_check_timeout=20, log=LogBuffer("m"))
             await p.start()
@@ -426,12 +426,12 @@ async def test_a_killed_runtime_leaves_no_orphan_even_behind_a_wrapper(
     # `sh -c "server; true"` forks the server instead of exec'ing it: the parent-death
     # signal kills only the shell, so the orphan guard must kill the rest of the group
     port = free_port()
-    server = f"{PY} -m runtime.fake_upstream --port {port}; true"
+    server = f"{PY} -m llama_swap.runtime.fake_upstream --port {port}; true"
     runtime = textwrap.dedent(f"""
         import asyncio, psutil
-        from runtime.logs import LogBuffer
-        from runtime.process import ModelProcess
-        from compiler.plan import Model
+        from llama_swap.runtime.engine.logs import LogBuffer
+        from llama_swap.runtime.engine.process import ModelProcess
+        from llama_swap.compiler.plan import Model
         async def main():
             m = Model(id="m", cmd=("sh", "-c", {server!r}),
                       cmdStop=None, proxy="http://127.0.0.1:{port}", checkEndpoint="/health", ttl=0)

@@ -9,8 +9,8 @@ from collections.abc import Awaitable, Callable
 import pytest
 from multidict import CIMultiDict
 
-from compiler.plan import Model
-from runtime.proxy import UpstreamError, UpstreamPool
+from llama_swap.compiler.plan import Model
+from llama_swap.runtime.http.aio.proxy import UpstreamError, UpstreamPool
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

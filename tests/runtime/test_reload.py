@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from compiler.plan import Model, Plan
-from runtime.plan_diff import PlanDiff, diff_plans, plan_digest
-from runtime.reload import Loaded, Reloader, config_compiler, plan_file_loader
+from llama_swap.compiler.plan import Model, Plan
+from llama_swap.runtime.core.plan_diff import PlanDiff, diff_plans, plan_digest
+from llama_swap.runtime.engine.reload import Loaded, Reloader, config_compiler, plan_file_loader
 
 
 def plan_with(*ids: str) -> Plan:
@@ -176,7 +176,7 @@ def write_models(path: Path, *ids: str) -> None:
 async def test_adding_a_model_that_sorts_first_keeps_the_running_models_ports(
     tmp_path: Path, exact: bool
 ) -> None:
-    from compiler.pipeline import compile_paths
+    from llama_swap.compiler.pipeline import compile_paths
 
     cfg = tmp_path / "config.yaml"
     write_models(cfg, "m", "n")
@@ -203,7 +203,7 @@ async def test_adding_a_model_that_sorts_first_keeps_the_running_models_ports(
 async def test_the_session_compile_digest_is_the_plain_digest(tmp_path: Path) -> None:
     import hashlib
 
-    from compiler.plan import plan_to_json
+    from llama_swap.compiler.plan import plan_to_json
 
     cfg = tmp_path / "config.yaml"
     compiler_fn = config_compiler(str(cfg), None)

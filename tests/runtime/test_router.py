@@ -14,10 +14,10 @@ from pathlib import Path
 import psutil
 import pytest_asyncio
 
-from compiler.plan import Plan
-from runtime.logs import LogBuffer
-from runtime.process_state import ProcessState
-from runtime.router import Router
+from llama_swap.compiler.plan import Plan
+from llama_swap.runtime.core.process_state import ProcessState
+from llama_swap.runtime.engine.logs import LogBuffer
+from llama_swap.runtime.engine.router import Router
 from tests.e2e.conftest import fake_model, make_plan
 
 

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from compiler.plan import Group, Routing
-from runtime.errors import (
+from llama_swap.compiler.plan import Group, Routing
+from llama_swap.runtime.core.errors import (
     RouteError,
     health_timeout,
     model_unloaded,
@@ -22,10 +22,10 @@ from runtime.errors import (
     start_failed,
     unknown_model,
 )
-from runtime.process_state import ProcessState
-from runtime.schedulers import SerialScheduler, make_scheduler
-from runtime.schedulers.base import Request
-from runtime.swappers import GroupSwapper
+from llama_swap.runtime.core.process_state import ProcessState
+from llama_swap.runtime.core.schedulers import SerialScheduler, make_scheduler
+from llama_swap.runtime.core.schedulers.base import Request
+from llama_swap.runtime.core.swappers import GroupSwapper
 from tests.fakes import (
     FakeEffects,
     FakeRouter,

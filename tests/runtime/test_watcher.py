@@ -17,7 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from runtime.watcher import ConfigWatcher, WatchChange, fragment_files, take_snapshot
+from llama_swap.runtime.engine.watcher import (
+    ConfigWatcher,
+    WatchChange,
+    fragment_files,
+    take_snapshot,
+)
 
 WAIT = 15.0  # seconds; generous for a loaded 2-core CI machine
 

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from compiler.plan import Filters, Model, Peer, Plan, Settings, freeze
+from llama_swap.compiler.plan import Filters, Model, Peer, Plan, Settings, freeze
 
 
 def model(mid: str, **kw: Any) -> Model:

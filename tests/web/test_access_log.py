@@ -8,14 +8,14 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from aiohttp import web
 
-from runtime.logs import LogBuffer
-from runtime.web.access_log import (
+from llama_swap.runtime.engine.logs import LogBuffer
+from llama_swap.runtime.http.middleware.auth import auth_middleware
+from llama_swap.runtime.http.observe.access_log import (
     TIME_FORMATS,
     ProxyLog,
     access_log_middleware,
     go_duration,
 )
-from runtime.web.auth import auth_middleware
 
 WHEN = datetime(2024, 3, 5, 14, 7, 9, 123456, tzinfo=timezone(timedelta(hours=2)))
 
@@ -84,7 +84,7 @@ async def test_one_line_per_request_without_keys(serve) -> None:
 
 
 async def test_a_streamed_response_logs_its_body_bytes_not_the_chunked_framing(serve) -> None:
-    from runtime.proxy import CountingResponse
+    from llama_swap.runtime.http.aio.proxy import CountingResponse
 
     buf = LogBuffer("proxy")
 
@@ -108,8 +108,8 @@ async def test_a_streamed_response_logs_its_body_bytes_not_the_chunked_framing(s
 def test_python_log_records_carry_the_configured_time_format() -> None:
     import logging
 
-    from compiler.plan import Plan, Settings
-    from runtime.serve import wire_logs
+    from llama_swap.compiler.plan import Plan, Settings
+    from llama_swap.runtime.serve import wire_logs
 
     plan = Plan(settings=Settings(logLevel="info", logTimeFormat="rfc3339", logToStdout="none"))
     logger = logging.getLogger("llama_swap")

@@ -7,7 +7,13 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from runtime.web.activity import MAX_BUFFER, ActivityLog, ResponseMeter, error_message, tokens_from
+from llama_swap.runtime.http.observe.activity import (
+    MAX_BUFFER,
+    ActivityLog,
+    ResponseMeter,
+    error_message,
+    tokens_from,
+)
 
 JSON = {"Content-Type": "application/json"}
 SSE = {"Content-Type": "text/event-stream"}
@@ -141,8 +147,8 @@ def test_ring_entries_ids_unknowns_and_listener() -> None:
 def test_scheduler_metadata_is_the_fifo_priority_of_local_models_only() -> None:
     from types import MappingProxyType
 
-    from compiler.plan import Model, Plan, Routing
-    from runtime.routes.dispatch import scheduler_metadata
+    from llama_swap.compiler.plan import Model, Plan, Routing
+    from llama_swap.runtime.http.aio.routes.dispatch import scheduler_metadata
 
     def model(mid: str) -> Model:
         return Model(id=mid, cmd=("x",), cmdStop=None, proxy="http://127.0.0.1:1",

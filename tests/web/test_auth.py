@@ -7,8 +7,13 @@ import base64
 import pytest
 from aiohttp import web
 
-from runtime.web.auth import auth_middleware, extract_api_key, is_exempt, key_matches
-from runtime.web.cors import cors_middleware
+from llama_swap.runtime.http.middleware.auth import (
+    auth_middleware,
+    extract_api_key,
+    is_exempt,
+    key_matches,
+)
+from llama_swap.runtime.http.middleware.cors import cors_middleware
 
 KEYS = ("sk-one", "sk-two")
 

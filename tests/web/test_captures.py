@@ -10,8 +10,8 @@ from typing import Any
 
 from multidict import CIMultiDict
 
-from runtime.web.activity import ActivityLog, ResponseMeter
-from runtime.web.captures import (
+from llama_swap.runtime.http.observe.activity import ActivityLog, ResponseMeter
+from llama_swap.runtime.http.observe.captures import (
     ITEM_OVERHEAD,
     MB,
     REDACTED,
@@ -213,7 +213,7 @@ def test_the_activity_entry_says_whether_its_capture_was_stored() -> None:
 
 
 async def test_a_tee_body_keeps_what_it_forwards_within_its_limit_only() -> None:
-    from runtime.web.body import TeeBody
+    from llama_swap.runtime.http.request.body import TeeBody
 
     class Chunks:
         length = None

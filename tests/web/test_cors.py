@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from runtime.web.cors import DEFAULT_ALLOW_HEADERS, allowed_headers, cors_middleware, origin_headers
+from llama_swap.runtime.http.middleware.cors import (
+    DEFAULT_ALLOW_HEADERS,
+    allowed_headers,
+    cors_middleware,
+    origin_headers,
+)
 
 
 def test_requested_headers_are_filtered_to_valid_tokens() -> None:

@@ -6,8 +6,18 @@ import json
 
 from aiohttp import web
 
-from runtime.errors import RouteError, RouteFailure, health_timeout, start_failed, too_many_requests
-from runtime.web.errors import error_payload, render_error, route_failure_middleware
+from llama_swap.runtime.core.errors import (
+    RouteError,
+    RouteFailure,
+    health_timeout,
+    start_failed,
+    too_many_requests,
+)
+from llama_swap.runtime.http.render.errors import (
+    error_payload,
+    render_error,
+    route_failure_middleware,
+)
 
 
 def test_json_is_the_default_shape() -> None:

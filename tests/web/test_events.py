@@ -8,10 +8,10 @@ from typing import Any
 
 from aiohttp import web
 
-from compiler.plan import Capabilities, Peer
-from runtime.logs import LogBuffer
-from runtime.process_state import ProcessState
-from runtime.web.events import (
+from llama_swap.compiler.plan import Capabilities, Peer
+from llama_swap.runtime.core.process_state import ProcessState
+from llama_swap.runtime.engine.logs import LogBuffer
+from llama_swap.runtime.http.observe.events import (
     EventHub,
     InflightCounter,
     StreamCloser,

@@ -9,9 +9,14 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from runtime.web.body import SpooledBody
-from runtime.web.errors import route_failure_middleware
-from runtime.web.extract import extract, find_model_in_path, json_bool, json_string
+from llama_swap.runtime.http.render.errors import route_failure_middleware
+from llama_swap.runtime.http.request.body import SpooledBody
+from llama_swap.runtime.http.request.extract import (
+    extract,
+    find_model_in_path,
+    json_bool,
+    json_string,
+)
 
 from .conftest import make_plan, model
 

@@ -9,9 +9,15 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from compiler.plan import Peer
-from runtime.web.extract import extract
-from runtime.web.filters import delete_path, filter_request, filters_for, set_path, split_path
+from llama_swap.compiler.plan import Peer
+from llama_swap.runtime.http.request.extract import extract
+from llama_swap.runtime.http.request.filters import (
+    delete_path,
+    filter_request,
+    filters_for,
+    set_path,
+    split_path,
+)
 
 from .conftest import filters, make_plan, model
 

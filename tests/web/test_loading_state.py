@@ -10,8 +10,12 @@ from collections.abc import Callable
 import pytest
 from aiohttp import web
 
-from runtime.errors import RouteFailure, start_failed
-from runtime.web.loading_state import LoadingState, start_sse, wants_loading_state
+from llama_swap.runtime.core.errors import RouteFailure, start_failed
+from llama_swap.runtime.http.render.loading_state import (
+    LoadingState,
+    start_sse,
+    wants_loading_state,
+)
 
 FAST = {"tick": 0.01, "chars_per_second": 0, "first_remark": (100, 100), "rng": random.Random(1)}
 

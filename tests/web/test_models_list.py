@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from compiler.plan import Capabilities, Peer, freeze
-from runtime.web.models_list import models_list
+from llama_swap.compiler.plan import Capabilities, Peer, freeze
+from llama_swap.runtime.http.render.models_list import models_list
 
 from .conftest import make_plan, model
 

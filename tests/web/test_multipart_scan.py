@@ -6,7 +6,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.web.multipart_scan import MultipartError, MultipartScanner, boundary_of
+from llama_swap.runtime.http.request.multipart_scan import (
+    MultipartError,
+    MultipartScanner,
+    boundary_of,
+)
 
 B = "XyZb0undary"
 

@@ -7,9 +7,9 @@ import asyncio
 import pytest
 from aiohttp import web
 
-from compiler.plan import Peer, Timeouts
-from runtime.web.body import BytesBody
-from runtime.web.peers import PeerPool, join_url
+from llama_swap.compiler.plan import Peer, Timeouts
+from llama_swap.runtime.http.aio.peers import PeerPool, join_url
+from llama_swap.runtime.http.request.body import BytesBody
 from tests.e2e.procs import free_port
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from runtime.web.perf import (
+from llama_swap.runtime.http.observe.perf import (
     CpuTimes,
     Sampler,
     cpu_percent,

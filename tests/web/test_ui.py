@@ -13,10 +13,10 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from compiler.plan import Peer, Plan
-from runtime.app import build_app, create_state
-from runtime.routes.ui import STATIC_DIR
-from runtime.web.stack import default_middlewares
+from llama_swap.compiler.plan import Peer, Plan
+from llama_swap.runtime.http.aio.app import build_app, create_state
+from llama_swap.runtime.http.aio.routes.ui import STATIC_DIR
+from llama_swap.runtime.http.middleware.stack import default_middlewares
 from tests.web.conftest import Serve, make_plan, model
 
 PEER = Peer(id="remote", proxy="http://127.0.0.1:1", models=("peer-x", "peer-y"))

@@ -6,7 +6,7 @@ import re
 from importlib import metadata
 from pathlib import Path
 
-from runtime.web.version import UNKNOWN, build_info, git_info, package_version
+from llama_swap.runtime.http.render.version import UNKNOWN, build_info, git_info, package_version
 
 
 def test_version_comes_from_the_package_metadata() -> None:

@@ -1,0 +1,492 @@
+"""One upstream model server as a child process: spawn, health-check, stop, watch.
+
+Why this module exists: it is the only place that touches the operating system's process
+machinery for model servers, so the router can treat a model as a small state machine
+(`ProcessState`) with three coroutines: `start`, `stop`, `shutdown`.
+
+Invariants:
+- states move stopped -> starting -> ready -> stopping -> stopped (a failed or aborted start
+  goes starting -> stopped or starting -> stopping -> stopped); `shutdown` is terminal.
+  `on_state_change(model_id, old, new)` is called synchronously for every transition.
+- the child runs `model.cmd` (no shell) with os.environ + `model.env`, in its own session and
+  process group, and (on Linux) dies with SIGKILL if the thread that spawned it dies; its
+  whole group (a wrapper's forked server included) is registered with the orphan guard
+  (runtime/orphans.py), which kills it if llama-swap dies without stopping it;
+- its stdout and stderr go, merged and decoded, into `self.log`; runtime notes about the child
+  ("started pid", "exited with code", "health ok") go there too;
+- when the child (the group leader) exits, whatever is left of its process group is killed,
+  and pipes still held open by an escaped descendant are closed after `PIPE_DRAIN` seconds,
+  so neither `stop()` nor a failed `start()` can hang on them;
+- at most one start and one stop run at a time; concurrent callers join them;
+- `kill()` SIGKILLs at once whatever this model still has alive (its server's group and a
+  running `cmdStop`'s group): the last resort of a shutdown that ran out of time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import ctypes
+import logging
+import os
+import shlex
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from llama_swap.compiler.plan import Model
+from llama_swap.runtime.core.errors import RouteError, RouteFailure, health_timeout, start_failed
+from llama_swap.runtime.core.process_state import ProcessState
+from llama_swap.runtime.engine.logs import LogBuffer
+from llama_swap.runtime.engine.orphans import GUARD_INSTANCE
+
+_log = logging.getLogger(__name__)
+
+StateCallback = Callable[[str, ProcessState, ProcessState], None]
+
+PIPE_DRAIN = 1.0  # seconds to wait for pipe EOF after the child exited
+TAIL_LINES = 10  # log lines quoted in a start-failure error
+START_GRACE = 5.0  # grace used when a failed health check kills the child
+
+
+def next_poll_delay(attempt: int, elapsed: float) -> float:
+    """Seconds to wait before health poll number `attempt + 1` (attempt 0 is immediate).
+
+    Starts at 5 ms and doubles up to 25 ms, so a server that comes up in the first seconds is
+    seen within ~25 ms of listening (the swap-overhead target is < 50 ms); a refused
+    connection costs well under a millisecond.  A slow loader is polled more gently:
+    every 100 ms after 5 s, every 250 ms after 30 s.
+    """
+    if attempt <= 0:
+        return 0.0
+    cap = 0.025 if elapsed < 5.0 else 0.1 if elapsed < 30.0 else 0.25
+    return min(0.005 * (2 ** (attempt - 1)), cap)
+
+
+def build_env(extra: Sequence[str], base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """os.environ (or `base`) plus `NAME=value` entries; later duplicates win."""
+    env = dict(os.environ if base is None else base)
+    for item in extra:
+        name, sep, value = item.partition("=")
+        if sep and name:
+            env[name] = value
+    return env
+
+
+def resolve_argv(argv: Sequence[str]) -> list[str]:
+    """argv with argv[0] resolved through the runtime's PATH (unchanged if it has a slash)."""
+    args = list(argv)
+    if args and os.sep not in args[0]:
+        found = shutil.which(args[0])
+        if found:
+            args[0] = found
+    return args
+
+
+def _pdeathsig_preexec() -> Callable[[], None] | None:
+    """A preexec_fn that asks Linux to SIGKILL the child when its parent thread dies."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+class _ChildProtocol(asyncio.SubprocessProtocol):
+    """Feeds pipe output into a LogBuffer; reports exit separately from pipe closure.
+
+    asyncio's `Process.wait()` in 3.11 waits for the pipes too, which a forked grandchild can
+    hold open forever; this protocol lets the owner see the exit at once.
+    """
+
+    def __init__(self, log: LogBuffer):
+        loop = asyncio.get_running_loop()
+        self.log = log
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.pipes_closed: asyncio.Future[None] = loop.create_future()
+        self._decoders: dict[int, codecs.IncrementalDecoder] = {}
+
+    def _decoder(self, fd: int) -> codecs.IncrementalDecoder:
+        dec = self._decoders.get(fd)
+        if dec is None:
+            dec = self._decoders[fd] = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        return dec
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        text = self._decoder(fd).decode(data) if isinstance(data, bytes) else data
+        if text:
+            self.log.write(text)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        tail = self._decoder(fd).decode(b"", final=True)
+        if tail:
+            self.log.write(tail)
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.pipes_closed.done():
+            self.pipes_closed.set_result(None)
+
+
+class _Child:
+    """A spawned process: transport, protocol, pid, and the task that reaps it."""
+
+    def __init__(self, transport: asyncio.SubprocessTransport, proto: _ChildProtocol):
+        self.transport = transport
+        self.proto = proto
+        self.pid: int = transport.get_pid()
+        self.returncode: int | None = None
+        GUARD_INSTANCE.track(self.pid)  # its group dies with llama-swap, even if SIGKILLed
+        self.reaped: asyncio.Task[int] = asyncio.get_running_loop().create_task(self._reap())
+
+    async def _reap(self) -> int:
+        await self.proto.exited
+        code = self.transport.get_returncode()
+        self.returncode = -1 if code is None else code
+        _signal_group(self.pid, signal.SIGKILL)  # leftovers of the group
+        GUARD_INSTANCE.forget(self.pid)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.proto.pipes_closed), PIPE_DRAIN)
+        if not self.proto.pipes_closed.done():
+            self.proto.log.write("[llama-swap] closing output pipes held open by a descendant\n")
+        self.transport.close()
+        return self.returncode
+
+    @property
+    def alive(self) -> bool:
+        return not self.proto.exited.done()
+
+    def signal(self, sig: int) -> None:
+        if self.alive:
+            _signal_group(self.pid, sig, fallback=True)
+
+    async def kill_after(self, grace: float) -> int:
+        """Wait up to `grace` s for the exit, then SIGKILL the group; return the exit code."""
+        if self.alive:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.proto.exited), max(0.0, grace))
+        if self.alive:
+            self.proto.log.write(f"[llama-swap] pid {self.pid} still alive after {grace:g}s: SIGKILL\n")
+            self.signal(signal.SIGKILL)
+        return await asyncio.shield(self.reaped)
+
+
+def _signal_group(pgid: int, sig: int, *, fallback: bool = False) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        if fallback:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pgid, sig)
+    except PermissionError:  # pragma: no cover - the group id was reused by someone else
+        pass
+
+
+async def _spawn(argv: Sequence[str], env: Mapping[str, str], log: LogBuffer) -> _Child:
+    loop = asyncio.get_running_loop()
+    transport, proto = await loop.subprocess_exec(
+        lambda: _ChildProtocol(log),
+        *resolve_argv(argv),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=dict(env),
+        start_new_session=True,
+        preexec_fn=_PREEXEC,
+    )
+    return _Child(transport, proto)
+
+
+_PREEXEC = _pdeathsig_preexec()
+
+
+class ModelProcess:
+    """One model's upstream server process and its lifecycle."""
+
+    def __init__(
+        self,
+        model: Model,
+        *,
+        health_check_timeout: float,
+        log: LogBuffer,
+        on_state_change: StateCallback | None = None,
+    ):
+        self.model = model
+        self.health_check_timeout = health_check_timeout
+        self.log = log
+        self.on_state_change = on_state_change
+        self.state = ProcessState.STOPPED
+        self.pid: int | None = None
+        self._child: _Child | None = None
+        self._stopper: _Child | None = None  # a running cmdStop
+        self._start_task: asyncio.Task[None] | None = None
+        self._stop_task: asyncio.Task[None] | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+        self._abort: asyncio.Event | None = None
+
+    # -- public API ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Make the model READY (idempotent); raises RouteFailure when it cannot be."""
+        while True:
+            if self.state is ProcessState.READY:
+                return
+            if self.state is ProcessState.SHUTDOWN:
+                raise RouteFailure(RouteError(503, f"[{self.model.id}] shutdown"))
+            if self.state is ProcessState.STOPPING and self._stop_task is not None:
+                await asyncio.shield(self._stop_task)
+                continue
+            if self.state is ProcessState.STARTING and self._start_task is not None:
+                await asyncio.shield(self._start_task)
+                return
+            self._abort = asyncio.Event()
+            self._set_state(ProcessState.STARTING)
+            self._start_task = asyncio.get_running_loop().create_task(self._run_start(self._abort))
+            self._start_task.add_done_callback(_consume_exception)
+            await asyncio.shield(self._start_task)
+            return
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop the child (idempotent) and return once it has exited; aborts a start."""
+        if self.state in (ProcessState.STOPPED, ProcessState.SHUTDOWN):
+            return
+        if self.state is not ProcessState.STOPPING or self._stop_task is None:
+            if self.state is ProcessState.STARTING and self._abort is not None:
+                self._abort.set()
+            self._set_state(ProcessState.STOPPING)
+            self._stop_task = asyncio.get_running_loop().create_task(self._run_stop(grace))
+            self._stop_task.add_done_callback(_consume_exception)
+        # return after THIS stop: looping could abort a start that began right after it
+        await asyncio.shield(self._stop_task)
+
+    async def shutdown(self, grace: float) -> None:
+        """Stop, then enter the terminal SHUTDOWN state (later starts fail with 503)."""
+        while self.state is not ProcessState.SHUTDOWN:
+            await self.stop(grace)
+            if self.state is ProcessState.STOPPED:
+                self._set_state(ProcessState.SHUTDOWN)
+
+    def kill(self) -> None:
+        """SIGKILL the process groups of the server and of a running cmdStop, now.
+
+        For a shutdown out of time: a stop in progress then sees the exits and finishes
+        (and reaps them) promptly instead of waiting out its grace periods."""
+        for child in (self._child, self._stopper):
+            if child is not None and child.alive:
+                self._note(f"pid {child.pid} still alive at the shutdown deadline: SIGKILL")
+                child.signal(signal.SIGKILL)
+
+    def __repr__(self) -> str:
+        return f"<ModelProcess {self.model.id} {self.state.value} pid={self.pid}>"
+
+    # -- internals ----------------------------------------------------------------------------
+    def _set_state(self, new: ProcessState) -> None:
+        old = self.state
+        if old is new:
+            return
+        self.state = new
+        if self.on_state_change is not None:
+            try:
+                self.on_state_change(self.model.id, old, new)
+            except Exception:  # a listener's bug must not corrupt the state machine
+                _log.exception("on_state_change listener failed for %s", self.model.id)
+
+    def _note(self, message: str) -> None:
+        self.log.write(f"[llama-swap] [{self.model.id}] {message}\n")
+
+    async def _run_start(self, abort: asyncio.Event) -> None:
+        try:
+            await self._start_child(abort)
+        except RouteFailure:
+            raise
+        except BaseException:
+            # a bug or a cancelled loop: never leave a half-started child or a STARTING state
+            child = self._child
+            if child is not None and self.state is ProcessState.STARTING:
+                child.signal(signal.SIGKILL)
+            self._fail_start()
+            raise
+
+    async def _start_child(self, abort: asyncio.Event) -> None:
+        model = self.model
+        t0 = time.monotonic()
+        if not model.cmd:
+            self._fail_start()
+            raise RouteFailure(start_failed(model.id, "empty command"))
+        # this run's own output, forwarded to the model log: the tail quoted in a start
+        # failure must not show lines of an earlier run
+        run_log = LogBuffer(f"{model.id}#run", capacity=16 * 1024, parent=self.log)
+        try:
+            child = await _spawn(model.cmd, build_env(model.env), run_log)
+        except (OSError, ValueError) as exc:
+            detail = f"failed to start command '{_argv_text(model.cmd)}': {exc}"
+            self._note(detail)
+            self._fail_start()
+            raise RouteFailure(start_failed(model.id, detail)) from None
+        self._child, self.pid = child, child.pid
+        self._note(f"started pid {child.pid}: {_argv_text(model.cmd)}")
+        if abort.is_set():
+            raise RouteFailure(RouteError(503, f"[{model.id}] aborted"))
+
+        error = await self._wait_healthy(child, abort, run_log, t0)
+        if error is not None:
+            raise RouteFailure(error)
+        if model.checkEndpoint.strip().lower() != "none":
+            self._note(f"health ok after {(time.monotonic() - t0) * 1000:.0f} ms")
+        self._set_state(ProcessState.READY)
+        self._watch_task = asyncio.get_running_loop().create_task(self._watch(child))
+        self._watch_task.add_done_callback(_consume_exception)
+
+    async def _wait_healthy(
+        self, child: _Child, abort: asyncio.Event, run_log: LogBuffer, t0: float
+    ) -> RouteError | None:
+        """None once healthy; otherwise the error (the child is stopped or being stopped)."""
+        model = self.model
+        if model.checkEndpoint.strip().lower() == "none":
+            return RouteError(503, f"[{model.id}] aborted") if abort.is_set() else None
+        aborted = asyncio.ensure_future(abort.wait())
+        health = asyncio.ensure_future(self._poll_health(_health_url(model), t0))
+        try:
+            done, _ = await asyncio.wait(
+                {aborted, health, child.reaped}, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for fut in (aborted, health):
+                if not fut.done():
+                    fut.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await fut
+        if aborted in done:
+            return RouteError(503, f"[{model.id}] aborted")
+        if child.reaped in done:
+            code = child.reaped.result()
+            self._note(f"exited with code {code} while starting")
+            self._fail_start()
+            detail = f"upstream command exited prematurely with code {code}"
+            tail = run_log.tail_lines(TAIL_LINES)
+            if tail:
+                detail += "; last output:\n" + "\n".join(tail)
+            return start_failed(model.id, detail)
+        if health.result():
+            return None
+        # health deadline passed: kill the child ourselves (unless a stop() took over)
+        self._note(f"health check timed out after {self.health_check_timeout:g}s")
+        if self.state is ProcessState.STARTING:
+            child.signal(signal.SIGTERM)
+            await child.kill_after(START_GRACE)
+            self._fail_start()
+        return health_timeout(model.id, self.health_check_timeout)
+
+    async def _poll_health(self, url: str, t0: float) -> bool:
+        import aiohttp  # the runtime has it loaded already; keeps this module light to import
+
+        deadline = t0 + self.health_check_timeout
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=2.0, sock_read=5.0)
+        connector = aiohttp.TCPConnector(force_close=True, limit=1)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            attempt = 0
+            while True:
+                now = time.monotonic()
+                if now >= deadline:
+                    return False
+                delay = next_poll_delay(attempt, now - t0)
+                if delay:
+                    await asyncio.sleep(min(delay, deadline - now))
+                attempt += 1
+                try:
+                    async with asyncio.timeout(max(0.001, deadline - time.monotonic())):
+                        async with session.get(url, allow_redirects=False) as resp:
+                            await resp.read()
+                            if resp.status == 200:
+                                return True
+                except (aiohttp.ClientError, OSError, TimeoutError):
+                    pass
+
+    def _fail_start(self) -> None:
+        """A start ended without READY: go back to STOPPED (unless a stop() owns the state)."""
+        if self.state is ProcessState.STARTING:
+            self._child = None
+            self.pid = None
+            self._set_state(ProcessState.STOPPED)
+
+    async def _watch(self, child: _Child) -> None:
+        """Notice an exit nobody asked for: READY -> STOPPED."""
+        code = await asyncio.shield(child.reaped)
+        if self._child is child and self.state is ProcessState.READY:
+            self._note(f"exited unexpectedly with code {code}")
+            self._child = None
+            self.pid = None
+            self._set_state(ProcessState.STOPPED)
+
+    async def _run_stop(self, grace: float) -> None:
+        start = self._start_task
+        if start is not None and not start.done():
+            await asyncio.wait({start})  # the abort makes it return promptly
+        child = self._child
+        if child is not None:
+            await self._terminate(child, grace)
+        self._child = None
+        self.pid = None
+        self._set_state(ProcessState.STOPPED)
+
+    async def _terminate(self, child: _Child, grace: float) -> None:
+        stopper: _Child | None = None
+        if child.alive:
+            cmd_stop = self.model.cmdStop
+            if cmd_stop:
+                argv = [tok.replace("${PID}", str(child.pid)) for tok in cmd_stop]
+                self._note(f"stopping pid {child.pid} with cmdStop: {_argv_text(argv)}")
+                try:
+                    stopper = self._stopper = await _spawn(argv, build_env(self.model.env), self.log)
+                except (OSError, ValueError) as exc:
+                    self._note(f"cmdStop failed to start ({exc}); sending SIGTERM")
+                    child.signal(signal.SIGTERM)
+            else:
+                self._note(f"stopping pid {child.pid} with SIGTERM")
+                child.signal(signal.SIGTERM)
+        code = await child.kill_after(grace)
+        self._note(f"exited with code {code}")
+        if stopper is not None:
+            try:
+                if stopper.alive:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(stopper.proto.exited), 1.0)
+                stopper.signal(signal.SIGKILL)
+                stop_code = await asyncio.shield(stopper.reaped)
+            finally:
+                self._stopper = None
+            if stop_code != 0:
+                self._note(f"cmdStop exited with code {stop_code}")
+
+
+def _argv_text(argv: Sequence[str]) -> str:
+    """argv as one shell-quoted log line."""
+    return shlex.join(argv).replace("\n", "\\n")
+
+
+def _health_url(model: Model) -> str:
+    endpoint = model.checkEndpoint.strip() or "/health"
+    if not endpoint.startswith("/"):
+        endpoint = "/" + endpoint
+    return model.proxy.rstrip("/") + endpoint
+
+
+def _consume_exception(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()

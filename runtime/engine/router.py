@@ -1,0 +1,497 @@
+"""The router: one run loop that owns all routing state, and the Effects it offers.
+
+Why one loop: the scheduler is a pure state machine (runtime/schedulers) that
+must see events one at a time.  Every source of change -- a request arriving,
+a client leaving, a swap or stop finishing, a served response ending, a
+process changing state, the TTL ticker, unload, shutdown, a new plan -- posts
+a frozen event (runtime/events.py) to one `asyncio.Queue`.  A single task
+drains it and calls the scheduler; nothing else touches scheduler state, so
+there are no locks.
+
+The router implements `runtime.schedulers.base.Effects`.  Effects run on the
+loop and never block it: slow work (stopping and starting processes) runs in
+tasks tracked in `self._tasks`, whose outcomes come back as events.
+
+Invariants:
+- a request is answered exactly once, through its future; a grant to a caller
+  that is gone returns False and is not counted as in flight;
+- every lease posts `ServeDone` exactly once (runtime/events.py `Lease`);
+- `self.plan` is one reference, replaced only on the loop (hot reload seam:
+  `apply_plan`, issue 5);
+- a scheduler sees only the outcomes of swaps it started: every swap is stamped with
+  the scheduler generation, and a hot reload that rebuilds the scheduler starts a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import shlex
+import time
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from llama_swap.compiler.plan import Model, Plan
+from llama_swap.runtime.core import errors
+from llama_swap.runtime.core.errors import RouteError, RouteFailure
+from llama_swap.runtime.core.process_state import ProcessState
+from llama_swap.runtime.core.schedulers import make_scheduler
+from llama_swap.runtime.core.schedulers.base import Request, Scheduler
+from llama_swap.runtime.core.swappers import make_swapper
+from llama_swap.runtime.engine import hotswap
+from llama_swap.runtime.engine.events import (
+    Event,
+    Lease,
+    PlanApplied,
+    ProcessStopped,
+    RequestArrived,
+    RequestCancelled,
+    ServeDone,
+    ShutdownRequested,
+    StateChanged,
+    SwapDone,
+    TtlTick,
+    UnloadRequested,
+)
+from llama_swap.runtime.engine.logs import LogBuffer
+from llama_swap.runtime.engine.process import ModelProcess
+
+log = logging.getLogger("llama_swap.router")
+
+# Seconds a process gets to exit after cmdStop/SIGTERM before SIGKILL to its group, for every
+# stop (eviction, unload, TTL): issue 3 says 5 s. The Go original varies it by caller (eviction
+# waits up to healthCheckTimeout); see docs/differences.md.
+STOP_GRACE = 5.0
+DEFAULT_HEALTH_TIMEOUT = 30.0  # used when the plan's healthCheckTimeout is <= 0
+# Seconds a shutdown that ran out of time waits for the processes it SIGKILLed to be reaped
+# (a reap may wait up to runtime.process.PIPE_DRAIN for pipes an escaped descendant holds).
+KILL_REAP_WAIT = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class StampedSwapDone(SwapDone):
+    """A `SwapDone` stamped with the generation of the scheduler that asked for the swap.
+
+    A hot reload may replace the scheduler while swaps it started still run; the new
+    scheduler never asked for them, so the loop drops their outcomes instead of letting
+    one answer a swap the new scheduler started (see `Router.scheduler`)."""
+
+    generation: int = 0
+
+
+class Router:
+    """Owns the model processes and the scheduler; see the module docstring."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        *,
+        upstream_log: LogBuffer,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+        ttl_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.plan = plan
+        self.upstream_log = upstream_log
+        self._on_event = on_event
+        self._ttl_interval = ttl_interval
+        self._clock = clock
+        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._ids = itertools.count(1)
+        self._waiters: dict[int, RequestArrived] = {}
+        self._last_use: dict[str, float] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._swaps: dict[str, asyncio.Task[None]] = {}  # the newest swap task per model
+        self._loop_task: asyncio.Task[None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._shutdown_task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._leased = 0  # leases granted and not yet released (all models)
+        self._inflight_changed = False  # emit an `inflight` event once the event is handled
+        self._generation = 0  # bumped whenever the scheduler is replaced
+        self.processes: dict[str, ModelProcess] = {
+            mid: self._new_process(model) for mid, model in plan.models.items()
+        }
+        self.scheduler: Scheduler = make_scheduler(
+            plan.routing, plan.models, self, make_swapper(plan)
+        )
+
+    # ------------------------------------------------------------------ public API
+
+    async def start(self) -> None:
+        """Spawn the run loop and the TTL ticker."""
+        if self._loop_task is None:
+            self._loop_task = asyncio.create_task(self._run(), name="router-loop")
+            self._ticker = asyncio.create_task(self._tick(), name="router-ttl")
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    @property
+    def scheduler(self) -> Scheduler:
+        """The scheduler the run loop feeds.  Replacing it (a hot reload that rebuilds it)
+        starts a new generation: outcomes of swaps an earlier scheduler started are
+        dropped on the loop, since only the scheduler that started a swap can tell which
+        of its requests that swap answers (e.g. fifo's swaps released by an unload)."""
+        return self._scheduler
+
+    @scheduler.setter
+    def scheduler(self, scheduler: Scheduler) -> None:
+        self._scheduler = scheduler
+        self._generation += 1
+
+    async def acquire(
+        self, model_id: str, *, on_position: Callable[[int], None] | None = None
+    ) -> Lease:
+        """Wait until the scheduler grants a request for `model_id` (a resolved local id).
+
+        Raises RouteFailure (404 unknown, 429 limit, 502 start failed, 503 health
+        timeout / unloaded / shutting down).  If the caller is cancelled while
+        waiting, the scheduler is told (the request never triggers a load), and
+        a grant that raced with the cancellation is released at once.
+        """
+        if self._closing:
+            raise RouteFailure(errors.shutting_down())
+        future: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
+        request = Request(next(self._ids), model_id)
+        self._post(RequestArrived(request, future, on_position))
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                future.result().release()
+            else:
+                self._post(RequestCancelled(request.id))
+            raise
+
+    async def unload(self, models: Sequence[str] | None = None) -> None:
+        """Fail waiters for `models` (default: all), stop them; return once they exited."""
+        targets = tuple(models) if models is not None else tuple(sorted(self.processes))
+        targets = tuple(m for m in targets if m in self.processes)
+        if not targets:
+            return
+        if not self._closing:
+            error = (
+                errors.model_unloaded(targets[0])
+                if len(targets) == 1
+                else RouteError(503, "model unloaded while the request waited")
+            )
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._post(UnloadRequested(targets, error, done))
+            await done
+        procs = [p for p in (self.processes.get(m) for m in targets) if p is not None]
+        await asyncio.gather(*(p.stop(STOP_GRACE) for p in procs))
+
+    async def shutdown(self, timeout: float) -> None:
+        """Fail every waiter, stop every child within `timeout` s; idempotent."""
+        if self._shutdown_task is None:
+            self._shutdown_task = asyncio.create_task(self._shutdown(timeout), name="router-shutdown")
+        await asyncio.shield(self._shutdown_task)
+
+    def running(self) -> list[dict[str, Any]]:
+        """`GET /running` records: processes not stopped, sorted by model id (reference 5.10)."""
+        out = []
+        for mid in sorted(self.processes):
+            proc = self.processes[mid]
+            if proc.state.occupies_memory:
+                m = proc.model
+                out.append(
+                    {
+                        "model": mid,
+                        "state": str(proc.state),
+                        "cmd": shlex.join(m.cmd),
+                        "proxy": m.proxy,
+                        "ttl": m.ttl,
+                        "name": m.name,
+                        "description": m.description,
+                    }
+                )
+        return out
+
+    def in_flight(self, model: str) -> int:
+        return self.scheduler.in_flight(model)
+
+    async def apply_plan(self, new_plan: Plan) -> Any:
+        """Hot-swap the plan on the run loop (issue 5).  Returns what `_replace_plan` returns."""
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._post(PlanApplied(new_plan, done))
+        return await done
+
+    # ------------------------------------------------------------------ Effects
+
+    def model_state(self, model: str) -> ProcessState | None:
+        proc = self.processes.get(model)
+        return None if proc is None else proc.state
+
+    def running_models(self) -> Sequence[str]:
+        return sorted(m for m, p in self.processes.items() if p.state.occupies_memory)
+
+    def start_swap(self, model: str, evict: tuple[str, ...]) -> None:
+        log.debug("swap: starting %s%s", model, f", stopping {', '.join(evict)}" if evict else "")
+        # Swaps to one model run one after another, so their SwapDone events arrive in the
+        # order they were started: a scheduler that released a swap (unload) can tell its
+        # late outcome from the outcome of a swap started after it.
+        previous = self._swaps.get(model)
+        task = self._spawn(
+            self._swap(model, evict, previous, self._generation), f"swap:{model}"
+        )
+        self._swaps[model] = task
+        task.add_done_callback(
+            lambda t: self._swaps.pop(model) if self._swaps.get(model) is t else None
+        )
+
+    def grant_serve(self, request: Request) -> bool:
+        waiter = self._waiters.pop(request.id, None)
+        if waiter is None or waiter.future.done():
+            return False
+        waiter.future.set_result(Lease(self.processes[request.model].model, self._post))
+        self._last_use[request.model] = self._clock()
+        self._leased += 1
+        self._inflight_changed = True  # emitted after the scheduler has counted the grant
+        return True
+
+    def grant_error(self, request: Request, error: RouteError) -> None:
+        waiter = self._waiters.pop(request.id, None)
+        if waiter is not None and not waiter.future.done():
+            waiter.future.set_exception(RouteFailure(error))
+
+    def stop_processes(self, models: tuple[str, ...]) -> None:
+        for model in models:
+            if model in self.processes:
+                self._spawn(self._stop(model, STOP_GRACE), f"stop:{model}")
+
+    def queue_positions(self, positions: Mapping[int, int]) -> None:
+        for request_id, position in positions.items():
+            waiter = self._waiters.get(request_id)
+            if waiter is not None and waiter.on_position is not None:
+                try:
+                    waiter.on_position(position)
+                except Exception:
+                    log.exception("queue position callback failed")
+
+    # ------------------------------------------------------------------ the run loop
+
+    async def _run(self) -> None:
+        while True:
+            event = await self._queue.get()
+            if self._process(event):
+                return
+
+    def _process(self, event: Event) -> bool:
+        """Handle one event on the loop task; True to exit."""
+        try:
+            if self._handle(event):
+                return True
+            hotswap.after_event(self)  # advance processes draining after a reload
+        except Exception:  # a bug; keep serving rather than hang every caller
+            log.exception("router: error handling %r", event)
+            for fut in _futures_of(event):
+                if not fut.done():
+                    fut.set_exception(RouteFailure(RouteError(500, "internal router error")))
+        finally:
+            if self._inflight_changed:
+                self._inflight_changed = False
+                self._emit_inflight()
+        return False
+
+    def _handle(self, event: Event) -> bool:
+        """Apply one event; True when the loop must exit."""
+        sched = self.scheduler
+        match event:
+            case RequestArrived(request=request, future=future):
+                if self._closing:
+                    if not future.done():
+                        future.set_exception(RouteFailure(errors.shutting_down()))
+                elif not future.done():  # a caller already gone never triggers a load
+                    self._waiters[request.id] = event
+                    sched.on_request(request)
+            case RequestCancelled(request_id=rid):
+                if self._waiters.pop(rid, None) is not None:
+                    sched.on_cancel(rid)
+            case SwapDone(model=model, error=error):
+                if error is not None:
+                    log.warning("swap: %s failed: %s", model, error.message)
+                if getattr(event, "generation", self._generation) != self._generation:
+                    log.debug("swap: dropping the outcome of a swap to %s that a replaced "
+                              "scheduler started", model)
+                else:
+                    sched.on_swap_done(model, error)
+            case ServeDone(model=model):
+                log.debug("serve done: %s", model)
+                self._last_use[model] = self._clock()
+                self._leased -= 1
+                self._inflight_changed = True
+                sched.on_serve_done(model)
+            case ProcessStopped(model=model):
+                sched.on_process_stopped(model)
+            case StateChanged(model=model, old=old, new=new):
+                self._on_state_changed(model, old, new)
+            case TtlTick():
+                self._check_ttl()
+            case UnloadRequested(models=models, error=error, done=done):
+                sched.on_unload(models, error)
+                if not done.done():
+                    done.set_result(None)
+            case PlanApplied(plan=plan, done=done):
+                try:
+                    result = self._replace_plan(plan)
+                except Exception as exc:
+                    if not done.done():
+                        done.set_exception(exc)
+                else:
+                    if not done.done():
+                        done.set_result(result)
+            case ShutdownRequested(error=error, done=done):
+                self._closing = True
+                sched.on_shutdown(error)
+                for waiter in self._waiters.values():  # belt and braces: nobody waits forever
+                    if not waiter.future.done():
+                        waiter.future.set_exception(RouteFailure(error))
+                self._waiters.clear()
+                if not done.done():
+                    done.set_result(None)
+                return True
+        return False
+
+    def _on_state_changed(self, model: str, old: ProcessState, new: ProcessState) -> None:
+        log.debug("process %s: %s -> %s", model, old, new)
+        if new is ProcessState.READY:
+            self._last_use[model] = self._clock()
+        if old is ProcessState.READY and new is ProcessState.STOPPED:
+            log.warning("process %s exited unexpectedly", model)
+            self.scheduler.on_process_stopped(model)
+        if self._on_event is not None:
+            self._on_event({"type": "state", "model": model, "old": str(old), "new": str(new)})
+
+    def _check_ttl(self) -> None:
+        now = self._clock()
+        for mid, proc in self.processes.items():
+            ttl = proc.model.ttl
+            if (
+                ttl > 0
+                and proc.state is ProcessState.READY
+                and self.scheduler.in_flight(mid) == 0
+                and now - self._last_use.get(mid, 0.0) > ttl
+            ):
+                log.info("unloading model %s, TTL of %ss reached", mid, ttl)
+                self.scheduler.on_ttl_expired(mid)
+
+    def _replace_plan(self, new_plan: Plan) -> Any:
+        """Runs on the loop, so `runtime.hotswap` may replace `self.plan`, add, stop or
+        replace processes and rebuild the scheduler in one step without locks; returns
+        the PlanDiff it applied."""
+        return hotswap.replace_plan(self, new_plan)
+
+    # ------------------------------------------------------------------ tasks
+
+    def _post(self, event: Event) -> None:
+        """Queue `event` for the run loop (the only task that handles events)."""
+        self._queue.put_nowait(event)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _swap(
+        self,
+        model: str,
+        evict: tuple[str, ...],
+        previous: asyncio.Task[None] | None = None,
+        generation: int = 0,
+    ) -> None:
+        error: RouteError | None = None
+        try:
+            if previous is not None and not previous.done():
+                await asyncio.wait({previous})  # see start_swap: one swap per model at a time
+            grace = STOP_GRACE
+            # A hot reload may have dropped a process entry meanwhile: skip it.
+            stopping = [p for p in (self.processes.get(m) for m in evict) if p is not None]
+            if stopping:
+                await asyncio.gather(*(p.stop(grace) for p in stopping))
+            target = self.processes.get(model)
+            if target is None:
+                raise RouteFailure(errors.unknown_model(model))
+            await target.start()
+        except RouteFailure as exc:
+            error = exc.error
+        except Exception as exc:  # spawn trouble the process layer did not classify
+            log.exception("swap to %s failed", model)
+            error = errors.start_failed(model, f"{type(exc).__name__}: {exc}")
+        self._post(StampedSwapDone(model, error, generation))
+
+    async def _stop(self, model: str, grace: float) -> None:
+        try:
+            proc = self.processes.get(model)
+            if proc is not None:
+                await proc.stop(grace)
+        finally:
+            self._post(ProcessStopped(model))
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self._ttl_interval)
+            self._post(TtlTick())
+
+    async def _shutdown(self, timeout: float) -> None:
+        deadline = asyncio.get_running_loop().time() + max(timeout, 0.001)
+        self._closing = True
+        if self._ticker is not None:
+            self._ticker.cancel()
+        if self._loop_task is not None and not self._loop_task.done():
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._post(ShutdownRequested(errors.shutting_down(), done))
+            await done
+            await self._loop_task
+        grace = max(0.001, timeout * 0.8)
+        stops = [asyncio.ensure_future(p.shutdown(grace)) for p in self.processes.values()]
+        if stops:
+            left = max(0.001, deadline - asyncio.get_running_loop().time())
+            _, pending = await asyncio.wait(stops, timeout=left)
+            if pending:
+                # Out of time: kill what is left ourselves rather than leave it to the
+                # parent-death signal and the orphan guard, then let the stops reap it.
+                log.warning("shutdown: %d process(es) did not stop within %.1fs: SIGKILL",
+                            len(pending), timeout)
+                for proc in self.processes.values():
+                    proc.kill()
+                _, pending = await asyncio.wait(pending, timeout=KILL_REAP_WAIT)
+            for task in pending:
+                log.warning("shutdown: a process was not reaped %.1fs after SIGKILL",
+                            KILL_REAP_WAIT)
+                task.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, *stops, return_exceptions=True)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _new_process(self, model: Model) -> ModelProcess:
+        return ModelProcess(
+            model,
+            health_check_timeout=self._health_timeout(),
+            log=LogBuffer(model.id, parent=self.upstream_log),
+            on_state_change=self._state_callback,
+        )
+
+    def _state_callback(self, model: str, old: ProcessState, new: ProcessState) -> None:
+        self._post(StateChanged(model, old, new))
+
+    def _health_timeout(self) -> float:
+        t = self.plan.settings.healthCheckTimeout
+        return float(t) if t > 0 else DEFAULT_HEALTH_TIMEOUT
+
+    def _emit_inflight(self) -> None:
+        if self._on_event is not None:
+            self._on_event({"type": "inflight", "total": self._leased})
+
+
+
+
+def _futures_of(event: Event) -> list[asyncio.Future[Any]]:
+    fut = getattr(event, "future", None) or getattr(event, "done", None)
+    return [fut] if isinstance(fut, asyncio.Future) else []

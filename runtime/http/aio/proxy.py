@@ -1,0 +1,348 @@
+"""Forwarding one HTTP exchange to an upstream, streaming both ways.
+
+Why a module of its own: the proxy is the hot path, and its rules are subtle.
+- One pooled `aiohttp.ClientSession` per model (keyed by model id and proxy
+  URL), with `auto_decompress=False`, so bytes pass through untouched.
+- Bodies stream: the response is relayed chunk by chunk as the upstream sends
+  it (SSE reaches the client at once); a small response with a known length
+  is relayed in one write (cheaper, same bytes).
+- Hop-by-hop headers (RFC 9110 7.6.1, plus those named by `Connection`) are
+  dropped both ways; status, reason and error bodies pass through.
+- A client that disconnects cancels the handler (the app runs with
+  `handler_cancellation=True`), which closes the upstream response, so the
+  upstream sees the disconnect.
+- Retry: real llama-server closes the connection after every streamed
+  response, so a pooled connection may be dead when reused.  A request that
+  fails on a *reused* connection before any response byte arrived is retried
+  once on a fresh connection, if its body can be replayed (bytes, or a stream
+  of which nothing was sent yet).
+- An upstream that dies mid-body aborts the client connection (no clean end
+  of the chunked body), so the client sees a truncated response, not a
+  complete one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from contextvars import ContextVar
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from llama_swap.compiler.plan import Model
+
+log = logging.getLogger("llama_swap.proxy")
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "proxy-connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# Request headers aiohttp would otherwise invent; the upstream sees what the client sent.
+_SKIP_AUTO = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Content-Type"})
+SMALL_BODY = 64 * 1024  # relay bodies up to this size (with a Content-Length) in one write
+
+Body = Any  # bytes | AsyncIterable[bytes] | a ForwardBody (runtime/web/body.py) | None
+
+
+class CountingResponse(web.StreamResponse):
+    """A streamed response that counts the body bytes written (`body_bytes`), for the
+    access log: aiohttp itself only knows the bytes on the wire, chunk framing included."""
+
+    body_bytes = 0
+
+    def write(self, data: Any) -> Any:
+        self.body_bytes += len(data)
+        return super().write(data)
+
+
+class UpstreamError(Exception):
+    """The upstream could not be reached or failed before answering."""
+
+
+_HOP_BY_HOP_AND_LENGTH = HOP_BY_HOP | {"content-length"}
+
+
+def _dropped(headers: Any, base: frozenset[str] = HOP_BY_HOP) -> frozenset[str]:
+    """`base` plus the names a `Connection` header lists (the common case: no extra set)."""
+    values = headers.getall("Connection", ())
+    if not values:
+        return base
+    drop = set(base)
+    for value in values:
+        drop.update(token.strip().lower() for token in value.split(",") if token.strip())
+    return frozenset(drop)
+
+
+def request_headers(request: web.BaseRequest) -> CIMultiDict[str]:
+    """The client's headers minus hop-by-hop ones and Content-Length (aiohttp sets it);
+    `X-Forwarded-For` gets the client address appended, as Go's reverse proxy does."""
+    headers = request.headers
+    drop = _dropped(headers, _HOP_BY_HOP_AND_LENGTH)
+    out: CIMultiDict[str] = CIMultiDict()
+    add = out.add
+    for k, v in headers.items():
+        if k.lower() not in drop:
+            add(k, v)
+    remote = request.remote
+    if remote:
+        prior = out.popall("X-Forwarded-For", None)
+        out["X-Forwarded-For"] = ", ".join([*prior, remote]) if prior else remote
+    return out
+
+
+def response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
+    headers = upstream.headers
+    drop = _dropped(headers)
+    out: CIMultiDict[str] = CIMultiDict()
+    add = out.add
+    for k, v in headers.items():
+        if k.lower() not in drop:
+            add(k, v)
+    if "text/event-stream" in headers.get("Content-Type", ""):
+        out["X-Accel-Buffering"] = "no"
+    return out
+
+
+class _ReplayableStream:
+    """Wraps a streamed request body; remembers whether any chunk was handed out."""
+
+    def __init__(self, source: AsyncIterable[bytes]) -> None:
+        self._source = source
+        self.started = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._source:
+            self.started = True
+            yield chunk
+
+
+# The attempt in progress in this task: `_PoolConnector` marks it when it hands out a
+# pooled (reused) connection.  A context variable instead of an aiohttp TraceConfig,
+# whose per-request trace objects and callbacks cost more than the rest of the lookup.
+_ATTEMPT: ContextVar[SimpleNamespace | None] = ContextVar("llama_swap_attempt", default=None)
+
+
+class _PoolConnector(aiohttp.TCPConnector):
+    """A TCPConnector that tells the current attempt whether its connection was reused."""
+
+    async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
+        conn = await super().connect(req, traces, timeout)
+        proto: Any = conn.protocol
+        if proto is not None:
+            attempt = _ATTEMPT.get()
+            if getattr(proto, "_llama_swap_used", False):
+                if attempt is not None:
+                    attempt.reused = True
+            else:
+                proto._llama_swap_used = True
+        return conn
+
+
+class _Upstream:
+    """The client sessions for one model: a pooled one and a no-reuse one for retries."""
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        self.proxy = model.proxy.rstrip("/")
+        self.timeouts = model.timeouts
+        t = model.timeouts
+        self.header_timeout = t.responseHeader or None
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.connect or None)
+        self.pooled = aiohttp.ClientSession(
+            connector=_PoolConnector(limit=0, keepalive_timeout=t.idleConn or 90),
+            timeout=timeout,
+            auto_decompress=False,
+            skip_auto_headers=_SKIP_AUTO,
+        )
+        self.fresh = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, force_close=True),
+            timeout=timeout,
+            auto_decompress=False,
+            skip_auto_headers=_SKIP_AUTO,
+        )
+
+    async def close(self) -> None:
+        await self.pooled.close()
+        await self.fresh.close()
+
+
+class UpstreamPool:
+    """Client sessions per model, and the forwarding of one request through them."""
+
+    def __init__(self) -> None:
+        self._upstreams: dict[str, _Upstream] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def _get(self, model: Model) -> _Upstream:
+        up = self._upstreams.get(model.id)
+        if up is not None and up.model is model:  # the common case: the same plan entry
+            return up
+        if up is None or up.proxy != model.proxy.rstrip("/") or up.timeouts != model.timeouts:
+            if up is not None:  # the model's address changed (hot reload): retire the old pool
+                task = asyncio.get_running_loop().create_task(up.close())
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+            up = self._upstreams[model.id] = _Upstream(model)
+        up.model = model
+        return up
+
+    async def close(self) -> None:
+        ups, self._upstreams = list(self._upstreams.values()), {}
+        await asyncio.gather(*(u.close() for u in ups), *self._closing, return_exceptions=True)
+
+    async def send(
+        self,
+        model: Model,
+        method: str,
+        path_qs: str,
+        headers: CIMultiDict[str],
+        body: Body,
+    ) -> aiohttp.ClientResponse:
+        """Send a request and return once the response headers arrived (retrying once on
+        a dead reused connection).  Raises UpstreamError."""
+        up = self._get(model)
+        url = up.proxy + path_qs
+        data, stream = _payload(body, headers)
+        flag = SimpleNamespace(reused=False)
+        header_timeout = up.header_timeout
+        token = _ATTEMPT.set(flag)
+        try:
+            if header_timeout is None:
+                return await up.pooled.request(
+                    method, url, headers=headers, data=data, allow_redirects=False
+                )
+            async with asyncio.timeout(header_timeout):
+                return await up.pooled.request(
+                    method, url, headers=headers, data=data, allow_redirects=False
+                )
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            replayable = stream is None or not stream.started
+            if isinstance(exc, aiohttp.ClientConnectorError) or not flag.reused or not replayable:
+                raise UpstreamError(_describe(exc)) from exc
+            log.debug("retrying %s %s on a fresh connection: %s", method, url, exc)
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(_describe(exc)) from exc
+        except TimeoutError as exc:
+            raise UpstreamError(f"no response headers within {header_timeout}s") from exc
+        finally:
+            _ATTEMPT.reset(token)
+        try:
+            async with asyncio.timeout(header_timeout):
+                return await up.fresh.request(
+                    method, url, headers=headers, data=data, allow_redirects=False
+                )
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(_describe(exc)) from exc
+        except TimeoutError as exc:
+            raise UpstreamError(f"no response headers within {header_timeout}s") from exc
+
+    async def forward(
+        self,
+        request: web.Request,
+        model: Model,
+        path: str,
+        body: Body,
+        *,
+        into: web.StreamResponse | None = None,
+        tap: Callable[[aiohttp.ClientResponse], None] | None = None,
+    ) -> web.StreamResponse:
+        """Proxy `request` to `model` at `path` (query string kept) and relay the answer.
+
+        `into`: an already started response (sendLoadingState) that receives only the
+        upstream's body.  `tap`: called with the upstream's response before it is relayed
+        (the activity log tees it there).  Raises UpstreamError when nothing was answered
+        yet (the caller renders a 502)."""
+        qs = request.query_string
+        path_qs = f"{path}?{qs}" if qs else path
+        upstream = await self.send(model, request.method, path_qs, request_headers(request), body)
+        if tap is not None:
+            tap(upstream)
+        try:
+            resp = await relay(request, upstream, into=into)
+        except BaseException:
+            upstream.close()
+            raise
+        upstream.release()
+        return resp
+
+
+async def relay(
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    *,
+    into: web.StreamResponse | None = None,
+) -> web.StreamResponse:
+    """Write the upstream's response to the client as it arrives; return when it is
+    complete (written and ended) or aborted, so in-flight accounting stays exact."""
+    if into is not None:
+        resp = into
+    else:
+        headers = response_headers(upstream)
+        length = upstream.content_length
+        if length is not None and length <= SMALL_BODY:
+            try:
+                data = await upstream.read()
+            except aiohttp.ClientError as exc:
+                raise UpstreamError(_describe(exc)) from exc
+            headers.popall("Content-Length", None)
+            small = web.Response(
+                status=upstream.status, reason=upstream.reason, body=data, headers=headers
+            )
+            await small.prepare(request)
+            await small.write_eof()
+            return small
+        resp = CountingResponse(status=upstream.status, reason=upstream.reason, headers=headers)
+        await resp.prepare(request)
+    content = upstream.content
+    while True:
+        try:
+            chunk = await content.readany()
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+            log.warning("upstream aborted mid-response (%s): closing the client connection", exc)
+            if request.transport is not None:
+                request.transport.close()  # flush what was relayed, end without a clean EOF
+            return resp
+        if not chunk:
+            break
+        await resp.write(chunk)  # a client gone raises here; forward() closes the upstream
+    await resp.write_eof()
+    return resp
+
+
+def _payload(body: Body, headers: CIMultiDict[str]) -> tuple[Any, _ReplayableStream | None]:
+    """What to hand aiohttp: bytes as they are (replayable), streams wrapped so a retry
+    knows whether anything was sent.  A ForwardBody's known length becomes Content-Length."""
+    if body is None or isinstance(body, bytes | bytearray):
+        return body, None
+    data = getattr(body, "data", None)
+    if isinstance(data, bytes | bytearray):
+        return data, None
+    if hasattr(body, "chunks"):
+        if body.length is not None:
+            headers["Content-Length"] = str(body.length)
+        body = body.chunks()
+    stream = _ReplayableStream(body)
+    return stream, stream
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        # its str() is the repr of a half-parsed response when the upstream hung up mid-headers
+        return "ServerDisconnectedError: the upstream closed the connection before answering"
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text != type(exc).__name__ else text

@@ -1,0 +1,47 @@
+"""Operational routes: `GET /health`, `GET /running`, `POST /api/models/unload[/{model}]`.
+
+Shapes follow the reference (5.2, 5.10): `/running` lists processes that are
+not stopped, sorted by id; the unload routes return only after the processes
+have exited (the router's `unload` waits for them).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from llama_swap.runtime.core.errors import RouteError
+from llama_swap.runtime.http.aio.app import STATE
+from llama_swap.runtime.http.render.errors import route_error_response
+
+MODEL_NOT_FOUND = "model not found"
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.Response(text="OK")
+
+
+async def running(request: web.Request) -> web.Response:
+    return web.json_response({"running": request.app[STATE].router.running()})
+
+
+async def unload_all(request: web.Request) -> web.Response:
+    await request.app[STATE].router.unload()
+    return web.json_response({"msg": "ok"})
+
+
+async def unload_one(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    name = request.match_info["model"].removeprefix("/")
+    plan = state.plan
+    model_id = plan.resolve(name)
+    if model_id is None:  # peers' models too: the original resolves local ids and aliases only
+        return route_error_response(request, RouteError(404, MODEL_NOT_FOUND))
+    await state.router.unload((model_id,))
+    return web.Response(text="OK")
+
+
+def register(app: web.Application) -> None:
+    app.router.add_get("/health", health)
+    app.router.add_get("/running", running)
+    app.router.add_post("/api/models/unload", unload_all)
+    app.router.add_post("/api/models/unload/{model:.*}", unload_one)  # "" -> model not found

@@ -1,0 +1,219 @@
+"""Proxy log lines and the access-log middleware (reference 1.6 and 5.12).
+
+`ProxyLog` formats `[<time> ][LEVEL] message` lines (the time only when
+`logTimeFormat` names one of the Go layouts, mapped here to Python formatting)
+into a LogBuffer, dropping lines below `logLevel`.  `access_log_middleware`
+writes one INFO line per request:
+`Request <ip> "<METHOD> <path> <proto>" <status> <bytes> "<UA>" <duration>`,
+client IP from X-Forwarded-For (first entry), X-Real-IP, else the peer.  It
+never writes headers, so API keys cannot reach the log.  (The
+logToStdout wiring of the buffers lives in runtime/serve.py.)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Protocol
+
+from aiohttp import web
+
+from llama_swap.compiler.plan import Plan
+
+LEVELS = {"debug": 0, "info": 1, "warn": 2, "error": 3}
+INFO = LEVELS["info"]
+SKIP_PREFIXES = ("/wol-health", "/api/performance", "/metrics")
+
+
+class Writable(Protocol):
+    def write(self, data: str) -> None: ...
+
+
+def _rfc3339(dt: datetime, digits: int) -> str:
+    base = dt.strftime("%Y-%m-%dT%H:%M:%S")
+    if digits:
+        frac = f"{dt.microsecond:06d}".rstrip("0")
+        base += f".{frac}" if frac else ""
+    offset = dt.strftime("%z")
+    zone = "Z" if offset in ("+0000", "") else f"{offset[:3]}:{offset[3:]}"
+    return base + zone
+
+
+def _fmt(pattern: str) -> Callable[[datetime], str]:
+    return lambda dt: dt.strftime(pattern)
+
+
+def _stamp(frac_digits: int) -> Callable[[datetime], str]:
+    def render(dt: datetime) -> str:
+        frac = f"{dt.microsecond:06d}000"[:frac_digits]
+        return dt.strftime("%b %e %H:%M:%S") + "." + frac
+
+    return render
+
+
+TIME_FORMATS: dict[str, Callable[[datetime], str]] = {
+    "ansic": _fmt("%a %b %e %H:%M:%S %Y"),
+    "unixdate": _fmt("%a %b %e %H:%M:%S %Z %Y"),
+    "rubydate": _fmt("%a %b %d %H:%M:%S %z %Y"),
+    "rfc822": _fmt("%d %b %y %H:%M %Z"),
+    "rfc822z": _fmt("%d %b %y %H:%M %z"),
+    "rfc850": _fmt("%A, %d-%b-%y %H:%M:%S %Z"),
+    "rfc1123": _fmt("%a, %d %b %Y %H:%M:%S %Z"),
+    "rfc1123z": _fmt("%a, %d %b %Y %H:%M:%S %z"),
+    "rfc3339": lambda dt: _rfc3339(dt, 0),
+    "rfc3339nano": lambda dt: _rfc3339(dt, 9),
+    "kitchen": lambda dt: dt.strftime("%I:%M%p").lstrip("0"),
+    "stamp": _fmt("%b %e %H:%M:%S"),
+    "stampmilli": _stamp(3),
+    "stampmicro": _stamp(6),
+    "stampnano": _stamp(9),
+}
+
+
+def go_duration(seconds: float) -> str:
+    """A duration written like Go's time.Duration.String (e.g. 1.5ms, 2.25s, 850µs)."""
+    ns = round(seconds * 1e9)
+    if ns < 1000:
+        return f"{ns}ns"
+    for unit, scale in (("µs", 1e3), ("ms", 1e6)):
+        if ns < scale * 1000:
+            return f"{ns / scale:.3f}".rstrip("0").rstrip(".") + unit
+    minutes, secs = divmod(ns / 1e9, 60)
+    text = f"{secs:.6f}".rstrip("0").rstrip(".") + "s"
+    if minutes:
+        hours, minutes = divmod(int(minutes), 60)
+        text = (f"{hours}h" if hours else "") + f"{minutes}m" + text
+    return text
+
+
+class ProxyLog:
+    """Leveled, optionally timestamped lines into a log buffer (the proxy's own log)."""
+
+    def __init__(
+        self,
+        sink: Writable,
+        level: str = "info",
+        time_format: str = "",
+        *,
+        prefix: str = "",
+        now: Callable[[], datetime] = lambda: datetime.now().astimezone(),
+    ):
+        self.sink = sink
+        self.level = LEVELS.get(level.lower(), LEVELS["info"])
+        self._time = TIME_FORMATS.get(time_format.lower()) if time_format else None
+        self._prefix = f"[{prefix}] " if prefix else ""
+        self._now = now
+
+    def log(self, level: str, message: str) -> None:
+        if LEVELS[level] < self.level:
+            return
+        stamp = f"{self._time(self._now())} " if self._time else ""
+        self.sink.write(f"{stamp}{self._prefix}[{level.upper()}] {message}\n")
+
+    def debug(self, message: str) -> None:
+        self.log("debug", message)
+
+    def info(self, message: str) -> None:
+        self.log("info", message)
+
+    def warn(self, message: str) -> None:
+        self.log("warn", message)
+
+    def error(self, message: str) -> None:
+        self.log("error", message)
+
+
+class HasPlanAndLog(Protocol):
+    @property
+    def plan(self) -> Plan: ...
+
+    @property
+    def proxy_log(self) -> Writable: ...
+
+
+def proxy_log_of(state: HasPlanAndLog) -> Callable[[], ProxyLog]:
+    """A getter for the ProxyLog that `state`'s current plan asks for (logLevel,
+    logTimeFormat), rebuilt only when those settings change (hot reload)."""
+    cache: dict[tuple[str, str], ProxyLog] = {}
+
+    def current() -> ProxyLog:
+        s = state.plan.settings
+        key = (s.logLevel, s.logTimeFormat)
+        log = cache.get(key)
+        if log is None or log.sink is not state.proxy_log:
+            cache.clear()
+            log = cache[key] = ProxyLog(state.proxy_log, s.logLevel, s.logTimeFormat)
+        return log
+
+    return current
+
+
+def client_ip(request: web.BaseRequest) -> str:
+    forwarded = request.headers.get("X-Forwarded-For", "")
+    if forwarded:
+        return forwarded.split(",")[0].strip()
+    real = request.headers.get("X-Real-IP", "")
+    if real:
+        return real.strip()
+    return request.remote or ""
+
+
+def access_line(
+    request: web.BaseRequest, path: str, status: int, size: int, seconds: float
+) -> str:
+    proto = f"HTTP/{request.version.major}.{request.version.minor}"
+    ua = request.headers.get("User-Agent", "")
+    return (
+        f'Request {client_ip(request)} "{request.method} {path} {proto}" {status} {size} '
+        f'"{ua}" {go_duration(seconds)}'
+    )
+
+
+def body_size(resp: web.StreamResponse) -> int:
+    """Response body bytes (reference 5.12): in-memory bodies and declared lengths, the
+    count a `runtime.proxy.CountingResponse` kept for streams; for any other chunked
+    stream aiohttp only knows the bytes on the wire (framing and headers included)."""
+    if isinstance(resp, web.Response) and isinstance(resp.body, bytes):
+        return len(resp.body)
+    counted = getattr(resp, "body_bytes", None)
+    if counted is not None:
+        return int(counted)
+    if resp.content_length is not None:
+        return resp.content_length
+    return resp.body_length
+
+
+def exception_size(exc: web.HTTPException) -> int:
+    """The body bytes of an aiohttp HTTPException answer (0 unless a bytes body)."""
+    return len(exc.body or b"") if isinstance(exc.body, bytes) else 0
+
+
+def log_access(
+    log: ProxyLog, request: web.BaseRequest, path: str, status: int, size: int, started: float
+) -> None:
+    """Write the access line for a finished request (`started`: its perf_counter), unless
+    `logLevel` is above INFO or `path` is one the Go original never logs."""
+    if log.level <= INFO and not path.startswith(SKIP_PREFIXES):
+        log.info(access_line(request, path, status, size, time.perf_counter() - started))
+
+
+def access_log_middleware(log: Callable[[], ProxyLog]) -> Callable[..., object]:
+    """One INFO line per finished request (`log()` is read per request: hot reload)."""
+
+    @web.middleware
+    async def access_log(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+        path = request.path  # captured before handlers rewrite anything
+        started = time.perf_counter()
+        status, size = 500, 0
+        try:
+            resp = await handler(request)
+            status, size = resp.status, body_size(resp)
+            return resp
+        except web.HTTPException as exc:
+            status, size = exc.status, exception_size(exc)
+            raise
+        finally:
+            log_access(log(), request, path, status, size, started)
+
+    return access_log

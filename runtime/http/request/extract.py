@@ -1,0 +1,177 @@
+"""Which model a request is for (reference 5.3), without buffering large bodies.
+
+- `/upstream/<model>/<rest>`: the longest path prefix naming a local model or
+  alias (`find_model_in_path`); the body is not read.
+- GET: `?model=` and `?stream=true`.
+- JSON bodies (Content-Type contains application/json): read whole (they are
+  small) and parsed once; the parsed value is kept for the filters.
+- multipart/form-data: read only until the `model` field has been seen, the
+  read-ahead spooled to a temporary file, the rest left in the client stream;
+  files are never held in memory (`multipart_scan.MultipartScanner`).
+- anything else: a URL-encoded form.
+Form lookups fall back to the URL query, as Go's `FormValue` does.  No model
+-> 404 `no model id could be identified`.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from llama_swap.compiler.plan import Plan
+from llama_swap.runtime.core.errors import RouteError, RouteFailure
+from llama_swap.runtime.http.render.errors import NO_MODEL
+from llama_swap.runtime.http.request.body import BytesBody, ForwardBody, SpooledBody, StreamBody
+from llama_swap.runtime.http.request.multipart_scan import (
+    FieldValue,
+    MultipartError,
+    MultipartScanner,
+    boundary_of,
+)
+
+_NOTHING = object()
+
+
+@dataclass(frozen=True, slots=True)
+class PathMatch:
+    """`/upstream` path resolution: the name as given, its model id and the rest of the path."""
+
+    name: str
+    model_id: str
+    remaining: str
+
+
+def find_model_in_path(plan: Plan, path: str) -> PathMatch | None:
+    """Longest `a`, `a/b`, `a/b/c`... prefix of `path` that is a local model id or alias."""
+    parts = path.strip().split("/")
+    name = ""
+    found: PathMatch | None = None
+    for i, part in enumerate(parts):
+        if not part:
+            continue
+        name = f"{name}/{part}" if name else part
+        model_id = plan.resolve(name)
+        if model_id is not None:
+            found = PathMatch(name, model_id, "/" + "/".join(parts[i + 1 :]))
+    return found
+
+
+@dataclass(slots=True)
+class Extracted:
+    """What routing and the filters need to know about a request, plus the body to forward."""
+
+    model: str  # the name the client sent
+    model_id: str  # the resolved local model id, else the raw name (peers)
+    streaming: bool
+    body: ForwardBody
+    json: Any = _NOTHING  # parsed JSON body (when Content-Type says JSON and it parsed)
+    multipart_model: FieldValue | None = None  # where the model value sits in a spooled form
+
+    @property
+    def has_json(self) -> bool:
+        return self.json is not _NOTHING
+
+
+def json_string(value: Any) -> str:
+    """gjson's `.String()`: strings as-is, null/missing as "", other values as JSON text."""
+    if value is None or value is _NOTHING:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def json_bool(value: Any) -> bool:
+    """gjson's `.Bool()`: true, non-zero numbers and strings that parse as true."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return value != 0
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "t", "true")
+    return False
+
+
+def no_model() -> RouteFailure:
+    return RouteFailure(RouteError(404, NO_MODEL))
+
+
+def _resolved(plan: Plan, name: str) -> str:
+    return plan.resolve(name) or name
+
+
+async def extract(request: web.Request, plan: Plan) -> Extracted:
+    """Identify the model of a model-dispatched request; raise RouteFailure(404) if none."""
+    query = request.rel_url.query
+    if request.method == "GET":
+        model = query.get("model", "")
+        if not model:
+            raise no_model()
+        body = StreamBody(request.content, request.content_length)
+        return Extracted(model, _resolved(plan, model), query.get("stream") == "true", body)
+
+    ctype = request.headers.get("Content-Type", "")
+    if "application/json" in ctype:
+        return from_json_body(plan, await request.content.read())
+    if "multipart/form-data" in ctype:
+        return await _from_multipart(request, plan, ctype)
+    raw = await request.content.read()
+    form = urllib.parse.parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True)
+    model = (form.get("model") or [""])[0] or query.get("model", "")
+    stream = (form.get("stream") or [""])[0] or query.get("stream", "")
+    if not model:
+        raise no_model()
+    return Extracted(model, _resolved(plan, model), stream == "true", BytesBody(raw))
+
+
+def from_json_body(plan: Plan, raw: bytes) -> Extracted:
+    """A JSON request body as `Extracted` (no I/O: the fast path calls it too)."""
+    try:
+        doc: Any = json.loads(raw)
+    except UnicodeDecodeError:  # invalid UTF-8: read it as Go's gjson does, bytes as they are
+        try:
+            doc = json.loads(raw.decode("utf-8", "replace"))
+        except ValueError:
+            doc = _NOTHING
+    except ValueError:
+        doc = _NOTHING
+    fields = doc if isinstance(doc, dict) else {}
+    model = json_string(fields.get("model"))
+    if not model:
+        raise no_model()
+    streaming = json_bool(fields.get("stream"))
+    return Extracted(model, _resolved(plan, model), streaming, BytesBody(raw), json=doc)
+
+
+async def _from_multipart(request: web.Request, plan: Plan, ctype: str) -> Extracted:
+    spool = SpooledBody.new_spool()
+    spooled = 0
+    try:
+        scanner = MultipartScanner(boundary_of(ctype))
+        while "model" not in scanner.fields and not scanner.finished:
+            chunk = await request.content.readany()
+            if not chunk:
+                break
+            spool.write(chunk)
+            spooled += len(chunk)
+            scanner.feed(chunk)
+    except MultipartError:  # the original's form parser fails: no model could be identified
+        spool.close()
+        raise no_model() from None
+    except BaseException:
+        spool.close()
+        raise
+    query = request.rel_url.query
+    field = scanner.fields.get("model")
+    model = field.value.decode("utf-8", "replace") if field else query.get("model", "")
+    stream_field = scanner.fields.get("stream")
+    stream = stream_field.value.decode("utf-8", "replace") if stream_field else query.get("stream", "")
+    body = SpooledBody(spool, spooled, request.content, request.content_length)
+    if not model:
+        body.close()
+        raise no_model()
+    return Extracted(model, _resolved(plan, model), stream == "true", body, multipart_model=field)
