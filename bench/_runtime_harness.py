@@ -66,14 +66,17 @@ class Running:
 
 
 @contextlib.contextmanager
-def llama_swap(plan: Plan, *args: str, capture: bool = False) -> Iterator[Running]:
+def llama_swap(
+    plan: Plan, *args: str, capture: bool = False, exe: str = LLAMA_SWAP
+) -> Iterator[Running]:
     """Run `llama-swap --plan [args]` until the block ends; kill its children.  Its stdout (the
-    logs, per the plan's logToStdout) is discarded unless `capture`."""
+    logs, per the plan's logToStdout) is discarded unless `capture`.  `exe`: another
+    build's `llama-swap` (e.g. an older checkout's, for before/after figures)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "plan.json"
         path.write_text(plan_to_json(plan))
         proc = subprocess.Popen(
-            [LLAMA_SWAP, "--plan", str(path), "--listen", "127.0.0.1:0", *args],
+            [exe, "--plan", str(path), "--listen", "127.0.0.1:0", *args],
             stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -5,7 +5,9 @@ Three targets, measured side by side in every round (their order rotates from ro
 to round, after a warm-up): the upstream directly, llama-swap with its fast path (the
 default), llama-swap with `--no-fast-path` (every request through aiohttp), and, when
 nginx is installed, nginx in front of the same upstream as a peer (bench/_nginx_peer.py;
-`--no-nginx` leaves it out).  Two
+`--no-nginx` leaves it out).  `--baseline EXE` adds another build's `llama-swap` (for
+instance an older checkout's `.venv/bin/llama-swap`) with its fast path, as "baseline",
+so a change's before and after are measured side by side in one run.  Two
 load generators drive them: `lean` (bench/_lean_client.py, an asyncio protocol
 costing ~0.02 ms of CPU per request, the role wrk plays elsewhere) and `aiohttp`
 (aiohttp's client, ~0.08 ms per request: as much as the fake upstream's own
@@ -117,7 +119,8 @@ DRIVERS = {"lean": run_lean, "aiohttp": run}
 
 
 async def main_async(
-    total: int, rounds: int, scheduler: str, kinds: list[str], peer: bool
+    total: int, rounds: int, scheduler: str, kinds: list[str], peer: bool,
+    baseline: str | None = None,
 ) -> None:
     fast_model, plain_model = fake_model("m"), fake_model("m")
     with contextlib.ExitStack() as stack:
@@ -144,6 +147,17 @@ async def main_async(
             "aiohttp path": {"client": client, "proxy": plain_proc,
                              "upstream": plain_proc.children(recursive=True)[0]},
         }
+        if baseline is not None:  # another build, its own upstream
+            base_model = fake_model("m")
+            base = stack.enter_context(llama_swap(
+                plan_of([base_model], scheduler=scheduler, log_level="warn"), exe=baseline))
+            targets += ("baseline",)
+            urls["baseline"] = f"{base.url}/v1/chat/completions"
+            async with aiohttp.ClientSession() as s:
+                await one(s, urls["baseline"])
+            base_proc = psutil.Process(base.proc.pid)
+            procs["baseline"] = {"client": client, "proxy": base_proc,
+                                 "upstream": base_proc.children(recursive=True)[0]}
         if peer:  # nginx in front of the same upstream as "direct"
             nginx_url, nginx_pid = stack.enter_context(
                 nginx(fast_model.proxy.removeprefix("http://")))
@@ -199,6 +213,8 @@ def main() -> None:
     parser.add_argument("--client", choices=("lean", "aiohttp", "both"), default="both")
     parser.add_argument("--no-nginx", action="store_true",
                         help="leave out the nginx peer (measured only when nginx is installed)")
+    parser.add_argument("--baseline", metavar="EXE",
+                        help="another build's llama-swap, measured side by side as 'baseline'")
     args = parser.parse_args()
     kinds = ["lean", "aiohttp"] if args.client == "both" else [args.client]
     peer = not args.no_nginx and nginx_available()
@@ -207,9 +223,9 @@ def main() -> None:
     try:
         import uvloop
 
-        uvloop.run(main_async(args.requests, args.rounds, args.scheduler, kinds, peer))
+        uvloop.run(main_async(args.requests, args.rounds, args.scheduler, kinds, peer, args.baseline))
     except ImportError:
-        asyncio.run(main_async(args.requests, args.rounds, args.scheduler, kinds, peer))
+        asyncio.run(main_async(args.requests, args.rounds, args.scheduler, kinds, peer, args.baseline))
 
 
 if __name__ == "__main__":
