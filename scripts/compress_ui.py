@@ -3,7 +3,7 @@
 The UI serves `app.js.gz` instead of `app.js` to a client that accepts gzip
 (runtime/routes/ui.py, through aiohttp's FileResponse).  The siblings are
 committed so an installed package needs no build step; run this after editing
-a file in runtime/web/ui/static/ (tests/web/test_ui_assets.py fails while a
+a file in runtime/http/aio/ui/static/ (tests/web/test_ui.py fails while a
 sibling is stale).  Output is deterministic: no file name or time in the header.
 
 Run: .venv/bin/python scripts/compress_ui.py
@@ -14,7 +14,7 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
-STATIC = Path(__file__).resolve().parent.parent / "runtime" / "web" / "ui" / "static"
+STATIC = Path(__file__).resolve().parent.parent / "runtime" / "http" / "aio" / "ui" / "static"
 COMPRESSED = (".js", ".css", ".svg", ".html")
 
 
@@ -32,7 +32,7 @@ def main() -> None:
         data = compressed(path.read_bytes())
         if not target.exists() or target.read_bytes() != data:
             target.write_bytes(data)
-            print(f"wrote {target.relative_to(STATIC.parent.parent.parent.parent)} "
+            print(f"wrote {target.relative_to(STATIC.parents[4])} "
                   f"({path.stat().st_size} -> {len(data)} bytes)")
 
 
