@@ -414,3 +414,70 @@ async def test_an_unchanged_config_is_not_reloaded_when_the_watcher_starts(
         st = await status(s, proxy.url)
     assert st["reloads"] == {"applied": 0, "unchanged": 0, "failed": 0}
     assert st["reloading"] is False and st["lastReload"] is None
+
+
+def typo_model_yaml(mid: str, port: int) -> str:
+    """A model whose `ttl` is misspelt `tll`: an unknown key, ignored with a warning."""
+    return model_yaml(mid, port) + "    tll: 300\n"
+
+
+async def test_a_reload_with_an_unknown_key_shows_the_warning_in_status_and_log(
+    site: Site, live_proxy: Any
+) -> None:
+    site.write_model("10-a.yaml", "a")
+    proxy = live_proxy("--watch-config")
+    async with aiohttp.ClientSession() as s:
+        typo = site.fragment("20-b.yaml")
+        typo.write_text(typo_model_yaml("b", free_port()))
+
+        async def warned() -> list[dict[str, Any]]:
+            last = (await status(s, proxy.url))["lastReload"]
+            return last["warnings"] if last and last["changed"] else []
+
+        [warning] = await eventually(warned, "the reload adding b, with its warning")
+        assert (warning["file"], warning["line"], warning["path"]) == (str(typo), 5, "models.b.tll")
+        assert "unknown key 'tll'" in warning["message"]
+        st = await status(s, proxy.url)
+        assert st["warnings"] == [warning] and st["lastError"] is None
+        assert (await chat(s, proxy.url, "b"))[0] == 200  # the plan did apply
+
+    async def logged() -> bool:
+        return "[WARN] config reload: the configuration has warnings" in proxy.log_text()
+
+    await eventually(logged, "the warning in the proxy log")
+    assert f"{typo}:5:5: warning: models.b.tll: unknown key 'tll'" in proxy.log_text()
+
+
+async def test_strict_refuses_a_reload_with_an_unknown_key_and_the_old_plan_keeps_serving(
+    site: Site, live_proxy: Any
+) -> None:
+    site.write_model("10-a.yaml", "a")
+    proxy = live_proxy("--watch-config", "--strict")
+    async with aiohttp.ClientSession() as s:
+        digest = (await status(s, proxy.url))["digest"]
+        typo = site.fragment("20-b.yaml")
+        typo.write_text(typo_model_yaml("b", free_port()))
+        async with s.post(f"{proxy.url}/api/config/reload") as resp:
+            assert resp.status == 422
+            refused = await resp.json()
+        assert refused["error"]["message"].startswith(
+            f"{typo}:5:5: models.b.tll: unknown key 'tll'"
+        )
+        st = await status(s, proxy.url)
+        assert st["digest"] == digest and st["lastError"] is not None
+        assert (await chat(s, proxy.url, "a"))[0] == 200
+        assert (await chat(s, proxy.url, "b"))[0] == 404
+
+
+async def test_strict_refuses_to_start_on_a_config_with_an_unknown_key(site: Site) -> None:
+    site.fragment("10-a.yaml").write_text(typo_model_yaml("a", free_port()))
+    argv = [LLAMA_SWAP, "--config", str(site.config), "--config-dir", str(site.dir),
+            "--listen", "127.0.0.1:0", "--strict"]
+    done = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await asyncio.wait_for(done.communicate(), WAIT)
+    assert done.returncode == 1
+    text = out.decode()
+    assert f"{site.fragment('10-a.yaml')}:5:5: models.a.tll: unknown key 'tll'" in text
+    assert "failed to load config" in text
