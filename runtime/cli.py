@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     opt("listen", metavar="ADDR", default="", help="listen address (default :8080, :8443 with TLS)")
     opt("watch-config", action="store_true", help="reload when the config changes")
     opt("watch-poll", metavar="S", type=float, default=None, help="poll the config every S seconds")
+    opt("strict", action="store_true",
+        help="treat config warnings (unknown keys, ...) as errors, at startup and on reload")
     opt("tls-cert-file", metavar="FILE", default="", help="TLS certificate")
     opt("tls-key-file", metavar="FILE", default="", help="TLS key")
     opt("shutdown-timeout", metavar="S", type=float, default=DEFAULT_SHUTDOWN_TIMEOUT,
@@ -82,7 +84,7 @@ def obtain_plan(args: argparse.Namespace) -> Plan:
         return load_plan(args.plan)
     from llama_swap.compiler.pipeline import compile_paths  # helper A's module
 
-    result = compile_paths(args.config, args.config_dir)
+    result = compile_paths(args.config, args.config_dir, strict=args.strict)
     if result.warnings:
         print(render_diagnostics(result.warnings, result.texts), file=sys.stderr)
     return result.plan
@@ -135,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from llama_swap.runtime.engine.reload import config_compiler, plan_file_loader
 
     compile_fn = plan_file_loader(args.plan) if args.plan else config_compiler(
-        args.config, args.config_dir)
+        args.config, args.config_dir, strict=args.strict)
     watch = args.watch_config or args.watch_poll is not None  # --watch-poll implies watching
     watch_files = [f for f in (args.plan or args.config,) if f] if watch else []
     watch_dirs = [args.config_dir] if watch and args.config_dir and not args.plan else []

@@ -229,6 +229,7 @@ async def serve(
 
         watcher = ConfigWatcher(
             watch_files, watch_dirs, loop=loop, poll_interval=watch_poll,
+            baseline=reloader.plan.sources,  # what the running plan was compiled from
             callback=lambda change: reloader.request(f"config changed: {change.describe()}"),
         )
         await asyncio.to_thread(watcher.start)

@@ -7,8 +7,14 @@ letting one of them block the writer.  Invariants:
 - `history()` holds at most `capacity` characters (the oldest are dropped, possibly mid-line);
 - `write()` never blocks and never raises because of a subscriber: a full subscriber queue
   drops the chunk and counts it in `LogSubscription.dropped`;
-- every write is forwarded, unchanged, to the optional parent (a model's log feeds the
+- every write is forwarded, as appended, to the optional parent (a model's log feeds the
   runtime's "upstream" log, as the Go original wires its log monitors);
+- a write never continues a line another writer left unfinished: if the log ends mid-line
+  and the new text comes from a different writer (the buffer's own `write()` callers, or
+  one of the child buffers forwarding to it), a newline is inserted first.  A model server
+  that dies with "out of memory" and no newline would otherwise have the proxy's
+  "exited with code 3" glued to its last words.  The inserted newline is part of what is
+  stored, offered to subscribers and forwarded, so every log down to the terminal agrees;
 - subscribers receive only what is written after they subscribed (read `history()` first).
 
 `write()` may be called from any thread; subscribers are woken on the event loop they were
@@ -122,19 +128,60 @@ class LogBuffer:
         self._chunks: deque[str] = deque()
         self._size = 0
         self._subscribers: list[LogSubscription] = []
-        self._lock = threading.Lock()
+        # Reentrant: `_forward` holds it across the `write()` it makes on the child's behalf.
+        self._lock = threading.RLock()
+        # Who wrote the unfinished line the log ends with (None: it ends at a line boundary).
+        self._unfinished_by: object | None = None
+        # While `_forward` stores a child's text: (child, its text as written, must it start
+        # a line); None during a direct write.
+        self._incoming: tuple[LogBuffer, str, bool] | None = None
 
     def write(self, data: str) -> None:
-        """Append `data`, forward it to the parent and offer it to every subscriber."""
+        """Append `data`, forward it to the parent and offer it to every subscriber.
+
+        Called directly, `data` is this log's own writer's (a runtime note, a proxy log
+        line); it starts on a new line if a child's output left the last line unfinished.
+        """
         if not data:
             return
         with self._lock:
+            incoming = self._incoming
+            if incoming is None:
+                writer: object = self
+                raw = data
+                data, starts_line = self._separated(raw, writer, own_line=False)
+            else:
+                writer, raw, starts_line = incoming
             self._append(data)
+            self._unfinished_by = None if data.endswith("\n") else writer
             subscribers = tuple(self._subscribers)
         for sub in subscribers:
             sub._offer(data)
         if self.parent is not None:
-            self.parent.write(data)
+            self.parent._forward(raw, self, starts_line)
+
+    def _forward(self, raw: str, child: LogBuffer, own_line: bool) -> None:
+        """Store what `child` appended, through `write()` so subclasses see the final text.
+
+        `raw` comes without any newline the child inserted, and `own_line` says whether it
+        must start a line: each log then ends an unfinished line only where it has one
+        (a parent already at a line boundary gets no blank line).
+        """
+        with self._lock:
+            text, starts_line = self._separated(raw, child, own_line)
+            self._incoming = (child, raw, starts_line)
+            try:
+                self.write(text)
+            finally:
+                self._incoming = None
+
+    def _separated(self, raw: str, writer: object, own_line: bool) -> tuple[str, bool]:
+        """`raw` preceded by a newline if it must not continue the log's unfinished line
+        (another writer's, or any when `own_line`); and whether it must start a line."""
+        unfinished_by = self._unfinished_by
+        if unfinished_by is not None and (own_line or unfinished_by is not writer):
+            return "\n" + raw, True
+        return raw, own_line
 
     def _append(self, data: str) -> None:
         if len(data) >= self.capacity:
@@ -175,6 +222,7 @@ class LogBuffer:
         with self._lock:
             self._chunks.clear()
             self._size = 0
+            self._unfinished_by = None
 
     def subscribe(self, maxsize: int = 1024) -> LogSubscription:
         """Live chunks written from now on; at most `maxsize` are queued, the rest dropped."""

@@ -20,6 +20,11 @@ Invariants:
   errors are logged in the compiler's `file:line:col: key.path: message`
   format and recorded as `last_error` until the next successful reload;
 - a plan whose digest equals the running one is not applied again;
+- compile warnings (an unknown key is ignored, so a typo silently leaves a setting at
+  its default) never go unnoticed: each reload logs them at warning level and reports
+  them with file and line in its outcome (`lastReload.warnings`, the event), and the
+  status keeps the running plan's (`warnings`) until a reload without any applies;
+  with `strict` they are errors and the reload is refused like any failed compile;
 - reloads never overlap; a reload requested while one runs is coalesced with
   every other such request into exactly ONE more run after it (never dropped),
   and every caller of `reload()` gets the outcome of a run that started after
@@ -33,7 +38,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from llama_swap.compiler.diagnostics import CompileError, Diagnostic
@@ -52,6 +57,8 @@ class Loaded:
     plan: Plan
     digest: str
     warnings: str = ""  # rendered warnings, possibly empty
+    # the same warnings for programs: {"severity", "file", "line", "column", "path", "message"}
+    warning_diagnostics: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +88,7 @@ class ReloadOutcome:
     diff: PlanDiff | None = None
     error: ReloadError | None = None
     duration: float = 0.0  # seconds, compile + apply
+    warnings: tuple[Mapping[str, Any], ...] = ()  # what the compile warned about
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -91,6 +99,7 @@ class ReloadOutcome:
             "summary": self.diff.summary() if self.diff is not None else None,
             "diff": self.diff.as_dict() if self.diff is not None else None,
             "error": self.error.as_dict() if self.error is not None else None,
+            "warnings": [dict(w) for w in self.warnings],
             "durationMs": round(self.duration * 1000, 1),
         }
 
@@ -117,11 +126,12 @@ class ConfigCompiler:
 
     _KEEP = 4  # ports of the last few plans compiled here, by digest
 
-    def __init__(self, config: str | None, config_dir: str | None) -> None:
+    def __init__(self, config: str | None, config_dir: str | None, *, strict: bool = False) -> None:
         from llama_swap.compiler.session import CompileSession
 
         self.config = config
         self.config_dir = config_dir
+        self.strict = strict  # warnings are errors, as with `swap-compile --strict`
         self.session = CompileSession()
         self._ports: dict[str, Mapping[str, int]] = {}
 
@@ -130,8 +140,6 @@ class ConfigCompiler:
 
     def compile_for(self, running: Plan | None, running_digest: str | None = None) -> Loaded:
         """Compile, keeping the ports `running` (the plan being served) gave its models."""
-        from llama_swap.compiler.render import render_text
-
         hints: Mapping[str, int] | None = None
         if running is not None:
             hints = self._ports.get(running_digest or "")
@@ -139,21 +147,32 @@ class ConfigCompiler:
                 from llama_swap.compiler.ports import derive_ports
 
                 hints = derive_ports(running)
-        result = self.session.compile_paths(self.config, self.config_dir, port_hints=hints)
-        digest = self._digest(result)
-        warnings = render_text(result.warnings, result.texts) if result.warnings else ""
-        return Loaded(result.plan, digest, warnings)
+        result = self.session.compile_paths(
+            self.config, self.config_dir, strict=self.strict, port_hints=hints
+        )
+        return self._loaded(result)
 
-    def warm(self, running: Plan | None = None, running_digest: str | None = None) -> None:
+    def warm(self, running: Plan | None = None, running_digest: str | None = None) -> Loaded | None:
         """Fill the session's caches (and learn the running plan's exact ports) ahead of a reload.
 
         Compiles without hints, as the startup compile did: when the digest matches
-        the running plan's, the ports it allocated are the running plan's.
+        the running plan's, the ports it allocated are the running plan's, and so are
+        its warnings (returned for the status; None when the compile failed).
         """
         try:
-            self._digest(self.session.compile_paths(self.config, self.config_dir))
+            return self._loaded(
+                self.session.compile_paths(self.config, self.config_dir, strict=self.strict)
+            )
         except Exception:  # noqa: BLE001 - only a warm-up: the real reload reports problems
             log.debug("warm-up compile failed", exc_info=True)
+            return None
+
+    def _loaded(self, result: Any) -> Loaded:
+        from llama_swap.compiler.render import render_text
+
+        warnings = render_text(result.warnings, result.texts) if result.warnings else ""
+        found = tuple(_diagnostic_dict(d) for d in result.warnings)
+        return Loaded(result.plan, self._digest(result), warnings, found)
 
     def _digest(self, result: Any) -> str:
         digest = self.session.plan_digest(result.plan)
@@ -164,9 +183,12 @@ class ConfigCompiler:
         return digest
 
 
-def config_compiler(config: str | None, config_dir: str | None) -> ConfigCompiler:
-    """Compile --config/--config-dir through the compiler pipeline (as `swap-compile` does)."""
-    return ConfigCompiler(config, config_dir)
+def config_compiler(
+    config: str | None, config_dir: str | None, *, strict: bool = False
+) -> ConfigCompiler:
+    """Compile --config/--config-dir through the compiler pipeline (as `swap-compile` does;
+    `strict` as its `--strict`: warnings are errors and refuse the reload)."""
+    return ConfigCompiler(config, config_dir, strict=strict)
 
 
 def plan_file_loader(path: str) -> CompileFn:
@@ -246,6 +268,8 @@ class Reloader:
         self.last_error_at: float | None = None
         self.last_outcome: ReloadOutcome | None = None
         self.last_outcome_at: float | None = None
+        # the running plan's compile warnings (empty: none, or not known for the startup plan)
+        self.warnings: tuple[Mapping[str, Any], ...] = ()
         self.counts = {"applied": 0, "unchanged": 0, "failed": 0}
         self._pending: _Pending | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -262,6 +286,16 @@ class Reloader:
                 self._warmup = loop.create_task(
                     asyncio.to_thread(warm, plan, self.digest), name="reload-warmup"
                 )
+                self._warmup.add_done_callback(self._learn_startup_warnings)
+
+    def _learn_startup_warnings(self, warmup: asyncio.Future[Any]) -> None:
+        """The warm-up compiled the startup plan's sources: if it produced the running plan,
+        its warnings are the running plan's (the startup compile printed them to stderr)."""
+        if warmup.cancelled() or warmup.exception() is not None:
+            return
+        loaded = warmup.result()
+        if isinstance(loaded, Loaded) and loaded.digest == self.digest:
+            self.warnings = loaded.warning_diagnostics
 
     # -- triggers ---------------------------------------------------------------------------
 
@@ -334,11 +368,18 @@ class Reloader:
         except Exception as exc:
             return self._failed(reason, describe_failure(exc), t0)
         if loaded.warnings:
-            for line in loaded.warnings.rstrip("\n").splitlines():
-                log.warning("%s", line)
+            log.warning(
+                "config reload: the configuration has warnings (ignored keys keep their"
+                " defaults; --strict refuses such a config):\n%s",
+                loaded.warnings.rstrip("\n"),
+            )
+        found = loaded.warning_diagnostics
         if loaded.digest == self.digest:
             log.info("configuration unchanged (plan %s); nothing to apply", short_digest(self.digest))
-            return self._done(ReloadOutcome(True, reason, self.digest), t0, "unchanged")
+            self.warnings = found
+            return self._done(
+                ReloadOutcome(True, reason, self.digest, warnings=found), t0, "unchanged"
+            )
         t_compiled = time.perf_counter()
         try:
             result = await self._apply_fn(loaded.plan)
@@ -347,6 +388,7 @@ class Reloader:
             return self._failed(reason, describe_failure(exc), t0)
         diff = result if isinstance(result, PlanDiff) else None
         self.plan, self.digest = loaded.plan, loaded.digest
+        self.warnings = found
         self.loaded_at = self._clock()
         self.last_error = self.last_error_at = None
         timing = (
@@ -357,7 +399,9 @@ class Reloader:
             log.info("%s (%s)", diff.summary(), timing)
         else:
             log.info("config reloaded: plan %s (%s)", short_digest(loaded.digest), timing)
-        return self._done(ReloadOutcome(True, reason, loaded.digest, True, diff), t0, "applied")
+        return self._done(
+            ReloadOutcome(True, reason, loaded.digest, True, diff, warnings=found), t0, "applied"
+        )
 
     def _failed(self, reason: str, error: ReloadError, t0: float) -> ReloadOutcome:
         log.error(
@@ -367,15 +411,7 @@ class Reloader:
         return self._done(ReloadOutcome(False, reason, self.digest, error=error), t0, "failed")
 
     def _done(self, outcome: ReloadOutcome, t0: float, kind: str) -> ReloadOutcome:
-        outcome = ReloadOutcome(
-            outcome.ok,
-            outcome.reason,
-            outcome.digest,
-            outcome.changed,
-            outcome.diff,
-            outcome.error,
-            time.perf_counter() - t0,
-        )
+        outcome = replace(outcome, duration=time.perf_counter() - t0)
         self.counts[kind] += 1
         self.last_outcome, self.last_outcome_at = outcome, self._clock()
         self._publish(outcome)
@@ -408,6 +444,7 @@ class Reloader:
             "reloads": dict(self.counts),
             "lastReload": last,
             "lastError": error,
+            "warnings": [dict(w) for w in self.warnings],
             "watching": self.watching,
         }
 

@@ -13,8 +13,13 @@ a real difference fires the callback, once per burst.
 
 Invariants:
 - the callback fires only when the set of relevant files or one of their
-  contents differs from the last fired snapshot (the baseline taken by
-  `start()` counts as fired);
+  contents differs from the last fired snapshot; the first one is the
+  *baseline*: the digests of the sources the running plan was compiled from
+  (`baseline=plan.sources`), or, without one, the sources as `start()` finds them;
+- no edit goes unseen between the compile and the arming of the watches:
+  `start()` arms the watches first, then compares the sources with the
+  baseline and fires at once on a difference (a watched file the baseline does
+  not know, such as a `--plan` file, counts as a difference: it is checked once);
 - a burst of events separated by less than `debounce` seconds gives at most
   one callback (bursts are capped at `max_delay` so constant noise cannot
   starve a reload);
@@ -39,6 +44,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -53,6 +59,17 @@ DEFAULT_MAX_DELAY = 2.0
 
 # A content snapshot: absolute path of each relevant file -> sha256 of its bytes.
 Snapshot = Mapping[str, str]
+
+
+class RecordedSource(Protocol):
+    """A source file as a plan records it (`compiler.plan.Source`): its path as given to the
+    compiler, possibly relative to the working directory, and the sha256 of its bytes."""
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def sha256(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +168,7 @@ class ConfigWatcher:
         debounce: float = DEFAULT_DEBOUNCE,
         max_delay: float = DEFAULT_MAX_DELAY,
         poll_interval: float | None = None,
+        baseline: Iterable[RecordedSource] | None = None,
     ) -> None:
         self.files = tuple(os.path.abspath(f) for f in files)
         self.dirs = tuple(os.path.abspath(d) for d in dirs)
@@ -161,6 +179,7 @@ class ConfigWatcher:
         self.debounce = debounce
         self.max_delay = max(max_delay, debounce)
         self.poll_interval = poll_interval
+        self._baseline = None if baseline is None else self._in_scope(baseline)
         self._observer: BaseObserver | None = None
         self._handler = _Handler(self)
         self._watches: dict[str, tuple[ObservedWatch, tuple[int, int]]] = {}
@@ -179,18 +198,63 @@ class ConfigWatcher:
     # -- lifecycle -----------------------------------------------------------------
 
     def start(self) -> None:
-        """Take the baseline snapshot, schedule the watches and start the threads."""
+        """Arm the watches, compare the sources with the baseline, start the threads.
+
+        The watches are armed before the sources are hashed: an edit after the hashing
+        raises an event, an edit before it shows up in the comparison with the baseline
+        (the sources the running plan was compiled from), which fires at once.  Hashing
+        first and arming after would leave a window in which an edit is never seen.
+        """
         if self.poll_interval is not None:
             self._observer = PollingObserver(timeout=self.poll_interval)
         else:
             self._observer = Observer()
-        self._fired = take_snapshot(self.files, self.dirs) or {}
-        self._rearm(self._fired)
-        self._observer.start()
+        self._rearm(take_snapshot(self.files, self.dirs) or {})
+        self._observer.start()  # the scheduled watches are in place when this returns
+        snap = self._armed_snapshot()
+        self._fired, change = self._against_baseline(snap)
         self._thread = threading.Thread(target=self._debounce_loop, name="config-watcher", daemon=True)
         self._thread.start()
         mode = f"polling every {self.poll_interval:g}s" if self.poll_interval else "inotify"
         log.info("watching %d config file(s) and %d dir(s) (%s)", len(self.files), len(self.dirs), mode)
+        if change is not None:
+            log.info("config changed since it was compiled: %s", change.describe())
+            self._fire(change)
+
+    def _armed_snapshot(self) -> Snapshot | None:
+        """Hash the sources with every directory they live in watched.
+
+        A symlinked source (a ConfigMap) can point into a directory that was not watched
+        when the watches were first armed; such a directory is watched, then the sources
+        are hashed again, so an edit there cannot fall between the two.
+        """
+        snap = take_snapshot(self.files, self.dirs)
+        for _ in range(3):
+            watched = self._watched_dirs
+            self._rearm(snap or {})
+            if self._watched_dirs == watched:
+                break
+            snap = take_snapshot(self.files, self.dirs)
+        return snap
+
+    def _in_scope(self, baseline: Iterable[RecordedSource]) -> dict[str, str]:
+        """The baseline's digests by absolute path, keeping only files this watcher covers."""
+        files, dirs = set(self.files), set(self.dirs)
+        out: dict[str, str] = {}
+        for source in baseline:
+            path = os.path.abspath(source.path)
+            if path in files or os.path.dirname(path) in dirs:
+                out[path] = source.sha256
+        return out
+
+    def _against_baseline(self, snap: Snapshot | None) -> tuple[Snapshot, WatchChange | None]:
+        """The snapshot to count as fired, and the change to report at start (None: none)."""
+        if self._baseline is None:
+            return snap or {}, None
+        if snap is None:  # mid-save: the next complete state is compared with the baseline
+            return self._baseline, None
+        change = compare(self._baseline, snap)
+        return snap, (change if change.paths else None)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop watching; joins the observer and debounce threads. Idempotent."""
@@ -304,8 +368,8 @@ class ConfigWatcher:
         observer = self._observer
         if observer is None:
             return
-        for path, (watch, ident) in list(self._watches.items()):
-            if path not in wanted or _identity(path) != ident:
+        for path, (watch, watched_as) in list(self._watches.items()):
+            if path not in wanted or _identity(path) != watched_as:
                 del self._watches[path]
                 try:
                     observer.unschedule(watch)

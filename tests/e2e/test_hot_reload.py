@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -350,3 +351,133 @@ async def test_a_hot_reload_that_moves_a_model_to_another_port_is_followed(
     assert site.ports["a"] != old_port
     served = await fast_path_counters(proxy.url)
     assert served["requests"] >= 2
+
+
+# A real `llama-swap` in which a fragment is renamed into --config-dir after the startup
+# compile has read the dir and before the watcher arms its watches -- the window a
+# Kubernetes ConfigMap update or a deploy script can hit right after startup.  The
+# rename is done by a wrapper around the watcher's `start()` (everything else is the
+# real CLI), so the edit lands in that window every time, not by chance.
+RENAME_BEFORE_ARMING = """\
+import os, sys
+from llama_swap.runtime.cli import main
+from llama_swap.runtime.engine.watcher import ConfigWatcher
+
+real_start = ConfigWatcher.start
+
+def start(self):
+    os.replace(os.environ["STAGED_FRAGMENT"], os.environ["TARGET_FRAGMENT"])
+    real_start(self)
+
+ConfigWatcher.start = start
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+async def test_a_fragment_renamed_in_before_the_watches_are_armed_is_applied(
+    site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site.write_model("10-a.yaml", "a")
+    staged = tmp_path / "20-b.yaml"
+    staged.write_text(model_yaml("b", free_port()))
+    target = site.fragment("20-b.yaml")
+    monkeypatch.setenv("STAGED_FRAGMENT", str(staged))
+    monkeypatch.setenv("TARGET_FRAGMENT", str(target))
+    argv = [sys.executable, "-c", RENAME_BEFORE_ARMING, "--config", str(site.config),
+            "--config-dir", str(site.dir), "--listen", "127.0.0.1:0", "--watch-config"]
+    started: list[Proxy] = []
+    try:
+        proxy = launch(argv, tmp_path / "unused.jsonl", started, timeout=30)
+        assert target.exists() and not staged.exists()  # the rename did happen, after the compile
+        async with aiohttp.ClientSession() as s:
+
+            async def b_served() -> bool:
+                return (await chat(s, proxy.url, "b"))[0] == 200
+
+            await eventually(b_served, "model b (renamed in before the watches were armed)")
+            st = await status(s, proxy.url)
+            assert str(target) in [src["path"] for src in st["sources"]]
+            assert st["reloads"]["applied"] == 1
+            assert "20-b.yaml" in st["lastReload"]["reason"]
+            assert (await chat(s, proxy.url, "a"))[0] == 200
+    finally:
+        for p in started:
+            p.stop()
+
+
+async def test_an_unchanged_config_is_not_reloaded_when_the_watcher_starts(
+    site: Site, live_proxy: Any
+) -> None:
+    site.write_model("10-a.yaml", "a")
+    proxy = live_proxy("--watch-config")  # "listening on" is printed after the watcher armed
+    async with aiohttp.ClientSession() as s:
+        st = await status(s, proxy.url)
+    assert st["reloads"] == {"applied": 0, "unchanged": 0, "failed": 0}
+    assert st["reloading"] is False and st["lastReload"] is None
+
+
+def typo_model_yaml(mid: str, port: int) -> str:
+    """A model whose `ttl` is misspelt `tll`: an unknown key, ignored with a warning."""
+    return model_yaml(mid, port) + "    tll: 300\n"
+
+
+async def test_a_reload_with_an_unknown_key_shows_the_warning_in_status_and_log(
+    site: Site, live_proxy: Any
+) -> None:
+    site.write_model("10-a.yaml", "a")
+    proxy = live_proxy("--watch-config")
+    async with aiohttp.ClientSession() as s:
+        typo = site.fragment("20-b.yaml")
+        typo.write_text(typo_model_yaml("b", free_port()))
+
+        async def warned() -> list[dict[str, Any]]:
+            last = (await status(s, proxy.url))["lastReload"]
+            return last["warnings"] if last and last["changed"] else []
+
+        [warning] = await eventually(warned, "the reload adding b, with its warning")
+        assert (warning["file"], warning["line"], warning["path"]) == (str(typo), 5, "models.b.tll")
+        assert "unknown key 'tll'" in warning["message"]
+        st = await status(s, proxy.url)
+        assert st["warnings"] == [warning] and st["lastError"] is None
+        assert (await chat(s, proxy.url, "b"))[0] == 200  # the plan did apply
+
+    async def logged() -> bool:
+        return "[WARN] config reload: the configuration has warnings" in proxy.log_text()
+
+    await eventually(logged, "the warning in the proxy log")
+    assert f"{typo}:5:5: warning: models.b.tll: unknown key 'tll'" in proxy.log_text()
+
+
+async def test_strict_refuses_a_reload_with_an_unknown_key_and_the_old_plan_keeps_serving(
+    site: Site, live_proxy: Any
+) -> None:
+    site.write_model("10-a.yaml", "a")
+    proxy = live_proxy("--watch-config", "--strict")
+    async with aiohttp.ClientSession() as s:
+        digest = (await status(s, proxy.url))["digest"]
+        typo = site.fragment("20-b.yaml")
+        typo.write_text(typo_model_yaml("b", free_port()))
+        async with s.post(f"{proxy.url}/api/config/reload") as resp:
+            assert resp.status == 422
+            refused = await resp.json()
+        assert refused["error"]["message"].startswith(
+            f"{typo}:5:5: models.b.tll: unknown key 'tll'"
+        )
+        st = await status(s, proxy.url)
+        assert st["digest"] == digest and st["lastError"] is not None
+        assert (await chat(s, proxy.url, "a"))[0] == 200
+        assert (await chat(s, proxy.url, "b"))[0] == 404
+
+
+async def test_strict_refuses_to_start_on_a_config_with_an_unknown_key(site: Site) -> None:
+    site.fragment("10-a.yaml").write_text(typo_model_yaml("a", free_port()))
+    argv = [LLAMA_SWAP, "--config", str(site.config), "--config-dir", str(site.dir),
+            "--listen", "127.0.0.1:0", "--strict"]
+    done = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await asyncio.wait_for(done.communicate(), WAIT)
+    assert done.returncode == 1
+    text = out.decode()
+    assert f"{site.fragment('10-a.yaml')}:5:5: models.a.tll: unknown key 'tll'" in text
+    assert "failed to load config" in text

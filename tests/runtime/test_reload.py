@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from pathlib import Path
 from types import MappingProxyType
@@ -211,3 +212,105 @@ async def test_the_session_compile_digest_is_the_plain_digest(tmp_path: Path) ->
         write_models(cfg, *ids)
         result = compiler_fn()
         assert result.digest == hashlib.sha256(plan_to_json(result.plan).encode()).hexdigest()
+
+
+# -- compile warnings and --strict ------------------------------------------------------------
+
+TYPO_TTL = (
+    "models:\n  a:\n    cmd: srv --port ${PORT}\n    proxy: http://127.0.0.1:${PORT}\n"
+    "    tll: 300\n"
+)
+
+
+class Captured(logging.Handler):
+    """Records of one logger, however the "llama_swap" loggers were wired by other tests."""
+
+    def __init__(self, name: str, level: int) -> None:
+        super().__init__(level)
+        self.records: list[logging.LogRecord] = []
+        self.logger = logging.getLogger(name)
+        self._saved_level = self.logger.level
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def __enter__(self) -> Captured:
+        self.logger.addHandler(self)
+        self.logger.setLevel(self.level)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.removeHandler(self)
+        self.logger.setLevel(self._saved_level)
+
+
+async def test_a_reload_with_an_unknown_key_applies_and_reports_the_warning_with_file_and_line(
+    tmp_path: Path,
+) -> None:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(TYPO_TTL)
+    old = plan_with("b")
+    router = FakeRouter(old)
+    events: list[dict[str, Any]] = []
+    r = Reloader(config_compiler(str(cfg), None), router.apply_plan, events.append, plan=old)
+    with Captured("llama_swap.reload", logging.WARNING) as captured:
+        outcome = await r.reload("watch")
+    assert outcome.ok and outcome.changed
+    assert r.plan.models["a"].ttl == 0  # what the typo silently left at its default
+
+    [warning] = r.status()["lastReload"]["warnings"]
+    assert (warning["file"], warning["line"], warning["column"]) == (str(cfg), 5, 5)
+    assert warning["path"] == "models.a.tll" and warning["severity"] == "warning"
+    assert "unknown key 'tll'" in warning["message"]
+    assert r.status()["warnings"] == [warning]  # the running plan's, until a clean reload
+    assert events[-1]["warnings"] == [warning]
+
+    logged = [rec for rec in captured.records if rec.levelno == logging.WARNING]
+    assert any(f"{cfg}:5:5: warning: models.a.tll: unknown key 'tll'" in rec.getMessage()
+               for rec in logged), [rec.getMessage() for rec in logged]
+
+    cfg.write_text(TYPO_TTL.replace("tll", "ttl"))
+    outcome = await r.reload("watch")
+    assert outcome.ok and r.plan.models["a"].ttl == 300
+    assert r.status()["lastReload"]["warnings"] == [] and r.status()["warnings"] == []
+
+
+async def test_a_failed_reload_keeps_reporting_the_running_plans_warnings(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(TYPO_TTL)
+    old = plan_with("b")
+    r = Reloader(config_compiler(str(cfg), None), FakeRouter(old).apply_plan, plan=old)
+    assert (await r.reload()).ok
+    cfg.write_text("models: [broken\n")
+    assert not (await r.reload()).ok
+    assert [w["path"] for w in r.status()["warnings"]] == ["models.a.tll"]
+
+
+async def test_strict_refuses_a_reload_with_an_unknown_key_and_keeps_the_running_plan(
+    tmp_path: Path,
+) -> None:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(TYPO_TTL)
+    old = plan_with("b")
+    router = FakeRouter(old)
+    r = Reloader(config_compiler(str(cfg), None, strict=True), router.apply_plan, plan=old)
+    outcome = await r.reload("watch")
+    assert not outcome.ok and router.applied == []
+    assert r.plan is old
+    error = r.status()["lastError"]
+    assert error["message"].startswith(f"{cfg}:5:5: models.a.tll: unknown key 'tll'")
+    assert [(d["line"], d["severity"]) for d in error["diagnostics"]] == [(5, "error")]
+    assert r.status()["reloads"]["failed"] == 1
+
+
+async def test_the_startup_plans_warnings_are_reported_once_the_warm_up_compile_matched_it(
+    tmp_path: Path,
+) -> None:
+    from llama_swap.compiler.pipeline import compile_paths
+
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(TYPO_TTL)
+    running = compile_paths(str(cfg), None).plan  # what the CLI compiled at startup
+    r = Reloader(config_compiler(str(cfg), None), FakeRouter(running).apply_plan, plan=running)
+    await r.aclose()  # waits for the warm-up compile
+    assert [w["path"] for w in r.status()["warnings"]] == ["models.a.tll"]

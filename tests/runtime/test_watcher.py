@@ -8,12 +8,15 @@ sentinel change arriving as the very next callback, carrying only the sentinel f
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import shutil
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -293,3 +296,112 @@ def test_snapshot_is_incomplete_while_a_watched_file_is_missing(tmp_path: Path) 
 def test_nothing_to_watch_is_an_error(recorder) -> None:
     with pytest.raises(ValueError):
         ConfigWatcher(callback=recorder)
+
+
+# --- the baseline is what the running plan was compiled from ---------------------------------
+#
+# The plan is compiled before the watches are armed; an edit in between must still be seen.
+# Each test below sets up exactly that state -- the baseline (the sources the plan records)
+# says one thing, the disk already says another -- before the watcher starts, so nothing
+# depends on when the edit happens.
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A source as the plan records it (compiler.plan.Source has the same two fields)."""
+
+    path: str
+    sha256: str
+
+
+def recorded(path: Path, text: str) -> Recorded:
+    return Recorded(str(path), hashlib.sha256(text.encode()).hexdigest())
+
+
+def test_a_fragment_rewritten_before_the_watches_were_armed_fires_at_start(
+    tmp_path: Path, recorder: Recorder, make_watcher: Any
+) -> None:
+    d = tmp_path / "conf.d"
+    d.mkdir()
+    write(d / "10-a.yaml", "a: 2\n")  # the plan was compiled from "a: 1"
+    make_watcher(dirs=(d,), baseline=[recorded(d / "10-a.yaml", "a: 1\n")])
+    [change] = recorder.wait_for(1)
+    assert change.modified == (str(d / "10-a.yaml"),)
+    sentinel_follows(recorder, d / "10-a.yaml", 2)
+
+
+def test_a_fragment_renamed_into_the_dir_before_the_watches_were_armed_fires_at_start(
+    tmp_path: Path, recorder: Recorder, make_watcher: Any
+) -> None:
+    d = tmp_path / "conf.d"
+    d.mkdir()
+    write(d / "10-a.yaml", "a: 1\n")
+    staged = tmp_path / "20-b.yaml"
+    write(staged, "b: 1\n")
+    os.replace(staged, d / "20-b.yaml")  # arrived after the compile read the dir
+    make_watcher(dirs=(d,), baseline=[recorded(d / "10-a.yaml", "a: 1\n")])
+    [change] = recorder.wait_for(1)
+    assert change.added == (str(d / "20-b.yaml"),)
+    assert change.modified == () and change.removed == ()
+
+
+def test_a_fragment_deleted_before_the_watches_were_armed_fires_at_start(
+    tmp_path: Path, recorder: Recorder, make_watcher: Any
+) -> None:
+    d = tmp_path / "conf.d"
+    d.mkdir()
+    write(d / "10-a.yaml", "a: 1\n")
+    gone = recorded(d / "20-b.yaml", "b: 1\n")
+    make_watcher(dirs=(d,), baseline=[recorded(d / "10-a.yaml", "a: 1\n"), gone])
+    [change] = recorder.wait_for(1)
+    assert change.removed == (str(d / "20-b.yaml"),)
+
+
+def test_sources_that_match_the_baseline_do_not_fire(
+    tmp_path: Path, recorder: Recorder, make_watcher: Any
+) -> None:
+    cfg = tmp_path / "config.yaml"
+    d = tmp_path / "conf.d"
+    d.mkdir()
+    write(cfg, "c: 1\n")
+    write(d / "10-a.yaml", "a: 1\n")
+    make_watcher(
+        files=(cfg,), dirs=(d,),
+        baseline=[recorded(cfg, "c: 1\n"), recorded(d / "10-a.yaml", "a: 1\n")],
+    )
+    sentinel_follows(recorder, d / "10-a.yaml", 1)  # the first callback is the sentinel's
+
+
+def test_relative_baseline_paths_are_read_from_the_working_directory(
+    tmp_path: Path, recorder: Recorder, make_watcher: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The compiler records paths as given on the command line (often relative)."""
+    monkeypatch.chdir(tmp_path)
+    d = tmp_path / "conf.d"
+    d.mkdir()
+    write(d / "10-a.yaml", "a: 1\n")
+    make_watcher(dirs=(Path("conf.d"),), baseline=[recorded(Path("conf.d/10-a.yaml"), "a: 1\n")])
+    sentinel_follows(recorder, d / "10-a.yaml", 1)
+
+
+def test_a_watched_file_the_baseline_does_not_know_is_checked_once_at_start(
+    tmp_path: Path, recorder: Recorder, make_watcher: Any
+) -> None:
+    """A `--plan` file: the plan records the YAML it came from, not the plan file itself, so
+    the watcher cannot tell whether the file still holds the running plan and reports it."""
+    plan_file = tmp_path / "plan.json"
+    write(plan_file, "{}\n")
+    elsewhere = recorded(tmp_path / "build" / "config.yaml", "c: 1\n")  # not watched: ignored
+    make_watcher(files=(plan_file,), baseline=[elsewhere])
+    [change] = recorder.wait_for(1)
+    assert change.added == (str(plan_file),) and change.removed == ()
+    sentinel_follows(recorder, plan_file, 2)
+
+
+def test_without_a_baseline_the_sources_at_start_are_the_baseline(
+    tmp_path: Path, recorder: Recorder, make_watcher: Any
+) -> None:
+    cfg = tmp_path / "config.yaml"
+    write(cfg, "a: 1\n")
+    make_watcher(files=(cfg,))
+    sentinel_follows(recorder, cfg, 1)
