@@ -124,6 +124,14 @@ class ReplacingProcess:
         if self.new is not None:
             self.new.health_check_timeout = value
 
+    def poll(self) -> ProcessState:
+        """The slot's state after polling both definitions' children (see ModelProcess.poll)."""
+        if self.old is not None:
+            self.old.poll()
+        if self.new is not None:
+            self.new.poll()
+        return self.state
+
     def __getattr__(self, name: str) -> Any:  # the rest of ModelProcess, from the current one
         return getattr(self.current, name)
 

@@ -173,6 +173,31 @@ class _Child:
     def alive(self) -> bool:
         return not self.proto.exited.done()
 
+    def exit_code(self) -> int | None:
+        """The exit code if the child has exited, None while it runs; never blocks.
+
+        Unlike `alive`, this asks the kernel, so it also sees an exit the event loop has
+        not processed yet (the loop learns of exits a few callbacks later).  It does not
+        reap: reaping stays with asyncio's child watcher.
+        """
+        if not self.alive:
+            return self.returncode if self.returncode is not None else -1
+        code = self.transport.get_returncode()
+        if code is not None:
+            return code
+        try:
+            info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:  # reaped by the child watcher; the loop hears of it soon
+            return -1
+        if info is None:
+            return None
+        # The leader is an unreaped zombie, so its group id cannot have been reused yet:
+        # kill what is left of the group now rather than when the loop reaps it.
+        _signal_group(self.pid, signal.SIGKILL)
+        if info.si_code in (os.CLD_KILLED, os.CLD_DUMPED):
+            return -info.si_status
+        return info.si_status
+
     def signal(self, sig: int) -> None:
         if self.alive:
             _signal_group(self.pid, sig, fallback=True)
@@ -291,6 +316,21 @@ class ModelProcess:
             if child is not None and child.alive:
                 self._note(f"pid {child.pid} still alive at the shutdown deadline: SIGKILL")
                 child.signal(signal.SIGKILL)
+
+    def poll(self) -> ProcessState:
+        """The state, after noticing an exit of a READY child that `_watch` has not seen yet.
+
+        The router asks this before it lets the scheduler decide on a request: a child
+        that died a moment ago still looks READY until the loop processes its exit, and a
+        request granted to it would fail with "connection refused" instead of restarting
+        the model.  Seen here, the exit is handled as any unexpected exit (READY -> STOPPED).
+        """
+        child = self._child
+        if self.state is ProcessState.READY and child is not None:
+            code = child.exit_code()
+            if code is not None:
+                self._exited_unexpectedly(child, code)
+        return self.state
 
     def __repr__(self) -> str:
         return f"<ModelProcess {self.model.id} {self.state.value} pid={self.pid}>"
@@ -428,6 +468,10 @@ class ModelProcess:
     async def _watch(self, child: _Child) -> None:
         """Notice an exit nobody asked for: READY -> STOPPED."""
         code = await asyncio.shield(child.reaped)
+        self._exited_unexpectedly(child, code)
+
+    def _exited_unexpectedly(self, child: _Child, code: int) -> None:
+        """`child` exited while READY (seen by `_watch` or `poll`, whichever is first)."""
         if self._child is child and self.state is ProcessState.READY:
             self._note(f"exited unexpectedly with code {code}")
             self._child = None

@@ -223,8 +223,11 @@ class Router:
     # ------------------------------------------------------------------ Effects
 
     def model_state(self, model: str) -> ProcessState | None:
+        """The model's state as the scheduler must see it before deciding on a request:
+        polled, so a child that has just died is STOPPED (and is restarted), not a READY
+        server a request would be granted to."""
         proc = self.processes.get(model)
-        return None if proc is None else proc.state
+        return None if proc is None else proc.poll()
 
     def running_models(self) -> Sequence[str]:
         return sorted(m for m, p in self.processes.items() if p.state.occupies_memory)
