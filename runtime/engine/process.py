@@ -36,6 +36,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
 
 from llama_swap.compiler.plan import Model
 from llama_swap.runtime.core.errors import RouteError, RouteFailure, health_timeout, start_failed
@@ -63,7 +64,7 @@ def next_poll_delay(attempt: int, elapsed: float) -> float:
     if attempt <= 0:
         return 0.0
     cap = 0.025 if elapsed < 5.0 else 0.1 if elapsed < 30.0 else 0.25
-    return min(0.005 * (2 ** (attempt - 1)), cap)
+    return min(0.005 * 2.0 ** (attempt - 1), cap)
 
 
 def build_env(extra: Sequence[str], base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -242,8 +243,44 @@ async def _spawn(argv: Sequence[str], env: Mapping[str, str], log: LogBuffer) ->
 _PREEXEC = _pdeathsig_preexec()
 
 
+class ModelSlot(Protocol):
+    """What the router holds per model and what it, the HTTP layer and hot swap use of it.
+
+    Usually a `ModelProcess`; while a hot reload drains a model's old process, a
+    `runtime.engine.hotswap.ReplacingProcess` that serves from the old process and
+    starts the new definition once the old one has exited.
+    """
+
+    model: Model  # the definition new requests are served with
+    health_check_timeout: float  # for the next start
+
+    @property
+    def state(self) -> ProcessState: ...
+
+    @property
+    def pid(self) -> int | None: ...
+
+    @property
+    def log(self) -> LogBuffer: ...
+
+    def poll(self) -> ProcessState:
+        """The state, after noticing an exit the event loop has not processed yet."""
+
+    async def start(self) -> None:
+        """Make the model READY; raises RouteFailure when it cannot be."""
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop the child and return once it has exited."""
+
+    async def shutdown(self, grace: float) -> None:
+        """Stop, then refuse every later start."""
+
+    def kill(self) -> None:
+        """SIGKILL whatever is still alive, now."""
+
+
 class ModelProcess:
-    """One model's upstream server process and its lifecycle."""
+    """One model's upstream server process and its lifecycle (a `ModelSlot`)."""
 
     def __init__(
         self,

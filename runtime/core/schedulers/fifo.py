@@ -95,6 +95,9 @@ class FifoScheduler(QueueBookkeeping):
         """Active swap targets -> their evict lists (for tests and /running)."""
         return {model: sw.evict for model, sw in self._active.items()}
 
+    def awaits_swap(self, model: str) -> bool:
+        return model in self._active
+
     def limit(self, model: str) -> int:
         return self._limits.get(model, DEFAULT_CONCURRENCY_LIMIT)
 

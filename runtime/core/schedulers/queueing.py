@@ -8,7 +8,7 @@ class holds that part once.  Pure like the schedulers: no asyncio, no clock.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from llama_swap.runtime.core.errors import RouteError
 from llama_swap.runtime.core.process_state import ProcessState
@@ -29,6 +29,13 @@ class QueueBookkeeping:
 
     def in_flight(self, model: str) -> int:
         return self._in_flight.get(model, 0)
+
+    def adopt_in_flight(self, counts: Mapping[str, int]) -> None:
+        """See `Scheduler.adopt_in_flight`; zero counts are not recorded (serial reads an
+        empty table as "nothing in flight")."""
+        for model, count in counts.items():
+            if count > 0:
+                self._in_flight[model] = self.in_flight(model) + count
 
     def queued(self) -> tuple[Request, ...]:
         """Requests not yet answered, head first (for tests and /running)."""

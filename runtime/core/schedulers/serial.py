@@ -68,6 +68,9 @@ class SerialScheduler(QueueBookkeeping):
         """The target of the swap in progress, if any."""
         return self._swap.model if self._swap else None
 
+    def awaits_swap(self, model: str) -> bool:
+        return self.swapping == model
+
     # -- events --------------------------------------------------------------
 
     def on_request(self, request: Request) -> None:
