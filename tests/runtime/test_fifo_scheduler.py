@@ -1,6 +1,7 @@
 """The `fifo` scheduler (the Go original's FIFO), specified by the effects it asks for.
 
-Mirrors the original's scheduler test inventory (reference section 8.6) plus
+Mirrors the Go original's scheduler tests (collation, queueing behind swaps,
+eviction of idle models only, concurrency limits, unload and shutdown) plus
 our additions (process stopped, TTL expiry, queue positions).  Most tests use
 `StubSwapper`, a fixed evict list per target, so each decision is explicit.
 """

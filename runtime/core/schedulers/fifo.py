@@ -8,7 +8,8 @@ State: `active` (target model -> its evict list and the requests waiting for
 it), `in_flight` (model -> granted-but-unfinished count) and `queued` (requests
 that could not proceed yet, in priority-then-arrival order).
 
-`on_request` decides, in order (reference section 6.7):
+`on_request` decides, in order (the Go original's FIFO decision order, so the
+same requests are served in the same order):
 
 1. unknown model -> 404 error;
 2. a swap to the same model is active -> join its waiters (collation:
