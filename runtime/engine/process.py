@@ -452,23 +452,29 @@ class ModelProcess:
         if aborted in done:
             return RouteError(503, f"[{model.id}] aborted")
         if child.reaped in done:
-            code = child.reaped.result()
-            self._note(f"exited with code {code} while starting")
-            self._fail_start()
-            detail = f"upstream command exited prematurely with code {code}"
-            tail = run_log.tail_lines(TAIL_LINES)
-            if tail:
-                detail += "; last output:\n" + "\n".join(tail)
-            return start_failed(model.id, detail)
+            return self._exited_while_starting(child.reaped.result(), run_log)
         if health.result():
             return None
-        # health deadline passed: kill the child ourselves (unless a stop() took over)
+        return await self._health_timed_out(child)
+
+    def _exited_while_starting(self, code: int, run_log: LogBuffer) -> RouteError:
+        """The child died before it was healthy: a 502 quoting its last output."""
+        self._note(f"exited with code {code} while starting")
+        self._fail_start()
+        detail = f"upstream command exited prematurely with code {code}"
+        tail = run_log.tail_lines(TAIL_LINES)
+        if tail:
+            detail += "; last output:\n" + "\n".join(tail)
+        return start_failed(self.model.id, detail)
+
+    async def _health_timed_out(self, child: _Child) -> RouteError:
+        """The health deadline passed: kill the child ourselves (unless a stop() took over)."""
         self._note(f"health check timed out after {self.health_check_timeout:g}s")
         if self.state is ProcessState.STARTING:
             child.signal(signal.SIGTERM)
             await child.kill_after(START_GRACE)
             self._fail_start()
-        return health_timeout(model.id, self.health_check_timeout)
+        return health_timeout(self.model.id, self.health_check_timeout)
 
     async def _poll_health(self, url: str, t0: float) -> bool:
         import aiohttp  # the runtime has it loaded already; keeps this module light to import

@@ -491,6 +491,14 @@ class Router:
     async def _shutdown(self, timeout: float) -> None:
         deadline = asyncio.get_running_loop().time() + max(timeout, 0.001)
         self._closing = True
+        await self._stop_run_loop()
+        stops = await self._shutdown_processes(timeout, deadline)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, *stops, return_exceptions=True)
+
+    async def _stop_run_loop(self) -> None:
+        """Stop the TTL ticker; let the loop fail every waiter and exit."""
         if self._ticker is not None:
             self._ticker.cancel()
         if self._loop_task is not None and not self._loop_task.done():
@@ -498,26 +506,30 @@ class Router:
             self.post(ShutdownRequested(errors.shutting_down(), done))
             await done
             await self._loop_task
+
+    async def _shutdown_processes(
+        self, timeout: float, deadline: float
+    ) -> list[asyncio.Task[None]]:
+        """Stop every process by `deadline`, SIGKILLing what is left then; returns the
+        stop tasks (finished or cancelled) for the caller to await."""
         grace = max(0.001, timeout * 0.8)
         stops = [asyncio.ensure_future(p.shutdown(grace)) for p in self.processes.values()]
-        if stops:
-            left = max(0.001, deadline - asyncio.get_running_loop().time())
-            _, pending = await asyncio.wait(stops, timeout=left)
-            if pending:
-                # Out of time: kill what is left ourselves rather than leave it to the
-                # parent-death signal and the orphan guard, then let the stops reap it.
-                log.warning("shutdown: %d process(es) did not stop within %.1fs: SIGKILL",
-                            len(pending), timeout)
-                for proc in self.processes.values():
-                    proc.kill()
-                _, pending = await asyncio.wait(pending, timeout=KILL_REAP_WAIT)
-            for task in pending:
-                log.warning("shutdown: a process was not reaped %.1fs after SIGKILL",
-                            KILL_REAP_WAIT)
-                task.cancel()
-        for task in list(self._tasks):
+        if not stops:
+            return stops
+        left = max(0.001, deadline - asyncio.get_running_loop().time())
+        _, pending = await asyncio.wait(stops, timeout=left)
+        if pending:
+            # Out of time: kill what is left ourselves rather than leave it to the
+            # parent-death signal and the orphan guard, then let the stops reap it.
+            log.warning("shutdown: %d process(es) did not stop within %.1fs: SIGKILL",
+                        len(pending), timeout)
+            for proc in self.processes.values():
+                proc.kill()
+            _, pending = await asyncio.wait(pending, timeout=KILL_REAP_WAIT)
+        for task in pending:
+            log.warning("shutdown: a process was not reaped %.1fs after SIGKILL", KILL_REAP_WAIT)
             task.cancel()
-        await asyncio.gather(*self._tasks, *stops, return_exceptions=True)
+        return stops
 
     # ------------------------------------------------------------------ helpers
 
