@@ -1,6 +1,6 @@
 """Recording fakes for the pure scheduling core (no unittest.mock).
 
-`FakeEffects` implements `runtime.schedulers.base.Effects`.  Every effect the
+`FakeEffects` implements `runtime.core.schedulers.base.Effects`.  Every effect the
 scheduler asks for is recorded as a frozen value in `calls`, so tests read as
 specifications::
 

@@ -11,7 +11,7 @@ Invariants:
 - the child runs `model.cmd` (no shell) with os.environ + `model.env`, in its own session and
   process group, and (on Linux) dies with SIGKILL if the thread that spawned it dies; its
   whole group (a wrapper's forked server included) is registered with the orphan guard
-  (runtime/orphans.py), which kills it if llama-swap dies without stopping it;
+  (runtime/engine/orphans.py), which kills it if llama-swap dies without stopping it;
 - its stdout and stderr go, merged and decoded, into `self.log`; runtime notes about the child
   ("started pid", "exited with code", "health ok") go there too;
 - when the child (the group leader) exits, whatever is left of its process group is killed,

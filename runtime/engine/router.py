@@ -1,14 +1,14 @@
 """The router: one run loop that owns all routing state, and the Effects it offers.
 
-Why one loop: the scheduler is a pure state machine (runtime/schedulers) that
+Why one loop: the scheduler is a pure state machine (runtime/core/schedulers) that
 must see events one at a time.  Every source of change -- a request arriving,
 a client leaving, a swap or stop finishing, a served response ending, a
 process changing state, the TTL ticker, unload, shutdown, a new plan -- posts
-a frozen event (runtime/events.py) to one `asyncio.Queue`.  A single task
+a frozen event (runtime/engine/events.py) to one `asyncio.Queue`.  A single task
 drains it and calls the scheduler; nothing else touches scheduler state, so
 there are no locks.
 
-The router implements `runtime.schedulers.base.Effects`.  Effects run on the
+The router implements `runtime.core.schedulers.base.Effects`.  Effects run on the
 loop and never block it: slow work (stopping and starting processes) runs in
 tasks tracked in `self._tasks`, whose outcomes come back as events.
 
@@ -20,7 +20,7 @@ and possibly the scheduler in one step, using the public surface of
 Invariants:
 - a request is answered exactly once, through its future; a grant to a caller
   that is gone returns False and is not counted as in flight;
-- every lease posts `ServeDone` exactly once (runtime/events.py `Lease`);
+- every lease posts `ServeDone` exactly once (runtime/engine/events.py `Lease`);
 - `self.plan` is one reference, replaced only on the loop (by `apply_plan`), so
   every request is resolved by exactly one plan;
 - a scheduler sees only the outcomes of swaps it started: every swap is stamped with
@@ -75,7 +75,7 @@ _T = TypeVar("_T")
 STOP_GRACE = 5.0
 DEFAULT_HEALTH_TIMEOUT = 30.0  # used when the plan's healthCheckTimeout is <= 0
 # Seconds a shutdown that ran out of time waits for the processes it SIGKILLed to be reaped
-# (a reap may wait up to runtime.process.PIPE_DRAIN for pipes an escaped descendant holds).
+# (a reap may wait up to runtime.engine.process.PIPE_DRAIN for pipes an escaped descendant holds).
 KILL_REAP_WAIT = 3.0
 
 
