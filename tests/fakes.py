@@ -1,6 +1,6 @@
 """Recording fakes for the pure scheduling core (no unittest.mock).
 
-`FakeEffects` implements `runtime.schedulers.base.Effects`.  Every effect the
+`FakeEffects` implements `runtime.core.schedulers.base.Effects`.  Every effect the
 scheduler asks for is recorded as a frozen value in `calls`, so tests read as
 specifications::
 
@@ -203,7 +203,7 @@ class FakeRouter:
         self.next_id += 1
         self.requests[self.next_id] = model
         self.s.on_request(Request(self.next_id, model))
-        self._collect()
+        self.collect()
 
     def cancel(self, index: int) -> None:
         waiting = [rid for rid in self.requests if rid not in self.answers and rid not in self.cancelled]
@@ -212,7 +212,7 @@ class FakeRouter:
             self.cancelled.add(rid)
             self.fx.gone.add(rid)
             self.s.on_cancel(rid)
-            self._collect()
+            self.collect()
 
     def finish_swap(self, index: int, error: RouteError | None) -> None:
         if self.swaps:
@@ -224,13 +224,13 @@ class FakeRouter:
                 self.fx.states[evicted] = ProcessState.STOPPED
             self.fx.states[swap.model] = ProcessState.STOPPED if error else ProcessState.READY
             self.s.on_swap_done(swap.model, error)
-            self._collect()
+            self.collect()
 
     def serve_done(self, index: int) -> None:
         if self.serving:
             request = self.serving.pop(index % len(self.serving))
             self.s.on_serve_done(request.model)
-            self._collect()
+            self.collect()
 
     def finish_stop(self, index: int) -> None:
         if self.stopping:
@@ -238,21 +238,21 @@ class FakeRouter:
             if self.fx.states[model] is ProcessState.STOPPING:
                 self.fx.states[model] = ProcessState.STOPPED
             self.s.on_process_stopped(model)
-            self._collect()
+            self.collect()
 
     def crash(self, model: str) -> None:
         if self.fx.states.get(model) is ProcessState.READY:
             self.fx.states[model] = ProcessState.STOPPED
             self.s.on_process_stopped(model)
-            self._collect()
+            self.collect()
 
     def ttl(self, model: str) -> None:
         self.s.on_ttl_expired(model)
-        self._collect()
+        self.collect()
 
     def unload(self, models: tuple[str, ...], error: RouteError) -> None:
         self.s.on_unload(models, error)
-        self._collect()
+        self.collect()
 
     def play(self, actions: Iterable[tuple[str, str | int]]) -> None:
         """Run `router_actions()` values, stopping at the first broken promise."""
@@ -296,7 +296,9 @@ class FakeRouter:
     def unanswered(self) -> list[int]:
         return [rid for rid in self.requests if rid not in self.answers and rid not in self.cancelled]
 
-    def _collect(self) -> None:
+    def collect(self) -> None:
+        """Check and record the effects asked for since the last call (call it after
+        driving the scheduler directly, as the actions above do)."""
         for effect in self.fx.calls[self._seen :]:
             if isinstance(effect, StartSwap):
                 busy = {r.model for r in self.serving}

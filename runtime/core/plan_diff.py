@@ -1,6 +1,6 @@
 """What a hot reload changes: a pure, per-model comparison of two resolved plans.
 
-The hot swap (runtime/hotswap.py) must decide, for every model, whether its
+The hot swap (runtime/engine/hotswap.py) must decide, for every model, whether its
 running process can stay, must be restarted, or must go.  That decision is a
 pure function of the two frozen plans, so it lives here with no I/O, no
 asyncio and no clock, and is tested on its own (tests/runtime/test_plan_diff.py).

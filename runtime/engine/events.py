@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from llama_swap.compiler.plan import Model, Plan
 from llama_swap.runtime.core.errors import RouteError
+from llama_swap.runtime.core.plan_diff import PlanDiff
 from llama_swap.runtime.core.process_state import ProcessState
 from llama_swap.runtime.core.schedulers.base import Request
 
@@ -96,10 +97,10 @@ class ShutdownRequested:
 
 @dataclass(frozen=True, slots=True)
 class PlanApplied:
-    """Replace the plan on the loop (hot reload, issue 5); `done` gets the diff."""
+    """Replace the plan on the loop (a hot reload); `done` gets the diff applied."""
 
     plan: Plan
-    done: asyncio.Future[Any] = field(compare=False)
+    done: asyncio.Future[PlanDiff] = field(compare=False)
 
 
 Event = (

@@ -1,6 +1,6 @@
 """A sidecar that kills the model servers' process groups if llama-swap itself is killed.
 
-Why: the parent-death signal (`PR_SET_PDEATHSIG`, runtime/process.py) reaches only the
+Why: the parent-death signal (`PR_SET_PDEATHSIG`, runtime/engine/process.py) reaches only the
 *direct* child.  A model started through a wrapper -- `sh -c "source env; server ..."`,
 a launcher script, anything that forks the real server instead of exec'ing it -- leaves
 the real server behind as an orphan when llama-swap is SIGKILLed or crashes, still

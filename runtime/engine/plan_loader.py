@@ -13,11 +13,11 @@ before anything starts:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Protocol, TypeAlias
 
 from llama_swap.compiler.plan import Plan, plan_from_dict
 
@@ -28,19 +28,44 @@ class PlanLoadError(Exception):
     """The plan file cannot be used; the message says why (one problem per line)."""
 
 
+# A JSON document as `json.loads` returns it.
+JsonValue: TypeAlias = (
+    str | int | float | bool | None | Mapping[str, "JsonValue"] | Sequence["JsonValue"]
+)
+
+
+class _SchemaViolation(Protocol):
+    """The part of a jsonschema `ValidationError` the message is built from."""
+
+    @property
+    def message(self) -> str: ...
+
+    @property
+    def absolute_path(self) -> Sequence[str | int]: ...
+
+
+class _SchemaValidator(Protocol):
+    """The part of a jsonschema validator this module uses (stubs may be absent)."""
+
+    def iter_errors(self, instance: JsonValue) -> Iterator[_SchemaViolation]: ...
+
+
 @cache
-def _validator() -> Any:
+def _validator() -> _SchemaValidator:
     """A jsonschema validator for plan.schema.json (shipped as package data)."""
-    import jsonschema
+    # Imported on first use (as the compiler does), so what never validates a plan never
+    # loads it; typed through the protocol above whether or not its stubs are installed.
+    import jsonschema  # type: ignore[import-untyped, unused-ignore]
 
     text = files("llama_swap.schema").joinpath("plan.schema.json").read_text(encoding="utf-8")
     schema = json.loads(text)
     cls = jsonschema.validators.validator_for(schema)
-    return cls(schema)
+    validator: _SchemaValidator = cls(schema)
+    return validator
 
 
-def validate_plan_dict(doc: Mapping[str, Any], source: str = "<plan>") -> None:
-    """Raise PlanLoadError when `doc` violates the plan schema ."""
+def validate_plan_dict(doc: Mapping[str, JsonValue], source: str = "<plan>") -> None:
+    """Raise PlanLoadError when `doc` violates the plan schema."""
     validator = _validator()
     errors = sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))
     if not errors:

@@ -11,7 +11,7 @@ Invariants:
 - the child runs `model.cmd` (no shell) with os.environ + `model.env`, in its own session and
   process group, and (on Linux) dies with SIGKILL if the thread that spawned it dies; its
   whole group (a wrapper's forked server included) is registered with the orphan guard
-  (runtime/orphans.py), which kills it if llama-swap dies without stopping it;
+  (runtime/engine/orphans.py), which kills it if llama-swap dies without stopping it;
 - its stdout and stderr go, merged and decoded, into `self.log`; runtime notes about the child
   ("started pid", "exited with code", "health ok") go there too;
 - when the child (the group leader) exits, whatever is left of its process group is killed,
@@ -36,6 +36,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
 
 from llama_swap.compiler.plan import Model
 from llama_swap.runtime.core.errors import RouteError, RouteFailure, health_timeout, start_failed
@@ -63,7 +64,7 @@ def next_poll_delay(attempt: int, elapsed: float) -> float:
     if attempt <= 0:
         return 0.0
     cap = 0.025 if elapsed < 5.0 else 0.1 if elapsed < 30.0 else 0.25
-    return min(0.005 * (2 ** (attempt - 1)), cap)
+    return min(0.005 * 2.0 ** (attempt - 1), cap)
 
 
 def build_env(extra: Sequence[str], base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -173,6 +174,31 @@ class _Child:
     def alive(self) -> bool:
         return not self.proto.exited.done()
 
+    def exit_code(self) -> int | None:
+        """The exit code if the child has exited, None while it runs; never blocks.
+
+        Unlike `alive`, this asks the kernel, so it also sees an exit the event loop has
+        not processed yet (the loop learns of exits a few callbacks later).  It does not
+        reap: reaping stays with asyncio's child watcher.
+        """
+        if not self.alive:
+            return self.returncode if self.returncode is not None else -1
+        code = self.transport.get_returncode()
+        if code is not None:
+            return code
+        try:
+            info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:  # reaped by the child watcher; the loop hears of it soon
+            return -1
+        if info is None:
+            return None
+        # The leader is an unreaped zombie, so its group id cannot have been reused yet:
+        # kill what is left of the group now rather than when the loop reaps it.
+        _signal_group(self.pid, signal.SIGKILL)
+        if info.si_code in (os.CLD_KILLED, os.CLD_DUMPED):
+            return -info.si_status
+        return info.si_status
+
     def signal(self, sig: int) -> None:
         if self.alive:
             _signal_group(self.pid, sig, fallback=True)
@@ -217,8 +243,44 @@ async def _spawn(argv: Sequence[str], env: Mapping[str, str], log: LogBuffer) ->
 _PREEXEC = _pdeathsig_preexec()
 
 
+class ModelSlot(Protocol):
+    """What the router holds per model and what it, the HTTP layer and hot swap use of it.
+
+    Usually a `ModelProcess`; while a hot reload drains a model's old process, a
+    `runtime.engine.hotswap.ReplacingProcess` that serves from the old process and
+    starts the new definition once the old one has exited.
+    """
+
+    model: Model  # the definition new requests are served with
+    health_check_timeout: float  # for the next start
+
+    @property
+    def state(self) -> ProcessState: ...
+
+    @property
+    def pid(self) -> int | None: ...
+
+    @property
+    def log(self) -> LogBuffer: ...
+
+    def poll(self) -> ProcessState:
+        """The state, after noticing an exit the event loop has not processed yet."""
+
+    async def start(self) -> None:
+        """Make the model READY; raises RouteFailure when it cannot be."""
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop the child and return once it has exited."""
+
+    async def shutdown(self, grace: float) -> None:
+        """Stop, then refuse every later start."""
+
+    def kill(self) -> None:
+        """SIGKILL whatever is still alive, now."""
+
+
 class ModelProcess:
-    """One model's upstream server process and its lifecycle."""
+    """One model's upstream server process and its lifecycle (a `ModelSlot`)."""
 
     def __init__(
         self,
@@ -291,6 +353,21 @@ class ModelProcess:
             if child is not None and child.alive:
                 self._note(f"pid {child.pid} still alive at the shutdown deadline: SIGKILL")
                 child.signal(signal.SIGKILL)
+
+    def poll(self) -> ProcessState:
+        """The state, after noticing an exit of a READY child that `_watch` has not seen yet.
+
+        The router asks this before it lets the scheduler decide on a request: a child
+        that died a moment ago still looks READY until the loop processes its exit, and a
+        request granted to it would fail with "connection refused" instead of restarting
+        the model.  Seen here, the exit is handled as any unexpected exit (READY -> STOPPED).
+        """
+        child = self._child
+        if self.state is ProcessState.READY and child is not None:
+            code = child.exit_code()
+            if code is not None:
+                self._exited_unexpectedly(child, code)
+        return self.state
 
     def __repr__(self) -> str:
         return f"<ModelProcess {self.model.id} {self.state.value} pid={self.pid}>"
@@ -375,23 +452,29 @@ class ModelProcess:
         if aborted in done:
             return RouteError(503, f"[{model.id}] aborted")
         if child.reaped in done:
-            code = child.reaped.result()
-            self._note(f"exited with code {code} while starting")
-            self._fail_start()
-            detail = f"upstream command exited prematurely with code {code}"
-            tail = run_log.tail_lines(TAIL_LINES)
-            if tail:
-                detail += "; last output:\n" + "\n".join(tail)
-            return start_failed(model.id, detail)
+            return self._exited_while_starting(child.reaped.result(), run_log)
         if health.result():
             return None
-        # health deadline passed: kill the child ourselves (unless a stop() took over)
+        return await self._health_timed_out(child)
+
+    def _exited_while_starting(self, code: int, run_log: LogBuffer) -> RouteError:
+        """The child died before it was healthy: a 502 quoting its last output."""
+        self._note(f"exited with code {code} while starting")
+        self._fail_start()
+        detail = f"upstream command exited prematurely with code {code}"
+        tail = run_log.tail_lines(TAIL_LINES)
+        if tail:
+            detail += "; last output:\n" + "\n".join(tail)
+        return start_failed(self.model.id, detail)
+
+    async def _health_timed_out(self, child: _Child) -> RouteError:
+        """The health deadline passed: kill the child ourselves (unless a stop() took over)."""
         self._note(f"health check timed out after {self.health_check_timeout:g}s")
         if self.state is ProcessState.STARTING:
             child.signal(signal.SIGTERM)
             await child.kill_after(START_GRACE)
             self._fail_start()
-        return health_timeout(model.id, self.health_check_timeout)
+        return health_timeout(self.model.id, self.health_check_timeout)
 
     async def _poll_health(self, url: str, t0: float) -> bool:
         import aiohttp  # the runtime has it loaded already; keeps this module light to import
@@ -428,6 +511,10 @@ class ModelProcess:
     async def _watch(self, child: _Child) -> None:
         """Notice an exit nobody asked for: READY -> STOPPED."""
         code = await asyncio.shield(child.reaped)
+        self._exited_unexpectedly(child, code)
+
+    def _exited_unexpectedly(self, child: _Child, code: int) -> None:
+        """`child` exited while READY (seen by `_watch` or `poll`, whichever is first)."""
         if self._child is child and self.state is ProcessState.READY:
             self._note(f"exited unexpectedly with code {code}")
             self._child = None

@@ -1,23 +1,28 @@
 """The router: one run loop that owns all routing state, and the Effects it offers.
 
-Why one loop: the scheduler is a pure state machine (runtime/schedulers) that
+Why one loop: the scheduler is a pure state machine (runtime/core/schedulers) that
 must see events one at a time.  Every source of change -- a request arriving,
 a client leaving, a swap or stop finishing, a served response ending, a
 process changing state, the TTL ticker, unload, shutdown, a new plan -- posts
-a frozen event (runtime/events.py) to one `asyncio.Queue`.  A single task
+a frozen event (runtime/engine/events.py) to one `asyncio.Queue`.  A single task
 drains it and calls the scheduler; nothing else touches scheduler state, so
 there are no locks.
 
-The router implements `runtime.schedulers.base.Effects`.  Effects run on the
+The router implements `runtime.core.schedulers.base.Effects`.  Effects run on the
 loop and never block it: slow work (stopping and starting processes) runs in
 tasks tracked in `self._tasks`, whose outcomes come back as events.
+
+Hot reload goes through the loop too: `apply_plan` posts `PlanApplied`, and the
+router's `HotSwap` (runtime/engine/hotswap.py) replaces the plan, the processes
+and possibly the scheduler in one step, using the public surface of
+`hotswap.HotSwapHost` that this class implements.
 
 Invariants:
 - a request is answered exactly once, through its future; a grant to a caller
   that is gone returns False and is not counted as in flight;
-- every lease posts `ServeDone` exactly once (runtime/events.py `Lease`);
-- `self.plan` is one reference, replaced only on the loop (hot reload seam:
-  `apply_plan`, issue 5);
+- every lease posts `ServeDone` exactly once (runtime/engine/events.py `Lease`);
+- `self.plan` is one reference, replaced only on the loop (by `apply_plan`), so
+  every request is resolved by exactly one plan;
 - a scheduler sees only the outcomes of swaps it started: every swap is stamped with
   the scheduler generation, and a hot reload that rebuilds the scheduler starts a new one.
 """
@@ -31,16 +36,16 @@ import shlex
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeVar
 
 from llama_swap.compiler.plan import Model, Plan
 from llama_swap.runtime.core import errors
 from llama_swap.runtime.core.errors import RouteError, RouteFailure
+from llama_swap.runtime.core.plan_diff import PlanDiff
 from llama_swap.runtime.core.process_state import ProcessState
 from llama_swap.runtime.core.schedulers import make_scheduler
 from llama_swap.runtime.core.schedulers.base import Request, Scheduler
 from llama_swap.runtime.core.swappers import make_swapper
-from llama_swap.runtime.engine import hotswap
 from llama_swap.runtime.engine.events import (
     Event,
     Lease,
@@ -55,18 +60,22 @@ from llama_swap.runtime.engine.events import (
     TtlTick,
     UnloadRequested,
 )
+from llama_swap.runtime.engine.hotswap import HotSwap
 from llama_swap.runtime.engine.logs import LogBuffer
-from llama_swap.runtime.engine.process import ModelProcess
+from llama_swap.runtime.engine.process import ModelProcess, ModelSlot
 
 log = logging.getLogger("llama_swap.router")
 
+_T = TypeVar("_T")
+
 # Seconds a process gets to exit after cmdStop/SIGTERM before SIGKILL to its group, for every
-# stop (eviction, unload, TTL): issue 3 says 5 s. The Go original varies it by caller (eviction
-# waits up to healthCheckTimeout); see docs/differences.md.
+# stop (eviction, unload, TTL): one rule a user can rely on, long enough for a server to free
+# its GPU memory cleanly. The Go original varies it by caller (eviction waits up to
+# healthCheckTimeout); see docs/differences.md.
 STOP_GRACE = 5.0
 DEFAULT_HEALTH_TIMEOUT = 30.0  # used when the plan's healthCheckTimeout is <= 0
 # Seconds a shutdown that ran out of time waits for the processes it SIGKILLed to be reaped
-# (a reap may wait up to runtime.process.PIPE_DRAIN for pipes an escaped descendant holds).
+# (a reap may wait up to runtime.engine.process.PIPE_DRAIN for pipes an escaped descendant holds).
 KILL_REAP_WAIT = 3.0
 
 
@@ -89,7 +98,7 @@ class Router:
         plan: Plan,
         *,
         upstream_log: LogBuffer,
-        on_event: Callable[[dict[str, Any]], None] | None = None,
+        on_event: Callable[[dict[str, object]], None] | None = None,
         ttl_interval: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -102,7 +111,7 @@ class Router:
         self._ids = itertools.count(1)
         self._waiters: dict[int, RequestArrived] = {}
         self._last_use: dict[str, float] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._swaps: dict[str, asyncio.Task[None]] = {}  # the newest swap task per model
         self._loop_task: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -111,12 +120,14 @@ class Router:
         self._leased = 0  # leases granted and not yet released (all models)
         self._inflight_changed = False  # emit an `inflight` event once the event is handled
         self._generation = 0  # bumped whenever the scheduler is replaced
-        self.processes: dict[str, ModelProcess] = {
-            mid: self._new_process(model) for mid, model in plan.models.items()
+        # model id -> its process; hot swap puts a draining slot in a model's place
+        self.processes: dict[str, ModelSlot] = {
+            mid: self.new_process(model) for mid, model in plan.models.items()
         }
         self.scheduler: Scheduler = make_scheduler(
             plan.routing, plan.models, self, make_swapper(plan)
         )
+        self._hotswap = HotSwap(self)
 
     # ------------------------------------------------------------------ public API
 
@@ -128,6 +139,7 @@ class Router:
 
     @property
     def closing(self) -> bool:
+        """True once shutdown began: new requests are refused."""
         return self._closing
 
     @property
@@ -157,14 +169,14 @@ class Router:
             raise RouteFailure(errors.shutting_down())
         future: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
         request = Request(next(self._ids), model_id)
-        self._post(RequestArrived(request, future, on_position))
+        self.post(RequestArrived(request, future, on_position))
         try:
             return await future
         except asyncio.CancelledError:
             if future.done() and not future.cancelled() and future.exception() is None:
                 future.result().release()
             else:
-                self._post(RequestCancelled(request.id))
+                self.post(RequestCancelled(request.id))
             raise
 
     async def unload(self, models: Sequence[str] | None = None) -> None:
@@ -180,7 +192,7 @@ class Router:
                 else RouteError(503, "model unloaded while the request waited")
             )
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._post(UnloadRequested(targets, error, done))
+            self.post(UnloadRequested(targets, error, done))
             await done
         procs = [p for p in (self.processes.get(m) for m in targets) if p is not None]
         await asyncio.gather(*(p.stop(STOP_GRACE) for p in procs))
@@ -191,9 +203,10 @@ class Router:
             self._shutdown_task = asyncio.create_task(self._shutdown(timeout), name="router-shutdown")
         await asyncio.shield(self._shutdown_task)
 
-    def running(self) -> list[dict[str, Any]]:
-        """`GET /running` records: processes not stopped, sorted by model id (reference 5.10)."""
-        out = []
+    def running(self) -> list[dict[str, object]]:
+        """`GET /running` records: processes not stopped, sorted by model id, with the
+        fields (and state names) the Go original's UI and clients read."""
+        out: list[dict[str, object]] = []
         for mid in sorted(self.processes):
             proc = self.processes[mid]
             if proc.state.occupies_memory:
@@ -214,17 +227,59 @@ class Router:
     def in_flight(self, model: str) -> int:
         return self.scheduler.in_flight(model)
 
-    async def apply_plan(self, new_plan: Plan) -> Any:
-        """Hot-swap the plan on the run loop (issue 5).  Returns what `_replace_plan` returns."""
-        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._post(PlanApplied(new_plan, done))
+    async def apply_plan(self, new_plan: Plan) -> PlanDiff:
+        """Hot-swap the plan on the run loop (runtime/engine/hotswap.py); returns the diff
+        applied.  Raises (and changes nothing) when the plan cannot be applied."""
+        done: asyncio.Future[PlanDiff] = asyncio.get_running_loop().create_future()
+        self.post(PlanApplied(new_plan, done))
         return await done
+
+    # ------------------------------------------------------------------ for hot swap
+    # (with `plan`, `processes`, `scheduler`, `closing` and `grant_error`: hotswap.HotSwapHost)
+
+    @property
+    def health_check_timeout(self) -> float:
+        """Seconds a start may take under the running plan (its healthCheckTimeout, or
+        DEFAULT_HEALTH_TIMEOUT when that is not positive)."""
+        t = self.plan.settings.healthCheckTimeout
+        return float(t) if t > 0 else DEFAULT_HEALTH_TIMEOUT
+
+    def new_process(self, model: Model, log: LogBuffer | None = None) -> ModelProcess:
+        """A stopped process for `model` whose state changes come back to the loop as
+        `StateChanged`; `log` defaults to a fresh buffer feeding the upstream log."""
+        return ModelProcess(
+            model,
+            health_check_timeout=self.health_check_timeout,
+            log=log if log is not None else LogBuffer(model.id, parent=self.upstream_log),
+            on_state_change=self._state_callback,
+        )
+
+    def waiting_requests(self) -> list[Request]:
+        """The requests not answered yet, in arrival order (request ids only grow)."""
+        return [self._waiters[rid].request for rid in sorted(self._waiters)]
+
+    def is_waiting(self, request_id: int) -> bool:
+        return request_id in self._waiters
+
+    def post(self, event: Event) -> None:
+        """Queue `event` for the run loop (the only task that handles events)."""
+        self._queue.put_nowait(event)
+
+    def spawn(self, work: Coroutine[object, None, None], name: str) -> asyncio.Task[None]:
+        """Run `work` as a tracked task: cancelled and awaited at shutdown, never lost."""
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     # ------------------------------------------------------------------ Effects
 
     def model_state(self, model: str) -> ProcessState | None:
+        """The model's state as the scheduler must see it before deciding on a request:
+        polled, so a child that has just died is STOPPED (and is restarted), not a READY
+        server a request would be granted to."""
         proc = self.processes.get(model)
-        return None if proc is None else proc.state
+        return None if proc is None else proc.poll()
 
     def running_models(self) -> Sequence[str]:
         return sorted(m for m, p in self.processes.items() if p.state.occupies_memory)
@@ -235,7 +290,7 @@ class Router:
         # order they were started: a scheduler that released a swap (unload) can tell its
         # late outcome from the outcome of a swap started after it.
         previous = self._swaps.get(model)
-        task = self._spawn(
+        task = self.spawn(
             self._swap(model, evict, previous, self._generation), f"swap:{model}"
         )
         self._swaps[model] = task
@@ -247,7 +302,7 @@ class Router:
         waiter = self._waiters.pop(request.id, None)
         if waiter is None or waiter.future.done():
             return False
-        waiter.future.set_result(Lease(self.processes[request.model].model, self._post))
+        waiter.future.set_result(Lease(self.processes[request.model].model, self.post))
         self._last_use[request.model] = self._clock()
         self._leased += 1
         self._inflight_changed = True  # emitted after the scheduler has counted the grant
@@ -261,7 +316,7 @@ class Router:
     def stop_processes(self, models: tuple[str, ...]) -> None:
         for model in models:
             if model in self.processes:
-                self._spawn(self._stop(model, STOP_GRACE), f"stop:{model}")
+                self.spawn(self._stop(model, STOP_GRACE), f"stop:{model}")
 
     def queue_positions(self, positions: Mapping[int, int]) -> None:
         for request_id, position in positions.items():
@@ -285,12 +340,12 @@ class Router:
         try:
             if self._handle(event):
                 return True
-            hotswap.after_event(self)  # advance processes draining after a reload
+            self._hotswap.after_event()  # advance processes draining after a reload
         except Exception:  # a bug; keep serving rather than hang every caller
             log.exception("router: error handling %r", event)
-            for fut in _futures_of(event):
-                if not fut.done():
-                    fut.set_exception(RouteFailure(RouteError(500, "internal router error")))
+            future = _future_of(event)
+            if future is not None and not future.done():
+                future.set_exception(RouteFailure(RouteError(500, "internal router error")))
         finally:
             if self._inflight_changed:
                 self._inflight_changed = False
@@ -301,24 +356,13 @@ class Router:
         """Apply one event; True when the loop must exit."""
         sched = self.scheduler
         match event:
-            case RequestArrived(request=request, future=future):
-                if self._closing:
-                    if not future.done():
-                        future.set_exception(RouteFailure(errors.shutting_down()))
-                elif not future.done():  # a caller already gone never triggers a load
-                    self._waiters[request.id] = event
-                    sched.on_request(request)
+            case RequestArrived():
+                self._on_request_arrived(event)
             case RequestCancelled(request_id=rid):
                 if self._waiters.pop(rid, None) is not None:
                     sched.on_cancel(rid)
-            case SwapDone(model=model, error=error):
-                if error is not None:
-                    log.warning("swap: %s failed: %s", model, error.message)
-                if getattr(event, "generation", self._generation) != self._generation:
-                    log.debug("swap: dropping the outcome of a swap to %s that a replaced "
-                              "scheduler started", model)
-                else:
-                    sched.on_swap_done(model, error)
+            case SwapDone():
+                self._on_swap_done(event)
             case ServeDone(model=model):
                 log.debug("serve done: %s", model)
                 self._last_use[model] = self._clock()
@@ -333,28 +377,51 @@ class Router:
                 self._check_ttl()
             case UnloadRequested(models=models, error=error, done=done):
                 sched.on_unload(models, error)
-                if not done.done():
-                    done.set_result(None)
-            case PlanApplied(plan=plan, done=done):
-                try:
-                    result = self._replace_plan(plan)
-                except Exception as exc:
-                    if not done.done():
-                        done.set_exception(exc)
-                else:
-                    if not done.done():
-                        done.set_result(result)
-            case ShutdownRequested(error=error, done=done):
-                self._closing = True
-                sched.on_shutdown(error)
-                for waiter in self._waiters.values():  # belt and braces: nobody waits forever
-                    if not waiter.future.done():
-                        waiter.future.set_exception(RouteFailure(error))
-                self._waiters.clear()
-                if not done.done():
-                    done.set_result(None)
+                _resolve(done, None)
+            case PlanApplied():
+                self._on_plan_applied(event)
+            case ShutdownRequested():
+                self._on_shutdown_requested(event)
                 return True
         return False
+
+    def _on_request_arrived(self, event: RequestArrived) -> None:
+        future = event.future
+        if self._closing:
+            if not future.done():
+                future.set_exception(RouteFailure(errors.shutting_down()))
+        elif not future.done():  # a caller already gone never triggers a load
+            self._waiters[event.request.id] = event
+            self.scheduler.on_request(event.request)
+
+    def _on_swap_done(self, event: SwapDone) -> None:
+        if event.error is not None:
+            log.warning("swap: %s failed: %s", event.model, event.error.message)
+        if isinstance(event, StampedSwapDone) and event.generation != self._generation:
+            log.debug("swap: dropping the outcome of a swap to %s that a replaced "
+                      "scheduler started", event.model)
+        else:
+            self.scheduler.on_swap_done(event.model, event.error)
+
+    def _on_plan_applied(self, event: PlanApplied) -> None:
+        """Runs on the loop, so hot swap may replace `self.plan`, add, stop or replace
+        processes and rebuild the scheduler in one step without locks."""
+        try:
+            diff = self._hotswap.replace_plan(event.plan)
+        except Exception as exc:  # reported to the caller of apply_plan; nothing changed
+            if not event.done.done():
+                event.done.set_exception(exc)
+        else:
+            _resolve(event.done, diff)
+
+    def _on_shutdown_requested(self, event: ShutdownRequested) -> None:
+        self._closing = True
+        self.scheduler.on_shutdown(event.error)
+        for waiter in self._waiters.values():  # belt and braces: nobody waits forever
+            if not waiter.future.done():
+                waiter.future.set_exception(RouteFailure(event.error))
+        self._waiters.clear()
+        _resolve(event.done, None)
 
     def _on_state_changed(self, model: str, old: ProcessState, new: ProcessState) -> None:
         log.debug("process %s: %s -> %s", model, old, new)
@@ -379,23 +446,7 @@ class Router:
                 log.info("unloading model %s, TTL of %ss reached", mid, ttl)
                 self.scheduler.on_ttl_expired(mid)
 
-    def _replace_plan(self, new_plan: Plan) -> Any:
-        """Runs on the loop, so `runtime.hotswap` may replace `self.plan`, add, stop or
-        replace processes and rebuild the scheduler in one step without locks; returns
-        the PlanDiff it applied."""
-        return hotswap.replace_plan(self, new_plan)
-
     # ------------------------------------------------------------------ tasks
-
-    def _post(self, event: Event) -> None:
-        """Queue `event` for the run loop (the only task that handles events)."""
-        self._queue.put_nowait(event)
-
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
 
     async def _swap(
         self,
@@ -422,7 +473,7 @@ class Router:
         except Exception as exc:  # spawn trouble the process layer did not classify
             log.exception("swap to %s failed", model)
             error = errors.start_failed(model, f"{type(exc).__name__}: {exc}")
-        self._post(StampedSwapDone(model, error, generation))
+        self.post(StampedSwapDone(model, error, generation))
 
     async def _stop(self, model: str, grace: float) -> None:
         try:
@@ -430,68 +481,83 @@ class Router:
             if proc is not None:
                 await proc.stop(grace)
         finally:
-            self._post(ProcessStopped(model))
+            self.post(ProcessStopped(model))
 
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(self._ttl_interval)
-            self._post(TtlTick())
+            self.post(TtlTick())
 
     async def _shutdown(self, timeout: float) -> None:
         deadline = asyncio.get_running_loop().time() + max(timeout, 0.001)
         self._closing = True
-        if self._ticker is not None:
-            self._ticker.cancel()
-        if self._loop_task is not None and not self._loop_task.done():
-            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._post(ShutdownRequested(errors.shutting_down(), done))
-            await done
-            await self._loop_task
-        grace = max(0.001, timeout * 0.8)
-        stops = [asyncio.ensure_future(p.shutdown(grace)) for p in self.processes.values()]
-        if stops:
-            left = max(0.001, deadline - asyncio.get_running_loop().time())
-            _, pending = await asyncio.wait(stops, timeout=left)
-            if pending:
-                # Out of time: kill what is left ourselves rather than leave it to the
-                # parent-death signal and the orphan guard, then let the stops reap it.
-                log.warning("shutdown: %d process(es) did not stop within %.1fs: SIGKILL",
-                            len(pending), timeout)
-                for proc in self.processes.values():
-                    proc.kill()
-                _, pending = await asyncio.wait(pending, timeout=KILL_REAP_WAIT)
-            for task in pending:
-                log.warning("shutdown: a process was not reaped %.1fs after SIGKILL",
-                            KILL_REAP_WAIT)
-                task.cancel()
+        await self._stop_run_loop()
+        stops = await self._shutdown_processes(timeout, deadline)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, *stops, return_exceptions=True)
 
+    async def _stop_run_loop(self) -> None:
+        """Stop the TTL ticker; let the loop fail every waiter and exit."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+        if self._loop_task is not None and not self._loop_task.done():
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self.post(ShutdownRequested(errors.shutting_down(), done))
+            await done
+            await self._loop_task
+
+    async def _shutdown_processes(
+        self, timeout: float, deadline: float
+    ) -> list[asyncio.Task[None]]:
+        """Stop every process by `deadline`, SIGKILLing what is left then; returns the
+        stop tasks (finished or cancelled) for the caller to await."""
+        grace = max(0.001, timeout * 0.8)
+        stops = [asyncio.ensure_future(p.shutdown(grace)) for p in self.processes.values()]
+        if not stops:
+            return stops
+        left = max(0.001, deadline - asyncio.get_running_loop().time())
+        _, pending = await asyncio.wait(stops, timeout=left)
+        if pending:
+            # Out of time: kill what is left ourselves rather than leave it to the
+            # parent-death signal and the orphan guard, then let the stops reap it.
+            log.warning("shutdown: %d process(es) did not stop within %.1fs: SIGKILL",
+                        len(pending), timeout)
+            for proc in self.processes.values():
+                proc.kill()
+            _, pending = await asyncio.wait(pending, timeout=KILL_REAP_WAIT)
+        for task in pending:
+            log.warning("shutdown: a process was not reaped %.1fs after SIGKILL", KILL_REAP_WAIT)
+            task.cancel()
+        return stops
+
     # ------------------------------------------------------------------ helpers
 
-    def _new_process(self, model: Model) -> ModelProcess:
-        return ModelProcess(
-            model,
-            health_check_timeout=self._health_timeout(),
-            log=LogBuffer(model.id, parent=self.upstream_log),
-            on_state_change=self._state_callback,
-        )
-
     def _state_callback(self, model: str, old: ProcessState, new: ProcessState) -> None:
-        self._post(StateChanged(model, old, new))
-
-    def _health_timeout(self) -> float:
-        t = self.plan.settings.healthCheckTimeout
-        return float(t) if t > 0 else DEFAULT_HEALTH_TIMEOUT
+        self.post(StateChanged(model, old, new))
 
     def _emit_inflight(self) -> None:
         if self._on_event is not None:
             self._on_event({"type": "inflight", "total": self._leased})
 
 
+# What a caller awaits for the events that carry a future.
+CallerFuture = asyncio.Future[Lease] | asyncio.Future[None] | asyncio.Future[PlanDiff]
 
 
-def _futures_of(event: Event) -> list[asyncio.Future[Any]]:
-    fut = getattr(event, "future", None) or getattr(event, "done", None)
-    return [fut] if isinstance(fut, asyncio.Future) else []
+def _future_of(event: Event) -> CallerFuture | None:
+    """The future a caller awaits for `event`, if it carries one."""
+    match event:
+        case RequestArrived(future=future):
+            return future
+        case UnloadRequested(done=done) | ShutdownRequested(done=done):
+            return done
+        case PlanApplied(done=done):
+            return done
+    return None
+
+
+def _resolve(future: asyncio.Future[_T], value: _T) -> None:
+    """Answer a caller's future unless the caller already left (cancelled it)."""
+    if not future.done():
+        future.set_result(value)

@@ -1,6 +1,7 @@
 """The `fifo` scheduler (the Go original's FIFO), specified by the effects it asks for.
 
-Mirrors the original's scheduler test inventory (reference section 8.6) plus
+Mirrors the Go original's scheduler tests (collation, queueing behind swaps,
+eviction of idle models only, concurrency limits, unload and shutdown) plus
 our additions (process stopped, TTL expiry, queue positions).  Most tests use
 `StubSwapper`, a fixed evict list per target, so each decision is explicit.
 """
@@ -489,5 +490,27 @@ def test_any_event_order_keeps_the_promises_and_answers_everyone(
     assert router.s.queued() == () and all(router.s.in_flight(m) == 0 for m in MODELS)
     router.request("a")
     router.s.on_shutdown(shutting_down())
-    router._collect()
+    router.collect()
     assert router.violations == [] and router.unanswered() == []
+
+
+# -- what a hot reload asks of the scheduler ----------------------------------------------
+
+
+def test_awaits_swap_names_the_active_swaps(r: Ids) -> None:
+    s, fx = fifo("a", "b")
+    s.on_request(r("a"))
+    assert s.awaits_swap("a") and not s.awaits_swap("b")
+    fx.finish_swap(s, "a")
+    assert not s.awaits_swap("a")
+
+
+def test_a_model_with_adopted_in_flight_requests_is_not_evicted(r: Ids) -> None:
+    s, fx = fifo("a", "b", ready=("a",), evict={"b": ("a",)})
+    s.adopt_in_flight({"a": 2})
+    assert s.in_flight("a") == 2
+    s.on_request(r("b"))
+    assert fx.take() == []  # queued: a still serves what the old scheduler granted
+    s.on_serve_done("a")
+    s.on_serve_done("a")
+    assert fx.take() == [StartSwap("b", evict=("a",))]

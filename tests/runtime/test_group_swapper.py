@@ -1,4 +1,4 @@
-"""The group eviction policy (reference section 6.8), alone and behind the fifo scheduler."""
+"""The group eviction policy (swap/exclusive/persistent), alone and behind the fifo scheduler."""
 
 from __future__ import annotations
 

@@ -19,26 +19,12 @@ import pytest
 from llama_swap.compiler.plan import Model, Plan, Routing, Settings
 from llama_swap.runtime.core.errors import RouteFailure
 from llama_swap.runtime.core.process_state import ProcessState
-from llama_swap.runtime.engine import hotswap
-from llama_swap.runtime.engine.events import Event
 from llama_swap.runtime.engine.logs import LogBuffer
 from llama_swap.runtime.engine.router import Router
 from tests.e2e.procs import free_port
 
 FAKE = str(Path(sys.executable).parent / "swap-fake-upstream")
 WAIT = 20.0
-
-
-class HotRouter(Router):
-    """The two hook lines the production router needs (see docs/reload.md)."""
-
-    def _replace_plan(self, new_plan: Plan) -> Any:
-        return hotswap.replace_plan(self, new_plan)
-
-    def _handle(self, event: Event) -> bool:
-        done = super()._handle(event)
-        hotswap.after_event(self)
-        return done
 
 
 def fake(mid: str, *extra: str, port: int | None = None, **kw: Any) -> Model:
@@ -71,7 +57,7 @@ async def make_router() -> AsyncIterator[Any]:
     routers: list[Router] = []
 
     async def make(plan: Plan) -> Router:
-        r = HotRouter(plan, upstream_log=LogBuffer("upstream"))
+        r = Router(plan, upstream_log=LogBuffer("upstream"))
         await r.start()
         routers.append(r)
         return r

@@ -1,4 +1,4 @@
-"""The matrix eviction policy (reference section 6.10), alone and behind the fifo scheduler.
+"""The matrix eviction policy (cheapest allowed set), alone and behind the fifo scheduler.
 
 Sets arrive already expanded by the compiler (`MatrixSet.combinations`, in
 solver order), so these tests build them directly.

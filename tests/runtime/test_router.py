@@ -7,11 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import psutil
+import pytest
 import pytest_asyncio
 
 from llama_swap.compiler.plan import Plan
@@ -120,3 +125,45 @@ async def test_shutdown_out_of_time_kills_what_is_left_before_returning(tmp_path
         await router.shutdown(1)
         if stopper is not None and stopper.is_running():
             stopper.kill()
+
+
+def wait_until_dead(pid: int, timeout: float = 10.0) -> None:
+    """Block (without yielding to the event loop) until `pid` has exited: gone, or a zombie
+    nobody reaped yet.  The loop cannot run meanwhile, so it has not seen the exit."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        time.sleep(0.001)
+    raise AssertionError(f"pid {pid} still alive {timeout}s after SIGKILL")
+
+
+@pytest.mark.parametrize("scheduler", ["serial", "fifo"])
+async def test_a_request_right_after_a_crash_restarts_the_model_instead_of_failing(
+    router_for: list[Router], tmp_path: Path, scheduler: str
+) -> None:
+    # The model dies and a request arrives before the run loop has processed the exit:
+    # the router must not grant it to the dead server (the proxy would answer 502
+    # "connection refused") but restart the model and serve it.
+    router = await start_router(
+        router_for, make_plan([fake_model("a", tmp_path / "served.jsonl")], scheduler=scheduler)
+    )
+    (await asyncio.wait_for(router.acquire("a"), 20)).release()
+    old_pid = router.processes["a"].pid
+    assert old_pid is not None
+    os.kill(old_pid, signal.SIGKILL)
+    wait_until_dead(old_pid)
+    assert router.processes["a"].state is ProcessState.READY  # the loop has not seen the exit
+
+    lease = await asyncio.wait_for(router.acquire("a"), 20)
+    async with lease, aiohttp.ClientSession() as session:
+        async with session.post(
+            f"{lease.model.proxy}/v1/chat/completions",
+            json={"model": "a", "messages": [{"role": "user", "content": "hi"}]},
+        ) as resp:
+            assert resp.status == 200
+            await resp.read()
+    assert router.processes["a"].pid not in (None, old_pid)

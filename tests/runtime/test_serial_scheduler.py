@@ -443,5 +443,27 @@ def test_any_event_order_keeps_one_request_one_model_and_answers_everyone(
     assert router.s.queued() == () and all(router.s.in_flight(m) == 0 for m in MODELS)
     router.request("a")
     router.s.on_shutdown(shutting_down())
-    router._collect()
+    router.collect()
     assert router.violations == [] and router.unanswered() == []
+
+
+# -- what a hot reload asks of the scheduler ----------------------------------------------
+
+
+def test_awaits_swap_names_only_the_swap_in_progress() -> None:
+    s, fx = serial("a", "b")
+    assert not s.awaits_swap("a")
+    s.on_request(req(1, "a"))
+    assert s.awaits_swap("a") and not s.awaits_swap("b")
+    fx.finish_swap(s, "a")
+    assert not s.awaits_swap("a")
+
+
+def test_adopted_in_flight_requests_hold_back_the_next_head_until_they_finish() -> None:
+    s, fx = serial("a", "b", ready=("a",))
+    s.adopt_in_flight({"a": 1, "b": 0})
+    assert s.in_flight("a") == 1 and s.in_flight("b") == 0
+    s.on_request(req(1, "b"))
+    assert fx.take() == []  # one request at a time: a's adopted request first
+    s.on_serve_done("a")
+    assert fx.take() == [StartSwap("b", evict=("a",))]

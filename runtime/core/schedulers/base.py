@@ -97,3 +97,16 @@ class Scheduler(Protocol):
 
     def in_flight(self, model: str) -> int:
         """Granted-but-unfinished requests for `model` (for /running and TTL)."""
+
+    def awaits_swap(self, model: str) -> bool:
+        """True while a swap to `model` this scheduler started has not reported back.
+
+        A hot reload asks this: requests waiting for that start are owed its outcome, so
+        the old process keeps serving them even when the model's definition changed."""
+
+    def adopt_in_flight(self, counts: Mapping[str, int]) -> None:
+        """Count requests another scheduler granted as in flight here.
+
+        Called on a fresh scheduler that a hot reload installs in place of a running one:
+        those requests end with `on_serve_done` on this scheduler, and until then their
+        models must not be evicted (and `serial` must not grant another request)."""

@@ -8,7 +8,8 @@ State: `active` (target model -> its evict list and the requests waiting for
 it), `in_flight` (model -> granted-but-unfinished count) and `queued` (requests
 that could not proceed yet, in priority-then-arrival order).
 
-`on_request` decides, in order (reference section 6.7):
+`on_request` decides, in order (the Go original's FIFO decision order, so the
+same requests are served in the same order):
 
 1. unknown model -> 404 error;
 2. a swap to the same model is active -> join its waiters (collation:
@@ -64,7 +65,7 @@ def grant_metadata(priority: Mapping[str, int], model: str) -> dict[str, str]:
     return {"fifo_priority": str(priority.get(model, 0))}
 
 
-class FifoScheduler(QueueBookkeeping):
+class FifoScheduler:
     """`Scheduler` for `routing.scheduler.use: fifo`."""
 
     name = "fifo"
@@ -76,7 +77,8 @@ class FifoScheduler(QueueBookkeeping):
         swapper: Swapper,
         priority: Mapping[str, int] | None = None,
     ) -> None:
-        super().__init__(effects)
+        self._fx = effects
+        self._book = QueueBookkeeping(effects)
         self._swapper = swapper
         self._priority = dict(priority or {})
         self._limits = {
@@ -91,9 +93,22 @@ class FifoScheduler(QueueBookkeeping):
 
     # -- observation ---------------------------------------------------------
 
+    def in_flight(self, model: str) -> int:
+        return self._book.in_flight(model)
+
+    def queued(self) -> tuple[Request, ...]:
+        """Requests not yet answered, head first (for tests and /running)."""
+        return tuple(self._book.queue)
+
+    def adopt_in_flight(self, counts: Mapping[str, int]) -> None:
+        self._book.adopt_in_flight(counts)
+
     def active_swaps(self) -> dict[str, tuple[str, ...]]:
         """Active swap targets -> their evict lists (for tests and /running)."""
         return {model: sw.evict for model, sw in self._active.items()}
+
+    def awaits_swap(self, model: str) -> bool:
+        return model in self._active
 
     def limit(self, model: str) -> int:
         return self._limits.get(model, DEFAULT_CONCURRENCY_LIMIT)
@@ -104,18 +119,18 @@ class FifoScheduler(QueueBookkeeping):
     # -- events --------------------------------------------------------------
 
     def on_request(self, request: Request) -> None:
-        if self._refuse_if_closed(request):
+        if self._book.refuse_if_closed(request):
             return
         if not self._decide(request):
             self._enqueue(request)
-        self._publish()
+        self._book.publish()
 
     def on_cancel(self, request_id: int) -> None:
-        self._queue = [r for r in self._queue if r.id != request_id]
+        self._book.remove(request_id)
         for sw in self._active.values():
             sw.waiters = [w for w in sw.waiters if w.id != request_id]
         # an active swap left without waiters still completes; its result is dropped
-        self._publish()
+        self._book.publish()
 
     def on_swap_done(self, model: str, error: RouteError | None) -> None:
         released = self._released.get(model, 0)
@@ -136,7 +151,7 @@ class FifoScheduler(QueueBookkeeping):
         self._drain()
 
     def on_serve_done(self, model: str) -> None:
-        if self._count_serve_done(model) <= 1:  # the last one (or a stray report)
+        if self._book.count_serve_done(model) <= 1:  # the last one (or a stray report)
             self._drain()
 
     def on_process_stopped(self, model: str) -> None:
@@ -144,7 +159,7 @@ class FifoScheduler(QueueBookkeeping):
 
     def on_ttl_expired(self, model: str) -> None:
         in_swap = model in self._active or any(model in sw.evict for sw in self._active.values())
-        self._stop_if_idle(model, in_swap=in_swap)
+        self._book.stop_if_idle(model, in_swap=in_swap)
 
     def on_unload(self, models: tuple[str, ...], error: RouteError) -> None:
         targets = set(models)
@@ -152,19 +167,18 @@ class FifoScheduler(QueueBookkeeping):
             self._released[model] = self._released.get(model, 0) + 1
             for waiter in self._active.pop(model).waiters:
                 self._fx.grant_error(waiter, error)
-        self._fail_where(lambda r: r.model in targets, error)
+        self._book.fail_where(lambda r: r.model in targets, error)
         # in-flight counts stay: the dying requests still report on_serve_done
         self._fx.stop_processes(tuple(models))
         self._drain()
 
     def on_shutdown(self, error: RouteError) -> None:
-        self._closed = error
         active, self._active = self._active, {}
         for sw in active.values():
             for waiter in sw.waiters:
                 self._fx.grant_error(waiter, error)
-        self._fail_where(lambda r: True, error)
-        self._publish()
+        self._book.close(error)
+        self._book.publish()
 
     # -- decisions -----------------------------------------------------------
 
@@ -198,24 +212,26 @@ class FifoScheduler(QueueBookkeeping):
             self._fx.grant_error(request, too_many_requests())
             return
         if self._fx.grant_serve(request):
-            self._in_flight[model] = self.in_flight(model) + 1
+            self._book.count_grant(model)
 
     def _enqueue(self, request: Request) -> None:
         """Insert before the first queued entry of strictly lower priority."""
         p = self.priority(request.model)
-        index = len(self._queue)
-        for i, queued in enumerate(self._queue):
+        queue = self._book.queue
+        index = len(queue)
+        for i, queued in enumerate(queue):
             if self.priority(queued.model) < p:
                 index = i
                 break
-        self._queue.insert(index, request)
+        queue.insert(index, request)
 
     def _drain(self) -> None:
-        pending, self._queue = self._queue, []
+        book = self._book
+        pending, book.queue = book.queue, []
         for request in pending:
-            if self._closed is not None or not self._decide(request):
-                self._queue.append(request)
-        self._publish()
+            if book.closed is not None or not self._decide(request):
+                book.queue.append(request)
+        book.publish()
 
     def _running_set(self, exclude: str) -> list[str]:
         running = set(self._fx.running_models())

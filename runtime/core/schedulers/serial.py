@@ -51,38 +51,50 @@ class _Swap:
     discarded: bool = False
 
 
-class SerialScheduler(QueueBookkeeping):
+class SerialScheduler:
     """`Scheduler` for `routing.scheduler.use: serial`."""
 
     name = "serial"
 
     def __init__(self, models: Mapping[str, Model], effects: Effects) -> None:
         # `models`: the constructor shape every scheduler shares; serial needs no per-model setting
-        super().__init__(effects)
+        self._fx = effects
+        self._book = QueueBookkeeping(effects)
         self._swap: _Swap | None = None
 
     # -- observation ---------------------------------------------------------
+
+    def in_flight(self, model: str) -> int:
+        return self._book.in_flight(model)
+
+    def queued(self) -> tuple[Request, ...]:
+        """Requests not yet answered, head first (for tests and /running)."""
+        return tuple(self._book.queue)
+
+    def adopt_in_flight(self, counts: Mapping[str, int]) -> None:
+        self._book.adopt_in_flight(counts)
 
     @property
     def swapping(self) -> str | None:
         """The target of the swap in progress, if any."""
         return self._swap.model if self._swap else None
 
+    def awaits_swap(self, model: str) -> bool:
+        return self.swapping == model
+
     # -- events --------------------------------------------------------------
 
     def on_request(self, request: Request) -> None:
-        if self._refuse_if_closed(request):
+        if self._book.refuse_if_closed(request):
             return
         if self._fx.model_state(request.model) is None:
             self._fx.grant_error(request, unknown_model(request.model))
             return
-        self._queue.append(request)
+        self._book.queue.append(request)
         self._advance()
 
     def on_cancel(self, request_id: int) -> None:
-        before = len(self._queue)
-        self._queue = [r for r in self._queue if r.id != request_id]
-        if len(self._queue) != before:
+        if self._book.remove(request_id):
             self._advance()
 
     def on_swap_done(self, model: str, error: RouteError | None) -> None:
@@ -91,52 +103,52 @@ class SerialScheduler(QueueBookkeeping):
             return  # stale: not the swap we are waiting for
         self._swap = None
         if error is not None and not swap.discarded:
-            self._fail_where(lambda r: r.model == model, error)
+            self._book.fail_where(lambda r: r.model == model, error)
         self._advance()
 
     def on_serve_done(self, model: str) -> None:
-        if self._count_serve_done(model) > 0:
+        if self._book.count_serve_done(model) > 0:
             self._advance()
 
     def on_process_stopped(self, model: str) -> None:
         self._advance()
 
     def on_ttl_expired(self, model: str) -> None:
-        self._stop_if_idle(model, in_swap=self.swapping == model)
+        self._book.stop_if_idle(model, in_swap=self.swapping == model)
 
     def on_unload(self, models: tuple[str, ...], error: RouteError) -> None:
         targets = set(models)
         if self._swap is not None and self._swap.model in targets:
             self._swap.discarded = True
-        self._fail_where(lambda r: r.model in targets, error)
+        self._book.fail_where(lambda r: r.model in targets, error)
         self._fx.stop_processes(tuple(models))
         self._advance()
 
     def on_shutdown(self, error: RouteError) -> None:
-        self._closed = error
         if self._swap is not None:
             self._swap.discarded = True
-        self._fail_where(lambda r: True, error)
-        self._publish()
+        self._book.close(error)
+        self._book.publish()
 
     # -- the pump ------------------------------------------------------------
 
     def _advance(self) -> None:
         """Move the head forward as far as it can go now, then publish positions."""
-        while self._closed is None and self._queue and self._swap is None and not self._in_flight:
-            head = self._queue[0]
+        book = self._book
+        while book.closed is None and book.queue and self._swap is None and not book.any_in_flight():
+            head = book.queue[0]
             state = self._fx.model_state(head.model)
             if state is None:
-                self._queue.pop(0)
+                book.queue.pop(0)
                 self._fx.grant_error(head, unknown_model(head.model))
                 continue
             others = tuple(m for m in self._fx.running_models() if m != head.model)
             if state is ProcessState.READY and not others:
-                self._queue.pop(0)
+                book.queue.pop(0)
                 if self._fx.grant_serve(head):
-                    self._in_flight[head.model] = 1
+                    book.count_grant(head.model)
                 continue  # granted (loop stops: in flight) or caller gone (next head)
             self._swap = _Swap(head.model, others)
             log.info("serial: model=%s evict=[%s]", head.model, " ".join(others))
             self._fx.start_swap(head.model, others)
-        self._publish()
+        book.publish()

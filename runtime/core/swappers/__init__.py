@@ -3,7 +3,7 @@
 `make_swapper(plan)` picks the policy named by `plan.routing.router`:
 `group` (groups with swap/exclusive/persistent) or `matrix` (allowed sets of
 co-resident models, cheapest eviction wins).  Both are pure and satisfy
-`runtime.schedulers.base.Swapper`.  Only the `fifo` scheduler consults them;
+`runtime.core.schedulers.base.Swapper`.  Only the `fifo` scheduler consults them;
 `serial` always evicts every other model.
 """
 

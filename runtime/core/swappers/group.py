@@ -5,7 +5,8 @@ group (the compiler makes the implicit "(default)" group explicit; a model the
 plan's groups do not list is treated as a member of that default group, whose
 settings are swap/exclusive on, persistent off).  For a target in group `tg`,
 each running model `m` other than the target is decided by this table (the Go
-original's `groupSwapper`, reference section 6.8):
+original's `groupSwapper`, kept as it is so configs written for it evict the same
+models):
 
 | m is ...                                   | tg.swap | tg.exclusive | m's group persistent | action |
 |--------------------------------------------|---------|--------------|----------------------|--------|

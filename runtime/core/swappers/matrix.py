@@ -6,7 +6,8 @@ of model ids) in solver order: sets in topological-then-definition order,
 combinations in expansion order.  A set allows any subset of a combination to
 run together; only the requested model is started.
 
-The solver (reference section 6.10), for a requested model and the running list:
+The solver (the Go original's, so a config picks the same models to keep), for a
+requested model and the running list:
 
 1. the model is already running -> evict nothing;
 2. candidates = every combination containing the model; none -> the model runs
