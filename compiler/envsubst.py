@@ -21,6 +21,7 @@ from collections.abc import Mapping
 import yaml
 
 from llama_swap.compiler.diagnostics import Diagnostic
+from llama_swap.compiler.parse import parse_source
 from llama_swap.compiler.sourcemap import KeyPath, display_path, location_at
 
 ENV_REF = re.compile(r"\$\{env\.([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -59,8 +60,6 @@ def _is_live(start: int, end: int, spans: tuple[list[int], list[int]] | None) ->
 
 def _key_path_at(name: str, text: str, index: int) -> KeyPath:
     """Best effort: the key path whose text holds `index` (the raw text usually parses)."""
-    from llama_swap.compiler.parse import parse_source
-
     parsed = parse_source(name, text)
     return parsed.smap.path_at(name, index) if parsed.value is not None else ()
 

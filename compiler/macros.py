@@ -1,4 +1,4 @@
-"""Macros: validation, per-model merging and LIFO substitution (reference §2.13.2).
+"""Macros: validation, per-model merging and LIFO substitution.
 
 A macro list is ordered: `[MODEL_ID] + global macros (file order) + model
 macros`, where a model macro with a global's name replaces it *in place*.
@@ -6,21 +6,21 @@ Substitution walks the list from last to first, so a macro can use macros
 defined before it (they are replaced later), never after it.  In `metadata`
 and `setParamsByID` values a string that is exactly `${name}` takes the
 macro's typed value (int, float, bool or string); elsewhere values are
-interpolated as text, formatted the way the Go original prints them.
+interpolated as text, formatted the way the Go original prints them
+(compiler.gotext).
 
 Pure functions over plain values; the caller reports problems.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping, Sequence
-from decimal import Decimal
 from typing import Any
 
 from llama_swap.compiler.collect import Collector, Keys, type_name
 from llama_swap.compiler.envsubst import ENV_REF
+from llama_swap.compiler.gotext import format_value as format_value  # re-exported
 
 MACRO_REF = re.compile(r"\$\{([a-zA-Z0-9_-]+)\}")
 _NAME = re.compile(r"[a-zA-Z0-9_-]+")
@@ -29,40 +29,6 @@ MAX_NAME_LENGTH = 63
 
 Scalar = str | int | float | bool
 Macro = tuple[str, Scalar]
-
-
-def format_float(value: float) -> str:
-    """A float as Go's `%v` prints it: shortest digits, exponent form outside [1e-4, 1e6)."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value == 0:
-        return "-0" if math.copysign(1.0, value) < 0 else "0"
-    sign, digits, exponent = Decimal(repr(value)).as_tuple()
-    assert isinstance(exponent, int)
-    ds = "".join(map(str, digits)).rstrip("0") or "0"
-    # value = 0.ds * 10**dp
-    dp = len(digits) + exponent
-    exp = dp - 1
-    neg = "-" if sign else ""
-    if exp < -4 or exp >= 6:
-        mant = ds[0] + ("." + ds[1:] if len(ds) > 1 else "")
-        return f"{neg}{mant}e{'-' if exp < 0 else '+'}{abs(exp):02d}"
-    if dp <= 0:
-        return f"{neg}0.{'0' * -dp}{ds}"
-    if dp >= len(ds):
-        return f"{neg}{ds}{'0' * (dp - len(ds))}"
-    return f"{neg}{ds[:dp]}.{ds[dp:]}"
-
-
-def format_value(value: Any) -> str:
-    """A scalar as text, as Go's `%v` formats it (`true`, `0.7`, `1e+06`)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return format_float(value)
-    return str(value)
 
 
 def validate_macro(name: str, value: Any) -> str | None:

@@ -34,10 +34,10 @@ from llama_swap.compiler.filters import (
     sanitize_set_params_by_id,
     sanitize_strip_params,
 )
+from llama_swap.compiler.gotext import format_value
 from llama_swap.compiler.macros import (
     Macro,
     first_leftover,
-    format_value,
     leftover_message,
     merge_macros,
     read_macros,

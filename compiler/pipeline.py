@@ -20,18 +20,39 @@ import hashlib
 import os
 import re
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, NoReturn, Protocol
 
 from llama_swap.compiler.diagnostics import CompileError, Diagnostic
 from llama_swap.compiler.envsubst import substitute_env
+from llama_swap.compiler.load import load_paths
 from llama_swap.compiler.merge import merge_fragments
 from llama_swap.compiler.parse import ParsedSource, parse_source
 from llama_swap.compiler.plan import Plan, Source
+from llama_swap.compiler.resolve import ModelStages, resolve
 from llama_swap.compiler.sourcemap import KeyPath, SourceMap, display_path
+from llama_swap.compiler.validate import ValidMemo, drop_empty_settings, validate
 
-if TYPE_CHECKING:
-    from llama_swap.compiler.session import CompileSession
+
+class CompileCache(ModelStages, Protocol):
+    """What a cache kept between compiles (compiler.session.CompileSession) offers the pipeline.
+
+    Declared here, on the side that uses it, so the pipeline needs nothing from
+    the session module and the session can build on the pipeline.
+    """
+
+    def generation(self) -> AbstractContextManager[None]:
+        """Held around one compile: the cache's lock and its bookkeeping of what was used."""
+        ...
+
+    def fragment(
+        self, name: str, text: str, digest: str, env: Mapping[str, str]
+    ) -> tuple[str, list[Diagnostic], ParsedSource]: ...
+
+    def valid_memo(self) -> ValidMemo: ...
+
+    def count_valid_hits(self, memo: ValidMemo) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,11 +67,10 @@ class CompileResult:
 
 
 def _resolve(
-    doc: Mapping[str, Any], sources: tuple[Source, ...], **extra: Any
+    doc: Mapping[str, Any], sources: tuple[Source, ...], **options: Any
 ) -> tuple[Plan, list[Diagnostic]]:
-    from llama_swap.compiler.resolve import resolve
-
-    return resolve(doc, sources, **extra)
+    """The one call into the back end (compiler.resolve); a seam tests use to fake a bug."""
+    return resolve(doc, sources, **options)
 
 
 _PATH_TOKEN = re.compile(r"\[(\d+)\]|([^.\[\]]+)")
@@ -152,7 +172,7 @@ def _finish(diags: list[Diagnostic], strict: bool) -> list[Diagnostic]:
     return list(dict.fromkeys(diags))
 
 
-def _raise(diags: list[Diagnostic], texts: Mapping[str, str]) -> None:
+def _raise(diags: list[Diagnostic], texts: Mapping[str, str]) -> NoReturn:
     error = CompileError(diags)
     error.texts = dict(texts)  # type: ignore[attr-defined]
     raise error
@@ -163,7 +183,7 @@ def _compile(
     env: Mapping[str, str] | None,
     strict: bool,
     port_hints: Mapping[str, int] | None = None,
-    session: CompileSession | None = None,
+    session: CompileCache | None = None,
 ) -> CompileResult:
     env = os.environ if env is None else env
     diags: list[Diagnostic] = []
@@ -182,8 +202,6 @@ def _compile(
 
     doc, smap, conflicts = merge_fragments(parsed)
     diags.extend(_not_under(conflicts, [d.keys for d in diags if d.keys]))
-    from llama_swap.compiler.validate import drop_empty_settings, validate
-
     doc = drop_empty_settings(doc)
     memo = session.valid_memo() if session is not None else None
     found = validate(doc, smap, strict=strict, memo=memo)
@@ -218,7 +236,7 @@ def compile_files(
     env: Mapping[str, str] | None = None,
     strict: bool = False,
     port_hints: Mapping[str, int] | None = None,
-    session: CompileSession | None = None,
+    session: CompileCache | None = None,
 ) -> CompileResult:
     """Compile (name, text, sha256) fragments in merge order.
 
@@ -227,7 +245,8 @@ def compile_files(
     compiles without changing the result.  With either, `CompileResult.ports`
     holds each model's allocated port.
     """
-    return _compile(files, env, strict, port_hints, session)
+    with session.generation() if session is not None else nullcontext():
+        return _compile(files, env, strict, port_hints, session)
 
 
 def compile_sources(
@@ -236,9 +255,12 @@ def compile_sources(
     env: Mapping[str, str] | None = None,
     strict: bool = False,
     port_hints: Mapping[str, int] | None = None,
+    session: CompileCache | None = None,
 ) -> CompileResult:
     """Compile (name, text) fragments in merge order; `env` defaults to os.environ."""
-    return _compile(hashed_files(sources), env, strict, port_hints)
+    return compile_files(
+        hashed_files(sources), env=env, strict=strict, port_hints=port_hints, session=session
+    )
 
 
 def compile_paths(
@@ -248,9 +270,16 @@ def compile_paths(
     strict: bool = False,
     env: Mapping[str, str] | None = None,
     port_hints: Mapping[str, int] | None = None,
+    session: CompileCache | None = None,
 ) -> CompileResult:
     """Read --config / --config-dir (compiler.load) and compile them."""
-    return _compile(read_files(config, config_dir), env, strict, port_hints)
+    return compile_files(
+        read_files(config, config_dir),
+        env=env,
+        strict=strict,
+        port_hints=port_hints,
+        session=session,
+    )
 
 
 def hashed_files(sources: Sequence[tuple[str, str]]) -> list[tuple[str, str, str]]:
@@ -262,6 +291,4 @@ def hashed_files(sources: Sequence[tuple[str, str]]) -> list[tuple[str, str, str
 
 def read_files(config: str | None, config_dir: str | None) -> list[tuple[str, str, str]]:
     """--config / --config-dir read (compiler.load) into the triples `compile_files` takes."""
-    from llama_swap.compiler.load import load_paths
-
     return [(f.path, f.text, f.sha256) for f in load_paths(config, config_dir)]

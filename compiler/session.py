@@ -31,8 +31,9 @@ import dataclasses
 import hashlib
 import json
 import threading
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Generic, TypeVar
 
 from llama_swap.compiler import models as model_stage
 from llama_swap.compiler.aliases import AliasTable, register_set_params_by_id
@@ -43,12 +44,10 @@ from llama_swap.compiler.macros import Macro
 from llama_swap.compiler.merge import IDENTITY_MAPS
 from llama_swap.compiler.models import ModelDraft
 from llama_swap.compiler.parse import ParsedSource, parse_source
+from llama_swap.compiler.pipeline import CompileResult, compile_paths, compile_sources
 from llama_swap.compiler.plan import Capabilities, Model, Plan, Settings, model_json, plan_to_json
 from llama_swap.compiler.sourcemap import KeyPath
 from llama_swap.compiler.validate import ValidMemo
-
-if TYPE_CHECKING:
-    from llama_swap.compiler.pipeline import CompileResult
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -166,11 +165,10 @@ class CompileSession:
         env: Mapping[str, str] | None = None,
         port_hints: Mapping[str, int] | None = None,
     ) -> CompileResult:
-        """As `compiler.pipeline.compile_paths`, plus `port_hints`; result `.ports` is filled."""
-        from llama_swap.compiler.pipeline import read_files
-
-        with self._lock:
-            return self._compile(read_files(config, config_dir), env, strict, port_hints)
+        """`compiler.pipeline.compile_paths` through this session; result `.ports` is filled."""
+        return compile_paths(
+            config, config_dir, strict=strict, env=env, port_hints=port_hints, session=self
+        )
 
     def compile_sources(
         self,
@@ -180,12 +178,8 @@ class CompileSession:
         strict: bool = False,
         port_hints: Mapping[str, int] | None = None,
     ) -> CompileResult:
-        """As `compiler.pipeline.compile_sources`, plus `port_hints`; result `.ports` is filled."""
-        from llama_swap.compiler.pipeline import hashed_files
-
-        files = hashed_files(sources)
-        with self._lock:
-            return self._compile(files, env, strict, port_hints)
+        """`compiler.pipeline.compile_sources` through this session; result `.ports` is filled."""
+        return compile_sources(sources, env=env, strict=strict, port_hints=port_hints, session=self)
 
     def plan_json(self, plan: Plan) -> str:
         """`compiler.plan.plan_to_json(plan)`, reusing the text of models seen before."""
@@ -198,33 +192,30 @@ class CompileSession:
 
     # -- the generation ----------------------------------------------------------------------
 
-    def _compile(
-        self,
-        files: Sequence[tuple[str, str, str]],
-        env: Mapping[str, str] | None,
-        strict: bool,
-        port_hints: Mapping[str, int] | None,
-    ) -> CompileResult:
-        from llama_swap.compiler.pipeline import compile_files
+    @contextmanager
+    def generation(self) -> Iterator[None]:
+        """One compile: entries the previous successful compile did not use are forgotten first.
 
-        if self._rotate_next or self._failed_in_a_row >= _MAX_FAILED_GENERATIONS:
-            for cache in self._caches:
-                cache.rotate()
-            self._failed_in_a_row = 0
-        self._keys = {}
-        self.stats["compiles"] += 1
-        try:
-            result = compile_files(
-                files, env=env, strict=strict, port_hints=port_hints, session=self
-            )
-        except BaseException:
-            self._failed_in_a_row += 1
-            self._rotate_next = False
-            raise
-        finally:
+        A failed compile keeps the previous generation (the next edit usually
+        fixes the error and needs those entries), but only for a few failures in
+        a row, so a config that keeps failing cannot grow the caches for ever.
+        """
+        with self._lock:
+            if self._rotate_next or self._failed_in_a_row >= _MAX_FAILED_GENERATIONS:
+                for cache in self._caches:
+                    cache.rotate()
+                self._failed_in_a_row = 0
             self._keys = {}
-        self._rotate_next = True
-        return result
+            self.stats["compiles"] += 1
+            try:
+                yield
+            except BaseException:
+                self._failed_in_a_row += 1
+                self._rotate_next = False
+                raise
+            finally:
+                self._keys = {}
+            self._rotate_next = True
 
     def key_of(self, value: Any) -> str | None:
         """Canonical JSON of a plain value (order-preserving; None when not JSON), memoised by id."""

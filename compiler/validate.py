@@ -22,6 +22,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Protocol
 
 from llama_swap.compiler.diagnostics import Diagnostic, Severity
+from llama_swap.compiler.load import config_schema
 from llama_swap.compiler.sourcemap import KeyPath, SourceMap, display_path
 
 if TYPE_CHECKING:
@@ -106,10 +107,9 @@ def _memo_ref(validator: Any, ref: str, instance: Any, schema: Any) -> Iterator[
 
 @lru_cache(maxsize=1)
 def _validator() -> Validator:
+    # Imported here, not at the top, for start-up speed (see the module doc).
     from jsonschema import Draft202012Validator
     from jsonschema.validators import extend
-
-    from llama_swap.compiler.load import config_schema
 
     cls = extend(Draft202012Validator, {"$ref": _memo_ref})
     return cls(config_schema())  # type: ignore[no-any-return]
@@ -129,7 +129,7 @@ def suggest(name: str, known: list[str]) -> str | None:
     for candidate in known:
         if candidate.lower() == name.lower():
             return candidate
-    import difflib
+    import difflib  # imported here for start-up speed: only unknown keys need it
 
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.65)
     return close[0] if close else None
@@ -197,7 +197,7 @@ def _collapse(error: ValidationError) -> ValidationError:
     """Replace an anyOf/oneOf error by its most relevant sub-error."""
     if not error.context:
         return error
-    from jsonschema.exceptions import best_match
+    from jsonschema.exceptions import best_match  # imported here for start-up speed
 
     return best_match([error]) or error
 
@@ -247,8 +247,6 @@ def drop_empty_settings(doc: dict[str, Any]) -> dict[str, Any]:
     macro, a model, a peer or a list item that is empty is still an error,
     and `metadata`/`setParams` pass nulls through.
     """
-    from llama_swap.compiler.load import config_schema
-
     schema = config_schema()
     return _unset(doc, schema, schema)  # type: ignore[no-any-return]
 
