@@ -1,4 +1,4 @@
-"""Per-model resolution: macros, cleaning, defaults and checks (reference §2.1 step 11, §2.3).
+"""Per-model resolution: macros, cleaning, defaults and checks.
 
 Runs in two passes around port allocation (`compiler.ports`), because
 `${PORT}` is looked for only after ordinary macros are expanded:
@@ -259,6 +259,55 @@ def finish_checks(c: Collector, d: ModelDraft) -> Capabilities:
     return _capabilities(c, d.id, d.raw.get("capabilities"))
 
 
+def _check_proxy(c: Collector, d: ModelDraft) -> None:
+    """Report an unusable proxy URL, unless a leftover macro in it was reported already."""
+    problem = proxy_url_problem(d.text["proxy"])
+    if problem and "proxy" not in d.reported and not refs_in(d.text["proxy"]):
+        c.error(_field_keys(d.id, "proxy"), problem)
+
+
+def _ttl(c: Collector, mid: str, raw: dict[str, Any], settings: Settings) -> int:
+    """The model's ttl with globalTTL applied (-1, the default, means "use globalTTL")."""
+    ttl = get_int(c, ("models", mid, "ttl"), raw.get("ttl"), DEFAULT_TTL)
+    if ttl == DEFAULT_TTL:
+        return settings.globalTTL
+    if ttl < DEFAULT_TTL:
+        c.error(
+            ("models", mid, "ttl"),
+            f"invalid TTL value {ttl} (use -1 for globalTTL, 0 to never unload)",
+        )
+        return settings.globalTTL
+    return ttl
+
+
+def _concurrency_limit(c: Collector, mid: str, raw: dict[str, Any]) -> int:
+    """concurrencyLimit (0 or less means the default); warns about a per-model health timeout."""
+    limit = get_int(c, ("models", mid, "concurrencyLimit"), raw.get("concurrencyLimit"), 0)
+    if "healthCheckTimeout" in raw:
+        c.warn(
+            ("models", mid, "healthCheckTimeout"),
+            "ignored: the global healthCheckTimeout applies to every model",
+        )
+    return limit if limit > 0 else DEFAULT_CONCURRENCY_LIMIT
+
+
+def _set_params(c: Collector, mid: str, raw: dict[str, Any]) -> dict[str, Any]:
+    """filters.setParams as written: macros are not substituted there, which surprises people."""
+    filters = get_map(c, ("models", mid, "filters"), raw.get("filters"))
+    set_params = get_map(c, _field_keys(mid, "filters.setParams"), filters.get("setParams"))
+    if first_leftover(set_params):
+        c.warn(
+            _field_keys(mid, "filters.setParams"),
+            "macros are not substituted in a model's setParams; '${...}' is sent literally",
+        )
+    return set_params
+
+
+def _env(c: Collector, mid: str, raw: dict[str, Any]) -> tuple[str, ...]:
+    items = get_list(c, ("models", mid, "env"), raw.get("env"))
+    return tuple(get_str(c, ("models", mid, "env", i), e, "") for i, e in enumerate(items))
+
+
 def build_model(
     c: Collector,
     d: ModelDraft,
@@ -269,42 +318,15 @@ def build_model(
     """The part of pass 2 after alias registration: model-local but for `model_aliases`.
 
     Reads only `settings.globalTTL` and `settings.sendLoadingState` (compiler.session
-    keys its cache on them).
+    keys its cache on them).  The steps run in a fixed order, so diagnostics do too.
     """
     mid, raw = d.id, d.raw
-    problem = proxy_url_problem(d.text["proxy"])
-    if problem and "proxy" not in d.reported and not refs_in(d.text["proxy"]):
-        c.error(_field_keys(mid, "proxy"), problem)
-
-    ttl = get_int(c, ("models", mid, "ttl"), raw.get("ttl"), DEFAULT_TTL)
-    if ttl == DEFAULT_TTL:
-        ttl = settings.globalTTL
-    elif ttl < DEFAULT_TTL:
-        c.error(
-            ("models", mid, "ttl"),
-            f"invalid TTL value {ttl} (use -1 for globalTTL, 0 to never unload)",
-        )
-        ttl = settings.globalTTL
-
-    limit = get_int(c, ("models", mid, "concurrencyLimit"), raw.get("concurrencyLimit"), 0)
-    if "healthCheckTimeout" in raw:
-        c.warn(
-            ("models", mid, "healthCheckTimeout"),
-            "ignored: the global healthCheckTimeout applies to every model",
-        )
-
-    filters = get_map(c, ("models", mid, "filters"), raw.get("filters"))
-    set_params = get_map(c, _field_keys(mid, "filters.setParams"), filters.get("setParams"))
-    if first_leftover(set_params):
-        c.warn(
-            _field_keys(mid, "filters.setParams"),
-            "macros are not substituted in a model's setParams; '${...}' is sent literally",
-        )
+    _check_proxy(c, d)
+    ttl = _ttl(c, mid, raw, settings)
+    limit = _concurrency_limit(c, mid, raw)
+    set_params = _set_params(c, mid, raw)
+    env = _env(c, mid, raw)
     check = d.text["checkEndpoint"]
-    env = [
-        get_str(c, ("models", mid, "env", i), e, "")
-        for i, e in enumerate(get_list(c, ("models", mid, "env"), raw.get("env")))
-    ]
     cmd = _argv(c, _field_keys(mid, "cmd"), d.text["cmd"], required=True) or ()
     return Model(
         id=mid,
@@ -313,11 +335,11 @@ def build_model(
         proxy=d.text["proxy"],
         checkEndpoint="none" if go_trim(check) == "none" else check,
         ttl=ttl,
-        env=tuple(env),
+        env=env,
         aliases=model_aliases,
         unlisted=get_bool(c, ("models", mid, "unlisted"), raw.get("unlisted"), False),
         useModelName=get_str(c, ("models", mid, "useModelName"), raw.get("useModelName"), ""),
-        concurrencyLimit=limit if limit > 0 else DEFAULT_CONCURRENCY_LIMIT,
+        concurrencyLimit=limit,
         filters=Filters(
             stripParams=sanitize_strip_params(d.text["filters.stripParams"]),
             setParams=freeze(sanitize_set_params(set_params)),
