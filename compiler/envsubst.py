@@ -18,7 +18,7 @@ import bisect
 import re
 from collections.abc import Mapping
 
-import yaml
+import yaml  # type: ignore[import-untyped, unused-ignore]
 
 from llama_swap.compiler.diagnostics import Diagnostic
 from llama_swap.compiler.parse import parse_source
@@ -28,9 +28,9 @@ ENV_REF = re.compile(r"\$\{env\.([A-Za-z_][A-Za-z0-9_]*)\}")
 _MARKER = "${env."
 
 try:
-    from yaml import CSafeLoader as _ScanLoader
+    from yaml import CSafeLoader as _ScanLoader  # type: ignore[import-untyped, unused-ignore]
 except ImportError:  # pragma: no cover - depends on the PyYAML build
-    from yaml import SafeLoader as _ScanLoader  # type: ignore[assignment]
+    from yaml import SafeLoader as _ScanLoader  # type: ignore[assignment, unused-ignore]
 
 
 def _token_spans(text: str) -> tuple[list[int], list[int]] | None:

@@ -23,9 +23,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
-from yaml.resolver import BaseResolver
+import yaml  # type: ignore[import-untyped, unused-ignore]
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode  # type: ignore[import-untyped, unused-ignore]
+from yaml.resolver import BaseResolver  # type: ignore[import-untyped, unused-ignore]
 
 from llama_swap.compiler.diagnostics import Diagnostic, Location
 from llama_swap.compiler.sourcemap import Entry, KeyPath, SourceMap, display_path, location_at
@@ -40,7 +40,7 @@ _MAP_TAGS = frozenset({_T + "map", _T + "set"})
 _NULL, _BOOL, _INT, _FLOAT, _MERGE = (_T + t for t in ("null", "bool", "int", "float", "merge"))
 
 
-class _CoreResolver(BaseResolver):
+class _CoreResolver(BaseResolver):  # type: ignore[misc, unused-ignore]
     """Implicit tags of the YAML 1.2 core schema."""
 
 
@@ -66,7 +66,9 @@ _CoreResolver.add_implicit_resolver(
 _CoreResolver.add_implicit_resolver(_T + "merge", re.compile(r"^<<$"), ["<"])
 
 try:  # libyaml is much faster; fall back to the pure-Python parser
-    from yaml.cyaml import CParser as _Parser
+    from yaml.cyaml import (  # type: ignore[import-untyped, unused-ignore, attr-defined]
+        CParser as _Parser,
+    )
 
     class _Loader(_Parser, _CoreResolver):  # type: ignore[misc]
         def __init__(self, stream: str) -> None:
@@ -74,12 +76,12 @@ try:  # libyaml is much faster; fall back to the pure-Python parser
             _CoreResolver.__init__(self)
 
 except ImportError:  # pragma: no cover - depends on the PyYAML build
-    from yaml.composer import Composer
-    from yaml.parser import Parser
-    from yaml.reader import Reader
-    from yaml.scanner import Scanner
+    from yaml.composer import Composer  # type: ignore[import-untyped, unused-ignore]
+    from yaml.parser import Parser  # type: ignore[import-untyped, unused-ignore]
+    from yaml.reader import Reader  # type: ignore[import-untyped, unused-ignore]
+    from yaml.scanner import Scanner  # type: ignore[import-untyped, unused-ignore]
 
-    class _Loader(Reader, Scanner, Parser, Composer, _CoreResolver):  # type: ignore[no-redef]
+    class _Loader(Reader, Scanner, Parser, Composer, _CoreResolver):  # type: ignore[no-redef, misc, unused-ignore]
         def __init__(self, stream: str) -> None:
             Reader.__init__(self, stream)
             Scanner.__init__(self)
@@ -111,7 +113,7 @@ def compose(text: str) -> Node | None:
     """The root node of a single-document YAML text (None when empty). Raises yaml.YAMLError."""
     loader = _Loader(text)
     try:
-        return loader.get_single_node()  # type: ignore[no-any-return]
+        return loader.get_single_node()  # type: ignore[no-any-return, unused-ignore]
     finally:
         loader.dispose()
 

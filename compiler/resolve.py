@@ -80,7 +80,7 @@ def resolve(
     (compiler.ports); `stages` replaces the per-model passes by a caching
     equivalent; `ports_out`, when given, receives each model's allocated port.
     """
-    stage: ModelStages = stages if stages is not None else model_stage  # type: ignore[assignment]
+    stage: ModelStages = stages if stages is not None else model_stage
     c = Collector()
     top = get_map(c, (), doc)
     settings = resolve_settings(c, top)
