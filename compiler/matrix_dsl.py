@@ -1,4 +1,4 @@
-"""The matrix set DSL: tokenizer, parser and expander (reference §6.9).
+"""The matrix set DSL: tokenizer, parser and expander.
 
 A set is written as an expression over matrix var IDs:
 

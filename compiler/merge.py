@@ -1,4 +1,7 @@
-"""Merge parsed fragments into one document, following the Go original's rules (reference §3.3).
+"""Merge parsed fragments into one document, as the Go original merges them.
+
+Configs are shared between the two implementations, so a set of fragments
+must merge to the same document (or fail the same way) under both.
 
 The rules, applied key path by key path with `deepmerge` strategies:
 

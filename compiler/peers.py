@@ -1,4 +1,4 @@
-"""Peers: remote OpenAI-compatible servers and the models they serve (reference §2.7).
+"""Peers: remote OpenAI-compatible servers and the models they serve.
 
 A peer gets the *global* macros only (no MODEL_ID, no PORT), and only in
 `apiKey`, `filters.stripParams` and `filters.setParams` (type-preserving);
