@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from llama_swap.compiler.collect import Collector, Keys, type_name
@@ -84,37 +85,87 @@ def merge_macros(
     return merged
 
 
-def substitute_text(text: str, macros: Sequence[Macro]) -> str:
-    """Replace `${name}` for every macro, last to first (LIFO)."""
+# What macros may add, in characters, to one model's (or one peer's) fields together.
+# Macros that repeat other macros grow exponentially: thirty levels of doubling
+# fit in a 700-byte file and would need 64 GiB.  Real commands are a few KiB.
+MAX_EXPANSION = 1 << 20
+
+
+class ExpansionTooLarge(Exception):
+    """Substituting macro `name` would push the expansion past `MAX_EXPANSION`."""
+
+    def __init__(self, name: str, limit: int) -> None:
+        super().__init__(name)
+        self.name = name
+        self.limit = limit
+
+    def message(self) -> str:
+        return (
+            f"macro '{self.name}' makes the expansion exceed the limit of {self.limit} "
+            "characters per model or peer (macros that repeat other macros grow exponentially)"
+        )
+
+
+@dataclass(slots=True)
+class Budget:
+    """Characters substitution may still add; charged before each replacement is built."""
+
+    left: int = MAX_EXPANSION
+    limit: int = MAX_EXPANSION
+
+    def charge(self, name: str, growth: int) -> None:
+        if growth > self.left:
+            raise ExpansionTooLarge(name, self.limit)
+        self.left -= max(growth, 0)
+
+
+def _replace(text: str, slug: str, name: str, replacement: str, budget: Budget) -> str:
+    """`text.replace(slug, replacement)`, charged to `budget` first (nothing big is built)."""
+    budget.charge(name, text.count(slug) * (len(replacement) - len(slug)))
+    return text.replace(slug, replacement)
+
+
+def substitute_text(text: str, macros: Sequence[Macro], budget: Budget | None = None) -> str:
+    """Replace `${name}` for every macro, last to first (LIFO).
+
+    Raises ExpansionTooLarge when `budget` (a fresh one when None) runs out.
+    """
     if "${" not in text:
         return text
+    budget = Budget() if budget is None else budget
     for name, value in reversed(macros):
         slug = "${" + name + "}"
         if slug in text:
-            text = text.replace(slug, format_value(value))
+            text = _replace(text, slug, name, format_value(value), budget)
     return text
 
 
-def substitute_one(value: Any, name: str, macro_value: Any) -> Any:
+def substitute_one(
+    value: Any, name: str, macro_value: Any, budget: Budget | None = None
+) -> Any:
     """Type-preserving substitution of one macro into a nested value (maps, lists, strings)."""
+    budget = Budget() if budget is None else budget
     slug = "${" + name + "}"
     if isinstance(value, str):
         if value == slug:
+            if isinstance(macro_value, str):
+                budget.charge(name, len(macro_value) - len(slug))
             return macro_value
         if slug in value:
-            return value.replace(slug, format_value(macro_value))
+            return _replace(value, slug, name, format_value(macro_value), budget)
         return value
     if isinstance(value, Mapping):
-        return {k: substitute_one(v, name, macro_value) for k, v in value.items()}
+        return {k: substitute_one(v, name, macro_value, budget) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [substitute_one(v, name, macro_value) for v in value]
+        return [substitute_one(v, name, macro_value, budget) for v in value]
     return value
 
 
-def substitute_value(value: Any, macros: Sequence[Macro]) -> Any:
+def substitute_value(value: Any, macros: Sequence[Macro], budget: Budget | None = None) -> Any:
     """Type-preserving LIFO substitution of every macro into a nested value."""
+    budget = Budget() if budget is None else budget
     for name, macro_value in reversed(macros):
-        value = substitute_one(value, name, macro_value)
+        value = substitute_one(value, name, macro_value, budget)
     return value
 
 

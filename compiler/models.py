@@ -36,6 +36,8 @@ from llama_swap.compiler.filters import (
 )
 from llama_swap.compiler.gotext import format_value
 from llama_swap.compiler.macros import (
+    Budget,
+    ExpansionTooLarge,
     Macro,
     first_leftover,
     leftover_message,
@@ -123,30 +125,47 @@ def prepare(
         c, ("models", mid, "macros"), get_map(c, ("models", mid, "macros"), raw.get("macros"))
     )
     merged = merge_macros(mid, global_macros, model_macros)
-    text = {k: substitute_text(v, merged) for k, v in text.items()}
+    draft = ModelDraft(
+        id=mid,
+        raw=raw,
+        text=text,
+        set_params_by_id={},
+        metadata=metadata,
+        macro_names=[name for name, _ in merged],
+        broken_macros=broken_globals | broken,
+    )
+    try:
+        _substitute(c, draft, merged, by_id_raw)
+    except ExpansionTooLarge as e:
+        own = {name for name, _ in model_macros}
+        where = ("models", mid, "macros", e.name) if e.name in own else ("macros", e.name)
+        c.error(where if e.name != "MODEL_ID" else ("models", mid), e.message())
+        # Keep the fields as written; their macros are not reported again.
+        draft.text, draft.metadata, draft.set_params_by_id = text, metadata, {}
+        draft.broken_macros |= set(draft.macro_names)
+        draft.reported |= set(TEXT_FIELDS)
+    return draft
 
-    by_id: dict[str, Any] = {}
+
+def _substitute(
+    c: Collector, d: ModelDraft, merged: list[Macro], by_id_raw: dict[str, Any]
+) -> None:
+    """Macro substitution into the draft's fields, charged to one budget for the whole model."""
+    budget = Budget()
+    d.text = {k: substitute_text(v, merged, budget) for k, v in d.text.items()}
     origin: dict[str, str] = {}
     for key, params in by_id_raw.items():
-        new_key = substitute_text(key, merged)
-        pkeys = (*_field_keys(mid, "filters.setParamsByID"), key)
-        if new_key in by_id:
+        new_key = substitute_text(key, merged, budget)
+        pkeys = (*_field_keys(d.id, "filters.setParamsByID"), key)
+        if new_key in d.set_params_by_id:
             c.error(
                 pkeys,
                 f"keys '{origin[new_key]}' and '{key}' both become '{new_key}' after macro substitution",
             )
             continue
         origin[new_key] = key
-        by_id[new_key] = substitute_value(get_map(c, pkeys, params), merged)
-    return ModelDraft(
-        id=mid,
-        raw=raw,
-        text=text,
-        set_params_by_id=by_id,
-        metadata=substitute_value(metadata, merged),
-        macro_names=[name for name, _ in merged],
-        broken_macros=broken_globals | broken,
-    )
+        d.set_params_by_id[new_key] = substitute_value(get_map(c, pkeys, params), merged, budget)
+    d.metadata = substitute_value(d.metadata, merged, budget)
 
 
 def _check_leftovers(c: Collector, d: ModelDraft) -> None:
