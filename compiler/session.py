@@ -39,7 +39,7 @@ from llama_swap.compiler import models as model_stage
 from llama_swap.compiler.aliases import AliasTable, register_set_params_by_id
 from llama_swap.compiler.collect import Collector
 from llama_swap.compiler.diagnostics import Diagnostic
-from llama_swap.compiler.envsubst import ENV_REF, substitute_env
+from llama_swap.compiler.envsubst import ENV_REF, EnvResult, substitute_env_traced
 from llama_swap.compiler.macros import Macro
 from llama_swap.compiler.merge import IDENTITY_MAPS
 from llama_swap.compiler.models import ModelDraft
@@ -114,8 +114,7 @@ def _spine_copy(value: Any, path: KeyPath = ()) -> Any:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Fragment:
-    text: str
-    env_diagnostics: tuple[Diagnostic, ...]
+    env: EnvResult
     parsed: ParsedSource
 
 
@@ -233,20 +232,21 @@ class CompileSession:
 
     def fragment(
         self, name: str, text: str, digest: str, env: Mapping[str, str]
-    ) -> tuple[str, list[Diagnostic], ParsedSource]:
+    ) -> tuple[EnvResult, ParsedSource]:
         """Env substitution and parse of one fragment (cached); the value is safe to merge."""
         names = sorted(set(ENV_REF.findall(text))) if "${env." in text else []
         key = (name, digest, tuple((n, env.get(n)) for n in names))
         hit = self._fragments.get(key)
         if hit is None:
-            new_text, env_diags = substitute_env(name, text, env)
-            hit = _Fragment(new_text, tuple(env_diags), parse_source(name, new_text))
+            subst = substitute_env_traced(name, text, env)
+            hit = _Fragment(subst, parse_source(name, subst.text))
             self._fragments.put(key, hit)
         else:
             self.stats["fragment_hits"] += 1
         p = hit.parsed
         mergeable = ParsedSource(p.name, _spine_copy(p.value), p.smap, list(p.diagnostics))
-        return hit.text, list(hit.env_diagnostics), mergeable
+        env_result = dataclasses.replace(hit.env, diagnostics=list(hit.env.diagnostics))
+        return env_result, mergeable
 
     def valid_memo(self) -> ValidMemo:
         memo = ValidMemo(self.key_of, _KeySet(self._valid))
