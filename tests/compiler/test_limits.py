@@ -7,10 +7,14 @@ so a regression fails the test instead of exhausting the machine.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
+
+from llama_swap.compiler.render import render_github, render_json, render_text
 
 from .frontend_util import compile_err
 
@@ -76,3 +80,63 @@ def test_a_macro_bomb_in_a_peer_or_in_metadata_is_caught_too() -> None:
     for extra in (peer, meta):
         err = compile_err(("f.yaml", text + extra))
         assert any("exceed the limit" in d.message for d in err.errors), err.errors
+
+
+def test_deeply_nested_parentheses_in_a_matrix_set_are_a_compile_error() -> None:
+    depth = 300
+    dsl = "(" * depth + "a & b" + ")" * depth
+    text = (
+        "models:\n  m1:\n    cmd: x\n    proxy: http://h:1\n  m2:\n    cmd: y\n    proxy: http://h:2\n"
+        "routing:\n  router:\n    use: matrix\n    settings:\n      matrix:\n"
+        f"        vars: {{a: m1, b: m2}}\n        sets:\n          s: '{dsl}'\n"
+    )
+    err = compile_err(("f.yaml", text))
+    assert any("nested deeper than" in d.message for d in err.errors), err.errors
+
+
+def _special_file_cases(tmp_path: Path) -> list[list[str]]:
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    in_dir = tmp_path / "d"
+    in_dir.mkdir()
+    os.mkfifo(in_dir / "10-fifo.yaml")
+    return [["--config", str(fifo)], ["--config", "/dev/zero"], ["--config-dir", str(in_dir)]]
+
+
+def test_a_fifo_or_a_device_is_refused_not_read(tmp_path: Path) -> None:
+    for args in _special_file_cases(tmp_path):
+        out = run_limited("--check", *args, timeout=20)
+        assert out["code"] == 1, (args, out)
+        assert "not a regular file" in str(out["stderr"]), (args, out)
+
+
+def test_a_huge_file_is_refused_with_the_limit(tmp_path: Path) -> None:
+    big = tmp_path / "big.yaml"
+    with open(big, "wb") as fh:
+        fh.write(b"# padding\n" * (2 * 1024 * 1024))  # 20 MiB of comments
+    out = run_limited("--check", "--config", str(big), timeout=20)
+    assert out["code"] == 1, out
+    assert "big.yaml" in str(out["stderr"]) and "MiB" in str(out["stderr"]), out
+
+
+def _compile_and_render(n: int) -> float:
+    """Seconds to compile a config with `n` unknown keys and render every diagnostic."""
+    lines = ["models:", "  m:", "    cmd: x --port ${PORT}"]
+    lines += [f"    unknown{i}: {i}" for i in range(n)]
+    text = "\n".join(lines) + "\n"
+    start = time.perf_counter()
+    err = compile_err(("f.yaml", text), strict=True)
+    assert len(err.errors) == n
+    rendered = render_text(err.diagnostics, err.texts)
+    render_json(err.diagnostics)
+    render_github(err.diagnostics)
+    elapsed = time.perf_counter() - start
+    assert rendered.count("\n") >= 3 * n
+    return elapsed
+
+
+def test_reporting_many_errors_takes_linear_time() -> None:
+    small = min(_compile_and_render(2_000) for _ in range(2))
+    large = _compile_and_render(20_000)
+    # 10 times the errors: about 10 times the time when linear, 100 when quadratic
+    assert large < 30 * small, (small, large)
