@@ -1,4 +1,4 @@
-"""Aliases: one global name space shared by model ids, aliases and peers (reference §2.14).
+"""Aliases: one global name space shared by model ids, aliases and peers.
 
 A requested name resolves to a model id first, then to an alias.  Aliases are
 unique across models; explicit `aliases` are registered before anything else

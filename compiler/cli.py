@@ -67,9 +67,12 @@ def _plan_text(plan: Plan, fmt: str) -> str:
     from llama_swap.compiler.plan import plan_to_dict, plan_to_json
 
     if fmt == "yaml":
-        import yaml
+        import yaml  # type: ignore[import-untyped, unused-ignore]
 
-        return yaml.safe_dump(plan_to_dict(plan), sort_keys=False, allow_unicode=True, width=1000)
+        text: str = yaml.safe_dump(
+            plan_to_dict(plan), sort_keys=False, allow_unicode=True, width=1000
+        )
+        return text
     return plan_to_json(plan)
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llama_swap.compiler.diagnostics import Diagnostic, Severity
+from llama_swap.compiler.gotext import format_value
 from llama_swap.compiler.sourcemap import display_path
 
 Keys = tuple[str | int, ...]
@@ -77,8 +78,6 @@ def get_str(c: Collector, keys: Keys, value: Any, default: str) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, bool | int | float):
-        from llama_swap.compiler.macros import format_value
-
         return format_value(value)
     c.error(keys, f"expected a string, got {type_name(value)}")
     return default

@@ -1,4 +1,4 @@
-"""Command cleaning and POSIX argv splitting (reference §2.15).
+"""Command cleaning and POSIX argv splitting.
 
 The plan stores `cmd` and `cmdStop` as argv lists so the runtime never parses
 shell-like text.  Splitting follows the original's lexer, which is *not*
@@ -66,71 +66,91 @@ def split_posix(text: str) -> list[str]:
     return lex_posix(text)
 
 
-def lex_posix(text: str) -> list[str]:
-    """The full lexer behind `split_posix`, character by character (quotes and backslashes)."""
-    tokens: list[str] = []
-    token: list[str] | None = None  # None: no token started
-    quote = ""  # "", "'" or '"'
-    i, n = 0, len(text)
-    while i < n:
-        ch = text[i]
-        nxt = text[i + 1] if i + 1 < n else ""
-        if quote == "'":
-            if ch == "'":
-                quote = ""
+class _Lexer:
+    """POSIX shell word splitting, one character state at a time (no expansions, no operators).
+
+    Each `_in_*` method consumes what starts at `i` in its quoting state and
+    returns the index after it; `token` is None between words.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.tokens: list[str] = []
+        self.token: list[str] | None = None
+        self.quote = ""  # "", "'" or '"'
+
+    def run(self) -> list[str]:
+        i, n = 0, len(self.text)
+        while i < n:
+            if self.quote == "'":
+                i = self._in_single(i)
+            elif self.quote == '"':
+                i = self._in_double(i)
             else:
-                assert token is not None
-                token.append(ch)
-            i += 1
-            continue
-        if quote == '"':
-            assert token is not None
-            if ch == "\\":
-                if nxt in ("", "\n"):
-                    i += 2  # escaped newline (or a backslash at the end) vanishes
-                    continue
-                if nxt in _DQ_ESCAPABLE:
-                    token.append(nxt)
-                    i += 2
-                    continue
-                token.append(ch)  # any other backslash stays literal
-                i += 1
-                continue
-            if ch == '"':
-                quote = ""
-            else:
-                token.append(ch)
-            i += 1
-            continue
-        # outside quotes
+                i = self._outside(i)
+        self._end_word()
+        return self.tokens
+
+    def _next(self, i: int) -> str:
+        return self.text[i + 1] if i + 1 < len(self.text) else ""
+
+    def _word(self) -> list[str]:
+        if self.token is None:
+            self.token = []
+        return self.token
+
+    def _end_word(self) -> None:
+        if self.token is not None:
+            self.tokens.append("".join(self.token))
+            self.token = None
+
+    def _in_single(self, i: int) -> int:
+        """Inside '...': everything is literal up to the closing quote."""
+        ch = self.text[i]
+        if ch == "'":
+            self.quote = ""
+        else:
+            self._word().append(ch)
+        return i + 1
+
+    def _in_double(self, i: int) -> int:
+        """Inside "...": a backslash escapes only a few characters and a newline."""
+        ch, nxt = self.text[i], self._next(i)
+        word = self._word()
         if ch == "\\":
             if nxt in ("", "\n"):
-                i += 2
-                continue
-            if token is None:
-                token = []
-            token.append(nxt)
-            i += 2
-            continue
+                return i + 2  # escaped newline (or a backslash at the end) vanishes
+            if nxt in _DQ_ESCAPABLE:
+                word.append(nxt)
+                return i + 2
+            word.append(ch)  # any other backslash stays literal
+            return i + 1
+        if ch == '"':
+            self.quote = ""
+        else:
+            word.append(ch)
+        return i + 1
+
+    def _outside(self, i: int) -> int:
+        """Unquoted: a backslash escapes anything, quotes open, blanks end the word."""
+        ch, nxt = self.text[i], self._next(i)
+        if ch == "\\":
+            if nxt not in ("", "\n"):
+                self._word().append(nxt)
+            return i + 2
         if ch in "'\"":
-            if token is None:
-                token = []
-            quote = ch
-            i += 1
-            continue
-        if ch in _POSIX_SPACE:
-            if token is not None:
-                tokens.append("".join(token))
-                token = None
-            i += 1
-            continue
-        if token is None:
-            token = []
-        token.append(ch)
-        i += 1
-    if token is not None:
-        tokens.append("".join(token))
-    return tokens
+            self._word()
+            self.quote = ch
+        elif ch in _POSIX_SPACE:
+            self._end_word()
+        else:
+            self._word().append(ch)
+        return i + 1
+
+
+def lex_posix(text: str) -> list[str]:
+    """The full lexer behind `split_posix`, character by character (quotes and backslashes)."""
+    return _Lexer(text).run()
 
 
 class EmptyCommand(ValueError):

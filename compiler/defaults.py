@@ -1,4 +1,4 @@
-"""Top-level settings: defaults, clamps and checks (reference §2.1 steps 3-8 and 15).
+"""Top-level settings: defaults, clamps and checks, in the Go original's order.
 
 Everything the runtime reads from the top level of a config lands in
 `compiler.plan.Settings` with its default filled in, so a plan never has to

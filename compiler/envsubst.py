@@ -17,19 +17,21 @@ from __future__ import annotations
 import bisect
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 
-import yaml
+import yaml  # type: ignore[import-untyped, unused-ignore]
 
-from llama_swap.compiler.diagnostics import Diagnostic
+from llama_swap.compiler.diagnostics import Diagnostic, Location
+from llama_swap.compiler.parse import parse_source
 from llama_swap.compiler.sourcemap import KeyPath, display_path, location_at
 
 ENV_REF = re.compile(r"\$\{env\.([A-Za-z_][A-Za-z0-9_]*)\}")
 _MARKER = "${env."
 
 try:
-    from yaml import CSafeLoader as _ScanLoader
+    from yaml import CSafeLoader as _ScanLoader  # type: ignore[import-untyped, unused-ignore]
 except ImportError:  # pragma: no cover - depends on the PyYAML build
-    from yaml import SafeLoader as _ScanLoader  # type: ignore[assignment]
+    from yaml import SafeLoader as _ScanLoader  # type: ignore[assignment, unused-ignore]
 
 
 def _token_spans(text: str) -> tuple[list[int], list[int]] | None:
@@ -59,20 +61,66 @@ def _is_live(start: int, end: int, spans: tuple[list[int], list[int]] | None) ->
 
 def _key_path_at(name: str, text: str, index: int) -> KeyPath:
     """Best effort: the key path whose text holds `index` (the raw text usually parses)."""
-    from llama_swap.compiler.parse import parse_source
-
     parsed = parse_source(name, text)
     return parsed.smap.path_at(name, index) if parsed.value is not None else ()
 
 
+@dataclass(frozen=True, slots=True)
+class Substituted:
+    """One live reference replaced by its value: where it stands in the text as written."""
+
+    line: int  # 1-based
+    column: int  # 1-based column of `${env.` in the written line
+    written: int  # length of the reference
+    length: int  # length of the (escaped) value put in its place
+    var: str
+    value: str  # the variable's value (unescaped)
+
+
+@dataclass(frozen=True, slots=True)
+class EnvResult:
+    """A fragment after substitution, and what is needed to speak about it as written."""
+
+    text: str
+    diagnostics: list[Diagnostic]
+    substituted: tuple[Substituted, ...] = ()
+
+    def written_location(self, loc: Location) -> Location:
+        """`loc` (in the substituted text) moved to the text as written.
+
+        Values never hold a newline, so lines agree; a column after a
+        substitution moves by the length difference, one inside a value moves
+        to the start of its reference.
+        """
+        shift = 0
+        for sub in self.substituted:
+            if sub.line != loc.line:
+                continue
+            start = sub.column + shift  # where the value starts in the substituted line
+            if loc.column < start:
+                break
+            if loc.column < start + sub.length:
+                return Location(loc.file, loc.line, sub.column)
+            shift += sub.length - sub.written
+        return Location(loc.file, loc.line, loc.column - shift) if shift else loc
+
+
 def substitute_env(name: str, text: str, env: Mapping[str, str]) -> tuple[str, list[Diagnostic]]:
     """Replace live `${env.NAME}` references; report unset or unusable variables."""
+    result = substitute_env_traced(name, text, env)
+    return result.text, result.diagnostics
+
+
+def substitute_env_traced(name: str, text: str, env: Mapping[str, str]) -> EnvResult:
+    """`substitute_env`, also recording each substitution (locations as written, values)."""
     if _MARKER not in text:
-        return text, []
+        return EnvResult(text, [])
     spans = _token_spans(text)
     pieces: list[str] = []
     problems: list[tuple[int, str]] = []
+    done: list[Substituted] = []
     pos = 0
+    line = 1
     for match in ENV_REF.finditer(text):
         if not _is_live(match.start(), match.end(), spans):
             continue
@@ -90,8 +138,14 @@ def substitute_env(name: str, text: str, env: Mapping[str, str]) -> tuple[str, l
                 )
             )
             continue
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        line += text.count("\n", pos, match.start())  # counted once over the text
+        column = match.start() - text.rfind("\n", 0, match.start())
+        done.append(
+            Substituted(line, column, match.end() - match.start(), len(escaped), var, value)
+        )
         pieces.append(text[pos : match.start()])
-        pieces.append(value.replace("\\", "\\\\").replace('"', '\\"'))
+        pieces.append(escaped)
         pos = match.end()
     pieces.append(text[pos:])
     diagnostics = []
@@ -100,4 +154,4 @@ def substitute_env(name: str, text: str, env: Mapping[str, str]) -> tuple[str, l
         diagnostics.append(
             Diagnostic(message, display_path(keys), location_at(name, text, index), keys=keys)
         )
-    return "".join(pieces), diagnostics
+    return EnvResult("".join(pieces), diagnostics, tuple(done))

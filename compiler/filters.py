@@ -1,4 +1,4 @@
-"""Request filters: sanitising `stripParams`, `setParams` and `setParamsByID` (reference §2.5).
+"""Request filters: sanitising `stripParams`, `setParams` and `setParamsByID`.
 
 The plan holds filters already cleaned so the runtime applies them blindly:
 `stripParams` becomes a sorted list without blanks, duplicates or the

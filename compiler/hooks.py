@@ -1,4 +1,4 @@
-"""`hooks.on_startup.preload`: the models to start when the server starts (reference §7).
+"""`hooks.on_startup.preload`: the models to start when the server starts.
 
 Entries are trimmed, blanks skipped, aliases resolved to model ids, order and
 duplicates kept.  Unlike the original, which silently drops names it cannot

@@ -3,7 +3,8 @@
 `load_paths` turns `--config FILE` and `--config-dir DIR` into an ordered
 list of (path, text, sha256) sources: FILE first, then DIR's top-level
 `*.yml`/`*.yaml` files sorted by name (sub-folders ignored, symlinks to
-files followed).  Paths are kept as the user gave them (the dir joined with
+files followed).  Only regular files of at most 16 MiB are read: a FIFO or a
+device named as a config would hang or exhaust memory.  Paths are kept as the user gave them (the dir joined with
 the file name) because they appear in messages and in the plan's `sources`.
 The digest is of the file's bytes, so it matches `sha256sum`.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.resources import files
@@ -24,6 +26,9 @@ from typing import Any
 from llama_swap.compiler.diagnostics import CompileError, Diagnostic, Location
 
 SUFFIXES = (".yml", ".yaml")
+# A config file larger than this is refused: real configs are a few hundred KiB,
+# and everything after loading holds the text (and more) in memory.
+MAX_FILE_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,10 +42,38 @@ def _problem(message: str, path: str = "") -> Diagnostic:
     return Diagnostic(message, location=Location(path, 0, 0) if path else None)
 
 
+def _read_regular(path: str) -> bytes:
+    """The bytes of a regular file of at most MAX_FILE_BYTES; raises _Refused or OSError.
+
+    Opened without blocking and checked on the open descriptor: a FIFO would
+    block the open (or the read) for ever, and a device like /dev/zero never
+    ends; checking the path first would leave a window to swap the file.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as fh:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise _Refused(f"{path} is a directory; pass it with --config-dir")
+        if not stat.S_ISREG(mode):
+            raise _Refused(f"{path} is not a regular file (a FIFO, socket or device); not read")
+        data = fh.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise _Refused(
+            f"{path} is larger than {MAX_FILE_BYTES // 2**20} MiB, the limit for a config file"
+        )
+    return data
+
+
+class _Refused(Exception):
+    """A path the compiler will not read as a config file."""
+
+
 def _read(path: str, problems: list[Diagnostic]) -> LoadedFile | None:
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
+        data = _read_regular(path)
+    except _Refused as exc:
+        problems.append(_problem(str(exc), path))
+        return None
     except IsADirectoryError:
         problems.append(_problem(f"{path} is a directory; pass it with --config-dir", path))
         return None

@@ -1,4 +1,4 @@
-"""Macros: validation, per-model merging and LIFO substitution (reference §2.13.2).
+"""Macros: validation, per-model merging and LIFO substitution.
 
 A macro list is ordered: `[MODEL_ID] + global macros (file order) + model
 macros`, where a model macro with a global's name replaces it *in place*.
@@ -6,21 +6,22 @@ Substitution walks the list from last to first, so a macro can use macros
 defined before it (they are replaced later), never after it.  In `metadata`
 and `setParamsByID` values a string that is exactly `${name}` takes the
 macro's typed value (int, float, bool or string); elsewhere values are
-interpolated as text, formatted the way the Go original prints them.
+interpolated as text, formatted the way the Go original prints them
+(compiler.gotext).
 
 Pure functions over plain values; the caller reports problems.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping, Sequence
-from decimal import Decimal
+from dataclasses import dataclass
 from typing import Any
 
 from llama_swap.compiler.collect import Collector, Keys, type_name
 from llama_swap.compiler.envsubst import ENV_REF
+from llama_swap.compiler.gotext import format_value as format_value  # re-exported
 
 MACRO_REF = re.compile(r"\$\{([a-zA-Z0-9_-]+)\}")
 _NAME = re.compile(r"[a-zA-Z0-9_-]+")
@@ -29,40 +30,6 @@ MAX_NAME_LENGTH = 63
 
 Scalar = str | int | float | bool
 Macro = tuple[str, Scalar]
-
-
-def format_float(value: float) -> str:
-    """A float as Go's `%v` prints it: shortest digits, exponent form outside [1e-4, 1e6)."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value == 0:
-        return "-0" if math.copysign(1.0, value) < 0 else "0"
-    sign, digits, exponent = Decimal(repr(value)).as_tuple()
-    assert isinstance(exponent, int)
-    ds = "".join(map(str, digits)).rstrip("0") or "0"
-    # value = 0.ds * 10**dp
-    dp = len(digits) + exponent
-    exp = dp - 1
-    neg = "-" if sign else ""
-    if exp < -4 or exp >= 6:
-        mant = ds[0] + ("." + ds[1:] if len(ds) > 1 else "")
-        return f"{neg}{mant}e{'-' if exp < 0 else '+'}{abs(exp):02d}"
-    if dp <= 0:
-        return f"{neg}0.{'0' * -dp}{ds}"
-    if dp >= len(ds):
-        return f"{neg}{ds}{'0' * (dp - len(ds))}"
-    return f"{neg}{ds[:dp]}.{ds[dp:]}"
-
-
-def format_value(value: Any) -> str:
-    """A scalar as text, as Go's `%v` formats it (`true`, `0.7`, `1e+06`)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return format_float(value)
-    return str(value)
 
 
 def validate_macro(name: str, value: Any) -> str | None:
@@ -118,37 +85,87 @@ def merge_macros(
     return merged
 
 
-def substitute_text(text: str, macros: Sequence[Macro]) -> str:
-    """Replace `${name}` for every macro, last to first (LIFO)."""
+# What macros may add, in characters, to one model's (or one peer's) fields together.
+# Macros that repeat other macros grow exponentially: thirty levels of doubling
+# fit in a 700-byte file and would need 64 GiB.  Real commands are a few KiB.
+MAX_EXPANSION = 1 << 20
+
+
+class ExpansionTooLarge(Exception):
+    """Substituting macro `name` would push the expansion past `MAX_EXPANSION`."""
+
+    def __init__(self, name: str, limit: int) -> None:
+        super().__init__(name)
+        self.name = name
+        self.limit = limit
+
+    def message(self) -> str:
+        return (
+            f"macro '{self.name}' makes the expansion exceed the limit of {self.limit} "
+            "characters per model or peer (macros that repeat other macros grow exponentially)"
+        )
+
+
+@dataclass(slots=True)
+class Budget:
+    """Characters substitution may still add; charged before each replacement is built."""
+
+    left: int = MAX_EXPANSION
+    limit: int = MAX_EXPANSION
+
+    def charge(self, name: str, growth: int) -> None:
+        if growth > self.left:
+            raise ExpansionTooLarge(name, self.limit)
+        self.left -= max(growth, 0)
+
+
+def _replace(text: str, slug: str, name: str, replacement: str, budget: Budget) -> str:
+    """`text.replace(slug, replacement)`, charged to `budget` first (nothing big is built)."""
+    budget.charge(name, text.count(slug) * (len(replacement) - len(slug)))
+    return text.replace(slug, replacement)
+
+
+def substitute_text(text: str, macros: Sequence[Macro], budget: Budget | None = None) -> str:
+    """Replace `${name}` for every macro, last to first (LIFO).
+
+    Raises ExpansionTooLarge when `budget` (a fresh one when None) runs out.
+    """
     if "${" not in text:
         return text
+    budget = Budget() if budget is None else budget
     for name, value in reversed(macros):
         slug = "${" + name + "}"
         if slug in text:
-            text = text.replace(slug, format_value(value))
+            text = _replace(text, slug, name, format_value(value), budget)
     return text
 
 
-def substitute_one(value: Any, name: str, macro_value: Any) -> Any:
+def substitute_one(
+    value: Any, name: str, macro_value: Any, budget: Budget | None = None
+) -> Any:
     """Type-preserving substitution of one macro into a nested value (maps, lists, strings)."""
+    budget = Budget() if budget is None else budget
     slug = "${" + name + "}"
     if isinstance(value, str):
         if value == slug:
+            if isinstance(macro_value, str):
+                budget.charge(name, len(macro_value) - len(slug))
             return macro_value
         if slug in value:
-            return value.replace(slug, format_value(macro_value))
+            return _replace(value, slug, name, format_value(macro_value), budget)
         return value
     if isinstance(value, Mapping):
-        return {k: substitute_one(v, name, macro_value) for k, v in value.items()}
+        return {k: substitute_one(v, name, macro_value, budget) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [substitute_one(v, name, macro_value) for v in value]
+        return [substitute_one(v, name, macro_value, budget) for v in value]
     return value
 
 
-def substitute_value(value: Any, macros: Sequence[Macro]) -> Any:
+def substitute_value(value: Any, macros: Sequence[Macro], budget: Budget | None = None) -> Any:
     """Type-preserving LIFO substitution of every macro into a nested value."""
+    budget = Budget() if budget is None else budget
     for name, macro_value in reversed(macros):
-        value = substitute_one(value, name, macro_value)
+        value = substitute_one(value, name, macro_value, budget)
     return value
 
 

@@ -1,4 +1,4 @@
-"""The matrix set DSL: tokenizer, parser and expander (reference §6.9).
+"""The matrix set DSL: tokenizer, parser and expander.
 
 A set is written as an expression over matrix var IDs:
 
@@ -110,10 +110,17 @@ class Or:
 Node = Leaf | Ref | And | Or
 
 
+# Parentheses nest at most this deep.  The parser (and every walk over the tree)
+# recurses once per level; real sets use two or three levels, and a bound keeps
+# a pathological expression a clean error instead of a RecursionError.
+MAX_NESTING = 32
+
+
 class _Parser:
     def __init__(self, tokens: Sequence[Token]):
         self.tokens = tokens
         self.pos = 0
+        self.depth = 0  # parentheses open at this point
 
     def peek(self) -> Token:
         return self.tokens[min(self.pos, len(self.tokens) - 1)]
@@ -149,8 +156,14 @@ class _Parser:
             self.next()
             return Ref(tok.value, tok.pos)
         if tok.kind == "lparen":
+            if self.depth >= MAX_NESTING:
+                raise DSLError(
+                    f"parentheses nested deeper than {MAX_NESTING} levels at position {tok.pos}"
+                )
             self.next()
+            self.depth += 1
             node = self.expr()
+            self.depth -= 1
             if self.peek().kind != "rparen":
                 raise DSLError(f"missing closing parenthesis for '(' at position {tok.pos}")
             self.next()

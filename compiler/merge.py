@@ -1,4 +1,7 @@
-"""Merge parsed fragments into one document, following the Go original's rules (reference §3.3).
+"""Merge parsed fragments into one document, as the Go original merges them.
+
+Configs are shared between the two implementations, so a set of fragments
+must merge to the same document (or fail the same way) under both.
 
 The rules, applied key path by key path with `deepmerge` strategies:
 
@@ -84,7 +87,9 @@ class _FragmentMerge:
         )
 
     # -- deepmerge strategies ---------------------------------------------
-    def merge_dicts(self, merger: Merger, path: list[Any], base: dict, nxt: dict) -> dict:
+    def merge_dicts(
+        self, merger: Merger, path: list[Any], base: dict[str, Any], nxt: dict[str, Any]
+    ) -> dict[str, Any]:
         keys = tuple(path)
         if keys not in IDENTITY_MAPS:
             return DictStrategies.strategy_merge(merger, path, base, nxt)
@@ -95,7 +100,9 @@ class _FragmentMerge:
                 base[name] = value
         return base
 
-    def concat_lists(self, merger: Merger, path: list[Any], base: list, nxt: list) -> list:
+    def concat_lists(
+        self, merger: Merger, path: list[Any], base: list[Any], nxt: list[Any]
+    ) -> list[Any]:
         self.offsets[tuple(path)] = len(base)
         return base + nxt
 
@@ -145,8 +152,9 @@ class _FragmentMerge:
             prefix = keys[:i]
             if prefix in self.rejected:
                 return None
-            if i < len(keys) and isinstance(keys[i], int) and prefix in self.offsets:
-                return (*prefix, keys[i] + self.offsets[prefix], *keys[i + 1 :])
+            item = keys[i] if i < len(keys) else None
+            if isinstance(item, int) and prefix in self.offsets:
+                return (*prefix, item + self.offsets[prefix], *keys[i + 1 :])
         return keys
 
     def add_locations(self) -> None:

@@ -1,4 +1,4 @@
-"""Per-model resolution: macros, cleaning, defaults and checks (reference §2.1 step 11, §2.3).
+"""Per-model resolution: macros, cleaning, defaults and checks.
 
 Runs in two passes around port allocation (`compiler.ports`), because
 `${PORT}` is looked for only after ordinary macros are expanded:
@@ -34,10 +34,12 @@ from llama_swap.compiler.filters import (
     sanitize_set_params_by_id,
     sanitize_strip_params,
 )
+from llama_swap.compiler.gotext import format_value
 from llama_swap.compiler.macros import (
+    Budget,
+    ExpansionTooLarge,
     Macro,
     first_leftover,
-    format_value,
     leftover_message,
     merge_macros,
     read_macros,
@@ -123,30 +125,47 @@ def prepare(
         c, ("models", mid, "macros"), get_map(c, ("models", mid, "macros"), raw.get("macros"))
     )
     merged = merge_macros(mid, global_macros, model_macros)
-    text = {k: substitute_text(v, merged) for k, v in text.items()}
+    draft = ModelDraft(
+        id=mid,
+        raw=raw,
+        text=text,
+        set_params_by_id={},
+        metadata=metadata,
+        macro_names=[name for name, _ in merged],
+        broken_macros=broken_globals | broken,
+    )
+    try:
+        _substitute(c, draft, merged, by_id_raw)
+    except ExpansionTooLarge as e:
+        own = {name for name, _ in model_macros}
+        where = ("models", mid, "macros", e.name) if e.name in own else ("macros", e.name)
+        c.error(where if e.name != "MODEL_ID" else ("models", mid), e.message())
+        # Keep the fields as written; their macros are not reported again.
+        draft.text, draft.metadata, draft.set_params_by_id = text, metadata, {}
+        draft.broken_macros |= set(draft.macro_names)
+        draft.reported |= set(TEXT_FIELDS)
+    return draft
 
-    by_id: dict[str, Any] = {}
+
+def _substitute(
+    c: Collector, d: ModelDraft, merged: list[Macro], by_id_raw: dict[str, Any]
+) -> None:
+    """Macro substitution into the draft's fields, charged to one budget for the whole model."""
+    budget = Budget()
+    d.text = {k: substitute_text(v, merged, budget) for k, v in d.text.items()}
     origin: dict[str, str] = {}
     for key, params in by_id_raw.items():
-        new_key = substitute_text(key, merged)
-        pkeys = (*_field_keys(mid, "filters.setParamsByID"), key)
-        if new_key in by_id:
+        new_key = substitute_text(key, merged, budget)
+        pkeys = (*_field_keys(d.id, "filters.setParamsByID"), key)
+        if new_key in d.set_params_by_id:
             c.error(
                 pkeys,
                 f"keys '{origin[new_key]}' and '{key}' both become '{new_key}' after macro substitution",
             )
             continue
         origin[new_key] = key
-        by_id[new_key] = substitute_value(get_map(c, pkeys, params), merged)
-    return ModelDraft(
-        id=mid,
-        raw=raw,
-        text=text,
-        set_params_by_id=by_id,
-        metadata=substitute_value(metadata, merged),
-        macro_names=[name for name, _ in merged],
-        broken_macros=broken_globals | broken,
-    )
+        d.set_params_by_id[new_key] = substitute_value(get_map(c, pkeys, params), merged, budget)
+    d.metadata = substitute_value(d.metadata, merged, budget)
 
 
 def _check_leftovers(c: Collector, d: ModelDraft) -> None:
@@ -259,6 +278,55 @@ def finish_checks(c: Collector, d: ModelDraft) -> Capabilities:
     return _capabilities(c, d.id, d.raw.get("capabilities"))
 
 
+def _check_proxy(c: Collector, d: ModelDraft) -> None:
+    """Report an unusable proxy URL, unless a leftover macro in it was reported already."""
+    problem = proxy_url_problem(d.text["proxy"])
+    if problem and "proxy" not in d.reported and not refs_in(d.text["proxy"]):
+        c.error(_field_keys(d.id, "proxy"), problem)
+
+
+def _ttl(c: Collector, mid: str, raw: dict[str, Any], settings: Settings) -> int:
+    """The model's ttl with globalTTL applied (-1, the default, means "use globalTTL")."""
+    ttl = get_int(c, ("models", mid, "ttl"), raw.get("ttl"), DEFAULT_TTL)
+    if ttl == DEFAULT_TTL:
+        return settings.globalTTL
+    if ttl < DEFAULT_TTL:
+        c.error(
+            ("models", mid, "ttl"),
+            f"invalid TTL value {ttl} (use -1 for globalTTL, 0 to never unload)",
+        )
+        return settings.globalTTL
+    return ttl
+
+
+def _concurrency_limit(c: Collector, mid: str, raw: dict[str, Any]) -> int:
+    """concurrencyLimit (0 or less means the default); warns about a per-model health timeout."""
+    limit = get_int(c, ("models", mid, "concurrencyLimit"), raw.get("concurrencyLimit"), 0)
+    if "healthCheckTimeout" in raw:
+        c.warn(
+            ("models", mid, "healthCheckTimeout"),
+            "ignored: the global healthCheckTimeout applies to every model",
+        )
+    return limit if limit > 0 else DEFAULT_CONCURRENCY_LIMIT
+
+
+def _set_params(c: Collector, mid: str, raw: dict[str, Any]) -> dict[str, Any]:
+    """filters.setParams as written: macros are not substituted there, which surprises people."""
+    filters = get_map(c, ("models", mid, "filters"), raw.get("filters"))
+    set_params = get_map(c, _field_keys(mid, "filters.setParams"), filters.get("setParams"))
+    if first_leftover(set_params):
+        c.warn(
+            _field_keys(mid, "filters.setParams"),
+            "macros are not substituted in a model's setParams; '${...}' is sent literally",
+        )
+    return set_params
+
+
+def _env(c: Collector, mid: str, raw: dict[str, Any]) -> tuple[str, ...]:
+    items = get_list(c, ("models", mid, "env"), raw.get("env"))
+    return tuple(get_str(c, ("models", mid, "env", i), e, "") for i, e in enumerate(items))
+
+
 def build_model(
     c: Collector,
     d: ModelDraft,
@@ -269,42 +337,15 @@ def build_model(
     """The part of pass 2 after alias registration: model-local but for `model_aliases`.
 
     Reads only `settings.globalTTL` and `settings.sendLoadingState` (compiler.session
-    keys its cache on them).
+    keys its cache on them).  The steps run in a fixed order, so diagnostics do too.
     """
     mid, raw = d.id, d.raw
-    problem = proxy_url_problem(d.text["proxy"])
-    if problem and "proxy" not in d.reported and not refs_in(d.text["proxy"]):
-        c.error(_field_keys(mid, "proxy"), problem)
-
-    ttl = get_int(c, ("models", mid, "ttl"), raw.get("ttl"), DEFAULT_TTL)
-    if ttl == DEFAULT_TTL:
-        ttl = settings.globalTTL
-    elif ttl < DEFAULT_TTL:
-        c.error(
-            ("models", mid, "ttl"),
-            f"invalid TTL value {ttl} (use -1 for globalTTL, 0 to never unload)",
-        )
-        ttl = settings.globalTTL
-
-    limit = get_int(c, ("models", mid, "concurrencyLimit"), raw.get("concurrencyLimit"), 0)
-    if "healthCheckTimeout" in raw:
-        c.warn(
-            ("models", mid, "healthCheckTimeout"),
-            "ignored: the global healthCheckTimeout applies to every model",
-        )
-
-    filters = get_map(c, ("models", mid, "filters"), raw.get("filters"))
-    set_params = get_map(c, _field_keys(mid, "filters.setParams"), filters.get("setParams"))
-    if first_leftover(set_params):
-        c.warn(
-            _field_keys(mid, "filters.setParams"),
-            "macros are not substituted in a model's setParams; '${...}' is sent literally",
-        )
+    _check_proxy(c, d)
+    ttl = _ttl(c, mid, raw, settings)
+    limit = _concurrency_limit(c, mid, raw)
+    set_params = _set_params(c, mid, raw)
+    env = _env(c, mid, raw)
     check = d.text["checkEndpoint"]
-    env = [
-        get_str(c, ("models", mid, "env", i), e, "")
-        for i, e in enumerate(get_list(c, ("models", mid, "env"), raw.get("env")))
-    ]
     cmd = _argv(c, _field_keys(mid, "cmd"), d.text["cmd"], required=True) or ()
     return Model(
         id=mid,
@@ -313,11 +354,11 @@ def build_model(
         proxy=d.text["proxy"],
         checkEndpoint="none" if go_trim(check) == "none" else check,
         ttl=ttl,
-        env=tuple(env),
+        env=env,
         aliases=model_aliases,
         unlisted=get_bool(c, ("models", mid, "unlisted"), raw.get("unlisted"), False),
         useModelName=get_str(c, ("models", mid, "useModelName"), raw.get("useModelName"), ""),
-        concurrencyLimit=limit if limit > 0 else DEFAULT_CONCURRENCY_LIMIT,
+        concurrencyLimit=limit,
         filters=Filters(
             stripParams=sanitize_strip_params(d.text["filters.stripParams"]),
             setParams=freeze(sanitize_set_params(set_params)),

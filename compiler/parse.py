@@ -23,9 +23,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
-from yaml.resolver import BaseResolver
+import yaml  # type: ignore[import-untyped, unused-ignore]
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode  # type: ignore[import-untyped, unused-ignore]
+from yaml.resolver import BaseResolver  # type: ignore[import-untyped, unused-ignore]
 
 from llama_swap.compiler.diagnostics import Diagnostic, Location
 from llama_swap.compiler.sourcemap import Entry, KeyPath, SourceMap, display_path, location_at
@@ -40,7 +40,7 @@ _MAP_TAGS = frozenset({_T + "map", _T + "set"})
 _NULL, _BOOL, _INT, _FLOAT, _MERGE = (_T + t for t in ("null", "bool", "int", "float", "merge"))
 
 
-class _CoreResolver(BaseResolver):
+class _CoreResolver(BaseResolver):  # type: ignore[misc, unused-ignore]
     """Implicit tags of the YAML 1.2 core schema."""
 
 
@@ -66,7 +66,9 @@ _CoreResolver.add_implicit_resolver(
 _CoreResolver.add_implicit_resolver(_T + "merge", re.compile(r"^<<$"), ["<"])
 
 try:  # libyaml is much faster; fall back to the pure-Python parser
-    from yaml.cyaml import CParser as _Parser
+    from yaml.cyaml import (  # type: ignore[import-untyped, unused-ignore, attr-defined]
+        CParser as _Parser,
+    )
 
     class _Loader(_Parser, _CoreResolver):  # type: ignore[misc]
         def __init__(self, stream: str) -> None:
@@ -74,12 +76,12 @@ try:  # libyaml is much faster; fall back to the pure-Python parser
             _CoreResolver.__init__(self)
 
 except ImportError:  # pragma: no cover - depends on the PyYAML build
-    from yaml.composer import Composer
-    from yaml.parser import Parser
-    from yaml.reader import Reader
-    from yaml.scanner import Scanner
+    from yaml.composer import Composer  # type: ignore[import-untyped, unused-ignore]
+    from yaml.parser import Parser  # type: ignore[import-untyped, unused-ignore]
+    from yaml.reader import Reader  # type: ignore[import-untyped, unused-ignore]
+    from yaml.scanner import Scanner  # type: ignore[import-untyped, unused-ignore]
 
-    class _Loader(Reader, Scanner, Parser, Composer, _CoreResolver):  # type: ignore[no-redef]
+    class _Loader(Reader, Scanner, Parser, Composer, _CoreResolver):  # type: ignore[no-redef, misc, unused-ignore]
         def __init__(self, stream: str) -> None:
             Reader.__init__(self, stream)
             Scanner.__init__(self)
@@ -111,7 +113,7 @@ def compose(text: str) -> Node | None:
     """The root node of a single-document YAML text (None when empty). Raises yaml.YAMLError."""
     loader = _Loader(text)
     try:
-        return loader.get_single_node()  # type: ignore[no-any-return]
+        return loader.get_single_node()  # type: ignore[no-any-return, unused-ignore]
     finally:
         loader.dispose()
 
@@ -158,6 +160,9 @@ def parse_source(name: str, text: str) -> ParsedSource:
     if root is None:
         return ParsedSource(name, None, smap)
     builder = _Builder(name, smap)
+    if _expanded_size(root, {}, 0) > MAX_VALUES:
+        diag = Diagnostic(_TOO_LARGE, location=builder.loc(root))
+        return ParsedSource(name, None, SourceMap(), [diag])
     try:
         value = builder.build(root, (), 0)
     except _Invalid as exc:
@@ -177,6 +182,32 @@ def parse_source(name: str, text: str) -> ParsedSource:
     return ParsedSource(name, value, smap, builder.diagnostics)
 
 
+_TOO_LARGE = "document too large (too many values, probably from aliases)"
+
+
+def _expanded_size(node: Node, sizes: dict[int, int], depth: int) -> int:
+    """How many values building `node` would make, at most: aliases counted each time used.
+
+    Anchored nodes are shared, so the sizes are remembered per node and an
+    alias bomb ("billion laughs") is measured in time proportional to its text,
+    before anything is built.  `<<` merges count in full (an upper bound: keys
+    a mapping sets itself win).  Cycles and excess depth count as small here;
+    building reports them.
+    """
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    sizes[id(node)] = 1  # while being measured: a cycle adds nothing
+    total = 1
+    if depth <= MAX_DEPTH and isinstance(node, SequenceNode):
+        total += sum(_expanded_size(item, sizes, depth + 1) for item in node.value)
+    elif depth <= MAX_DEPTH and isinstance(node, MappingNode):
+        total += sum(_expanded_size(value, sizes, depth + 1) for _, value in node.value)
+    total = min(total, MAX_VALUES + 1)  # enough to decide; keeps the numbers small
+    sizes[id(node)] = total
+    return total
+
+
 class _Builder:
     """Walks a composed node tree, building plain values and recording locations."""
 
@@ -186,6 +217,8 @@ class _Builder:
         self.diagnostics: list[Diagnostic] = []
         self.count = 0
         self.active: set[int] = set()  # nodes on the current path (alias cycles)
+        # `<<` expansions by mapping node: an anchor merged many times is flattened once
+        self.flattened: dict[int, list[tuple[Node, Node]]] = {}
 
     def loc(self, node: Node) -> Location:
         return Location(self.name, node.start_mark.line + 1, node.start_mark.column + 1)
@@ -196,9 +229,7 @@ class _Builder:
     def build(self, node: Node, keys: KeyPath, depth: int) -> Any:
         self.count += 1
         if self.count > MAX_VALUES:
-            raise _Invalid(
-                "document too large (too many values, probably from aliases)", node, keys
-            )
+            raise _Invalid(_TOO_LARGE, node, keys)
         if depth > MAX_DEPTH:
             raise _Invalid(f"nesting deeper than {MAX_DEPTH} levels", node, keys)
         if isinstance(node, ScalarNode):
@@ -271,15 +302,7 @@ class _Builder:
                             "'<<' merge key needs a mapping or a list of mappings", keys, src
                         )
                         continue
-                    if id(src) in self.active:
-                        raise _Invalid(
-                            "an alias refers to the collection that contains it", src, keys
-                        )
-                    self.active.add(id(src))
-                    try:
-                        merged.extend(self.flatten(src, keys))
-                    finally:
-                        self.active.discard(id(src))
+                    merged.extend(self.flatten_source(src, keys))
             else:
                 explicit.append((key_node, value_node))
         if not merged:
@@ -296,6 +319,20 @@ class _Builder:
                 seen.add(key_node.value)
                 out.append((key_node, value_node))
         return out + explicit
+
+    def flatten_source(self, src: MappingNode, keys: KeyPath) -> list[tuple[Node, Node]]:
+        """`flatten(src)`, computed once per node (merge bombs nest `<<` exponentially)."""
+        done = self.flattened.get(id(src))
+        if done is not None:
+            return done
+        if id(src) in self.active:
+            raise _Invalid("an alias refers to the collection that contains it", src, keys)
+        self.active.add(id(src))
+        try:
+            done = self.flattened[id(src)] = self.flatten(src, keys)
+        finally:
+            self.active.discard(id(src))
+        return done
 
     def scalar(self, node: ScalarNode, keys: KeyPath) -> Any:
         tag, text = node.tag, node.value

@@ -1,4 +1,4 @@
-"""Peers: remote OpenAI-compatible servers and the models they serve (reference §2.7).
+"""Peers: remote OpenAI-compatible servers and the models they serve.
 
 A peer gets the *global* macros only (no MODEL_ID, no PORT), and only in
 `apiKey`, `filters.stripParams` and `filters.setParams` (type-preserving);
@@ -17,6 +17,8 @@ from llama_swap.compiler.filters import (
     sanitize_strip_params,
 )
 from llama_swap.compiler.macros import (
+    Budget,
+    ExpansionTooLarge,
     Macro,
     first_leftover,
     leftover_message,
@@ -68,18 +70,20 @@ def resolve_peer(
     if not raw.get("models"):
         c.error((*keys, "models"), "peer models can not be empty")
 
-    api_key = substitute_text(get_str(c, (*keys, "apiKey"), raw.get("apiKey"), ""), macros)
-    _leftovers(c, (*keys, "apiKey"), api_key, broken, "apiKey", known)
-
     filters = get_map(c, (*keys, "filters"), raw.get("filters"))
-    strip = substitute_text(
-        get_str(c, (*keys, "filters", "stripParams"), filters.get("stripParams"), ""), macros
-    )
+    api_key = get_str(c, (*keys, "apiKey"), raw.get("apiKey"), "")
+    strip = get_str(c, (*keys, "filters", "stripParams"), filters.get("stripParams"), "")
+    set_params = get_map(c, (*keys, "filters", "setParams"), filters.get("setParams"))
+    try:
+        budget = Budget()
+        api_key = substitute_text(api_key, macros, budget)
+        strip = substitute_text(strip, macros, budget)
+        set_params = substitute_value(set_params, macros, budget)
+    except ExpansionTooLarge as e:
+        c.error(("macros", e.name), e.message())
+        broken = broken | set(known)  # the fields stay as written; not reported again
+    _leftovers(c, (*keys, "apiKey"), api_key, broken, "apiKey", known)
     _leftovers(c, (*keys, "filters", "stripParams"), strip, broken, "filters.stripParams", known)
-
-    set_params = substitute_value(
-        get_map(c, (*keys, "filters", "setParams"), filters.get("setParams")), macros
-    )
     found = first_leftover(set_params)
     if found:
         kind, name = found

@@ -20,25 +20,47 @@ import hashlib
 import os
 import re
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, NoReturn, Protocol
 
-from llama_swap.compiler.diagnostics import CompileError, Diagnostic
-from llama_swap.compiler.envsubst import substitute_env
+from llama_swap.compiler.diagnostics import CompileError, Diagnostic, Location
+from llama_swap.compiler.envsubst import EnvResult, substitute_env_traced
+from llama_swap.compiler.load import load_paths
 from llama_swap.compiler.merge import merge_fragments
 from llama_swap.compiler.parse import ParsedSource, parse_source
 from llama_swap.compiler.plan import Plan, Source
+from llama_swap.compiler.redact import Redactor
+from llama_swap.compiler.resolve import ModelStages, resolve
 from llama_swap.compiler.sourcemap import KeyPath, SourceMap, display_path
+from llama_swap.compiler.validate import ValidMemo, drop_empty_settings, validate
 
-if TYPE_CHECKING:
-    from llama_swap.compiler.session import CompileSession
+
+class CompileCache(ModelStages, Protocol):
+    """What a cache kept between compiles (compiler.session.CompileSession) offers the pipeline.
+
+    Declared here, on the side that uses it, so the pipeline needs nothing from
+    the session module and the session can build on the pipeline.
+    """
+
+    def generation(self) -> AbstractContextManager[None]:
+        """Held around one compile: the cache's lock and its bookkeeping of what was used."""
+        ...
+
+    def fragment(
+        self, name: str, text: str, digest: str, env: Mapping[str, str]
+    ) -> tuple[EnvResult, ParsedSource]: ...
+
+    def valid_memo(self) -> ValidMemo: ...
+
+    def count_valid_hits(self, memo: ValidMemo) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
 class CompileResult:
     plan: Plan
     warnings: tuple[Diagnostic, ...] = ()
-    # Source texts after env substitution, by file name (for rendering carets).
+    # Source texts as written (before env substitution), by file name, for excerpts.
     texts: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     # Model id -> the port `${PORT}` became; filled when a session or port_hints is given
     # (the plan itself does not record ports).
@@ -46,11 +68,10 @@ class CompileResult:
 
 
 def _resolve(
-    doc: Mapping[str, Any], sources: tuple[Source, ...], **extra: Any
+    doc: Mapping[str, Any], sources: tuple[Source, ...], **options: Any
 ) -> tuple[Plan, list[Diagnostic]]:
-    from llama_swap.compiler.resolve import resolve
-
-    return resolve(doc, sources, **extra)
+    """The one call into the back end (compiler.resolve); a seam tests use to fake a bug."""
+    return resolve(doc, sources, **options)
 
 
 _PATH_TOKEN = re.compile(r"\[(\d+)\]|([^.\[\]]+)")
@@ -97,7 +118,8 @@ def _not_under(diags: list[Diagnostic], reported: list[KeyPath]) -> list[Diagnos
     """Drop schema complaints about values already reported (e.g. an unset `${env.X}` left literal)."""
     if not reported:
         return diags
-    return [d for d in diags if not any(d.keys[: len(k)] == k for k in reported)]
+    seen = set(reported)  # a path is "under" a reported one when one of its prefixes is one
+    return [d for d in diags if not any(d.keys[:i] in seen for i in range(len(d.keys) + 1))]
 
 
 def _scope(keys: KeyPath) -> KeyPath:
@@ -136,10 +158,13 @@ def _cross_checks_anyway(
         extra = list(exc.diagnostics)
     except Exception:  # noqa: BLE001 - best effort: the errors already found get reported
         return []
+    bad_set = set(bad)
+    above_bad = {b[:i] for b in bad for i in range(len(b) + 1)}  # every prefix of a bad scope
     out = []
     for d in _locate(extra, smap):
         scope = _scope(d.keys)
-        if not scope or any(b[: len(scope)] == scope or scope[: len(b)] == b for b in bad):
+        # skip when the scope contains a bad one, or lies inside one
+        if not scope or scope in above_bad or any(scope[:i] in bad_set for i in range(len(scope))):
             continue
         out.append(d)
     return out
@@ -152,9 +177,44 @@ def _finish(diags: list[Diagnostic], strict: bool) -> list[Diagnostic]:
     return list(dict.fromkeys(diags))
 
 
-def _raise(diags: list[Diagnostic], texts: Mapping[str, str]) -> None:
-    error = CompileError(diags)
-    error.texts = dict(texts)  # type: ignore[attr-defined]
+class _Output:
+    """What a user is shown: locations in the files as written, and no secrets.
+
+    Parsing and everything after it see the text after `${env.X}` substitution;
+    diagnostics are moved back to the written text (a substituted value may be
+    longer or shorter than its reference) and their messages redacted
+    (compiler.redact), so neither the excerpt nor the message shows a value
+    taken from the environment.
+    """
+
+    def __init__(
+        self, texts: Mapping[str, str], written: Mapping[str, EnvResult], doc: Mapping[str, Any]
+    ) -> None:
+        self.texts = texts
+        self._moved = {name: r for name, r in written.items() if r.substituted}
+        # env problems are found on the written text already
+        self._as_written = {d for r in written.values() for d in r.diagnostics}
+        env_values = [(s.var, s.value) for r in written.values() for s in r.substituted]
+        self._redactor = Redactor(doc, env_values)
+
+    def _where(self, loc: Location | None) -> Location | None:
+        r = self._moved.get(loc.file) if loc is not None else None
+        return r.written_location(loc) if r is not None and loc is not None else loc
+
+    def present(self, diags: Sequence[Diagnostic]) -> list[Diagnostic]:
+        if not self._moved and not self._redactor:
+            return list(diags)
+        out = []
+        for d in diags:
+            if d not in self._as_written:
+                d = replace(d, location=self._where(d.location), related=self._where(d.related))
+            out.append(self._redactor.diagnostic(d))
+        return out
+
+
+def _raise(diags: list[Diagnostic], out: _Output) -> NoReturn:
+    error = CompileError(out.present(diags))
+    error.texts = dict(out.texts)  # type: ignore[attr-defined]
     raise error
 
 
@@ -163,27 +223,28 @@ def _compile(
     env: Mapping[str, str] | None,
     strict: bool,
     port_hints: Mapping[str, int] | None = None,
-    session: CompileSession | None = None,
+    session: CompileCache | None = None,
 ) -> CompileResult:
     env = os.environ if env is None else env
     diags: list[Diagnostic] = []
     parsed: list[ParsedSource] = []
     texts: dict[str, str] = {}
+    written: dict[str, EnvResult] = {}
     for name, text, digest in files:
         if session is not None:
-            text, env_diags, source = session.fragment(name, text, digest, env)
+            subst, source = session.fragment(name, text, digest, env)
         else:
-            text, env_diags = substitute_env(name, text, env)
-            source = parse_source(name, text)
+            subst = substitute_env_traced(name, text, env)
+            source = parse_source(name, subst.text)
         texts[name] = text
-        diags.extend(env_diags)
+        written[name] = subst
+        diags.extend(subst.diagnostics)
         diags.extend(source.diagnostics)
         parsed.append(source)
 
     doc, smap, conflicts = merge_fragments(parsed)
+    out = _Output(texts, written, doc)
     diags.extend(_not_under(conflicts, [d.keys for d in diags if d.keys]))
-    from llama_swap.compiler.validate import drop_empty_settings, validate
-
     doc = drop_empty_settings(doc)
     memo = session.valid_memo() if session is not None else None
     found = validate(doc, smap, strict=strict, memo=memo)
@@ -194,7 +255,7 @@ def _compile(
     if any(d.severity == "error" for d in diags):
         if not any(s.diagnostics for s in parsed):
             diags.extend(_cross_checks_anyway(doc, smap, diags))
-        _raise(_finish(diags, strict), texts)
+        _raise(_finish(diags, strict), out)
 
     sources = tuple(Source(name, digest) for name, _, digest in files)
     ports: dict[str, int] = {}
@@ -204,11 +265,11 @@ def _compile(
     try:
         plan, resolved = _resolve(doc, sources, **extra)
     except CompileError as exc:
-        _raise(_finish(diags + _locate(exc.diagnostics, smap), strict), texts)
+        _raise(_finish(diags + _locate(exc.diagnostics, smap), strict), out)
     diags = _finish(diags + _locate(resolved, smap), strict)
     if any(d.severity == "error" for d in diags):
-        _raise(diags, texts)
-    warnings = tuple(sorted(diags, key=Diagnostic.sort_key))
+        _raise(diags, out)
+    warnings = tuple(sorted(out.present(diags), key=Diagnostic.sort_key))
     return CompileResult(plan=plan, warnings=warnings, texts=texts, ports=ports)
 
 
@@ -218,7 +279,7 @@ def compile_files(
     env: Mapping[str, str] | None = None,
     strict: bool = False,
     port_hints: Mapping[str, int] | None = None,
-    session: CompileSession | None = None,
+    session: CompileCache | None = None,
 ) -> CompileResult:
     """Compile (name, text, sha256) fragments in merge order.
 
@@ -227,7 +288,8 @@ def compile_files(
     compiles without changing the result.  With either, `CompileResult.ports`
     holds each model's allocated port.
     """
-    return _compile(files, env, strict, port_hints, session)
+    with session.generation() if session is not None else nullcontext():
+        return _compile(files, env, strict, port_hints, session)
 
 
 def compile_sources(
@@ -236,9 +298,12 @@ def compile_sources(
     env: Mapping[str, str] | None = None,
     strict: bool = False,
     port_hints: Mapping[str, int] | None = None,
+    session: CompileCache | None = None,
 ) -> CompileResult:
     """Compile (name, text) fragments in merge order; `env` defaults to os.environ."""
-    return _compile(hashed_files(sources), env, strict, port_hints)
+    return compile_files(
+        hashed_files(sources), env=env, strict=strict, port_hints=port_hints, session=session
+    )
 
 
 def compile_paths(
@@ -248,9 +313,16 @@ def compile_paths(
     strict: bool = False,
     env: Mapping[str, str] | None = None,
     port_hints: Mapping[str, int] | None = None,
+    session: CompileCache | None = None,
 ) -> CompileResult:
     """Read --config / --config-dir (compiler.load) and compile them."""
-    return _compile(read_files(config, config_dir), env, strict, port_hints)
+    return compile_files(
+        read_files(config, config_dir),
+        env=env,
+        strict=strict,
+        port_hints=port_hints,
+        session=session,
+    )
 
 
 def hashed_files(sources: Sequence[tuple[str, str]]) -> list[tuple[str, str, str]]:
@@ -262,6 +334,4 @@ def hashed_files(sources: Sequence[tuple[str, str]]) -> list[tuple[str, str, str
 
 def read_files(config: str | None, config_dir: str | None) -> list[tuple[str, str, str]]:
     """--config / --config-dir read (compiler.load) into the triples `compile_files` takes."""
-    from llama_swap.compiler.load import load_paths
-
     return [(f.path, f.text, f.sha256) for f in load_paths(config, config_dir)]

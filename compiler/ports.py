@@ -1,4 +1,4 @@
-"""`${PORT}` allocation (reference §2.13.3).
+"""`${PORT}` allocation.
 
 Ports are handed out from `startPort` in sorted model-id order, one per model
 whose `cmd` (after macro expansion) contains `${PORT}`; other models consume
@@ -27,6 +27,57 @@ MAX_PORT = 65535
 PORT_FIELDS = ("cmd", "cmdStop", "proxy", "name", "description")
 
 
+def _claim_hints(
+    users: Sequence[ModelDraft], start_port: int, hints: Mapping[str, int] | None
+) -> tuple[dict[str, int], set[int]]:
+    """The hinted ports models keep (first come in id order), and the set of them."""
+    claimed: dict[str, int] = {}
+    taken: set[int] = set()
+    for d in users:
+        hint = (hints or {}).get(d.id)
+        if (
+            isinstance(hint, int)
+            and not isinstance(hint, bool)
+            and start_port <= hint <= MAX_PORT
+            and hint not in taken
+        ):
+            claimed[d.id] = hint
+            taken.add(hint)
+    return claimed, taken
+
+
+def _report_port_without_cmd(c: Collector, d: ModelDraft) -> None:
+    """A proxy that needs ${PORT} when cmd has none cannot be resolved."""
+    if SLUG not in d.text["proxy"]:
+        return
+    d.reported.add("proxy")
+    c.error(
+        ("models", d.id, "proxy"),
+        "proxy uses ${PORT} but cmd does not - ${PORT} is only available when used "
+        "in cmd"
+        + (
+            ""
+            if "proxy" in d.raw
+            else " (the default proxy is http://localhost:${PORT}; "
+            "set proxy explicitly or use ${PORT} in cmd)"
+        ),
+    )
+
+
+def _apply_port(c: Collector, d: ModelDraft, port: int) -> None:
+    """Substitute `port` for ${PORT} in the draft's fields and metadata."""
+    if port > MAX_PORT:
+        d.reported.add("proxy")
+        c.error(
+            ("models", d.id, "cmd"),
+            f"no port left for ${{PORT}}: it would be {port}, above {MAX_PORT} (lower startPort)",
+        )
+    d.port = port
+    for name in PORT_FIELDS:
+        d.text[name] = d.text[name].replace(SLUG, str(port))
+    d.metadata = substitute_one(d.metadata, "PORT", port)
+
+
 def allocate_ports(
     c: Collector,
     drafts: Sequence[ModelDraft],
@@ -42,36 +93,11 @@ def allocate_ports(
     that no hinted model claimed.  Without hints this is the original's
     allocation: consecutive numbers in sorted id order.
     """
-    users = [d for d in drafts if SLUG in d.text["cmd"]]
-    claimed: dict[str, int] = {}
-    taken: set[int] = set()
-    for d in users:
-        hint = (hints or {}).get(d.id)
-        if (
-            isinstance(hint, int)
-            and not isinstance(hint, bool)
-            and start_port <= hint <= MAX_PORT
-            and hint not in taken
-        ):
-            claimed[d.id] = hint
-            taken.add(hint)
+    claimed, taken = _claim_hints([d for d in drafts if SLUG in d.text["cmd"]], start_port, hints)
     next_port = start_port
     for d in drafts:
-        cmd_has = SLUG in d.text["cmd"]
-        if not cmd_has:
-            if SLUG in d.text["proxy"]:
-                d.reported.add("proxy")
-                c.error(
-                    ("models", d.id, "proxy"),
-                    "proxy uses ${PORT} but cmd does not - ${PORT} is only available when used "
-                    "in cmd"
-                    + (
-                        ""
-                        if "proxy" in d.raw
-                        else " (the default proxy is http://localhost:${PORT}; "
-                        "set proxy explicitly or use ${PORT} in cmd)"
-                    ),
-                )
+        if SLUG not in d.text["cmd"]:
+            _report_port_without_cmd(c, d)
             continue
         if d.id in claimed:
             port = claimed[d.id]
@@ -80,18 +106,7 @@ def allocate_ports(
                 next_port += 1
             port = next_port
             next_port += 1
-        if port > MAX_PORT:
-            d.reported.add("proxy")
-            c.error(
-                ("models", d.id, "cmd"),
-                f"no port left for ${{PORT}}: it would be {port}, above {MAX_PORT} (lower startPort)",
-            )
-        d.port = port
-        for name in PORT_FIELDS:
-            d.text[name] = d.text[name].replace(SLUG, str(port))
-        d.metadata = substitute_one(d.metadata, "PORT", port)
-
-
+        _apply_port(c, d, port)
 def derive_ports(plan: Plan) -> dict[str, int]:
     """Best guess of each model's `${PORT}` in a plan (which does not record it).
 

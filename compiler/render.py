@@ -37,13 +37,30 @@ def _head(d: Diagnostic) -> str:
 EXCERPT_WIDTH = 120
 
 
-def _excerpt(loc: Location | None, texts: Mapping[str, str]) -> list[str]:
-    if loc is None or loc.line <= 0 or loc.file not in texts:
+class _Lines:
+    """The source lines of each file, split once: splitting per diagnostic made a
+    report of many errors quadratic (every error re-split its whole file)."""
+
+    def __init__(self, texts: Mapping[str, str]) -> None:
+        self._texts = texts
+        self._lines: dict[str, list[str]] = {}
+
+    def get(self, file: str, line: int) -> str | None:
+        """Line `line` (1-based) of `file`, or None when there is no such line."""
+        lines = self._lines.get(file)
+        if lines is None:
+            if file not in self._texts:
+                return None
+            lines = self._lines[file] = self._texts[file].splitlines()
+        return lines[line - 1] if 0 < line <= len(lines) else None
+
+
+def _excerpt(loc: Location | None, lines: _Lines) -> list[str]:
+    if loc is None or loc.line <= 0:
         return []
-    lines = texts[loc.file].splitlines()
-    if loc.line > len(lines):
+    line = lines.get(loc.file, loc.line)
+    if line is None:
         return []
-    line = lines[loc.line - 1]
     column = max(loc.column - 1, 0)
     if len(line) > EXCERPT_WIDTH:  # show a window around the column, not a 10,000-character line
         start = max(0, min(column - EXCERPT_WIDTH // 3, len(line) - EXCERPT_WIDTH))
@@ -77,9 +94,10 @@ def render_text(
     if not diags:
         return ""
     out: list[str] = []
+    lines = _Lines(texts or {})
     for d in diags:
         out.append(_head(d))
-        out.extend(_excerpt(d.location, texts or {}))
+        out.extend(_excerpt(d.location, lines))
     if summary:
         out.append(_summary(diags))
     return "\n".join(out) + "\n"

@@ -1,8 +1,9 @@
 """The compiler back end: merged config document -> frozen `Plan`.
 
 `resolve` takes the merged, env-substituted, schema-valid document (plain
-dicts, lists and scalars) and runs the original's loading steps in their
-order (reference §2.1): top-level defaults; explicit aliases; global macros;
+dicts, lists and scalars) and runs the original's loading steps in the
+original's order (so the same config reports the same first problem):
+top-level defaults; explicit aliases; global macros;
 per model, in sorted id order, comment stripping, macro substitution, `${PORT}`
 allocation, leftover-macro checks, capabilities, setParamsByID aliases, proxy
 URL, argv splitting and defaults; routing; scheduler; preload; peers.
@@ -43,6 +44,28 @@ class ModelStages(Protocol):
     ) -> Model: ...
 
 
+def _resolve_models(
+    c: Collector,
+    stage: ModelStages,
+    raw_models: dict[str, Any],
+    macros: tuple[list[Macro], set[str]],
+    settings: Settings,
+    aliases: AliasTable,
+    port_hints: Mapping[str, int] | None,
+    ports_out: dict[str, int] | None,
+) -> dict[str, Model]:
+    """Every model in id order: first pass, port allocation (it needs them all), second pass."""
+    global_macros, broken_globals = macros
+    drafts = [
+        stage.prepare(c, mid, raw_models[mid], global_macros, broken_globals)
+        for mid in sorted(raw_models)
+    ]
+    allocate_ports(c, drafts, settings.startPort, port_hints)
+    if ports_out is not None:
+        ports_out.update((d.id, d.port) for d in drafts if d.port is not None)
+    return {d.id: stage.finish(c, d, settings, aliases) for d in drafts}
+
+
 def resolve(
     doc: Mapping[str, Any],
     sources: tuple[Source, ...],
@@ -57,7 +80,7 @@ def resolve(
     (compiler.ports); `stages` replaces the per-model passes by a caching
     equivalent; `ports_out`, when given, receives each model's allocated port.
     """
-    stage: ModelStages = stages if stages is not None else model_stage  # type: ignore[assignment]
+    stage: ModelStages = stages if stages is not None else model_stage
     c = Collector()
     top = get_map(c, (), doc)
     settings = resolve_settings(c, top)
@@ -69,16 +92,10 @@ def resolve(
     global_macros, broken_globals = read_macros(
         c, ("macros",), get_map(c, ("macros",), top.get("macros"))
     )
-
-    drafts = [
-        stage.prepare(c, mid, raw_models[mid], global_macros, broken_globals)
-        for mid in sorted(raw_models)
-    ]
-    allocate_ports(c, drafts, settings.startPort, port_hints)
-    if ports_out is not None:
-        ports_out.update((d.id, d.port) for d in drafts if d.port is not None)
-    models = {d.id: stage.finish(c, d, settings, aliases) for d in drafts}
-
+    models = _resolve_models(
+        c, stage, raw_models, (global_macros, broken_globals), settings, aliases,
+        port_hints, ports_out,
+    )  # fmt: skip
     routing = resolve_routing(c, top, aliases)
 
     raw_peers = get_map(c, ("peers",), top.get("peers"))

@@ -1,4 +1,4 @@
-"""The routing block: scheduler choice and router (group or matrix) settings (reference §2.9-2.12).
+"""The routing block: scheduler choice and router (group or matrix) settings.
 
 Legacy top-level `groups`/`matrix` are translated into `routing.router`
 (mixing the two styles is an error).  The group router's settings come out
@@ -18,6 +18,7 @@ whose keys may be ids or aliases and are resolved to ids here.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from typing import Any
 
 from llama_swap.compiler.aliases import AliasTable
@@ -136,20 +137,10 @@ def _topological(
     return out, failed
 
 
-def resolve_matrix(
-    c: Collector, prefix: Keys, raw_matrix: Any, aliases: AliasTable
-) -> Matrix | None:
-    """Validate and expand a matrix; None when anything is wrong (errors reported)."""
-    n_errors = len(c.errors)
-    m = get_map(c, prefix, raw_matrix)
-    raw_vars = get_map(c, (*prefix, "vars"), m.get("vars"))
-    raw_costs = get_map(c, (*prefix, "evict_costs"), m.get("evict_costs"))
-    raw_sets = get_map(c, (*prefix, "sets"), m.get("sets"))
-    if not raw_sets:
-        c.error(prefix, "matrix must define at least one set")
-    if not raw_vars:
-        c.error(prefix, "matrix must define at least one var")
-
+def _read_vars(
+    c: Collector, prefix: Keys, raw_vars: dict[str, Any], aliases: AliasTable
+) -> dict[str, str]:
+    """Var id -> model id; a bad entry is reported and kept, so sets using it are not blamed."""
     variables: dict[str, str] = {}
     for key, model in raw_vars.items():
         vkeys = (*prefix, "vars", key)
@@ -166,37 +157,59 @@ def resolve_matrix(
                 ),
             )
         variables[key] = str(model)
+    return variables
 
+
+def _read_costs(
+    c: Collector, prefix: Keys, raw_costs: dict[str, Any], variables: dict[str, str]
+) -> dict[str, int]:
+    """Evict costs keyed by var id in the config, by model id in the plan."""
     costs: dict[str, int] = {}
     for key, cost in raw_costs.items():
         ckeys = (*prefix, "evict_costs", key)
         value = get_int(c, ckeys, cost, 1)
         if value <= 0:
             c.error(ckeys, f'evict_cost for "{key}" must be a positive integer, got {value}')
-        elif key not in raw_vars:
+        elif key not in variables:
             c.error(ckeys, f'evict_costs: unknown var ID "{key}"')
         else:
             costs[variables[key]] = value
+    return costs
 
-    skeys = (*prefix, "sets")
-    trees: dict[str, Node] = {}
-    deps: dict[str, list[str]] = {}  # set -> the sets it references
-    texts: dict[str, str] = {}
-    broken: set[str] = set()
+
+@dataclass
+class _ParsedSets:
+    """The matrix sets after parsing, before expansion."""
+
+    trees: dict[str, Node] = field(default_factory=dict)
+    deps: dict[str, list[str]] = field(default_factory=dict)  # set -> the sets it references
+    texts: dict[str, str] = field(default_factory=dict)
+    broken: set[str] = field(default_factory=set)  # reported; not expanded
+
+
+def _parse_sets(
+    c: Collector,
+    skeys: Keys,
+    raw_sets: dict[str, Any],
+    raw_vars: dict[str, Any],
+    aliases: AliasTable,
+) -> _ParsedSets:
+    """Parse every set and check its names: referenced sets exist, leaves are var ids."""
+    out = _ParsedSets()
     for name, dsl in raw_sets.items():
-        texts[name] = get_str(c, (*skeys, name), dsl, "")
+        out.texts[name] = get_str(c, (*skeys, name), dsl, "")
         try:
-            trees[name] = parse(texts[name])
+            tree = out.trees[name] = parse(out.texts[name])
         except DSLError as e:
             c.error((*skeys, name), str(e))
-            broken.add(name)
+            out.broken.add(name)
             continue
-        deps[name] = refs_of(trees[name])
-        for ref in deps[name]:
+        out.deps[name] = refs_of(tree)
+        for ref in out.deps[name]:
             if ref not in raw_sets:
                 c.error((*skeys, name), f'set "{name}" references undefined set "{ref}"')
-                broken.add(name)
-        for leaf in idents_of(trees[name]):
+                out.broken.add(name)
+        for leaf in idents_of(tree):
             if leaf.name not in raw_vars:
                 hint = (
                     " (sets use the var IDs from vars, not model names)"
@@ -206,27 +219,55 @@ def resolve_matrix(
                 c.error(
                     (*skeys, name), f'unknown var ID "{leaf.name}" at position {leaf.pos}{hint}'
                 )
-                broken.add(name)
+                out.broken.add(name)
+    return out
 
-    order, _cyclic = _topological(list(raw_sets), deps, c, skeys)
 
+def _expand_sets(
+    c: Collector, skeys: Keys, order: list[str], parsed: _ParsedSets, variables: dict[str, str]
+) -> list[MatrixSet]:
+    """Expand the sets in solver order into sorted model-id combinations, within the limit."""
     expanded: dict[str, list[Combination]] = {}
     sets: list[MatrixSet] = []
     total = 0
     for name in order:
-        if name in broken or any(dep not in expanded for dep in deps.get(name, [])):
+        deps = parsed.deps.get(name, [])
+        if name in parsed.broken or any(dep not in expanded for dep in deps):
             continue
         try:
-            combos = expand(trees[name], expanded)
+            combos = expand(parsed.trees[name], expanded)
         except DSLError as e:
             c.error((*skeys, name), str(e))
             continue
         expanded[name] = combos
         total += len(combos)
         real = tuple(tuple(sorted(variables[v] for v in combo)) for combo in combos)
-        sets.append(MatrixSet(name=name, dsl=texts[name], combinations=real))
+        sets.append(MatrixSet(name=name, dsl=parsed.texts[name], combinations=real))
     if total > MAX_COMBINATIONS:
         c.error(skeys, f"total expanded combinations ({total}) exceed limit of {MAX_COMBINATIONS}")
+    return sets
+
+
+def resolve_matrix(
+    c: Collector, prefix: Keys, raw_matrix: Any, aliases: AliasTable
+) -> Matrix | None:
+    """Validate and expand a matrix; None when anything is wrong (errors reported)."""
+    n_errors = len(c.errors)
+    m = get_map(c, prefix, raw_matrix)
+    raw_vars = get_map(c, (*prefix, "vars"), m.get("vars"))
+    raw_costs = get_map(c, (*prefix, "evict_costs"), m.get("evict_costs"))
+    raw_sets = get_map(c, (*prefix, "sets"), m.get("sets"))
+    if not raw_sets:
+        c.error(prefix, "matrix must define at least one set")
+    if not raw_vars:
+        c.error(prefix, "matrix must define at least one var")
+
+    variables = _read_vars(c, prefix, raw_vars, aliases)
+    costs = _read_costs(c, prefix, raw_costs, variables)
+    skeys = (*prefix, "sets")
+    parsed = _parse_sets(c, skeys, raw_sets, raw_vars, aliases)
+    order, _cyclic = _topological(list(raw_sets), parsed.deps, c, skeys)
+    sets = _expand_sets(c, skeys, order, parsed, variables)
 
     if len(c.errors) > n_errors:
         return None

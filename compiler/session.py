@@ -31,24 +31,23 @@ import dataclasses
 import hashlib
 import json
 import threading
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Generic, TypeVar
 
 from llama_swap.compiler import models as model_stage
 from llama_swap.compiler.aliases import AliasTable, register_set_params_by_id
 from llama_swap.compiler.collect import Collector
 from llama_swap.compiler.diagnostics import Diagnostic
-from llama_swap.compiler.envsubst import ENV_REF, substitute_env
+from llama_swap.compiler.envsubst import ENV_REF, EnvResult, substitute_env_traced
 from llama_swap.compiler.macros import Macro
 from llama_swap.compiler.merge import IDENTITY_MAPS
 from llama_swap.compiler.models import ModelDraft
 from llama_swap.compiler.parse import ParsedSource, parse_source
+from llama_swap.compiler.pipeline import CompileResult, compile_paths, compile_sources
 from llama_swap.compiler.plan import Capabilities, Model, Plan, Settings, model_json, plan_to_json
 from llama_swap.compiler.sourcemap import KeyPath
 from llama_swap.compiler.validate import ValidMemo
-
-if TYPE_CHECKING:
-    from llama_swap.compiler.pipeline import CompileResult
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -115,8 +114,7 @@ def _spine_copy(value: Any, path: KeyPath = ()) -> Any:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Fragment:
-    text: str
-    env_diagnostics: tuple[Diagnostic, ...]
+    env: EnvResult
     parsed: ParsedSource
 
 
@@ -166,11 +164,10 @@ class CompileSession:
         env: Mapping[str, str] | None = None,
         port_hints: Mapping[str, int] | None = None,
     ) -> CompileResult:
-        """As `compiler.pipeline.compile_paths`, plus `port_hints`; result `.ports` is filled."""
-        from llama_swap.compiler.pipeline import read_files
-
-        with self._lock:
-            return self._compile(read_files(config, config_dir), env, strict, port_hints)
+        """`compiler.pipeline.compile_paths` through this session; result `.ports` is filled."""
+        return compile_paths(
+            config, config_dir, strict=strict, env=env, port_hints=port_hints, session=self
+        )
 
     def compile_sources(
         self,
@@ -180,12 +177,8 @@ class CompileSession:
         strict: bool = False,
         port_hints: Mapping[str, int] | None = None,
     ) -> CompileResult:
-        """As `compiler.pipeline.compile_sources`, plus `port_hints`; result `.ports` is filled."""
-        from llama_swap.compiler.pipeline import hashed_files
-
-        files = hashed_files(sources)
-        with self._lock:
-            return self._compile(files, env, strict, port_hints)
+        """`compiler.pipeline.compile_sources` through this session; result `.ports` is filled."""
+        return compile_sources(sources, env=env, strict=strict, port_hints=port_hints, session=self)
 
     def plan_json(self, plan: Plan) -> str:
         """`compiler.plan.plan_to_json(plan)`, reusing the text of models seen before."""
@@ -198,33 +191,30 @@ class CompileSession:
 
     # -- the generation ----------------------------------------------------------------------
 
-    def _compile(
-        self,
-        files: Sequence[tuple[str, str, str]],
-        env: Mapping[str, str] | None,
-        strict: bool,
-        port_hints: Mapping[str, int] | None,
-    ) -> CompileResult:
-        from llama_swap.compiler.pipeline import compile_files
+    @contextmanager
+    def generation(self) -> Iterator[None]:
+        """One compile: entries the previous successful compile did not use are forgotten first.
 
-        if self._rotate_next or self._failed_in_a_row >= _MAX_FAILED_GENERATIONS:
-            for cache in self._caches:
-                cache.rotate()
-            self._failed_in_a_row = 0
-        self._keys = {}
-        self.stats["compiles"] += 1
-        try:
-            result = compile_files(
-                files, env=env, strict=strict, port_hints=port_hints, session=self
-            )
-        except BaseException:
-            self._failed_in_a_row += 1
-            self._rotate_next = False
-            raise
-        finally:
+        A failed compile keeps the previous generation (the next edit usually
+        fixes the error and needs those entries), but only for a few failures in
+        a row, so a config that keeps failing cannot grow the caches for ever.
+        """
+        with self._lock:
+            if self._rotate_next or self._failed_in_a_row >= _MAX_FAILED_GENERATIONS:
+                for cache in self._caches:
+                    cache.rotate()
+                self._failed_in_a_row = 0
             self._keys = {}
-        self._rotate_next = True
-        return result
+            self.stats["compiles"] += 1
+            try:
+                yield
+            except BaseException:
+                self._failed_in_a_row += 1
+                self._rotate_next = False
+                raise
+            finally:
+                self._keys = {}
+            self._rotate_next = True
 
     def key_of(self, value: Any) -> str | None:
         """Canonical JSON of a plain value (order-preserving; None when not JSON), memoised by id."""
@@ -242,20 +232,21 @@ class CompileSession:
 
     def fragment(
         self, name: str, text: str, digest: str, env: Mapping[str, str]
-    ) -> tuple[str, list[Diagnostic], ParsedSource]:
+    ) -> tuple[EnvResult, ParsedSource]:
         """Env substitution and parse of one fragment (cached); the value is safe to merge."""
         names = sorted(set(ENV_REF.findall(text))) if "${env." in text else []
         key = (name, digest, tuple((n, env.get(n)) for n in names))
         hit = self._fragments.get(key)
         if hit is None:
-            new_text, env_diags = substitute_env(name, text, env)
-            hit = _Fragment(new_text, tuple(env_diags), parse_source(name, new_text))
+            subst = substitute_env_traced(name, text, env)
+            hit = _Fragment(subst, parse_source(name, subst.text))
             self._fragments.put(key, hit)
         else:
             self.stats["fragment_hits"] += 1
         p = hit.parsed
         mergeable = ParsedSource(p.name, _spine_copy(p.value), p.smap, list(p.diagnostics))
-        return hit.text, list(hit.env_diagnostics), mergeable
+        env_result = dataclasses.replace(hit.env, diagnostics=list(hit.env.diagnostics))
+        return env_result, mergeable
 
     def valid_memo(self) -> ValidMemo:
         memo = ValidMemo(self.key_of, _KeySet(self._valid))

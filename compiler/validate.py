@@ -22,11 +22,12 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Protocol
 
 from llama_swap.compiler.diagnostics import Diagnostic, Severity
+from llama_swap.compiler.load import config_schema
 from llama_swap.compiler.sourcemap import KeyPath, SourceMap, display_path
 
 if TYPE_CHECKING:
-    from jsonschema.exceptions import ValidationError
-    from jsonschema.protocols import Validator
+    from jsonschema.exceptions import ValidationError  # type: ignore[import-untyped, unused-ignore]
+    from jsonschema.protocols import Validator  # type: ignore[import-untyped, unused-ignore]
 
 _JSON_KIND = {
     dict: "a mapping",
@@ -106,13 +107,12 @@ def _memo_ref(validator: Any, ref: str, instance: Any, schema: Any) -> Iterator[
 
 @lru_cache(maxsize=1)
 def _validator() -> Validator:
-    from jsonschema import Draft202012Validator
-    from jsonschema.validators import extend
-
-    from llama_swap.compiler.load import config_schema
+    # Imported here, not at the top, for start-up speed (see the module doc).
+    from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
+    from jsonschema.validators import extend  # type: ignore[import-untyped, unused-ignore]
 
     cls = extend(Draft202012Validator, {"$ref": _memo_ref})
-    return cls(config_schema())  # type: ignore[no-any-return]
+    return cls(config_schema())  # type: ignore[no-any-return, unused-ignore]
 
 
 def _show(value: Any) -> str:
@@ -129,7 +129,7 @@ def suggest(name: str, known: list[str]) -> str | None:
     for candidate in known:
         if candidate.lower() == name.lower():
             return candidate
-    import difflib
+    import difflib  # imported here for start-up speed: only unknown keys need it
 
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.65)
     return close[0] if close else None
@@ -184,7 +184,7 @@ def _message(error: ValidationError) -> str:
     if kind == "pattern":
         hint = _PATTERN_HINTS.get(expected, f"must match the pattern {expected}")
         return f"{_show(value)}: {hint}"
-    return error.message
+    return str(error.message)
 
 
 def _missing_key(error: ValidationError) -> Any:
@@ -197,7 +197,8 @@ def _collapse(error: ValidationError) -> ValidationError:
     """Replace an anyOf/oneOf error by its most relevant sub-error."""
     if not error.context:
         return error
-    from jsonschema.exceptions import best_match
+    # imported here for start-up speed
+    from jsonschema.exceptions import best_match  # type: ignore[import-untyped, unused-ignore]
 
     return best_match([error]) or error
 
@@ -247,8 +248,6 @@ def drop_empty_settings(doc: dict[str, Any]) -> dict[str, Any]:
     macro, a model, a peer or a list item that is empty is still an error,
     and `metadata`/`setParams` pass nulls through.
     """
-    from llama_swap.compiler.load import config_schema
-
     schema = config_schema()
     return _unset(doc, schema, schema)  # type: ignore[no-any-return]
 

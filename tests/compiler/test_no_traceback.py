@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import yaml
@@ -174,3 +175,52 @@ config = st.fixed_dictionaries(
 @given(st.lists(config, min_size=1, max_size=2))
 def test_nearly_valid_configs_compile_or_fail_cleanly(docs: list[dict[str, Any]]) -> None:
     check([(f"f{i}.yaml", dump(d)) for i, d in enumerate(docs)])
+
+
+# --- alias bombs ("billion laughs") ---------------------------------------------------------
+
+
+def laughs(levels: int, width: int, *, merge: bool, where: str) -> str:
+    """Each anchor repeats the previous one `width` times: width**levels values in all.
+
+    With `merge` the repetition goes through `<<` merge keys (mappings merged
+    into mappings) instead of lists; `where` is the key the last anchor is
+    used under.
+    """
+    if merge:
+        lines = ["x0: &x0 {" + ", ".join(f"k{i}: lol" for i in range(width)) + "}"]
+        for n in range(1, levels + 1):
+            lines.append(f"x{n}: &x{n} {{<<: [{', '.join([f'*x{n - 1}'] * width)}]}}")
+    else:
+        lines = ["x0: &x0 [" + ", ".join(["lol"] * width) + "]"]
+        for n in range(1, levels + 1):
+            lines.append(f"x{n}: &x{n} [{', '.join([f'*x{n - 1}'] * width)}]")
+    lines.append(f"{where}: *x{levels}")
+    return "\n".join(lines) + "\n"
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.integers(min_value=3, max_value=12),
+    st.integers(min_value=2, max_value=10),
+    st.booleans(),
+    st.sampled_from(["models", "metadata", "apiKeys", "macros"]),
+)
+def test_alias_bombs_fail_fast(levels: int, width: int, merge: bool, where: str) -> None:
+    text = laughs(levels, width, merge=merge, where=where)
+    start = time.perf_counter()
+    check([("bomb.yaml", text)])
+    assert time.perf_counter() - start < 2.0, "an alias bomb must be refused quickly"
+
+
+def test_the_classic_billion_laughs_is_a_clean_error() -> None:
+    for merge in (False, True):
+        text = laughs(9, 10, merge=merge, where="models")
+        start = time.perf_counter()
+        try:
+            compile_sources([("bomb.yaml", text)], env={})
+        except CompileError as exc:
+            assert any("too large" in d.message or "alias" in d.message for d in exc.errors)
+        else:
+            raise AssertionError("a billion laughs must not compile")
+        assert time.perf_counter() - start < 2.0
