@@ -15,9 +15,9 @@ import base64
 import binascii
 import hmac
 from collections.abc import Sequence
-from typing import Protocol
 
 from llama_swap.runtime.core.error_body import ErrorAnswer, error_answer
+from llama_swap.runtime.core.headers import HeaderLookup
 
 UNAUTHORIZED = "unauthorized: invalid or missing API key"
 WWW_AUTHENTICATE = 'Basic realm="llama-swap"'
@@ -25,12 +25,6 @@ WWW_AUTHENTICATE = 'Basic realm="llama-swap"'
 _EXEMPT_ANY_METHOD = frozenset({"/health", "/wol-health"})
 _EXEMPT_GET = frozenset({"/", "/favicon.ico", "/upstream", "/ui"})  # "/ui" only redirects to /ui/
 _CHALLENGE = (("WWW-Authenticate", WWW_AUTHENTICATE),)
-
-
-class HeaderLookup(Protocol):
-    """Case-insensitive header lookup (aiohttp's headers, the fast path's raw view)."""
-
-    def get(self, name: str, default: str, /) -> str: ...
 
 
 def extract_api_key(headers: HeaderLookup) -> str:

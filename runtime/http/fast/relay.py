@@ -130,7 +130,7 @@ class Relay:
         if not has_type and length != 0 and not no_body:  # as aiohttp does (RFC 9110 8.3)
             out.append(b"Content-Type: application/octet-stream\r\n")
         if length is not None or no_body:
-            if not no_body:
+            if length is not None and not no_body:
                 out.append(b"Content-Length: %d\r\n" % length)
             # as the aiohttp path does: an answer this small goes out once complete, so an
             # upstream that dies in the middle of it is a clean 502, not a truncated 200

@@ -31,6 +31,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 from urllib.parse import urlsplit
 
 from llama_swap.compiler.plan import Model
@@ -55,6 +56,7 @@ from llama_swap.runtime.http.middleware.mux import CLIENT_CLOSED
 from llama_swap.runtime.http.observe.access_log import log_access, proxy_log_of
 from llama_swap.runtime.http.observe.activity import ResponseMeter
 from llama_swap.runtime.http.observe.recording import recording
+from llama_swap.runtime.http.request.body import BytesBody
 from llama_swap.runtime.http.request.extract import Extracted, from_json_body
 from llama_swap.runtime.http.request.filters import filter_request
 from llama_swap.runtime.http.services import FastPathCounters, Services
@@ -357,7 +359,7 @@ class ClientConnection(asyncio.Protocol):
         try:
             with recording(lane.services, headers, model_id, head.path, meter, req) as rec:
                 status, size, close = await self._exchange(
-                    head, headers, model_id, req.body.data, upstream, meter, rec
+                    head, headers, model_id, cast(BytesBody, req.body).data, upstream, meter, rec
                 )
         except asyncio.CancelledError:
             relay = self.relay

@@ -13,11 +13,12 @@ logToStdout wiring of the buffers lives in runtime/serve.py.)
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
 
 from llama_swap.compiler.plan import Plan
+from llama_swap.runtime.core.headers import HeaderLookup
 
 LEVELS = {"debug": 0, "info": 1, "warn": 2, "error": 3}
 INFO = LEVELS["info"]
@@ -147,7 +148,7 @@ def proxy_log_of(state: HasPlanAndLog) -> Callable[[], ProxyLog]:
     return current
 
 
-def client_ip(headers: Mapping[str, str], remote: str | None) -> str:
+def client_ip(headers: HeaderLookup, remote: str | None) -> str:
     """X-Forwarded-For's first entry, else X-Real-IP, else the peer's address."""
     forwarded = headers.get("X-Forwarded-For", "")
     if forwarded:
@@ -159,7 +160,7 @@ def client_ip(headers: Mapping[str, str], remote: str | None) -> str:
 
 
 def access_line(
-    method: str, path: str, version: tuple[int, int], headers: Mapping[str, str],
+    method: str, path: str, version: tuple[int, int], headers: HeaderLookup,
     remote: str | None, status: int, size: int, seconds: float,
 ) -> str:
     ua = headers.get("User-Agent", "")
@@ -170,7 +171,7 @@ def access_line(
 
 
 def log_access(
-    log: ProxyLog, method: str, path: str, version: tuple[int, int], headers: Mapping[str, str],
+    log: ProxyLog, method: str, path: str, version: tuple[int, int], headers: HeaderLookup,
     remote: str | None, status: int, size: int, started: float,
 ) -> None:
     """Write the access line for a finished request (`started`: its perf_counter), unless

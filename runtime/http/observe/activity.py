@@ -129,7 +129,7 @@ def error_message(body: bytes, status: int) -> str:
         except ValueError:
             text = ""
         msg = f"{status} {text}".strip()
-    return msg[:ERROR_MSG_LIMIT]
+    return str(msg)[:ERROR_MSG_LIMIT]
 
 
 _MARKERS = (b'"usage"', b'"timings"')  # no token figures without one of these keys
@@ -230,7 +230,7 @@ class ResponseMeter:
         for line in lines:
             self._line(bytes(line))
         if len(rest) > MAX_BUFFER:  # an absurd line: give it up
-            rest = b""
+            rest = bytearray()
             self._overflow = True
         self._buf = bytearray(rest)
 

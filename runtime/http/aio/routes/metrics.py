@@ -196,10 +196,11 @@ def _run_with_app(app: web.Application, sampler: Sampler) -> None:
 
 
 def register(app: web.Application, services: Services) -> None:
-    settings = lambda: services.plan.settings  # noqa: E731 -- read per use: reloads apply
-    sampler = Sampler.for_gpu_tools(
-        lambda: (settings().performanceDisabled, every_seconds(settings().performanceEvery))
-    )
+    def sampling() -> tuple[bool, float]:  # read per use: reloads apply
+        settings = services.plan.settings
+        return settings.performanceDisabled, every_seconds(settings.performanceEvery)
+
+    sampler = Sampler.for_gpu_tools(sampling)
     app[SAMPLER] = sampler
     _run_with_app(app, sampler)
     app.router.add_get("/metrics", _prometheus(services, sampler))
