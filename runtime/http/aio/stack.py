@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Protocol
+from typing import Any
 
 from aiohttp import web
 
-from llama_swap.compiler.plan import Plan
 from llama_swap.runtime.core.auth import rejects, unauthorized
 from llama_swap.runtime.core.errors import RouteFailure
-from llama_swap.runtime.engine.logs import LogBuffer
 from llama_swap.runtime.http.middleware.cors import PREFLIGHT_STATUS, preflight_headers
 from llama_swap.runtime.http.middleware.mux import (
     CLIENT_CLOSED,
@@ -32,7 +30,7 @@ from llama_swap.runtime.http.middleware.mux import (
     allow_header,
     redirect_target,
 )
-from llama_swap.runtime.http.observe.access_log import log_access, proxy_log_of
+from llama_swap.runtime.http.observe.access_log import HasPlanAndLog, log_access, proxy_log_of
 from llama_swap.runtime.http.render.errors import answer_response, route_error_response
 
 # Request key: the response once its headers went out.
@@ -77,14 +75,6 @@ def body_size(resp: web.StreamResponse) -> int:
 def exception_size(exc: web.HTTPException) -> int:
     """The body bytes of an aiohttp HTTPException answer (0 unless a bytes body)."""
     return len(exc.body or b"") if isinstance(exc.body, bytes) else 0
-
-
-class HasPlanAndLog(Protocol):
-    @property
-    def plan(self) -> Plan: ...
-
-    @property
-    def proxy_log(self) -> LogBuffer: ...
 
 
 def default_middlewares(services: HasPlanAndLog) -> list[Any]:

@@ -41,7 +41,7 @@ class UpstreamFailure(Exception):
 
 
 class Sink(TypingProtocol):
-    """Where one response goes as it arrives (runtime/fastpath/relay.py)."""
+    """Where one response goes as it arrives (relay.py)."""
 
     def on_head(
         self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], length: int | None
