@@ -297,7 +297,8 @@ class ClientConnection(asyncio.Protocol):
         services = self.lane.services
         plan = services.plan
         headers = head.headers()
-        if rejects(plan.settings.apiKeys, "POST", head.path, headers):
+        keys = plan.settings.apiKeys
+        if keys and rejects(keys, "POST", head.path, headers):
             return None
         try:
             req = from_json_body(plan, msg[head.head_len :])
