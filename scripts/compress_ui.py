@@ -14,7 +14,8 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
-STATIC = Path(__file__).resolve().parent.parent / "runtime" / "web" / "ui" / "static"
+ROOT = Path(__file__).resolve().parent.parent
+STATIC = ROOT / "runtime" / "http" / "aio" / "ui" / "static"
 COMPRESSED = (".js", ".css", ".svg", ".html")
 
 
@@ -32,7 +33,7 @@ def main() -> None:
         data = compressed(path.read_bytes())
         if not target.exists() or target.read_bytes() != data:
             target.write_bytes(data)
-            print(f"wrote {target.relative_to(STATIC.parent.parent.parent.parent)} "
+            print(f"wrote {target.relative_to(ROOT)} "
                   f"({path.stat().st_size} -> {len(data)} bytes)")
 
 
