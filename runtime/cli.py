@@ -23,7 +23,7 @@ from llama_swap.compiler.diagnostics import CompileError, Diagnostic
 from llama_swap.compiler.plan import Plan
 from llama_swap.runtime.engine.plan_loader import PlanLoadError, load_plan
 from llama_swap.runtime.http.render.version import package_version as version
-from llama_swap.runtime.serve import DEFAULT_SHUTDOWN_TIMEOUT, parse_listen, serve
+from llama_swap.runtime.serve import DEFAULT_SHUTDOWN_TIMEOUT, ServeOptions, parse_listen, serve
 
 EXIT_OK, EXIT_CONFIG, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 COMMIT = "unknown"
@@ -82,7 +82,7 @@ def obtain_plan(args: argparse.Namespace) -> Plan:
     """Load `--plan` or compile `--config`/`--config-dir`; warnings go to stderr."""
     if args.plan:
         return load_plan(args.plan)
-    from llama_swap.compiler.pipeline import compile_paths  # helper A's module
+    from llama_swap.compiler.pipeline import compile_paths
 
     result = compile_paths(args.config, args.config_dir, strict=args.strict)
     if result.warnings:
@@ -143,11 +143,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     watch_dirs = [args.config_dir] if watch and args.config_dir and not args.plan else []
     try:
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
-            runner.run(serve(plan, listen=args.listen, ssl_context=ctx,
-                             shutdown_timeout=args.shutdown_timeout, version=version(),
-                             on_listening=_announce, compile_fn=compile_fn,
-                             watch_files=watch_files, watch_dirs=watch_dirs,
-                             watch_poll=args.watch_poll, fast_path=not args.no_fast_path))
+            runner.run(serve(plan, ServeOptions(
+                listen=args.listen, ssl_context=ctx, shutdown_timeout=args.shutdown_timeout,
+                version=version(), on_listening=_announce, compile_fn=compile_fn,
+                watch_files=watch_files, watch_dirs=watch_dirs, watch_poll=args.watch_poll,
+                fast_path=not args.no_fast_path,
+            )))
     except KeyboardInterrupt:
         return EXIT_OK
     except (OSError, ValueError) as exc:  # e.g. address in use, bad --listen

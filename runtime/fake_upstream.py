@@ -112,7 +112,15 @@ async def read_body(request: web.Request) -> dict[str, Any]:
     return out
 
 
+def _json_object(body: dict[str, Any]) -> dict[str, Any]:
+    """The request's JSON body when it is an object, else {}."""
+    parsed = body.get("body")
+    return parsed if isinstance(parsed, dict) else {}
+
+
 async def read_multipart(request: web.Request) -> dict[str, Any]:
+    from aiohttp import BodyPartReader
+
     reader = await request.multipart()
     parts: list[dict[str, Any]] = []
     total = 0
@@ -120,11 +128,13 @@ async def read_multipart(request: web.Request) -> dict[str, Any]:
         part = await reader.next()
         if part is None:
             break
+        if not isinstance(part, BodyPartReader):  # a nested multipart: not something we get
+            continue
         digest = hashlib.sha256()
         size = 0
         head = bytearray()
         while True:
-            chunk = await part.read_chunk(64 * 1024)  # type: ignore[union-attr]
+            chunk = await part.read_chunk(64 * 1024)
             if not chunk:
                 break
             digest.update(chunk)
@@ -134,12 +144,12 @@ async def read_multipart(request: web.Request) -> dict[str, Any]:
         total += size
         info: dict[str, Any] = {
             "name": part.name,
-            "filename": part.filename,  # type: ignore[union-attr]
+            "filename": part.filename,
             "content_type": part.headers.get("Content-Type"),
             "bytes": size,
             "sha256": digest.hexdigest(),
         }
-        if part.filename is None and size <= 1024:  # type: ignore[union-attr]
+        if part.filename is None and size <= 1024:
             info["value"] = head.decode("utf-8", errors="replace")
         parts.append(info)
     return {"bytes": total, "parts": parts}
@@ -199,7 +209,8 @@ class FakeUpstream:
         @web.middleware
         async def accounting(request: web.Request, handler: Any) -> web.StreamResponse:
             if request.path.startswith(UNCOUNTED):
-                return await handler(request)
+                resp: web.StreamResponse = await handler(request)
+                return resp
             st = self.stats
             st.requests += 1
             st.by_path[request.path] = st.by_path.get(request.path, 0) + 1
@@ -207,7 +218,8 @@ class FakeUpstream:
             st.max = max(st.max, st.current)
             start = time.time()
             try:
-                return await handler(request)
+                resp = await handler(request)
+                return resp
             finally:
                 st.current -= 1
                 self.record(request.path, start, time.time())
@@ -273,7 +285,7 @@ class FakeUpstream:
 
     async def generate(self, request: web.Request, *, chat: bool) -> web.StreamResponse:
         body = await read_body(request)
-        parsed = body.get("body") if isinstance(body.get("body"), dict) else {}
+        parsed = _json_object(body)
         await self.delay(body)
         n = self.token_count(body)
         toks = tokens_text(n)
@@ -346,10 +358,12 @@ class FakeUpstream:
     async def embeddings(self, request: web.Request) -> web.Response:
         body = await read_body(request)
         await self.delay(body)
-        parsed = body.get("body") if isinstance(body.get("body"), dict) else {}
+        parsed = _json_object(body)
         inputs = parsed.get("input", "")
         items = inputs if isinstance(inputs, list) else [inputs]
-        dims = parsed.get("dimensions") if isinstance(parsed.get("dimensions"), int) else 8
+        dims = parsed.get("dimensions")
+        if not isinstance(dims, int):
+            dims = 8
         data = [{"object": "embedding", "index": i,
                  "embedding": embedding_for(json.dumps(item), dims)} for i, item in enumerate(items)]
         return self.json(request, body, {

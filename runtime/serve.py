@@ -21,17 +21,25 @@ import signal
 import socket
 import ssl
 import sys
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TextIO
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TextIO
 
 from aiohttp import web
 
 from llama_swap.compiler.plan import Plan
 from llama_swap.runtime.engine.logs import LogBuffer
-from llama_swap.runtime.http.aio.app import AppState, build_app, create_state
+from llama_swap.runtime.http.aio.app import build_app, create_services
 from llama_swap.runtime.http.observe.access_log import ProxyLog, proxy_log_of
+from llama_swap.runtime.http.services import FastPathCounters, Services
+
+if TYPE_CHECKING:  # imported where used: a server without reloads or the fast path skips them
+    from llama_swap.runtime.engine.reload import Reloader
+    from llama_swap.runtime.engine.watcher import ConfigWatcher
+    from llama_swap.runtime.http.fast.server import FastPath
 
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0
+log = logging.getLogger("llama_swap.serve")
 PY_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
           "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -82,7 +90,7 @@ def _level_name(levelno: int) -> str:
 
 
 def wire_logs(plan: Plan, stdout: TextIO | None = None) -> tuple[LogBuffer, LogBuffer]:
-    """The proxy and upstream logs, echoed to stdout per `logToStdout` (reference 1.6);
+    """The proxy and upstream logs, echoed to stdout per `logToStdout`;
     Python loggers under "llama_swap" write into the proxy log at `logLevel`."""
     out = stdout if stdout is not None else sys.stdout
     mode = plan.settings.logToStdout
@@ -100,7 +108,7 @@ def wire_logs(plan: Plan, stdout: TextIO | None = None) -> tuple[LogBuffer, LogB
     return proxy, upstream
 
 
-def follow_plan_logs(state: AppState) -> None:
+def follow_plan_logs(state: Services) -> None:
     """Point the "llama_swap" logger's BufferHandler at `state`'s current log settings
     (so hot-reloaded logLevel/logTimeFormat apply to Python log records too)."""
     current = proxy_log_of(state)
@@ -137,67 +145,119 @@ def parse_listen(listen: str, tls: bool) -> tuple[str | None, int]:
     return (host or None), int(port)
 
 
+@dataclass(frozen=True)
+class ServeOptions:
+    """How to serve a plan.
+
+    `compile_fn` (runtime.engine.reload's `config_compiler` / `plan_file_loader`) enables
+    reloads: SIGHUP always, and the config watcher when `watch_files`/`watch_dirs` are
+    given.  `fast_path`: serve plain JSON inference requests through runtime/http/fast
+    (in front of the app, TLS or not); only with the default routes and middleware stack,
+    so a caller that changes those gets exactly the app it built."""
+
+    listen: str = ""
+    ssl_context: ssl.SSLContext | None = None
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    route_modules: Sequence[str] | None = None
+    middlewares: Sequence[Any] | None = None
+    on_listening: Callable[[list[str]], None] | None = None
+    compile_fn: Callable[[], Any] | None = None
+    watch_files: Sequence[str] = ()
+    watch_dirs: Sequence[str] = ()
+    watch_poll: float | None = None
+    version: str = "0"
+    fast_path: bool = True
+
+    @property
+    def uses_fast_path(self) -> bool:
+        return self.fast_path and self.route_modules is None and self.middlewares is None
+
+
 async def serve(
     plan: Plan,
+    options: ServeOptions = ServeOptions(),  # noqa: B008 -- frozen, never mutated
     *,
-    listen: str = "",
-    ssl_context: ssl.SSLContext | None = None,
     stop: asyncio.Event | None = None,
-    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
-    route_modules: Iterable[str] | None = None,
-    middlewares: Iterable[Any] | None = None,
-    on_listening: Callable[[list[str]], None] | None = None,
-    compile_fn: Callable[[], Any] | None = None,
-    watch_files: Sequence[str] = (),
-    watch_dirs: Sequence[str] = (),
-    watch_poll: float | None = None,
-    state: AppState | None = None,
-    version: str = "0",
-    fast_path: bool = True,
+    services: Services | None = None,
 ) -> None:
-    """Serve `plan` until SIGINT/SIGTERM (or `stop`), then shut down in order.
-
-    `compile_fn` (runtime.reload's `config_compiler` / `plan_file_loader`) enables
-    reloads: SIGHUP always, and the config watcher when `watch_files`/`watch_dirs`
-    are given; the Reloader is `state.extras["reloader"]` for route modules.
-
-    `fast_path`: serve plain JSON inference requests through runtime/fastpath (in front
-    of the app, TLS or not).  Only with the default routes and middleware stack: a
-    caller that changes those gets exactly the app it built."""
+    """Serve `plan` until SIGINT/SIGTERM (or `stop`), then shut down in order."""
     loop = asyncio.get_running_loop()
     stop = stop if stop is not None else asyncio.Event()
-    if state is None:
+    if services is None:
         proxy_log, upstream_log = wire_logs(plan)
-        state = create_state(plan, proxy_log=proxy_log, upstream_log=upstream_log, version=version)
-    follow_plan_logs(state)
-    reloader = _make_reloader(state, compile_fn) if compile_fn is not None else None
-    use_fast_path = fast_path and route_modules is None and middlewares is None
+        services = create_services(
+            plan, proxy_log=proxy_log, upstream_log=upstream_log, version=options.version
+        )
+    follow_plan_logs(services)
+    reloader = None
+    if options.compile_fn is not None:
+        reloader = services.reloader = _make_reloader(services, options.compile_fn)
+    app = _build_app(services, options)
+    installed = _install_signals(loop, stop, reloader)
+    await services.router.start()
+    runner = await _start_runner(app)
+    lane = _fast_path(services, runner) if options.uses_fast_path else None
+    try:
+        host, port = parse_listen(options.listen, options.ssl_context is not None)
+        site = await _listen(runner, host, port, options.ssl_context, lane)
+    except BaseException:
+        await services.router.shutdown(options.shutdown_timeout)
+        await runner.cleanup()
+        raise
+    watcher = await _start_watcher(loop, reloader, options) if reloader is not None else None
+    _announce(site, options)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        await site.stop()
+        if watcher is not None:
+            await asyncio.to_thread(watcher.stop)
+        if reloader is not None:
+            await reloader.aclose()
+        await services.router.shutdown(options.shutdown_timeout)
+        if lane is not None:
+            lane.close()
+        services.proxy_log.close_subscribers()
+        services.upstream_log.close_subscribers()
+        await runner.cleanup()
+        log.info("shutdown complete")
+
+
+def _build_app(services: Services, options: ServeOptions) -> web.Application:
+    middlewares = options.middlewares
     if middlewares is None:
-        from llama_swap.runtime.http.middleware.stack import default_middlewares
+        from llama_swap.runtime.http.aio.stack import default_middlewares
 
-        middlewares = default_middlewares(state)
-    kwargs: dict[str, Any] = {"middlewares": middlewares}
-    if route_modules is not None:
-        kwargs["route_modules"] = tuple(route_modules)
-    app = build_app(state, **kwargs)
-    host, port = parse_listen(listen, ssl_context is not None)
-    log = logging.getLogger("llama_swap.serve")
+        middlewares = default_middlewares(services)
+    if options.route_modules is None:
+        return build_app(services, middlewares=middlewares)
+    return build_app(services, route_modules=tuple(options.route_modules), middlewares=middlewares)
 
+
+def _install_signals(
+    loop: asyncio.AbstractEventLoop, stop: asyncio.Event, reloader: Reloader | None
+) -> list[int]:
+    """SIGINT/SIGTERM stop the server, SIGHUP asks for a reload; the signals installed
+    (none outside the main thread)."""
+    handlers: list[tuple[int, Callable[[], object]]] = [
+        (signal.SIGINT, stop.set), (signal.SIGTERM, stop.set),
+    ]
+    if reloader is not None:
+        handlers.append((signal.SIGHUP, lambda: reloader.request("SIGHUP")))
     installed: list[int] = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig, handler in handlers:
         try:
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, handler)
             installed.append(sig)
         except (NotImplementedError, RuntimeError):  # not the main thread
             pass
-    if reloader is not None:
-        try:
-            loop.add_signal_handler(signal.SIGHUP, lambda: reloader.request("SIGHUP"))
-            installed.append(signal.SIGHUP)
-        except (NotImplementedError, RuntimeError):
-            pass
+    return installed
 
-    await state.router.start()
+
+async def _start_runner(app: web.Application) -> web.AppRunner:
     runner = web.AppRunner(
         app,
         handler_cancellation=True,
@@ -210,65 +270,55 @@ async def serve(
         max_headers=1000,
     )
     await runner.setup()
-    lane = None
-    if use_fast_path:
-        from llama_swap.runtime.http.fast.server import FastPath
+    return runner
 
-        assert runner.server is not None
-        lane = FastPath(app, state, runner.server)
-        state.extras["fast_path"] = lane  # its counters are on /metrics
-    try:
-        site = await _listen(runner, host, port, ssl_context, lane)
-    except BaseException:
-        await state.router.shutdown(shutdown_timeout)
-        await runner.cleanup()
-        raise
-    watcher = None
-    if reloader is not None and (watch_files or watch_dirs):
-        from llama_swap.runtime.engine.watcher import ConfigWatcher
 
-        watcher = ConfigWatcher(
-            watch_files, watch_dirs, loop=loop, poll_interval=watch_poll,
-            baseline=reloader.plan.sources,  # what the running plan was compiled from
-            callback=lambda change: reloader.request(f"config changed: {change.describe()}"),
-        )
-        await asyncio.to_thread(watcher.start)
-        reloader.watching = {
-            "files": list(watcher.files),
-            "dirs": list(watcher.dirs),
-            "mode": f"poll {watch_poll:g}s" if watch_poll else "events",
-            "debounceMs": int(watcher.debounce * 1000),
-        }
-    addresses = _addresses(site, ssl_context is not None)
-    # With `on_listening` the caller announces it (the CLI: one line on stderr, which
-    # scripts and tests read); logging it at info too would print it twice whenever
-    # logToStdout sends the proxy log to the terminal.
-    log.log(logging.DEBUG if on_listening is not None else logging.INFO,
-            "llama-swap listening on %s", ", ".join(addresses))
-    if on_listening is not None:
-        on_listening(addresses)
-    try:
-        await stop.wait()
-    finally:
-        log.info("shutting down")
-        for sig in installed:
-            loop.remove_signal_handler(sig)
-        await site.stop()
-        if watcher is not None:
-            await asyncio.to_thread(watcher.stop)
-        if reloader is not None:
-            await reloader.aclose()
-        await state.router.shutdown(shutdown_timeout)
-        if lane is not None:
-            lane.close()
-        state.proxy_log.close_subscribers()
-        state.upstream_log.close_subscribers()
-        await runner.cleanup()
-        log.info("shutdown complete")
+def _fast_path(services: Services, runner: web.AppRunner) -> FastPath:
+    """The fast path in front of the runner's aiohttp server; its counters go on /metrics."""
+    from llama_swap.runtime.http.fast.server import FastPath
+
+    assert runner.server is not None
+    counters = services.fast_path = FastPathCounters()
+    return FastPath(services, runner.server, counters)
+
+
+async def _start_watcher(
+    loop: asyncio.AbstractEventLoop, reloader: Reloader, options: ServeOptions
+) -> ConfigWatcher | None:
+    """Watch the config files (when asked) and ask for a reload when they change."""
+    if not (options.watch_files or options.watch_dirs):
+        return None
+    from llama_swap.runtime.engine.watcher import ConfigWatcher
+
+    poll = options.watch_poll
+    watcher = ConfigWatcher(
+        options.watch_files, options.watch_dirs, loop=loop, poll_interval=poll,
+        baseline=reloader.plan.sources,  # what the running plan was compiled from
+        callback=lambda change: reloader.request(f"config changed: {change.describe()}"),
+    )
+    await asyncio.to_thread(watcher.start)
+    reloader.watching = {
+        "files": list(watcher.files),
+        "dirs": list(watcher.dirs),
+        "mode": f"poll {poll:g}s" if poll else "events",
+        "debounceMs": int(watcher.debounce * 1000),
+    }
+    return watcher
+
+
+def _announce(site: web.TCPSite, options: ServeOptions) -> None:
+    """With `on_listening` the caller announces the addresses (the CLI: one line on
+    stderr, which scripts and tests read); logging them at info too would print them
+    twice whenever logToStdout sends the proxy log to the terminal."""
+    addresses = _addresses(site, options.ssl_context is not None)
+    level = logging.DEBUG if options.on_listening is not None else logging.INFO
+    log.log(level, "llama-swap listening on %s", ", ".join(addresses))
+    if options.on_listening is not None:
+        options.on_listening(addresses)
 
 
 class FastPathSite(web.TCPSite):
-    """A TCPSite whose connections start on the fast path (runtime/fastpath/server.py),
+    """A TCPSite whose connections start on the fast path (runtime/http/fast/server.py),
     which hands them to the runner's aiohttp server when a request is not its own."""
 
     def __init__(self, runner: web.AppRunner, host: str | None, port: int, *, lane: Any,
@@ -329,18 +379,10 @@ async def _shared_port(host: str | None) -> int:
         return int(probe.getsockname()[1])
 
 
-def _make_reloader(state: AppState, compile_fn: Callable[[], Any]) -> Any:
+def _make_reloader(services: Services, compile_fn: Callable[[], Any]) -> Reloader:
     from llama_swap.runtime.engine.reload import Reloader
 
-    listeners = state.extras.get("event_listeners", [])
-
-    def publish(event: dict[str, Any]) -> None:
-        for listener in tuple(listeners):
-            listener(event)
-
-    reloader = Reloader(compile_fn, state.router.apply_plan, publish, plan=state.plan)
-    state.extras["reloader"] = reloader
-    return reloader
+    return Reloader(compile_fn, services.router.apply_plan, services.listeners, plan=services.plan)
 
 
 def _addresses(site: web.TCPSite, tls: bool) -> list[str]:

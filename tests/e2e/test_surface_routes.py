@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 
 from llama_swap.compiler.plan import Capabilities, Filters, Peer, freeze
-from llama_swap.runtime.http.aio.routes.inference import JSON_ROUTES, VERSIONLESS_ROUTES
+from llama_swap.runtime.core.inference_routes import JSON_ROUTES, VERSIONLESS_ROUTES
 from tests.e2e import surface_fixtures
 from tests.e2e.conftest import fake_model
 from tests.e2e.surface_fixtures import fetch, surface_plan, with_model

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from llama_swap.runtime.core.auth import extract_api_key
 from llama_swap.runtime.http.fast.headers import LazyHeaders
-from llama_swap.runtime.http.middleware.auth import extract_api_key
 from llama_swap.runtime.http.observe.captures import flat_headers
 
 RAW = [(b"Content-Type", b"application/json"), (b"X-Forwarded-For", b"10.0.0.1"),

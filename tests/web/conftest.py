@@ -11,6 +11,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from llama_swap.compiler.plan import Filters, Model, Peer, Plan, Settings, freeze
+from llama_swap.runtime.engine.logs import LogBuffer
+from llama_swap.runtime.http.aio.stack import default_middlewares
 
 
 def model(mid: str, **kw: Any) -> Model:
@@ -40,6 +42,20 @@ def make_plan(*models: Model, peers: tuple[Peer, ...] = (), **settings: Any) -> 
         aliases=MappingProxyType(dict(sorted(aliases.items()))),
         peers=MappingProxyType({p.id: p for p in sorted(peers, key=lambda p: p.id)}),
     )
+
+
+class StackOnly:
+    """What the middleware stack reads: a plan and the proxy log."""
+
+    def __init__(self, plan: Plan, proxy_log: LogBuffer) -> None:
+        self.plan = plan
+        self.proxy_log = proxy_log
+
+
+def real_stack(plan: Plan | None = None, proxy_log: LogBuffer | None = None) -> list[Any]:
+    """The middleware stack every server runs, over `plan` (default: no settings)."""
+    log = proxy_log if proxy_log is not None else LogBuffer("proxy")
+    return default_middlewares(StackOnly(plan if plan is not None else make_plan(), log))
 
 
 Serve = Callable[[web.Application], Awaitable[TestClient]]

@@ -9,13 +9,13 @@ import pytest
 from aiohttp import web
 
 from llama_swap.runtime.engine.logs import LogBuffer
-from llama_swap.runtime.http.middleware.auth import auth_middleware
 from llama_swap.runtime.http.observe.access_log import (
     TIME_FORMATS,
     ProxyLog,
-    access_log_middleware,
     go_duration,
 )
+
+from .conftest import make_plan, real_stack
 
 WHEN = datetime(2024, 3, 5, 14, 7, 9, 123456, tzinfo=timezone(timedelta(hours=2)))
 
@@ -63,12 +63,11 @@ def test_go_durations() -> None:
 
 async def test_one_line_per_request_without_keys(serve) -> None:
     buf = LogBuffer("proxy")
-    log = ProxyLog(buf)
 
     async def hello(request: web.Request) -> web.Response:
         return web.Response(text="hello")
 
-    app = web.Application(middlewares=[access_log_middleware(lambda: log), auth_middleware(lambda: ("sk-secret",))])
+    app = web.Application(middlewares=real_stack(make_plan(apiKeys=("sk-secret",)), buf))
     app.router.add_route("*", "/{tail:.*}", hello)
     client = await serve(app)
     await client.post("/v1/chat/completions?x=1", headers={
@@ -97,7 +96,7 @@ async def test_a_streamed_response_logs_its_body_bytes_not_the_chunked_framing(s
         await resp.write_eof()
         return resp
 
-    app = web.Application(middlewares=[access_log_middleware(lambda: ProxyLog(buf))])
+    app = web.Application(middlewares=real_stack(proxy_log=buf))
     app.router.add_get("/s", stream)
     client = await serve(app)
     async with client.get("/s") as resp:

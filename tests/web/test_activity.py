@@ -148,7 +148,7 @@ def test_scheduler_metadata_is_the_fifo_priority_of_local_models_only() -> None:
     from types import MappingProxyType
 
     from llama_swap.compiler.plan import Model, Plan, Routing
-    from llama_swap.runtime.http.aio.routes.dispatch import scheduler_metadata
+    from llama_swap.runtime.http.observe.recording import scheduler_metadata
 
     def model(mid: str) -> Model:
         return Model(id=mid, cmd=("x",), cmdStop=None, proxy="http://127.0.0.1:1",

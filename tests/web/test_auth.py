@@ -7,13 +7,9 @@ import base64
 import pytest
 from aiohttp import web
 
-from llama_swap.runtime.http.middleware.auth import (
-    auth_middleware,
-    extract_api_key,
-    is_exempt,
-    key_matches,
-)
-from llama_swap.runtime.http.middleware.cors import cors_middleware
+from llama_swap.runtime.core.auth import extract_api_key, is_exempt, key_matches
+
+from .conftest import make_plan, real_stack
 
 KEYS = ("sk-one", "sk-two")
 
@@ -70,8 +66,8 @@ async def ok(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
-async def test_middleware_accepts_each_form_and_rejects_others(serve) -> None:
-    app = web.Application(middlewares=[cors_middleware, auth_middleware(lambda: KEYS)])
+async def test_the_stack_accepts_each_form_and_rejects_others(serve) -> None:
+    app = web.Application(middlewares=real_stack(make_plan(apiKeys=KEYS)))
     app.router.add_route("*", "/{tail:.*}", ok)
     client = await serve(app)
     for headers in (
@@ -92,7 +88,7 @@ async def test_middleware_accepts_each_form_and_rejects_others(serve) -> None:
 
 
 async def test_no_keys_means_no_auth(serve) -> None:
-    app = web.Application(middlewares=[auth_middleware(lambda: ())])
+    app = web.Application(middlewares=real_stack(make_plan(apiKeys=())))
     app.router.add_get("/running", ok)
     client = await serve(app)
     assert (await client.get("/running")).status == 200

@@ -7,9 +7,10 @@ from aiohttp import web
 from llama_swap.runtime.http.middleware.cors import (
     DEFAULT_ALLOW_HEADERS,
     allowed_headers,
-    cors_middleware,
     origin_headers,
 )
+
+from .conftest import real_stack
 
 
 def test_requested_headers_are_filtered_to_valid_tokens() -> None:
@@ -30,7 +31,7 @@ async def test_preflight_on_any_path(serve) -> None:
     async def never(request: web.Request) -> web.Response:
         raise AssertionError("OPTIONS must not reach handlers")
 
-    app = web.Application(middlewares=[cors_middleware])
+    app = web.Application(middlewares=real_stack())
     app.router.add_route("*", "/{tail:.*}", never)
     client = await serve(app)
     r = await client.options("/anything/at/all", headers={"Access-Control-Request-Headers": "X-A, b c"})

@@ -6,6 +6,7 @@ import json
 
 from aiohttp import web
 
+from llama_swap.runtime.core.error_body import error_payload, render_error
 from llama_swap.runtime.core.errors import (
     RouteError,
     RouteFailure,
@@ -13,11 +14,8 @@ from llama_swap.runtime.core.errors import (
     start_failed,
     too_many_requests,
 )
-from llama_swap.runtime.http.render.errors import (
-    error_payload,
-    render_error,
-    route_failure_middleware,
-)
+
+from .conftest import real_stack
 
 
 def test_json_is_the_default_shape() -> None:
@@ -48,7 +46,7 @@ async def test_route_failures_render_with_their_status(serve) -> None:
     async def handler(request: web.Request) -> web.Response:
         raise RouteFailure(errors[request.path])
 
-    app = web.Application(middlewares=[route_failure_middleware])
+    app = web.Application(middlewares=real_stack())
     app.router.add_get("/{x}", handler)
     client = await serve(app)
 

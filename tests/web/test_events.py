@@ -11,13 +11,16 @@ from aiohttp import web
 from llama_swap.compiler.plan import Capabilities, Peer
 from llama_swap.runtime.core.process_state import ProcessState
 from llama_swap.runtime.engine.logs import LogBuffer
+from llama_swap.runtime.http.aio.live import (
+    close_on_shutdown,
+    make_events_handler,
+    make_log_stream_handler,
+    make_logs_handler,
+)
 from llama_swap.runtime.http.observe.events import (
     EventHub,
     InflightCounter,
     StreamCloser,
-    make_events_handler,
-    make_log_stream_handler,
-    make_logs_handler,
     model_status,
 )
 
@@ -65,7 +68,7 @@ async def test_events_burst_then_live_then_closed(serve) -> None:
     ]
     app = web.Application()
     app.router.add_get("/api/events", make_events_handler(hub, burst, closer))
-    app.on_shutdown.append(closer.on_shutdown)
+    app.on_shutdown.append(close_on_shutdown(closer))
     client = await serve(app)
     resp = await client.get("/api/events")
     assert resp.headers["Content-Type"] == "text/event-stream"

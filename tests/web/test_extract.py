@@ -9,16 +9,15 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from llama_swap.runtime.http.render.errors import route_failure_middleware
+from llama_swap.runtime.http.aio.extract import extract
 from llama_swap.runtime.http.request.body import SpooledBody
 from llama_swap.runtime.http.request.extract import (
-    extract,
     find_model_in_path,
     json_bool,
     json_string,
 )
 
-from .conftest import make_plan, model
+from .conftest import make_plan, model, real_stack
 
 PLAN = make_plan(
     model("llama", aliases=("gpt-4o",)),
@@ -69,7 +68,7 @@ async def echo_extracted(request: web.Request) -> web.Response:
 
 @pytest.fixture
 async def client(serve):
-    app = web.Application(middlewares=[route_failure_middleware])
+    app = web.Application(middlewares=real_stack())
     app.router.add_route("*", "/{tail:.*}", echo_extracted)
     return await serve(app)
 

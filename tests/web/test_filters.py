@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from llama_swap.compiler.plan import Peer
-from llama_swap.runtime.http.request.extract import extract
+from llama_swap.runtime.http.aio.extract import extract
 from llama_swap.runtime.http.request.filters import (
     delete_path,
     filter_request,

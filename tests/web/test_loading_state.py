@@ -10,11 +10,11 @@ from collections.abc import Callable
 import pytest
 from aiohttp import web
 
+from llama_swap.runtime.core.admission import wants_loading_state
 from llama_swap.runtime.core.errors import RouteFailure, start_failed
+from llama_swap.runtime.http.aio.forward import start_sse
 from llama_swap.runtime.http.render.loading_state import (
     LoadingState,
-    start_sse,
-    wants_loading_state,
 )
 
 FAST = {"tick": 0.01, "chars_per_second": 0, "first_remark": (100, 100), "rng": random.Random(1)}

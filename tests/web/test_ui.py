@@ -14,9 +14,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from llama_swap.compiler.plan import Peer, Plan
-from llama_swap.runtime.http.aio.app import build_app, create_state
+from llama_swap.runtime.http.aio.app import build_app, create_services
 from llama_swap.runtime.http.aio.routes.ui import STATIC_DIR
-from llama_swap.runtime.http.middleware.stack import default_middlewares
+from llama_swap.runtime.http.aio.stack import default_middlewares
 from tests.web.conftest import Serve, make_plan, model
 
 PEER = Peer(id="remote", proxy="http://127.0.0.1:1", models=("peer-x", "peer-y"))
@@ -31,10 +31,10 @@ def ui_plan(**settings: Any) -> Plan:
     )
 
 
-async def start(serve: Serve, plan: Plan, extras: dict[str, Any] | None = None) -> TestClient:
-    state = create_state(plan)
-    state.extras.update(extras or {})
-    return await serve(build_app(state, middlewares=default_middlewares(state)))
+async def start(serve: Serve, plan: Plan, reloader: Any = None) -> TestClient:
+    services = create_services(plan)
+    services.reloader = reloader
+    return await serve(build_app(services, middlewares=default_middlewares(services)))
 
 
 async def get(client: TestClient, path: str, **kw: Any) -> tuple[int, dict[str, str], str]:
@@ -103,7 +103,7 @@ class StubReloader:
 
 
 async def test_config_page_shows_the_last_reload_error_with_its_location(serve: Serve) -> None:
-    client = await start(serve, ui_plan(), {"reloader": StubReloader()})
+    client = await start(serve, ui_plan(), StubReloader())
     _, _, html = await get(client, "/ui/config")
     assert "sha256:abc123" in html and "/etc/ls/config.yaml" in html
     assert "applied: 1, refused: 1" in html
@@ -213,7 +213,7 @@ async def test_ui_routes_are_get_only(serve: Serve) -> None:
 
 
 def test_app_serves_the_ui_module() -> None:
-    state = create_state(ui_plan())
+    state = create_services(ui_plan())
     app = build_app(state)
     paths = {r.resource.canonical for r in app.router.routes() if r.resource is not None}
     assert {"/ui", "/ui/{tail}", "/api/models/load/{model}"} <= paths

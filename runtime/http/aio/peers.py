@@ -1,4 +1,4 @@
-"""Forwarding to peers (reference 5.14): other OpenAI-compatible servers, often another llama-swap.
+"""Forwarding to peers: other OpenAI-compatible servers, often another llama-swap.
 
 The request path is joined onto the peer's base URL (`https://host/api` +
 `/v1/chat/completions` -> `https://host/api/v1/chat/completions`), `Host` is
@@ -21,6 +21,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from llama_swap.compiler.plan import Peer, Timeouts
+from llama_swap.runtime.core.forwarding import no_headers_within
 from llama_swap.runtime.http.aio.proxy import UpstreamError, relay, request_headers
 from llama_swap.runtime.http.observe.activity import ResponseMeter, tee_response
 
@@ -110,7 +111,7 @@ class PeerPool:
                     request.method, url, headers=headers, data=data, allow_redirects=False
                 )
         except TimeoutError:
-            return peer_error(f"no response headers within {peer.timeouts.responseHeader}s")
+            return peer_error(no_headers_within(peer.timeouts.responseHeader))
         except (aiohttp.ClientError, OSError) as exc:
             return peer_error(str(exc) or type(exc).__name__)
         if meter is not None:

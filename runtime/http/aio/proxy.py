@@ -6,8 +6,9 @@ Why a module of its own: the proxy is the hot path, and its rules are subtle.
 - Bodies stream: the response is relayed chunk by chunk as the upstream sends
   it (SSE reaches the client at once); a small response with a known length
   is relayed in one write (cheaper, same bytes).
-- Hop-by-hop headers (RFC 9110 7.6.1, plus those named by `Connection`) are
-  dropped both ways; status, reason and error bodies pass through.
+- The header rules (hop-by-hop dropped both ways, X-Forwarded-For appended), the
+  small-body size and the retry rule are runtime/core/forwarding.py's, shared with the
+  fast path; status, reason and error bodies pass through.
 - A client that disconnects cancels the handler (the app runs with
   `handler_cancellation=True`), which closes the upstream response, so the
   upstream sees the disconnect.
@@ -35,28 +36,22 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from llama_swap.compiler.plan import Model
+from llama_swap.runtime.core.forwarding import (
+    SMALL_BODY,
+    TEXT,
+    UPSTREAM_ABORTED,
+    dropped_names,
+    forwarded_request_headers,
+    no_headers_within,
+    retry_on_fresh_connection,
+)
 
 log = logging.getLogger("llama_swap.proxy")
 
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "proxy-connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
 # Request headers aiohttp would otherwise invent; the upstream sees what the client sent.
 _SKIP_AUTO = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Content-Type"})
-SMALL_BODY = 64 * 1024  # relay bodies up to this size (with a Content-Length) in one write
 
-Body = Any  # bytes | AsyncIterable[bytes] | a ForwardBody (runtime/web/body.py) | None
+Body = Any  # bytes | AsyncIterable[bytes] | a ForwardBody (runtime/http/request/body.py) | None
 
 
 class CountingResponse(web.StreamResponse):
@@ -74,40 +69,14 @@ class UpstreamError(Exception):
     """The upstream could not be reached or failed before answering."""
 
 
-_HOP_BY_HOP_AND_LENGTH = HOP_BY_HOP | {"content-length"}
-
-
-def _dropped(headers: Any, base: frozenset[str] = HOP_BY_HOP) -> frozenset[str]:
-    """`base` plus the names a `Connection` header lists (the common case: no extra set)."""
-    values = headers.getall("Connection", ())
-    if not values:
-        return base
-    drop = set(base)
-    for value in values:
-        drop.update(token.strip().lower() for token in value.split(",") if token.strip())
-    return frozenset(drop)
-
-
 def request_headers(request: web.BaseRequest) -> CIMultiDict[str]:
-    """The client's headers minus hop-by-hop ones and Content-Length (aiohttp sets it);
-    `X-Forwarded-For` gets the client address appended, as Go's reverse proxy does."""
-    headers = request.headers
-    drop = _dropped(headers, _HOP_BY_HOP_AND_LENGTH)
-    out: CIMultiDict[str] = CIMultiDict()
-    add = out.add
-    for k, v in headers.items():
-        if k.lower() not in drop:
-            add(k, v)
-    remote = request.remote
-    if remote:
-        prior = out.popall("X-Forwarded-For", None)
-        out["X-Forwarded-For"] = ", ".join([*prior, remote]) if prior else remote
-    return out
+    """The client's headers as the upstream gets them (runtime/core/forwarding.py)."""
+    return CIMultiDict(forwarded_request_headers(request.headers.items(), request.remote or "", TEXT))
 
 
 def response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
     headers = upstream.headers
-    drop = _dropped(headers)
+    drop = dropped_names(headers.items(), TEXT.hop_by_hop, TEXT)
     out: CIMultiDict[str] = CIMultiDict()
     add = out.add
     for k, v in headers.items():
@@ -231,14 +200,19 @@ class UpstreamPool:
                     method, url, headers=headers, data=data, allow_redirects=False
                 )
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-            replayable = stream is None or not stream.started
-            if isinstance(exc, aiohttp.ClientConnectorError) or not flag.reused or not replayable:
+            # both mean the connection died before any response byte arrived; a failed
+            # connect is never on a reused connection
+            reused = flag.reused and not isinstance(exc, aiohttp.ClientConnectorError)
+            if not retry_on_fresh_connection(
+                first_attempt=True, reused=reused, received_anything=False,
+                body_replayable=stream is None or not stream.started,
+            ):
                 raise UpstreamError(_describe(exc)) from exc
             log.debug("retrying %s %s on a fresh connection: %s", method, url, exc)
         except aiohttp.ClientError as exc:
             raise UpstreamError(_describe(exc)) from exc
         except TimeoutError as exc:
-            raise UpstreamError(f"no response headers within {header_timeout}s") from exc
+            raise UpstreamError(no_headers_within(header_timeout or 0)) from exc
         finally:
             _ATTEMPT.reset(token)
         try:
@@ -249,7 +223,7 @@ class UpstreamPool:
         except aiohttp.ClientError as exc:
             raise UpstreamError(_describe(exc)) from exc
         except TimeoutError as exc:
-            raise UpstreamError(f"no response headers within {header_timeout}s") from exc
+            raise UpstreamError(no_headers_within(header_timeout or 0)) from exc
 
     async def forward(
         self,
@@ -313,7 +287,7 @@ async def relay(
         try:
             chunk = await content.readany()
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
-            log.warning("upstream aborted mid-response (%s): closing the client connection", exc)
+            log.warning(UPSTREAM_ABORTED, exc)
             if request.transport is not None:
                 request.transport.close()  # flush what was relayed, end without a clean EOF
             return resp

@@ -1,11 +1,11 @@
 """Relay one upstream response to the client as it arrives, re-framed.
 
-The sink of an `UpstreamConnection` (runtime/fastpath/upstream.py): its
+The sink of an `UpstreamConnection` (upstream.py): its
 callbacks run inside the upstream connection's `data_received`, so a chunk is
 written to the client without a task switch, and everything one read brought
 (head and body of a small answer, or a burst of SSE events) goes out in one
 `write`.  Hop-by-hop headers and those the upstream's `Connection` names are
-dropped (RFC 9110 7.6.1), `Date`, `Server` and (for a body) `Content-Type:
+dropped (runtime/core/forwarding.py), `Date`, `Server` and (for a body) `Content-Type:
 application/octet-stream` are added when the upstream sent none (as aiohttp does
 on the other path), a known length is kept and anything
 else is sent chunked.  Event streams get `X-Accel-Buffering: no`.  The meter
@@ -21,23 +21,18 @@ from __future__ import annotations
 import asyncio
 import time
 from email.utils import formatdate
+from http import HTTPStatus
 from typing import Any
 
 from aiohttp.http import SERVER_SOFTWARE
 
+from llama_swap.runtime.core.error_body import ErrorAnswer
+from llama_swap.runtime.core.forwarding import RAW, SMALL_BODY, dropped_names
 from llama_swap.runtime.http.fast.headers import LazyHeaders
 from llama_swap.runtime.http.fast.upstream import UpstreamConnection, UpstreamFailure
 
-HOP_BY_HOP = frozenset(
-    {
-        b"connection", b"proxy-connection", b"keep-alive", b"proxy-authenticate",
-        b"proxy-authorization", b"te", b"trailer", b"trailers", b"transfer-encoding", b"upgrade",
-        b"content-length",
-    }
-)
 _SERVER = SERVER_SOFTWARE.encode()
 _SSE = b"text/event-stream"
-SMALL_BODY = 64 * 1024  # answers with a Content-Length up to this size are written whole
 _date_cache: list[Any] = [0, b""]
 
 
@@ -50,16 +45,26 @@ def http_date() -> bytes:
     return _date_cache[1]  # type: ignore[no-any-return]
 
 
-def dropped_headers(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
-    """Hop-by-hop names (and Content-Length, framed anew) plus those `Connection` lists:
-    dropped both ways."""
-    extra = [v for n, v in headers if n.lower() == b"connection"]
-    if not extra:
-        return HOP_BY_HOP
-    drop = set(HOP_BY_HOP)
-    for value in extra:
-        drop.update(t.strip().lower() for t in value.split(b",") if t.strip())
-    return frozenset(drop)
+def answer_bytes(answer: ErrorAnswer, close: bool) -> bytes:
+    """llama-swap's own complete answer (an error) as HTTP/1.1 bytes, with the framing and
+    the `Date`/`Server` headers aiohttp gives its answers on the other path."""
+    lines = [f"HTTP/1.1 {answer.status} {_reason(answer.status)}\r\n".encode()]
+    for name, value in answer.headers:
+        lines.append(f"{name}: {value}\r\n".encode())
+    lines.append(b"Date: " + http_date() + b"\r\nServer: " + _SERVER + b"\r\n")
+    lines.append(b"Content-Length: %d\r\n" % len(answer.body))
+    if close:
+        lines.append(b"Connection: close\r\n")
+    lines.append(b"\r\n")
+    lines.append(answer.body)
+    return b"".join(lines)
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
 
 
 class Relay:
@@ -93,7 +98,7 @@ class Relay:
     ) -> None:
         self.started = True
         self.status = status
-        drop = dropped_headers(headers)
+        drop = dropped_names(headers, RAW.hop_by_hop_and_length, RAW)
         out = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
         has_date = has_server = has_type = sse = False
         accel: list[bytes] = []
@@ -125,7 +130,7 @@ class Relay:
         if not has_type and length != 0 and not no_body:  # as aiohttp does (RFC 9110 8.3)
             out.append(b"Content-Type: application/octet-stream\r\n")
         if length is not None or no_body:
-            if not no_body:
+            if length is not None and not no_body:
                 out.append(b"Content-Length: %d\r\n" % length)
             # as the aiohttp path does: an answer this small goes out once complete, so an
             # upstream that dies in the middle of it is a clean 502, not a truncated 200

@@ -50,6 +50,7 @@ class Head:
     content_type: str
     close: bool  # the client asked for `Connection: close`
     head_len: int  # bytes up to and including the blank line
+    has_host: bool = True  # the client sent a Host header (else the upstream gets one)
 
     @property
     def total(self) -> int:
@@ -95,6 +96,7 @@ def parse_head(
     length = -1
     ctype = b""
     close = False
+    has_host = False
     for line in lines[1:]:
         name, sep, value = line.partition(b":")
         if not sep or _TOKEN.fullmatch(name) is None:
@@ -114,6 +116,8 @@ def parse_head(
         elif lname == b"connection":
             tokens = {t.strip().lower() for t in value.split(b",")}
             close = close or b"close" in tokens
+        elif lname == b"host":
+            has_host = True
         headers.append((name, value))
     if length < 0 or b"application/json" not in ctype:
         return HANDOFF
@@ -125,4 +129,5 @@ def parse_head(
         content_type=ctype.decode("utf-8", "surrogateescape"),
         close=close,
         head_len=end + 4,
+        has_host=has_host,
     )

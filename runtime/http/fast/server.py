@@ -1,28 +1,27 @@
 """The fast path: plain JSON inference requests served without aiohttp's machinery.
 
-Why: per proxied request, aiohttp's server and client spend about 0.2 ms of
-CPU, as much as a small upstream answer costs, so on a small machine the proxy
-itself capped throughput.  This module puts an `asyncio.Protocol` in front of
-the aiohttp app:
+Why: per proxied request, aiohttp's server and client spend about 0.2 ms of CPU, as
+much as a small upstream answer costs, so on a small machine the proxy itself capped
+throughput.  This module puts an `asyncio.Protocol` in front of the aiohttp app:
 
-- it reads the first request of a connection; if it is a plain JSON `POST`
-  to an inference route (runtime/fastpath/request_head.py), for a local model
-  that needs no loading-state prelude, with a valid API key when keys are set,
-  it is served here, end to end;
+- it reads the first request of a connection; if it is a plain JSON `POST` to an
+  inference route (request_head.py), with a valid API key when keys are set, that
+  admission (runtime/core/admission.py) routes to a local model without the
+  loading-state prelude, and whose upstream is plain http, it is served here, end to end;
 - anything else -- another route, a peer, an unknown model, a failed auth, a
-  websocket, HTTP/1.0, TLS, odd framing -- *hands the connection off* to
-  aiohttp: the bytes received so far, from the first byte of that request,
-  are fed to a fresh aiohttp `RequestHandler`, which serves the connection
-  from then on, exactly as if it had accepted it.  The decision is made
-  before anything was answered or acquired, so a handoff changes nothing.
+  loading-state stream, a websocket, HTTP/1.0, odd framing -- *hands the connection
+  off* to aiohttp: the bytes received so far, from the first byte of that request, are
+  fed to a fresh aiohttp `RequestHandler`, which serves the connection from then on,
+  exactly as if it had accepted it.  The decision is made before anything was answered
+  or acquired, so a handoff changes nothing.  TLS connections are served too (the
+  handoff works on TLS transports).
 
-A fast-path request follows the same rules as `runtime/routes/dispatch.py`
-(and reuses its parts): the model from the JSON body, aliases, filters, the
-router's grant held while the response is relayed, the in-flight counter, the
-activity log and captures (`recording`), the access log, Go-shaped errors
-(route_error_response) and the upstream retry on a dead reused connection.  A
-client that disconnects cancels the exchange and the upstream connection is
-closed.  docs/design.md ("The fast path") has the picture.
+A fast-path request follows the same rules as the aiohttp front door because both call
+the same policy (runtime/core: admission, auth, forwarding, error bodies) and the same
+observers (in-flight counter, `recording`, `log_access`), over plain values.  This module
+keeps only what is about bytes and sockets.  A client that disconnects cancels the
+exchange and the upstream connection is closed.  docs/design.md ("The fast path") has
+the picture.
 """
 
 from __future__ import annotations
@@ -32,38 +31,40 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import cast
 from urllib.parse import urlsplit
 
-from aiohttp import HttpVersion11, web
-from aiohttp.http import SERVER_SOFTWARE
-
 from llama_swap.compiler.plan import Model
-from llama_swap.runtime.core.errors import RouteError, RouteFailure
-from llama_swap.runtime.core.process_state import ProcessState
-from llama_swap.runtime.http.aio.app import AppState
-from llama_swap.runtime.http.aio.routes.dispatch import INFLIGHT, recording
-from llama_swap.runtime.http.aio.routes.inference import (
-    JSON_ROUTES,
-    VERSIONLESS_ROUTES,
-    forward_path,
+from llama_swap.runtime.core.admission import Admit, admit
+from llama_swap.runtime.core.auth import rejects
+from llama_swap.runtime.core.error_body import ErrorAnswer, route_error_answer
+from llama_swap.runtime.core.errors import RouteFailure
+from llama_swap.runtime.core.forwarding import (
+    RAW,
+    UPSTREAM_ABORTED,
+    forwarded_request_headers,
+    no_headers_within,
+    retry_on_fresh_connection,
+    upstream_error,
 )
+from llama_swap.runtime.core.inference_routes import JSON_BODY_PATHS, forward_path
 from llama_swap.runtime.http.fast.headers import LazyHeaders
-from llama_swap.runtime.http.fast.relay import Relay, dropped_headers, http_date
+from llama_swap.runtime.http.fast.relay import Relay, answer_bytes
 from llama_swap.runtime.http.fast.request_head import HANDOFF, Head, parse_head
 from llama_swap.runtime.http.fast.upstream import UpstreamFailure, UpstreamPool
-from llama_swap.runtime.http.middleware.auth import extract_api_key, key_matches
-from llama_swap.runtime.http.middleware.stack import CLIENT_CLOSED
+from llama_swap.runtime.http.middleware.mux import CLIENT_CLOSED
 from llama_swap.runtime.http.observe.access_log import log_access, proxy_log_of
 from llama_swap.runtime.http.observe.activity import ResponseMeter
-from llama_swap.runtime.http.render.errors import route_error_response
-from llama_swap.runtime.http.render.loading_state import wants_loading_state
-from llama_swap.runtime.http.request.extract import from_json_body
+from llama_swap.runtime.http.observe.recording import recording
+from llama_swap.runtime.http.request.body import BytesBody
+from llama_swap.runtime.http.request.extract import Extracted, from_json_body
 from llama_swap.runtime.http.request.filters import filter_request
+from llama_swap.runtime.http.services import FastPathCounters, Services
 
 log = logging.getLogger("llama_swap.fastpath")
 
-FAST_PATHS: frozenset[str] = frozenset((*JSON_ROUTES, *VERSIONLESS_ROUTES))
+FAST_PATHS: frozenset[str] = JSON_BODY_PATHS
+HTTP_11 = (1, 1)
 MAX_PENDING = 16 << 20  # bytes read ahead while a request is served; then reading pauses
 KEEPALIVE_TIMEOUT = 3630.0  # an idle client connection is closed after this (aiohttp's default)
 SWEEP_INTERVAL = 5.0
@@ -91,39 +92,23 @@ def target_of(proxy: str) -> Target | None:
     return Target(url.hostname, port, url.path.rstrip("/").encode(), url.netloc.encode())
 
 
-class ShimRequest:
-    """The few request attributes the shared helpers read (`recording`, `log_access`,
-    `route_error_response`), for a request that never became an aiohttp request."""
-
-    __slots__ = ("headers", "remote", "app", "path")
-    method = "POST"
-    version = HttpVersion11
-
-    def __init__(self, headers: LazyHeaders, remote: str, app: web.Application, path: str):
-        self.headers = headers
-        self.remote = remote
-        self.app = app
-        self.path = path
-
-
 class FastPath:
     """What every fast-path connection of one server shares."""
 
     def __init__(
-        self, app: web.Application, state: AppState, handoff: Callable[[], asyncio.Protocol]
+        self, services: Services, handoff: Callable[[], asyncio.Protocol],
+        counters: FastPathCounters,
     ) -> None:
-        self.app = app
-        self.state = state
+        self.services = services
         self.handoff_factory = handoff
-        self.proxy_log = proxy_log_of(state)
-        self.inflight = app[INFLIGHT]
+        self.counters = counters
+        self.proxy_log = proxy_log_of(services)
+        self.inflight = services.inflight
         self.connections: set[ClientConnection] = set()
         self._targets: dict[str, Target | None] = {}
         self._pools: dict[tuple[Target, float | None, float], UpstreamPool] = {}
         self._by_model: dict[str, tuple[Model, tuple[UpstreamPool, Target] | None]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
-        self.served = 0  # requests served here (the rest went to aiohttp)
-        self.handed_off = 0  # connections handed to aiohttp
 
     def protocol(self) -> ClientConnection:
         """The protocol factory for `loop.create_server`."""
@@ -173,7 +158,7 @@ class FastPath:
             if not len(pool):  # nothing open (e.g. the model moved in a hot reload)
                 del self._pools[key]
                 self._by_model.clear()
-        live = {model.proxy for model in self.state.plan.models.values()}
+        live = {model.proxy for model in self.services.plan.models.values()}
         for proxy in [p for p in self._targets if p not in live]:
             del self._targets[proxy]
         self._schedule_sweep()
@@ -191,50 +176,17 @@ class FastPath:
         self._by_model.clear()
 
 
-def _serialize(resp: web.Response, close: bool) -> bytes:
-    """llama-swap's own complete answer (an error) as HTTP/1.1 bytes."""
-    body = resp.body if isinstance(resp.body, bytes) else b""
-    lines = [f"HTTP/1.1 {resp.status} {resp.reason}\r\n"]
-    for name, value in resp.headers.items():
-        if name.lower() not in ("content-length", "connection"):
-            lines.append(f"{name}: {value}\r\n")
-    if "Date" not in resp.headers:
-        lines.append(f"Date: {http_date().decode()}\r\n")
-    if "Server" not in resp.headers:  # as aiohttp adds it (and the relay, to relayed answers)
-        lines.append(f"Server: {SERVER_SOFTWARE}\r\n")
-    lines.append(f"Content-Length: {len(body)}\r\n")
-    if close:
-        lines.append("Connection: close\r\n")
-    lines.append("\r\n")
-    return "".join(lines).encode("utf-8") + body
-
-
-def request_bytes(head: Head, target: Target, path: str, body: bytes, remote: str) -> bytes:
-    """The request as the upstream gets it: the client's headers minus hop-by-hop ones,
-    `X-Forwarded-For` with the client appended, `Host` kept (added if absent)."""
-    drop = dropped_headers(head.raw_headers)
+def request_bytes(head: Head, target: Target, path: str, body: bytes, remote: bytes) -> bytes:
+    """The request as the upstream gets it: headers per the forwarding rule
+    (runtime/core/forwarding.py), `Host` added when the client sent none."""
     url = target.base_path + path.encode()
     if head.query:
         url += b"?" + head.query
     out = [b"POST ", url, b" HTTP/1.1\r\n"]
-    forwarded: list[bytes] = []
-    has_host = False
-    for name, value in head.raw_headers:
-        lname = name.lower()
-        if lname in drop:
-            continue
-        if lname == b"x-forwarded-for":
-            forwarded.append(value)
-            continue
-        if lname == b"host":
-            has_host = True
-        out.append(name + b": " + value + b"\r\n")
-    if not has_host:
-        out.append(b"Host: " + target.host_header + b"\r\n")
-    if remote:
-        forwarded.append(remote.encode())
-    if forwarded:
-        out.append(b"X-Forwarded-For: " + b", ".join(forwarded) + b"\r\n")
+    for name, value in forwarded_request_headers(head.raw_headers, remote, RAW):
+        out += (name, b": ", value, b"\r\n")
+    if not head.has_host:
+        out += (b"Host: ", target.host_header, b"\r\n")
     out.append(b"Content-Length: %d\r\n\r\n" % len(body))
     out.append(body)
     return b"".join(out)
@@ -247,6 +199,7 @@ class ClientConnection(asyncio.Protocol):
         self.lane = lane
         self.transport: asyncio.Transport | None = None
         self.remote = ""
+        self.remote_bytes = b""  # as X-Forwarded-For carries it, encoded once
         self.buf = bytearray()
         self.task: asyncio.Task[None] | None = None
         self.relay: Relay | None = None
@@ -262,6 +215,7 @@ class ClientConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.remote = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        self.remote_bytes = self.remote.encode()
         self.lane.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -337,30 +291,26 @@ class ClientConnection(asyncio.Protocol):
 
     def _admit(
         self, head: Head, msg: bytes
-    ) -> tuple[LazyHeaders, str, Any, tuple[UpstreamPool, Target]] | None:
+    ) -> tuple[LazyHeaders, str, Extracted, tuple[UpstreamPool, Target]] | None:
         """Decide, before anything is acquired or answered, whether this request is the
-        fast path's; None hands it to aiohttp."""
-        state = self.lane.state
-        plan = state.plan
+        fast path's; None hands it to aiohttp, which answers whatever it is."""
+        services = self.lane.services
+        plan = services.plan
         headers = head.headers()
         keys = plan.settings.apiKeys
-        if keys and not key_matches(extract_api_key(headers), keys):
+        if keys and rejects(keys, "POST", head.path, headers):
             return None
         try:
             req = from_json_body(plan, msg[head.head_len :])
         except RouteFailure:
             return None
         req = filter_request(plan, req)
-        router = state.router
         model_id = req.model_id
-        model = plan.models.get(model_id)
-        if model is None or model_id not in router.processes:
-            return None  # a peer's, unknown, or removed by a reload and draining: dispatch answers
-        ready = router.model_state(model_id) is ProcessState.READY
-        if wants_loading_state(forward_path(head.path), req.streaming, model.sendLoadingState, ready):
+        path = forward_path(head.path)
+        if admit(plan, services.router.processes, model_id, path, req.streaming) is not Admit.LOCAL:
             return None
-        upstream = self.lane.pool_for(model)
-        if upstream is None:
+        upstream = self.lane.pool_for(plan.models[model_id])
+        if upstream is None:  # not plain http
             return None
         return headers, model_id, req, upstream
 
@@ -369,7 +319,7 @@ class ClientConnection(asyncio.Protocol):
         transport = self.transport
         lane = self.lane
         lane.connections.discard(self)
-        lane.handed_off += 1
+        lane.counters.handed_off += 1
         data = msg + bytes(self.buf)
         self.buf = bytearray()
         if transport is None or transport.is_closing():
@@ -396,21 +346,21 @@ class ClientConnection(asyncio.Protocol):
         self._next()
 
     async def _serve(
-        self, head: Head, headers: LazyHeaders, model_id: str, req: Any,
+        self, head: Head, headers: LazyHeaders, model_id: str, req: Extracted,
         upstream: tuple[UpstreamPool, Target],
     ) -> None:
         lane = self.lane
         started = time.perf_counter()
-        request = ShimRequest(headers, self.remote, lane.app, head.path)
         meter = ResponseMeter()
         status, size = CLIENT_CLOSED, 0
         close = head.close
-        lane.inflight.change(+1)
-        lane.served += 1
+        inflight = lane.inflight
+        inflight.change(+1)
+        lane.counters.served += 1
         try:
-            with recording(request, model_id, head.path, meter, req) as out:  # type: ignore[arg-type]
+            with recording(lane.services, headers, model_id, head.path, meter, req) as rec:
                 status, size, close = await self._exchange(
-                    request, head, model_id, req.body.data, upstream, meter, out
+                    head, headers, model_id, cast(BytesBody, req.body).data, upstream, meter, rec
                 )
         except asyncio.CancelledError:
             relay = self.relay
@@ -423,33 +373,32 @@ class ClientConnection(asyncio.Protocol):
             log.exception("fast path: unexpected error serving %s", head.path)
             close = True
         finally:
-            lane.inflight.change(-1)
-            log_access(lane.proxy_log(), request, head.path, status, size, started)  # type: ignore[arg-type]
+            inflight.change(-1)
+            log_access(lane.proxy_log(), "POST", head.path, HTTP_11, headers, self.remote,
+                       status, size, started)
         self._finished(close)
 
     async def _exchange(
-        self, request: ShimRequest, head: Head, model_id: str, body: bytes,
-        upstream: tuple[UpstreamPool, Target], meter: ResponseMeter,
-        out: list[web.StreamResponse],
+        self, head: Head, headers: LazyHeaders, model_id: str, body: bytes,
+        upstream: tuple[UpstreamPool, Target], meter: ResponseMeter, rec: recording,
     ) -> tuple[int, int, bool]:
         """Acquire, forward, relay; returns (status, body bytes, close the connection)."""
-        router = self.lane.state.router
         try:
-            lease = await router.acquire(model_id)
+            lease = await self.lane.services.router.acquire(model_id)
         except RouteFailure as failure:
-            resp = route_error_response(request.headers, failure.error)
-            return self._answer(resp, out, head.close)
+            answer = route_error_answer(headers.get("Accept", ""), failure.error)
+            return self._answer(answer, rec, head.close)
         try:
             model = lease.model  # the plan's entry now (a hot reload may have moved it)
             pool, target = self.lane.pool_for(model) or upstream
-            data = request_bytes(head, target, forward_path(head.path), body, self.remote)
-            return await self._forward(request, pool, data, model, head, meter, out)
+            data = request_bytes(head, target, forward_path(head.path), body, self.remote_bytes)
+            return await self._forward(headers, pool, data, model, head, meter, rec)
         finally:
             lease.release()
 
     async def _forward(
-        self, request: ShimRequest, pool: UpstreamPool, data: bytes, model: Model, head: Head,
-        meter: ResponseMeter, out: list[web.StreamResponse],
+        self, headers: LazyHeaders, pool: UpstreamPool, data: bytes, model: Model, head: Head,
+        meter: ResponseMeter, rec: recording,
     ) -> tuple[int, int, bool]:
         loop = asyncio.get_running_loop()
         assert self.transport is not None
@@ -461,8 +410,8 @@ class ClientConnection(asyncio.Protocol):
             if conn is None:
                 try:
                     conn = await pool.connect()
-                except UpstreamFailure as failure:
-                    return self._upstream_error(request, model.id, failure, out, head.close)
+                except UpstreamFailure as failed:
+                    return self._upstream_error(headers, model.id, failed, rec, head.close)
             relay.conn = conn
             if self._writing_paused:  # the client has not drained the last answer yet
                 relay.pause()
@@ -478,37 +427,37 @@ class ClientConnection(asyncio.Protocol):
             if ok:
                 return relay.status, relay.body_bytes, head.close
             if relay.written:  # cut off mid-body; the client connection is closed
-                log.warning("upstream aborted mid-response (%s): closing the client connection",
-                            relay.failure)
+                log.warning(UPSTREAM_ABORTED, relay.failure)
                 return relay.status, relay.body_bytes, True
             failure = relay.failure or UpstreamFailure("the upstream failed")
-            if attempt == 0 and failure.retryable:
+            if retry_on_fresh_connection(
+                first_attempt=attempt == 0, reused=failure.reused,
+                received_anything=failure.received_anything, body_replayable=True,
+            ):
                 log.debug("retrying on a fresh connection: %s", failure)
                 relay.done = loop.create_future()
                 relay.failure = None
                 conn = None
                 continue
-            return self._upstream_error(request, model.id, failure, out, head.close)
+            return self._upstream_error(headers, model.id, failure, rec, head.close)
         raise AssertionError("unreachable")
 
     def _upstream_error(
-        self, request: ShimRequest, model_id: str, failure: UpstreamFailure,
-        out: list[web.StreamResponse], close: bool,
+        self, headers: LazyHeaders, model_id: str, failure: UpstreamFailure, rec: recording,
+        close: bool,
     ) -> tuple[int, int, bool]:
-        error = RouteError(502, f"[{model_id}] upstream error: {failure}")
-        return self._answer(route_error_response(request.headers, error), out, close)
+        answer = route_error_answer(headers.get("Accept", ""), upstream_error(model_id, failure))
+        return self._answer(answer, rec, close)
 
-    def _answer(
-        self, resp: web.Response, out: list[web.StreamResponse], close: bool
-    ) -> tuple[int, int, bool]:
-        out.append(resp)
+    def _answer(self, answer: ErrorAnswer, rec: recording, close: bool) -> tuple[int, int, bool]:
+        """llama-swap's own answer (an error), recorded and written as bytes."""
+        rec.answered(answer.status, dict(answer.headers), answer.body)
         if self.transport is not None and not self._closed:
-            self.transport.write(_serialize(resp, close))
-        body = resp.body if isinstance(resp.body, bytes) else b""
-        return resp.status, len(body), close
+            self.transport.write(answer_bytes(answer, close))
+        return answer.status, len(answer.body), close
 
 
 def _head_timeout(relay: Relay, seconds: float) -> None:
     if not relay.started and not relay.done.done():
         relay.detach()
-        relay.on_failure(UpstreamFailure(f"no response headers within {seconds:g}s"))
+        relay.on_failure(UpstreamFailure(no_headers_within(seconds)))

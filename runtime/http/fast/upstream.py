@@ -7,11 +7,12 @@ the response only has to be framed and passed on, so a connection is an
 `asyncio.Protocol` with an `httptools` response parser (the C parser uvicorn
 uses) that calls a `Sink` synchronously as bytes arrive: no await per chunk.
 
-Rules kept from runtime/proxy.py: connections are reused LIFO and dropped
+Rules kept from runtime/http/aio/proxy.py: connections are reused LIFO and dropped
 after `idleConn` seconds idle; a connection the upstream closed is never
 handed out again; a request that fails on a *reused* connection before any
 response byte arrived is retried once on a fresh connection by the caller
-(`Attempt.retryable`); the upstream's framing (Content-Length, chunked or
+(the rule is runtime/core/forwarding.py's `retry_on_fresh_connection`; a failure
+says whether its connection was reused and whether anything arrived); the upstream's framing (Content-Length, chunked or
 close-delimited) is decoded here and re-framed by the sink.
 """
 
@@ -28,15 +29,19 @@ _CHUNKED = b"chunked"
 
 class UpstreamFailure(Exception):
     """The upstream could not be reached or failed before a response head arrived.
-    `retryable`: it happened on a reused connection before any response byte."""
+    `reused`: on a pooled connection used before; `received_anything`: some bytes of an
+    answer had arrived (together they decide whether the request is tried again)."""
 
-    def __init__(self, message: str, *, retryable: bool = False) -> None:
+    def __init__(
+        self, message: str, *, reused: bool = False, received_anything: bool = False
+    ) -> None:
         super().__init__(message)
-        self.retryable = retryable
+        self.reused = reused
+        self.received_anything = received_anything
 
 
 class Sink(TypingProtocol):
-    """Where one response goes as it arrives (runtime/fastpath/relay.py)."""
+    """Where one response goes as it arrives (relay.py)."""
 
     def on_head(
         self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], length: int | None
@@ -134,7 +139,8 @@ class UpstreamConnection(asyncio.Protocol):
             sink.on_failure(
                 UpstreamFailure(
                     "the upstream closed the connection before answering" + why,
-                    retryable=self.reused and not self._got_bytes,
+                    reused=self.reused,
+                    received_anything=self._got_bytes,
                 )
             )
         elif self._length is None and not self._chunked:

@@ -1,9 +1,9 @@
-"""CORS as the original does it (reference 5.7).
+"""CORS as the original does it, as plain header values.
 
-Every OPTIONS request, on any path and before authentication, is answered 204
-with permissive CORS headers; the requested headers are echoed back after
-dropping names that are not valid HTTP tokens.  Other responses carry no CORS
-headers, except `/v1/models`, which echoes the request's Origin.
+Every OPTIONS request, on any path and before authentication, is answered 204 with
+permissive CORS headers; the requested headers are echoed back after dropping names that
+are not valid HTTP tokens.  Other responses carry no CORS headers, except `/v1/models`,
+which echoes the request's Origin.
 """
 
 from __future__ import annotations
@@ -11,10 +11,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from aiohttp import web
-
 DEFAULT_ALLOW_HEADERS = "Content-Type, Authorization, Accept, X-Requested-With"
 ALLOW_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
+PREFLIGHT_STATUS = 204
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 
@@ -26,29 +25,19 @@ def allowed_headers(requested: str | None) -> str:
     return ", ".join(name for name in names if name and _TOKEN.match(name))
 
 
-def preflight_response(headers: Mapping[str, str]) -> web.Response:
-    return web.Response(
-        status=204,
-        headers={
-            "Access-Control-Allow-Origin": "*",
-            "Access-Control-Allow-Methods": ALLOW_METHODS,
-            "Access-Control-Allow-Headers": allowed_headers(
-                headers.get("Access-Control-Request-Headers")
-            ),
-            "Access-Control-Max-Age": "86400",
-        },
-    )
+def preflight_headers(request_headers: Mapping[str, str]) -> dict[str, str]:
+    """The headers of the 204 answering a preflight."""
+    return {
+        "Access-Control-Allow-Origin": "*",
+        "Access-Control-Allow-Methods": ALLOW_METHODS,
+        "Access-Control-Allow-Headers": allowed_headers(
+            request_headers.get("Access-Control-Request-Headers")
+        ),
+        "Access-Control-Max-Age": "86400",
+    }
 
 
 def origin_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """The `/v1/models` CORS header: the request's Origin echoed, when it sent one."""
     origin = headers.get("Origin")
     return {"Access-Control-Allow-Origin": origin} if origin else {}
-
-
-@web.middleware
-async def cors_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
-    """Answer every OPTIONS at once; must sit outside the auth middleware."""
-    if request.method == "OPTIONS":
-        return preflight_response(request.headers)
-    return await handler(request)

@@ -1,9 +1,9 @@
-"""Proxy log lines and the access-log middleware (reference 1.6 and 5.12).
+"""Proxy log lines and the access log.
 
 `ProxyLog` formats `[<time> ][LEVEL] message` lines (the time only when
 `logTimeFormat` names one of the Go layouts, mapped here to Python formatting)
-into a LogBuffer, dropping lines below `logLevel`.  `access_log_middleware`
-writes one INFO line per request:
+into a LogBuffer, dropping lines below `logLevel`.  `log_access` writes one INFO line
+per request (both front doors call it with plain values):
 `Request <ip> "<METHOD> <path> <proto>" <status> <bytes> "<UA>" <duration>`,
 client IP from X-Forwarded-For (first entry), X-Real-IP, else the peer.  It
 never writes headers, so API keys cannot reach the log.  (The
@@ -17,9 +17,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
 
-from aiohttp import web
-
 from llama_swap.compiler.plan import Plan
+from llama_swap.runtime.core.headers import HeaderLookup
 
 LEVELS = {"debug": 0, "info": 1, "warn": 2, "error": 3}
 INFO = LEVELS["info"]
@@ -149,71 +148,36 @@ def proxy_log_of(state: HasPlanAndLog) -> Callable[[], ProxyLog]:
     return current
 
 
-def client_ip(request: web.BaseRequest) -> str:
-    forwarded = request.headers.get("X-Forwarded-For", "")
+def client_ip(headers: HeaderLookup, remote: str | None) -> str:
+    """X-Forwarded-For's first entry, else X-Real-IP, else the peer's address."""
+    forwarded = headers.get("X-Forwarded-For", "")
     if forwarded:
         return forwarded.split(",")[0].strip()
-    real = request.headers.get("X-Real-IP", "")
+    real = headers.get("X-Real-IP", "")
     if real:
         return real.strip()
-    return request.remote or ""
+    return remote or ""
 
 
 def access_line(
-    request: web.BaseRequest, path: str, status: int, size: int, seconds: float
+    method: str, path: str, version: tuple[int, int], headers: HeaderLookup,
+    remote: str | None, status: int, size: int, seconds: float,
 ) -> str:
-    proto = f"HTTP/{request.version.major}.{request.version.minor}"
-    ua = request.headers.get("User-Agent", "")
+    ua = headers.get("User-Agent", "")
     return (
-        f'Request {client_ip(request)} "{request.method} {path} {proto}" {status} {size} '
-        f'"{ua}" {go_duration(seconds)}'
+        f'Request {client_ip(headers, remote)} "{method} {path} HTTP/{version[0]}.{version[1]}" '
+        f'{status} {size} "{ua}" {go_duration(seconds)}'
     )
 
 
-def body_size(resp: web.StreamResponse) -> int:
-    """Response body bytes (reference 5.12): in-memory bodies and declared lengths, the
-    count a `runtime.proxy.CountingResponse` kept for streams; for any other chunked
-    stream aiohttp only knows the bytes on the wire (framing and headers included)."""
-    if isinstance(resp, web.Response) and isinstance(resp.body, bytes):
-        return len(resp.body)
-    counted = getattr(resp, "body_bytes", None)
-    if counted is not None:
-        return int(counted)
-    if resp.content_length is not None:
-        return resp.content_length
-    return resp.body_length
-
-
-def exception_size(exc: web.HTTPException) -> int:
-    """The body bytes of an aiohttp HTTPException answer (0 unless a bytes body)."""
-    return len(exc.body or b"") if isinstance(exc.body, bytes) else 0
-
-
 def log_access(
-    log: ProxyLog, request: web.BaseRequest, path: str, status: int, size: int, started: float
+    log: ProxyLog, method: str, path: str, version: tuple[int, int], headers: HeaderLookup,
+    remote: str | None, status: int, size: int, started: float,
 ) -> None:
     """Write the access line for a finished request (`started`: its perf_counter), unless
     `logLevel` is above INFO or `path` is one the Go original never logs."""
     if log.level <= INFO and not path.startswith(SKIP_PREFIXES):
-        log.info(access_line(request, path, status, size, time.perf_counter() - started))
-
-
-def access_log_middleware(log: Callable[[], ProxyLog]) -> Callable[..., object]:
-    """One INFO line per finished request (`log()` is read per request: hot reload)."""
-
-    @web.middleware
-    async def access_log(request: web.Request, handler: web.Handler) -> web.StreamResponse:
-        path = request.path  # captured before handlers rewrite anything
-        started = time.perf_counter()
-        status, size = 500, 0
-        try:
-            resp = await handler(request)
-            status, size = resp.status, body_size(resp)
-            return resp
-        except web.HTTPException as exc:
-            status, size = exc.status, exception_size(exc)
-            raise
-        finally:
-            log_access(log(), request, path, status, size, started)
-
-    return access_log
+        line = access_line(
+            method, path, version, headers, remote, status, size, time.perf_counter() - started
+        )
+        log.info(line)

@@ -1,4 +1,4 @@
-"""The activity log behind `GET /api/metrics` and the `metrics` event (reference 5.15).
+"""The activity log behind `GET /api/metrics` and the `metrics` event.
 
 Why a tee and not a buffer: token counts live in the response (a JSON `usage`
 object, llama-server `timings`, or the last SSE `data:` lines of a stream), but
@@ -11,8 +11,8 @@ other than identity) are not parsed either.
 
 `ActivityLog` is the ring of finished entries (`metricsMaxInMemory`, read at
 each append so a reload resizes it) with a listener for the live event, and
-counts of requests per (model, status) for `/metrics`.  Captures (runtime/web/
-captures.py) hook in through `ResponseMeter.capture_limit` (the meter keeps the
+counts of requests per (model, status) for `/metrics`.  Captures (captures.py)
+hook in through `ResponseMeter.capture_limit` (the meter keeps the
 body it already collects, up to that size) and `record(capture=...)` (files the
 capture under the entry's id: `has_capture`).
 """
@@ -129,7 +129,7 @@ def error_message(body: bytes, status: int) -> str:
         except ValueError:
             text = ""
         msg = f"{status} {text}".strip()
-    return msg[:ERROR_MSG_LIMIT]
+    return str(msg)[:ERROR_MSG_LIMIT]
 
 
 _MARKERS = (b'"usage"', b'"timings"')  # no token figures without one of these keys
@@ -230,7 +230,7 @@ class ResponseMeter:
         for line in lines:
             self._line(bytes(line))
         if len(rest) > MAX_BUFFER:  # an absurd line: give it up
-            rest = b""
+            rest = bytearray()
             self._overflow = True
         self._buf = bytearray(rest)
 

@@ -1,4 +1,4 @@
-"""Request/response captures behind `GET /api/captures/{id}` (reference 5.15).
+"""Request/response captures behind `GET /api/captures/{id}`.
 
 Why this shape: a capture is taken for every recorded exchange while
 `captureBuffer` (MB) is above 0, so filing one must cost next to nothing on

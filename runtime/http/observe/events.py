@@ -1,4 +1,4 @@
-"""Live views for dashboards: `GET /api/events` (SSE) and the log endpoints (reference 5.10, 5.12).
+"""What dashboards watch live: the `/api/events` hub, the in-flight counter, model status.
 
 `EventHub` fans messages out to SSE subscribers (1024-message buffer each;
 overflow dropped, never blocking the publisher).  Frames are
@@ -8,8 +8,7 @@ burst (proxy history, upstream history, modelStatus, metrics, inflight), then
 live messages.  `StreamCloser` ends every open stream at shutdown so the
 server does not wait for long-lived clients.
 
-The handlers are built by factories taking the objects they read (the plan,
-process states, log buffers) so they do not depend on the router's module.
+The aiohttp handlers serving these (and the log streams) are in runtime/http/aio/live.py.
 """
 
 from __future__ import annotations
@@ -17,15 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from typing import Any, Protocol
-
-from aiohttp import web
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from llama_swap.compiler.plan import Plan
 from llama_swap.runtime.core.process_state import ProcessState
-from llama_swap.runtime.http.aio.proxy import CountingResponse
-from llama_swap.runtime.http.render.errors import error_response
 from llama_swap.runtime.http.render.models_list import capability_flags
 
 EVENT_HEADERS = {
@@ -41,14 +36,6 @@ LOG_HEADERS = {
     "X-Accel-Buffering": "no",
 }
 INVALID_LOGGER = "invalid logger. Use 'proxy', 'upstream' or a model's ID"
-
-
-class LogSource(Protocol):
-    """What the log endpoints need of runtime.logs.LogBuffer."""
-
-    def history(self) -> str: ...
-
-    def subscribe(self, maxsize: int = 1024) -> Any: ...
 
 
 def sse_frame(kind: str, data: Any) -> bytes:
@@ -146,10 +133,6 @@ class StreamCloser:
         for task in tuple(self._tasks):
             task.cancel()
 
-    async def on_shutdown(self, _app: web.Application) -> None:
-        """For `app.on_shutdown`: end the streams before the server waits for handlers."""
-        self.close_all()
-
 
 def model_status(plan: Plan, states: Mapping[str, ProcessState]) -> list[dict[str, Any]]:
     """The modelStatus payload: local models by id (state default stopped), then peers' models
@@ -174,86 +157,3 @@ def model_status(plan: Plan, states: Mapping[str, ProcessState]) -> list[dict[st
             out.append({"id": name, "name": "", "description": "", "state": "", "unlisted": False,
                         "peerID": peer_id})
     return out
-
-
-def make_events_handler(
-    hub: EventHub,
-    burst: Callable[[], list[tuple[str, Any]]],
-    closer: StreamCloser | None = None,
-) -> Callable[[web.Request], Any]:
-    """`GET /api/events`: `burst()` gives the initial (type, data) messages."""
-
-    async def events(request: web.Request) -> web.StreamResponse:
-        resp = CountingResponse(headers=EVENT_HEADERS)
-        with hub.subscribe() as queue, (closer.track() if closer else contextlib.nullcontext()):
-            await resp.prepare(request)
-            try:
-                for kind, data in burst():
-                    await resp.write(sse_frame(kind, data))
-                while True:
-                    frame = await queue.get()
-                    if frame is None:
-                        break
-                    await resp.write(frame)
-            except ConnectionError:
-                pass
-            except asyncio.CancelledError:
-                if closer is None or not closer.closed:
-                    raise
-        return resp
-
-    return events
-
-
-def make_logs_handler(mux: Callable[[], LogSource]) -> Callable[[web.Request], Any]:
-    """`GET /logs`: the mux history as text/plain; browsers are sent to the UI."""
-
-    async def logs(request: web.Request) -> web.StreamResponse:
-        if "text/html" in request.headers.get("Accept", ""):
-            raise web.HTTPFound("/ui/")
-        return web.Response(text=mux().history(), content_type="text/plain")
-
-    return logs
-
-
-async def _iterate(subscription: Any) -> AsyncIterator[str]:
-    async for chunk in subscription:
-        yield chunk
-
-
-def make_log_stream_handler(
-    resolve: Callable[[str], LogSource | None],
-    closer: StreamCloser | None = None,
-) -> Callable[[web.Request], Any]:
-    """`GET /logs/stream[/{id}]`: history (unless `no-history`) then live output.
-
-    `resolve("")` is the mux, "proxy"/"upstream" their buffers, a model id or alias that
-    model's own log; None -> 400.
-    """
-
-    async def log_stream(request: web.Request) -> web.StreamResponse:
-        source = resolve(request.match_info.get("id", ""))
-        if source is None:
-            return error_response(request, 400, INVALID_LOGGER)
-        resp = CountingResponse(headers=LOG_HEADERS)
-        resp.enable_chunked_encoding()
-        subscription = source.subscribe(10)
-        try:
-            with closer.track() if closer else contextlib.nullcontext():
-                await resp.prepare(request)
-                if "no-history" not in request.rel_url.query:
-                    history = source.history()
-                    if history:
-                        await resp.write(history.encode())
-                async for chunk in _iterate(subscription):
-                    await resp.write(chunk.encode())
-        except ConnectionError:
-            pass
-        except asyncio.CancelledError:
-            if closer is None or not closer.closed:
-                raise
-        finally:
-            subscription.close()
-        return resp
-
-    return log_stream

@@ -1,4 +1,4 @@
-"""System statistics for `GET /api/performance` and `GET /metrics` (reference 5.2, 2.2).
+"""System statistics for `GET /api/performance` and `GET /metrics`.
 
 Why read /proc directly: the figures are a handful of numbers from three small
 files (`/proc/stat`, `/proc/meminfo`, `/proc/loadavg`); no dependency is needed,

@@ -1,4 +1,4 @@
-"""`sendLoadingState` (reference 5.13): show model-loading progress inside the SSE answer.
+"""`sendLoadingState`: show model-loading progress inside the SSE answer.
 
 When a streaming chat request must wait for its model, the 200 SSE response is
 started at once and progress is streamed as OpenAI-style chunks whose delta is
@@ -9,6 +9,7 @@ arrives the loader stops, `Done! (<secs>s)` and a separator are written, and the
 caller streams the upstream's answer into the same response.  A grant error is
 written as one SSE `data:` frame holding the usual error JSON (status stays 200).
 
+Whether a request gets this prelude is admission's call (runtime/core/admission.py).
 The waiting itself is abstract: `run(acquire)` calls `acquire(on_position)` (e.g.
 `lambda cb: router.acquire(model, on_position=cb)`), so this module knows
 nothing about routers.  Time and randomness are injectable for tests.
@@ -22,13 +23,10 @@ import json
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
-from aiohttp import web
-
+from llama_swap.runtime.core.error_body import error_payload
 from llama_swap.runtime.core.errors import RouteFailure
-from llama_swap.runtime.http.aio.proxy import CountingResponse
-from llama_swap.runtime.http.render.errors import error_payload
 
 T = TypeVar("T")
 
@@ -51,21 +49,15 @@ REMARKS: tuple[str, ...] = (
 )
 
 
-def wants_loading_state(path: str, streaming: bool, enabled: bool, ready: bool) -> bool:
-    """The original's four conditions (the path is the one forwarded upstream)."""
-    return streaming and enabled and path.startswith("/v1/chat/completions") and not ready
-
-
 def sse_chunk(text: str) -> bytes:
     payload = {"choices": [{"delta": {"reasoning_content": text}}]}
     return b"data: " + json.dumps(payload, ensure_ascii=False).encode() + b"\n\n"
 
 
-async def start_sse(request: web.BaseRequest) -> web.StreamResponse:
-    """Send the 200 SSE headers right away."""
-    resp = CountingResponse(status=200, headers=SSE_HEADERS)
-    await resp.prepare(request)
-    return resp
+class Stream(Protocol):
+    """The started SSE response the progress is written into."""
+
+    async def write(self, data: bytes) -> Any: ...
 
 
 class LoadingState:
@@ -73,7 +65,7 @@ class LoadingState:
 
     def __init__(
         self,
-        response: web.StreamResponse,
+        response: Stream,
         model_id: str,
         *,
         tick: float = 0.75,

@@ -1,4 +1,4 @@
-"""`GET /v1/models` records (reference 5.9), built from the plan alone.
+"""`GET /v1/models` records, built from the plan alone.
 
 Pure: `models_list(plan, now)` returns the response document, sorted by id.
 Local listed models (plus a copy per alias with `includeAliasesInList`), then

@@ -1,4 +1,4 @@
-"""`GET /api/version`: what is running (reference 5.2).
+"""`GET /api/version`: what is running.
 
 The Go binary has its version, commit and build date stamped in at link time.
 We have none of that: the version comes from the installed package metadata,

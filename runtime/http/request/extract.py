@@ -1,4 +1,4 @@
-"""Which model a request is for (reference 5.3), without buffering large bodies.
+"""Which model a request is for, without buffering large bodies: the plain parts.
 
 - `/upstream/<model>/<rest>`: the longest path prefix naming a local model or
   alias (`find_model_in_path`); the body is not read.
@@ -10,28 +10,22 @@
   files are never held in memory (`multipart_scan.MultipartScanner`).
 - anything else: a URL-encoded form.
 Form lookups fall back to the URL query, as Go's `FormValue` does.  No model
--> 404 `no model id could be identified`.
+-> 404 `no model id could be identified`.  Reading the request (GET query, form,
+multipart) is the aiohttp front door's (runtime/http/aio/extract.py); what needs no
+I/O is here, shared with the fast path (`from_json_body`).
 """
 
 from __future__ import annotations
 
 import json
-import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
-
 from llama_swap.compiler.plan import Plan
+from llama_swap.runtime.core.error_body import NO_MODEL
 from llama_swap.runtime.core.errors import RouteError, RouteFailure
-from llama_swap.runtime.http.render.errors import NO_MODEL
-from llama_swap.runtime.http.request.body import BytesBody, ForwardBody, SpooledBody, StreamBody
-from llama_swap.runtime.http.request.multipart_scan import (
-    FieldValue,
-    MultipartError,
-    MultipartScanner,
-    boundary_of,
-)
+from llama_swap.runtime.http.request.body import BytesBody, ForwardBody
+from llama_swap.runtime.http.request.multipart_scan import FieldValue
 
 _NOTHING = object()
 
@@ -100,32 +94,8 @@ def no_model() -> RouteFailure:
     return RouteFailure(RouteError(404, NO_MODEL))
 
 
-def _resolved(plan: Plan, name: str) -> str:
+def resolved(plan: Plan, name: str) -> str:
     return plan.resolve(name) or name
-
-
-async def extract(request: web.Request, plan: Plan) -> Extracted:
-    """Identify the model of a model-dispatched request; raise RouteFailure(404) if none."""
-    query = request.rel_url.query
-    if request.method == "GET":
-        model = query.get("model", "")
-        if not model:
-            raise no_model()
-        body = StreamBody(request.content, request.content_length)
-        return Extracted(model, _resolved(plan, model), query.get("stream") == "true", body)
-
-    ctype = request.headers.get("Content-Type", "")
-    if "application/json" in ctype:
-        return from_json_body(plan, await request.content.read())
-    if "multipart/form-data" in ctype:
-        return await _from_multipart(request, plan, ctype)
-    raw = await request.content.read()
-    form = urllib.parse.parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True)
-    model = (form.get("model") or [""])[0] or query.get("model", "")
-    stream = (form.get("stream") or [""])[0] or query.get("stream", "")
-    if not model:
-        raise no_model()
-    return Extracted(model, _resolved(plan, model), stream == "true", BytesBody(raw))
 
 
 def from_json_body(plan: Plan, raw: bytes) -> Extracted:
@@ -144,34 +114,4 @@ def from_json_body(plan: Plan, raw: bytes) -> Extracted:
     if not model:
         raise no_model()
     streaming = json_bool(fields.get("stream"))
-    return Extracted(model, _resolved(plan, model), streaming, BytesBody(raw), json=doc)
-
-
-async def _from_multipart(request: web.Request, plan: Plan, ctype: str) -> Extracted:
-    spool = SpooledBody.new_spool()
-    spooled = 0
-    try:
-        scanner = MultipartScanner(boundary_of(ctype))
-        while "model" not in scanner.fields and not scanner.finished:
-            chunk = await request.content.readany()
-            if not chunk:
-                break
-            spool.write(chunk)
-            spooled += len(chunk)
-            scanner.feed(chunk)
-    except MultipartError:  # the original's form parser fails: no model could be identified
-        spool.close()
-        raise no_model() from None
-    except BaseException:
-        spool.close()
-        raise
-    query = request.rel_url.query
-    field = scanner.fields.get("model")
-    model = field.value.decode("utf-8", "replace") if field else query.get("model", "")
-    stream_field = scanner.fields.get("stream")
-    stream = stream_field.value.decode("utf-8", "replace") if stream_field else query.get("stream", "")
-    body = SpooledBody(spool, spooled, request.content, request.content_length)
-    if not model:
-        body.close()
-        raise no_model()
-    return Extracted(model, _resolved(plan, model), stream == "true", body, multipart_model=field)
+    return Extracted(model, resolved(plan, model), streaming, BytesBody(raw), json=doc)

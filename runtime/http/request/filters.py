@@ -1,4 +1,4 @@
-"""Request filters (reference 5.8): the body rewrites applied before forwarding.
+"""Request filters: the body rewrites applied before forwarding.
 
 For JSON bodies, in this order: `model` = `useModelName` (local models only),
 delete `stripParams`, set `setParams` (sorted keys), set

@@ -1,6 +1,3 @@
-"""Route modules: each has `register(app)` and reads `app[runtime.app.STATE]`.
-
-`admin` (health, running, unload) and `inference` (the model-dispatched JSON
-routes) cover issue 3; issue 4's surface is added as further modules listed in
-`runtime.app.ROUTE_MODULES`.
-"""
+"""Route modules of the aiohttp front door: each has `register(app, services)` and is
+listed in `aio.app.ROUTE_MODULES`.  They never import each other; what they share lives
+in the services object (runtime/http/services.py) and in non-route modules."""

@@ -1,7 +1,7 @@
 """Operational routes: `GET /health`, `GET /running`, `POST /api/models/unload[/{model}]`.
 
-Shapes follow the reference (5.2, 5.10): `/running` lists processes that are
-not stopped, sorted by id; the unload routes return only after the processes
+Shapes follow the Go original: `/running` lists processes that are not stopped, sorted
+by id; the unload routes return only after the processes
 have exited (the router's `unload` waits for them).
 """
 
@@ -12,6 +12,7 @@ from aiohttp import web
 from llama_swap.runtime.core.errors import RouteError
 from llama_swap.runtime.http.aio.app import STATE
 from llama_swap.runtime.http.render.errors import route_error_response
+from llama_swap.runtime.http.services import Services
 
 MODEL_NOT_FOUND = "model not found"
 
@@ -35,12 +36,12 @@ async def unload_one(request: web.Request) -> web.Response:
     plan = state.plan
     model_id = plan.resolve(name)
     if model_id is None:  # peers' models too: the original resolves local ids and aliases only
-        return route_error_response(request, RouteError(404, MODEL_NOT_FOUND))
+        return route_error_response(request.headers, RouteError(404, MODEL_NOT_FOUND))
     await state.router.unload((model_id,))
     return web.Response(text="OK")
 
 
-def register(app: web.Application) -> None:
+def register(app: web.Application, services: Services) -> None:
     app.router.add_get("/health", health)
     app.router.add_get("/running", running)
     app.router.add_post("/api/models/unload", unload_all)

@@ -1,6 +1,7 @@
-"""Config routes: `GET /api/config/status` and `POST /api/config/reload` (hot reload, issue 5).
+"""Config routes: `GET /api/config/status` and `POST /api/config/reload` (hot reload).
 
-Both read the `Reloader` that `runtime.live_config` puts in `state.extras["reloader"]`.
+Both read the `Reloader` that runtime/serve.py puts in `services.reloader` when the
+server can reload (503 otherwise).
 `POST /api/config/reload` runs the same recompile as the file watcher and SIGHUP
 (coalesced with a reload already running) and answers with its outcome: 200 when
 the new plan was applied or nothing changed, 422 when the config was refused (the
@@ -21,13 +22,12 @@ from aiohttp import web
 
 from llama_swap.runtime.engine.reload import Reloader
 from llama_swap.runtime.http.aio.app import STATE
-
-RELOADER_KEY = "reloader"
+from llama_swap.runtime.http.aio.preload import needs_preload, preload
+from llama_swap.runtime.http.services import Services
 
 
 def _reloader(request: web.Request) -> Reloader | None:
-    found = request.app[STATE].extras.get(RELOADER_KEY)
-    return found if isinstance(found, Reloader) else None
+    return request.app[STATE].reloader
 
 
 def _unavailable() -> web.Response:
@@ -52,32 +52,18 @@ async def config_reload(request: web.Request) -> web.Response:
     return web.json_response(outcome.as_dict(), status=200 if outcome.ok else 422)
 
 
-def needs_preload(preload: tuple[str, ...], event: dict[str, Any]) -> bool:
-    """Should an applied reload (its `configReload` event) run the preload hook again?"""
-    if not preload or event.get("type") != "configReload" or not event.get("changed"):
-        return False
-    diff = event.get("diff") or {}
-    touched = set(diff.get("added", ())) | set(diff.get("changedRestart", ()))
-    return bool(diff.get("preloadChanged")) or any(m in touched for m in preload)
-
-
-def register(app: web.Application) -> None:
-    app.router.add_get("/api/config/status", config_status)
-    app.router.add_post("/api/config/reload", config_reload)
-    state = app[STATE]
+def _preload_after_reloads(app: web.Application, services: Services) -> None:
+    """Run the preload hook again after a reload that asks for it; the runs are ended
+    at cleanup."""
     tasks: set[asyncio.Task[None]] = set()
 
     def on_event(event: dict[str, Any]) -> None:
-        if needs_preload(state.plan.preload, event):
-            from llama_swap.runtime.http.aio.routes.surface import preload
-
-            task = asyncio.get_running_loop().create_task(preload(state), name="preload")
+        if needs_preload(services.plan.preload, event):
+            task = asyncio.get_running_loop().create_task(preload(services), name="preload")
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
-    listeners = state.extras.get("event_listeners")
-    if isinstance(listeners, list):
-        listeners.append(on_event)
+    services.listeners.add(on_event)
 
     async def stop_preloads(_: web.Application) -> None:
         for task in list(tasks):
@@ -87,3 +73,9 @@ def register(app: web.Application) -> None:
                 await task
 
     app.on_cleanup.append(stop_preloads)
+
+
+def register(app: web.Application, services: Services) -> None:
+    app.router.add_get("/api/config/status", config_status)
+    app.router.add_post("/api/config/reload", config_reload)
+    _preload_after_reloads(app, services)

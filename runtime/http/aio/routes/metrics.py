@@ -1,12 +1,13 @@
 """Observability routes: `GET /metrics`, `GET /api/performance`, `GET /api/captures/{id}`.
 
-Reference 5.2 and 5.15.  The system sampler (runtime/web/perf.py) runs as an
+The system sampler (runtime/http/observe/perf.py) runs as an
 application task: started with the app, cancelled and awaited at cleanup, and
 idle while `performance.disabled` is set (both routes then answer 503).
 `/metrics` is Prometheus text: the latest system sample (the Go original's
 `llamaswap_*` gauges) plus the proxy's own state: models loaded, requests in
 flight, requests recorded per model and status.  Captures are filed by the
-activity recorder (routes/dispatch.py) into the store served here.
+activity recorder (runtime/http/observe/recording.py) into the services' store,
+served here.
 """
 
 from __future__ import annotations
@@ -15,22 +16,22 @@ import asyncio
 import contextlib
 import json
 import re
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from llama_swap.runtime.core.process_state import ProcessState
-from llama_swap.runtime.http.aio.app import STATE, AppState
-from llama_swap.runtime.http.aio.routes.dispatch import ACTIVITY, CAPTURES, INFLIGHT
-from llama_swap.runtime.http.observe.activity import ActivityLog
-from llama_swap.runtime.http.observe.captures import Capture, CaptureStore
-from llama_swap.runtime.http.observe.events import InflightCounter
+from llama_swap.runtime.http.aio.app import STATE
+from llama_swap.runtime.http.observe.captures import Capture
 from llama_swap.runtime.http.observe.perf import Sampler, SysStat, every_seconds, parse_after
 from llama_swap.runtime.http.render.errors import error_response
+from llama_swap.runtime.http.services import Services
 
 SAMPLER = web.AppKey("llama_swap_sampler", Sampler)
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 NOT_AVAILABLE = "# performance monitor not available\n"
 MB = 1024 * 1024
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _INT = re.compile(r"[+-]?[0-9]+")  # what Go's strconv.Atoi accepts
 
 
@@ -93,31 +94,29 @@ def gpu_metrics(out: list[str], sampler: Sampler) -> None:
         ])
 
 
-def runtime_metrics(
-    out: list[str], state: AppState, activity: ActivityLog | None, inflight: InflightCounter | None
-) -> None:
-    states = {mid: proc.state for mid, proc in state.router.processes.items()}
+def runtime_metrics(out: list[str], services: Services) -> None:
+    """The proxy's own state: models loaded and ready, requests in flight, requests
+    recorded per model and status, and what the fast path did (when it is in front)."""
+    states = {mid: proc.state for mid, proc in services.router.processes.items()}
     gauge(out, "llamaswap_models_loaded", "Local models whose server is ready",
           [("", sum(s is ProcessState.READY for s in states.values()))])
     gauge(out, "llamaswap_model_ready", "1 while the model's server is ready, else 0",
           [(f'{{model="{label(mid)}"}}', int(s is ProcessState.READY))
            for mid, s in sorted(states.items())])
-    if inflight is not None:
-        gauge(out, "llamaswap_inflight_requests", "Model requests being served",
-              [("", inflight.total)])
-    if activity is not None:
-        gauge(out, "llamaswap_requests_total", "Requests recorded per model and status", [
-            (f'{{model="{label(model)}",status="{status}"}}', count)
-            for (model, status), count in sorted(activity.counts.items())
-        ], kind="counter")
-    lane = state.extras.get("fast_path")
-    if lane is not None:
+    gauge(out, "llamaswap_inflight_requests", "Model requests being served",
+          [("", services.inflight.total)])
+    gauge(out, "llamaswap_requests_total", "Requests recorded per model and status", [
+        (f'{{model="{label(model)}",status="{status}"}}', count)
+        for (model, status), count in sorted(services.activity.counts.items())
+    ], kind="counter")
+    fast = services.fast_path
+    if fast is not None:
         gauge(out, "llamaswap_fast_path_requests_total",
-              "Inference requests served by the fast path (runtime/fastpath)",
-              [("", lane.served)], kind="counter")
+              "Inference requests served by the fast path (runtime/http/fast)",
+              [("", fast.served)], kind="counter")
         gauge(out, "llamaswap_fast_path_handoffs_total",
               "Client connections the fast path handed to the aiohttp server",
-              [("", lane.handed_off)], kind="counter")
+              [("", fast.handed_off)], kind="counter")
 
 
 def render_json(capture: Capture) -> bytes:
@@ -125,31 +124,29 @@ def render_json(capture: Capture) -> bytes:
     return json.dumps(capture.render()).encode()
 
 
-def register(app: web.Application) -> None:
-    state = app[STATE]
-    settings = lambda: state.plan.settings  # noqa: E731 -- read per use: reloads apply
-    captures = app.get(CAPTURES)
-    if captures is None:  # without routes/dispatch.py nothing files captures
-        captures = CaptureStore(lambda: settings().captureBuffer)
-    sampler = Sampler.for_gpu_tools(
-        lambda: (settings().performanceDisabled, every_seconds(settings().performanceEvery))
-    )
-    app[SAMPLER] = sampler
+def _prometheus(services: Services, sampler: Sampler) -> Handler:
+    """`GET /metrics`: the latest system sample, the GPUs, the proxy's own state."""
 
     async def prometheus(request: web.Request) -> web.Response:
-        if settings().performanceDisabled:
+        if services.plan.settings.performanceDisabled:
             return web.Response(status=503, text=NOT_AVAILABLE, content_type="text/plain")
         out: list[str] = []
         latest = sampler.latest()
         if latest is not None:
             system_metrics(out, latest)
         gpu_metrics(out, sampler)
-        runtime_metrics(out, state, app.get(ACTIVITY), app.get(INFLIGHT))
+        runtime_metrics(out, services)
         body = ("\n".join(out) + "\n").encode()
         return web.Response(body=body, headers={"Content-Type": PROMETHEUS_TYPE})
 
+    return prometheus
+
+
+def _performance(services: Services, sampler: Sampler) -> Handler:
+    """`GET /api/performance[?after=<time>]`: the samples kept, newer than `after`."""
+
     async def performance(request: web.Request) -> web.Response:
-        if settings().performanceDisabled:
+        if services.plan.settings.performanceDisabled:
             return web.json_response({"enabled": False}, status=503)
         after = None
         raw = request.query.get("after")
@@ -157,24 +154,30 @@ def register(app: web.Application) -> None:
             try:
                 after = parse_after(raw)
             except ValueError:
-                return error_response(request, 400, f"invalid 'after' timestamp: {raw}")
+                return error_response(request.headers, 400, f"invalid 'after' timestamp: {raw}")
         sys_stats, gpu_stats = sampler.since(after)
         return web.json_response({"enabled": True, "sys_stats": sys_stats, "gpu_stats": gpu_stats})
 
-    async def capture(request: web.Request) -> web.Response:
-        raw_id = request.match_info["id"]
-        if not _INT.fullmatch(raw_id):
-            return error_response(request, 400, "invalid capture ID")
-        capture_id = int(raw_id)
-        found = captures.get(capture_id)
-        if found is None:
-            return error_response(request, 404, "capture not found")
-        if found.size > 1 << 20:  # redaction, base64 and JSON of big bodies: off the loop
-            body = await asyncio.to_thread(render_json, found)
-        else:
-            body = render_json(found)
-        return web.Response(body=body, content_type="application/json")
+    return performance
 
+
+async def capture(request: web.Request) -> web.Response:
+    """`GET /api/captures/{id}`: one captured exchange, rendered on read."""
+    raw_id = request.match_info["id"]
+    if not _INT.fullmatch(raw_id):
+        return error_response(request.headers, 400, "invalid capture ID")
+    found = request.app[STATE].captures.get(int(raw_id))
+    if found is None:
+        return error_response(request.headers, 404, "capture not found")
+    if found.size > 1 << 20:  # redaction, base64 and JSON of big bodies: off the loop
+        body = await asyncio.to_thread(render_json, found)
+    else:
+        body = render_json(found)
+    return web.Response(body=body, content_type="application/json")
+
+
+def _run_with_app(app: web.Application, sampler: Sampler) -> None:
+    """The sampler runs from the app's startup until its cleanup."""
     tasks: list[asyncio.Task[None]] = []
 
     async def start_sampler(_: web.Application) -> None:
@@ -190,6 +193,16 @@ def register(app: web.Application) -> None:
 
     app.on_startup.append(start_sampler)
     app.on_cleanup.append(stop_sampler)
-    app.router.add_get("/metrics", prometheus)
-    app.router.add_get("/api/performance", performance)
+
+
+def register(app: web.Application, services: Services) -> None:
+    def sampling() -> tuple[bool, float]:  # read per use: reloads apply
+        settings = services.plan.settings
+        return settings.performanceDisabled, every_seconds(settings.performanceEvery)
+
+    sampler = Sampler.for_gpu_tools(sampling)
+    app[SAMPLER] = sampler
+    _run_with_app(app, sampler)
+    app.router.add_get("/metrics", _prometheus(services, sampler))
+    app.router.add_get("/api/performance", _performance(services, sampler))
     app.router.add_get("/api/captures/{id}", capture)

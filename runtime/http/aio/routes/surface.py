@@ -1,59 +1,49 @@
 """The rest of the HTTP surface: model list, dashboards' live views, admin and redirects.
 
-`GET /v1/models` (5.9, Origin echoed), `GET /unload`, `GET /api/version`,
-`GET /api/events` (5.10), `GET /api/metrics` (5.15, the activity log), `GET /logs`, `GET /logs/stream[/{id}]` (5.12),
-`GET /wol-health`, `GET /` -> /ui, `GET /upstream` -> /ui/models,
-and the `hooks.on_startup.preload` task
-(7): each listed model is acquired through the router in order (normal
-scheduling and swapping), sent a `GET /`, and released.
+`GET /v1/models` (the request's Origin echoed), `GET /unload`, `GET /api/version`,
+`GET /api/events`, `GET /api/metrics` (the activity log), `GET /logs`,
+`GET /logs/stream[/{id}]`, `GET /wol-health`, `GET /` -> /ui, `GET /upstream` ->
+/ui/models, and the startup preload (runtime/http/aio/preload.py).
 
-Router state changes and reload ends (as modelStatus), the model-dispatched in-flight count (routes/dispatch.py)
-and every write to the proxy and upstream logs are published to the /api/events hub.
+Router state changes and reload ends (as modelStatus) and every write to the proxy and
+upstream logs are published to the /api/events hub; the in-flight counter and the
+activity log publish to it themselves (they are wired to it when the services are built).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
-from multidict import CIMultiDict
 
-from llama_swap.runtime.core.errors import RouteFailure
 from llama_swap.runtime.engine.logs import LogBuffer
-from llama_swap.runtime.http.aio.app import STATE, AppState
-from llama_swap.runtime.http.aio.proxy import UpstreamError
-from llama_swap.runtime.http.aio.routes.dispatch import ACTIVITY, INFLIGHT
-from llama_swap.runtime.http.middleware.cors import origin_headers
-from llama_swap.runtime.http.middleware.stack import remember_prepared
-from llama_swap.runtime.http.observe.activity import ActivityLog
-from llama_swap.runtime.http.observe.events import (
-    EventHub,
-    InflightCounter,
-    StreamCloser,
+from llama_swap.runtime.http.aio.app import STATE
+from llama_swap.runtime.http.aio.live import (
     make_events_handler,
     make_log_stream_handler,
     make_logs_handler,
-    model_status,
 )
+from llama_swap.runtime.http.aio.preload import preload
+from llama_swap.runtime.http.aio.stack import remember_prepared
+from llama_swap.runtime.http.middleware.cors import origin_headers
+from llama_swap.runtime.http.observe.events import EventHub, StreamCloser, model_status
 from llama_swap.runtime.http.render.models_list import models_list
 from llama_swap.runtime.http.render.version import build_info
+from llama_swap.runtime.http.services import Services
 
-log = logging.getLogger("llama_swap.surface")
-
-HUB = web.AppKey("llama_swap_event_hub", EventHub)
 _EMPTY_MUX = LogBuffer("mux")
 
 
-def mux_of(state: AppState) -> LogBuffer:
+def mux_of(state: Services) -> LogBuffer:
     """The log /logs shows: whatever proxy/upstream feed (the mux); empty when neither does."""
     return state.proxy_log.parent or state.upstream_log.parent or _EMPTY_MUX
 
 
-def resolve_log(state: AppState, name: str) -> LogBuffer | None:
+def resolve_log(state: Services, name: str) -> LogBuffer | None:
     if name == "":
         return mux_of(state)
     if name == "proxy":
@@ -65,7 +55,7 @@ def resolve_log(state: AppState, name: str) -> LogBuffer | None:
     return proc.log if proc is not None else None
 
 
-def statuses(state: AppState) -> list[dict[str, Any]]:
+def statuses(state: Services) -> list[dict[str, Any]]:
     states = {mid: proc.state for mid, proc in state.router.processes.items()}
     return model_status(state.plan, states)
 
@@ -97,76 +87,50 @@ async def to_ui_models(request: web.Request) -> web.Response:
     raise web.HTTPFound("/ui/models")
 
 
-async def preload(state: AppState) -> None:
-    """Load `plan.preload` one after another through the router (reference 7)."""
-    for model_id in state.plan.preload:
-        if model_id not in state.router.processes:
-            log.warning("preload: model %s is not a local model, skipping", model_id)
-            continue
-        log.info("preloading model: %s", model_id)
-        try:
-            lease = await state.router.acquire(model_id)
-        except RouteFailure as failure:
-            log.error("failed to preload model %s: status %d", model_id, failure.error.status)
-            continue
-        async with lease:
-            try:
-                resp = await state.upstreams.send(lease.model, "GET", "/", CIMultiDict(), None)
-                status = resp.status
-                await resp.read()
-                resp.release()
-            except (UpstreamError, OSError) as exc:
-                log.error("failed to preload model %s: %s", model_id, exc)
-                continue
-        if status >= 400:
-            log.error("failed to preload model %s: status %d", model_id, status)
-
-
 async def _forward_log(buffer: LogBuffer, source: str, hub: EventHub) -> None:
     async with buffer.subscribe() as sub:
         async for chunk in sub:
             hub.publish("logData", {"source": source, "data": chunk})
 
 
-def register(app: web.Application) -> None:
-    state = app[STATE]
-    hub = EventHub()
-    closer = StreamCloser()
-    app[HUB] = hub
-    counter = app.get(INFLIGHT) or InflightCounter()  # dispatch.py counts model requests
-    counter.hub = hub
-    activity = app.get(ACTIVITY) or ActivityLog(lambda: state.plan.settings.metricsMaxInMemory)
-    activity.listener = lambda entry: hub.publish("metrics", [entry])
-    activity.live = hub.has_subscribers  # entries are rendered lazily while nobody listens
-
-    async def api_metrics(request: web.Request) -> web.Response:
-        return web.json_response(activity.entries())
-
-    def on_router_event(event: dict[str, Any]) -> None:
-        # Process state changes, and a reload's end (models may have come or gone).
-        if event.get("type") in ("state", "configReload"):
-            hub.publish("modelStatus", statuses(state))
-
-    listeners = state.extras.get("event_listeners")
-    if isinstance(listeners, list):
-        listeners.append(on_router_event)
+def _burst(services: Services) -> Callable[[], list[tuple[str, Any]]]:
+    """What a new /api/events subscriber gets first: both logs' history, model status,
+    the activity log, the in-flight count."""
 
     def burst() -> list[tuple[str, Any]]:
         return [
-            ("logData", {"source": "proxy", "data": state.proxy_log.history()}),
-            ("logData", {"source": "upstream", "data": state.upstream_log.history()}),
-            ("modelStatus", statuses(state)),
-            ("metrics", activity.entries()),
-            ("inflight", {"total": counter.total}),
+            ("logData", {"source": "proxy", "data": services.proxy_log.history()}),
+            ("logData", {"source": "upstream", "data": services.upstream_log.history()}),
+            ("modelStatus", statuses(services)),
+            ("metrics", services.activity.entries()),
+            ("inflight", {"total": services.inflight.total}),
         ]
 
+    return burst
+
+
+def _publish_model_status(services: Services) -> None:
+    """Process state changes, and a reload's end (models may have come or gone), reach
+    the hub as modelStatus."""
+
+    def on_router_event(event: dict[str, Any]) -> None:
+        if event.get("type") in ("state", "configReload"):
+            services.hub.publish("modelStatus", statuses(services))
+
+    services.listeners.add(on_router_event)
+
+
+def _background(app: web.Application, services: Services, closer: StreamCloser) -> None:
+    """Log forwarding to the hub and the startup preload run with the app; live streams
+    end at shutdown, before the server waits for handlers."""
     tasks: list[asyncio.Task[None]] = []
+    hub = services.hub
 
     async def start_background(_: web.Application) -> None:
-        tasks.append(asyncio.ensure_future(_forward_log(state.proxy_log, "proxy", hub)))
-        tasks.append(asyncio.ensure_future(_forward_log(state.upstream_log, "upstream", hub)))
-        if state.plan.preload:
-            tasks.append(asyncio.ensure_future(preload(state)))
+        tasks.append(asyncio.ensure_future(_forward_log(services.proxy_log, "proxy", hub)))
+        tasks.append(asyncio.ensure_future(_forward_log(services.upstream_log, "upstream", hub)))
+        if services.plan.preload:
+            tasks.append(asyncio.ensure_future(preload(services)))
 
     async def stop_streams(_: web.Application) -> None:
         closer.close_all()
@@ -179,18 +143,27 @@ def register(app: web.Application) -> None:
             with contextlib.suppress(BaseException):
                 await task
 
-    app.on_response_prepare.append(remember_prepared)  # access log of abandoned streams
     app.on_startup.append(start_background)
     app.on_shutdown.append(stop_streams)
     app.on_cleanup.append(stop_background)
+
+
+def register(app: web.Application, services: Services) -> None:
+    closer = StreamCloser()
+    _publish_model_status(services)
+    _background(app, services, closer)
+    app.on_response_prepare.append(remember_prepared)  # access log of abandoned streams
+
+    async def api_metrics(request: web.Request) -> web.Response:
+        return web.json_response(services.activity.entries())
 
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/unload", unload)
     app.router.add_get("/api/version", version)
     app.router.add_get("/api/metrics", api_metrics)
-    app.router.add_get("/api/events", make_events_handler(hub, burst, closer))
-    app.router.add_get("/logs", make_logs_handler(lambda: mux_of(state)))
-    stream = make_log_stream_handler(lambda name: resolve_log(state, name), closer)
+    app.router.add_get("/api/events", make_events_handler(services.hub, _burst(services), closer))
+    app.router.add_get("/logs", make_logs_handler(lambda: mux_of(services)))
+    stream = make_log_stream_handler(lambda name: resolve_log(services, name), closer)
     app.router.add_get("/logs/stream", stream)
     app.router.add_get("/logs/stream/{id:.*}", stream)  # "/logs/stream/" is the mux too
     app.router.add_get("/wol-health", health)

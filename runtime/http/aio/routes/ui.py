@@ -2,7 +2,7 @@
 
 Why server-rendered: the Go original embeds a React bundle; we want no npm build and
 nothing fetched from the internet.  Every page is a jinja2 template
-(`runtime/web/ui/templates/`) rendered from the same state the JSON API reads, so
+(`runtime/http/aio/ui/templates/`) rendered from the same state the JSON API reads, so
 the page is complete without JavaScript.  One small script (`static/app.js`) makes
 it live: it listens to `/api/events` and re-fetches the page's live section as a
 fragment (`?partial=1`) when a relevant event arrives, streams `/logs/stream/...`
@@ -10,11 +10,12 @@ into the log view, and posts the Load/Unload buttons.  It uses same-origin
 `fetch`/`EventSource`, so whatever credentials the browser holds (the Basic-auth
 prompt that the 401's `WWW-Authenticate` triggers) go along.
 
-Routes (all behind the API-key check, as the reference's 5.2 says, except the favicon):
+Routes (all behind the API-key check, except the favicon):
 - `GET /ui` -> 301 `/ui/` (query kept);
 - `GET /ui/` and `/ui/models` models, `/ui/logs`, `/ui/activity`, `/ui/config` pages;
 - `GET /ui/<file>` a file from `static/`; a missing path whose last segment contains
-  `.` -> 404, any other missing path -> the models page (SPA-style fallback, 5.16);
+  `.` -> 404, any other missing path -> the models page (SPA-style fallback, as the
+  original's single-page UI answers);
 - `GET /favicon.ico` from `static/`;
 - `POST /api/models/load/{model...}`: acquires the model through the router (normal
   scheduling: it swaps like a request would) and releases it at once.  Unknown or
@@ -33,10 +34,10 @@ import jinja2
 from aiohttp import web
 
 from llama_swap.runtime.core.errors import RouteError
-from llama_swap.runtime.http.aio.app import STATE, AppState
-from llama_swap.runtime.http.aio.routes.dispatch import ACTIVITY
+from llama_swap.runtime.http.aio.app import STATE
 from llama_swap.runtime.http.observe.events import model_status
 from llama_swap.runtime.http.render.errors import route_error_response
+from llama_swap.runtime.http.services import Services
 
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
 STATIC_DIR = UI_DIR / "static"
@@ -75,7 +76,7 @@ _ENV = _environment()
 # ------------------------------------------------------------------ page contexts
 
 
-def models_context(state: AppState) -> dict[str, Any]:
+def models_context(state: Services) -> dict[str, Any]:
     states = {mid: proc.state for mid, proc in state.router.processes.items()}
     rows = model_status(state.plan, states)
     local = [{**r, "inFlight": state.router.in_flight(r["id"])} for r in rows if not r["peerID"]]
@@ -86,7 +87,7 @@ def models_context(state: AppState) -> dict[str, Any]:
     }
 
 
-def logs_context(state: AppState, source: str) -> dict[str, Any]:
+def logs_context(state: Services, source: str) -> dict[str, Any]:
     sources = ["proxy", "upstream", *state.plan.models]
     if source not in sources:
         source = "proxy"
@@ -107,8 +108,7 @@ def _when(stamp: Any) -> str:
 
 
 def activity_context(request: web.Request) -> dict[str, Any]:
-    log = request.app.get(ACTIVITY)
-    entries = log.entries() if log is not None else []
+    entries = request.app[STATE].activity.entries()
     rows = []
     for e in reversed(entries):  # newest first
         tokens = e.get("tokens") or {}
@@ -127,7 +127,7 @@ def activity_context(request: web.Request) -> dict[str, Any]:
             "duration": _number(e.get("duration_ms")),
             "error": e.get("error_msg") or "",
         })
-    return {"entries": rows, "available": log is not None}
+    return {"entries": rows, "available": True}
 
 
 def _locate(diag: dict[str, Any]) -> str:
@@ -140,9 +140,9 @@ def _locate(diag: dict[str, Any]) -> str:
     return where
 
 
-def config_context(state: AppState) -> dict[str, Any]:
-    reloader = state.extras.get("reloader")
-    status = reloader.status() if reloader is not None and hasattr(reloader, "status") else None
+def config_context(state: Services) -> dict[str, Any]:
+    reloader = state.reloader
+    status = reloader.status() if reloader is not None else None
     error = status.get("lastError") if status else None
     diagnostics = []
     if error:
@@ -234,14 +234,14 @@ async def load_model(request: web.Request) -> web.Response:
     name = request.match_info["model"].removeprefix("/")
     model_id = state.plan.resolve(name)
     if model_id is None or model_id not in state.router.processes:
-        return route_error_response(request, RouteError(404, MODEL_NOT_FOUND))
+        return route_error_response(request.headers, RouteError(404, MODEL_NOT_FOUND))
     lease = await state.router.acquire(model_id)  # RouteFailure -> rendered by the stack
     async with lease:
         pass
     return web.Response(text="OK")
 
 
-def register(app: web.Application) -> None:
+def register(app: web.Application, services: Services) -> None:
     app.router.add_get("/favicon.ico", favicon)
     app.router.add_get("/ui", ui_redirect)
     app.router.add_get("/ui/{tail:.*}", ui)

@@ -1,4 +1,4 @@
-"""`/upstream/{model}/{path}`: direct passthrough to a model's own server (reference 5.11).
+"""`/upstream/{model}/{path}`: direct passthrough to a model's own server.
 
 The model is the longest path prefix naming a local model or alias.  A bare
 `/upstream/<model>` is redirected to `/upstream/<model>/` (301 GET/HEAD, 308
@@ -24,20 +24,17 @@ from aiohttp import web
 
 from llama_swap.compiler.plan import Model
 from llama_swap.runtime.core.errors import RouteError
+from llama_swap.runtime.core.inference_routes import METERED_PATHS
 from llama_swap.runtime.core.process_state import ProcessState
 from llama_swap.runtime.http.aio.app import STATE
+from llama_swap.runtime.http.aio.forward import forward_local, serve_granted
 from llama_swap.runtime.http.aio.proxy import request_headers
-from llama_swap.runtime.http.aio.routes.dispatch import (
-    CAPTURES,
-    METERED_PATHS,
-    forward_local,
-    recording,
-)
-from llama_swap.runtime.http.aio.routes.inference import serve_granted
 from llama_swap.runtime.http.observe.activity import ResponseMeter
+from llama_swap.runtime.http.observe.recording import recording
 from llama_swap.runtime.http.render.errors import error_response, route_error_response
 from llama_swap.runtime.http.request.body import StreamBody, TeeBody
 from llama_swap.runtime.http.request.extract import find_model_in_path
+from llama_swap.runtime.http.services import Services
 
 _WS_SKIP = frozenset(
     {"host", "upgrade", "connection", "sec-websocket-key", "sec-websocket-version",
@@ -60,7 +57,7 @@ async def upstream(request: web.Request) -> web.StreamResponse:
     plan = state.plan
     found = find_model_in_path(plan, "/" + request.match_info["tail"])
     if found is None:
-        return error_response(request, 404, "model not found")
+        return error_response(request.headers, 404, "model not found")
     if found.remaining == "/" and not request.path.endswith("/"):
         location = f"/upstream/{found.name}/"
         if request.query_string:
@@ -70,38 +67,39 @@ async def upstream(request: web.Request) -> web.StreamResponse:
         raise web.HTTPPermanentRedirect(location)
     model_id = found.model_id
     if model_id not in state.router.processes:
-        return error_response(request, 404, f"no router for model {model_id}")
+        return error_response(request.headers, 404, f"no router for model {model_id}")
     if ignored(plan.settings.ignorePaths, found.remaining) and (
         state.router.model_state(model_id) is not ProcessState.READY
     ):
         return error_response(
-            request, 409, f"model {model_id} is not loaded; path matches upstream.ignorePaths"
+            request.headers, 409, f"model {model_id} is not loaded; path matches upstream.ignorePaths"
         )
     metered = request.method == "POST" and found.remaining in METERED_PATHS
     meter = ResponseMeter() if metered else None
     body: Any = None
     if request.body_exists:
         body = StreamBody(request.content, request.content_length)
-        capacity = request.app[CAPTURES].capacity
+        capacity = state.captures.capacity
         if metered and capacity > 0 and (request.content_length or 0) <= capacity:
             body = TeeBody(body, capacity)  # kept for the capture while it is forwarded
-    with recording(request, model_id, found.remaining, meter, SimpleNamespace(body=body)) as out:
-        resp = await _serve(request, model_id, found.remaining, meter, body)
-        out.append(resp)
+    source = SimpleNamespace(body=body)
+    with recording(state, request.headers, model_id, found.remaining, meter, source) as rec:
+        resp = await _serve(request, state, model_id, found.remaining, meter, body)
+        rec.answered(resp.status, resp.headers, getattr(resp, "body", None))
         return resp
 
 
 async def _serve(
-    request: web.Request, model_id: str, path: str, meter: ResponseMeter | None, body: Any
+    request: web.Request, state: Services, model_id: str, path: str,
+    meter: ResponseMeter | None, body: Any,
 ) -> web.StreamResponse:
-    state = request.app[STATE]
 
     def send(model: Model) -> Awaitable[web.StreamResponse]:
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return bridge_websocket(request, model, path)
         return forward_local(request, state, model, path, body, meter=meter)
 
-    return await serve_granted(request, model_id, send)
+    return await serve_granted(request, state, model_id, send)
 
 
 async def bridge_websocket(request: web.Request, model: Model, path: str) -> web.StreamResponse:
@@ -115,7 +113,7 @@ async def bridge_websocket(request: web.Request, model: Model, path: str) -> web
         try:
             remote = await session.ws_connect(url, headers=headers, protocols=protocols)
         except (aiohttp.ClientError, OSError) as exc:
-            return route_error_response(request, RouteError(502, f"[{model.id}] websocket error: {exc}"))
+            return route_error_response(request.headers, RouteError(502, f"[{model.id}] websocket error: {exc}"))
         client = web.WebSocketResponse(protocols=protocols)
         await client.prepare(request)
 
@@ -142,5 +140,5 @@ async def bridge_websocket(request: web.Request, model: Model, path: str) -> web
         return client
 
 
-def register(app: web.Application) -> None:
+def register(app: web.Application, services: Services) -> None:
     app.router.add_route("*", "/upstream/{tail:.*}", upstream)

@@ -1,11 +1,12 @@
-"""API-key authentication (reference 5.6), as an aiohttp middleware.
+"""API-key authentication, as plain decisions both front doors make alike.
 
-Enabled only when the plan lists `apiKeys`.  The candidate key is, in order:
-the password of `Authorization: Basic`, the token of `Authorization: Bearer`
-(scheme case-insensitive), the `x-api-key` header.  It is compared against
-every configured key with `hmac.compare_digest` (no early exit, so timing does
-not reveal which key or how much of it matched).  Keys are never logged and
-the client's credential headers are forwarded unchanged, as the original does.
+Enabled only when the plan lists `apiKeys`.  The candidate key is, in order: the
+password of `Authorization: Basic`, the token of `Authorization: Bearer` (scheme
+case-insensitive), the `x-api-key` header.  It is compared against every configured key
+with `hmac.compare_digest` and no early exit, so timing does not reveal which key or how
+much of it matched.  Keys are never logged; the client's credential headers are forwarded
+unchanged, as the original does.  Health, the two redirects, the favicon and every
+OPTIONS (the CORS preflight) stay open.
 """
 
 from __future__ import annotations
@@ -13,20 +14,20 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 
-from aiohttp import web
-
-from llama_swap.runtime.http.render.errors import error_response
+from llama_swap.runtime.core.error_body import ErrorAnswer, error_answer
+from llama_swap.runtime.core.headers import HeaderLookup
 
 UNAUTHORIZED = "unauthorized: invalid or missing API key"
 WWW_AUTHENTICATE = 'Basic realm="llama-swap"'
 
 _EXEMPT_ANY_METHOD = frozenset({"/health", "/wol-health"})
 _EXEMPT_GET = frozenset({"/", "/favicon.ico", "/upstream", "/ui"})  # "/ui" only redirects to /ui/
+_CHALLENGE = (("WWW-Authenticate", WWW_AUTHENTICATE),)
 
 
-def extract_api_key(headers: Mapping[str, str]) -> str:
+def extract_api_key(headers: HeaderLookup) -> str:
     """The candidate key of a request (Basic password > Bearer token > x-api-key), or ""."""
     basic = bearer = ""
     auth = headers.get("Authorization", "")
@@ -62,20 +63,14 @@ def is_exempt(method: str, path: str) -> bool:
     return method in ("GET", "HEAD") and path in _EXEMPT_GET
 
 
-def unauthorized_response(request: web.BaseRequest) -> web.Response:
-    return error_response(request, 401, UNAUTHORIZED, headers={"WWW-Authenticate": WWW_AUTHENTICATE})
+def rejects(keys: Sequence[str], method: str, path: str, headers: HeaderLookup) -> bool:
+    """Whether a request must be refused with `unauthorized`: keys are configured, the
+    route is not open, and the request carries none of them."""
+    return bool(keys) and not is_exempt(method, path) and not key_matches(
+        extract_api_key(headers), keys
+    )
 
 
-def auth_middleware(keys: Callable[[], Sequence[str]]) -> Callable[..., object]:
-    """Middleware checking `keys()` (read per request, so a plan swap takes effect at once)."""
-
-    @web.middleware
-    async def check_api_key(request: web.Request, handler: web.Handler) -> web.StreamResponse:
-        configured = keys()
-        if not configured or is_exempt(request.method, request.path):
-            return await handler(request)
-        if not key_matches(extract_api_key(request.headers), configured):
-            return unauthorized_response(request)
-        return await handler(request)
-
-    return check_api_key
+def unauthorized(accept: str) -> ErrorAnswer:
+    """The 401, with the challenge that makes a browser prompt for Basic credentials."""
+    return error_answer(accept, 401, UNAUTHORIZED, _CHALLENGE)

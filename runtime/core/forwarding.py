@@ -1,0 +1,122 @@
+"""How a request and its answer cross the proxy: the rules both front doors forward by.
+
+- Hop-by-hop headers (RFC 9110 7.6.1: Connection, Keep-Alive, TE, Trailer,
+  Transfer-Encoding, Upgrade, the proxy credentials, plus the legacy Proxy-Connection)
+  and every name the `Connection` header lists describe one connection, not the
+  message: they are dropped in both directions.
+- The request goes upstream with the client's headers minus those, minus
+  Content-Length (each front door frames the body anew), `Host` as the client sent it,
+  and `X-Forwarded-For` carrying the earlier proxies' values with the client's address
+  appended, in one header at the end, as Go's reverse proxy writes it.
+- Real llama-server closes its connection after every streamed answer, so a pooled
+  connection can be dead when it is reused: a request that fails on a *reused*
+  connection before any response byte arrived is retried once on a fresh connection,
+  provided its body can be sent again.
+- Small answers with a known length are relayed in one write once complete, so an
+  upstream that dies in the middle of one is a clean 502, not a truncated 200.
+
+The header rules are written once over either spelling of header names: text (aiohttp
+decodes headers) or raw bytes (the fast path never decodes them).  `TEXT` and `RAW` hold
+the names each compares with, precomputed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import AnyStr, Generic
+
+from llama_swap.runtime.core.errors import RouteError
+
+HOP_BY_HOP_NAMES: tuple[str, ...] = (
+    "connection", "proxy-connection", "keep-alive", "proxy-authenticate",
+    "proxy-authorization", "te", "trailer", "trailers", "transfer-encoding", "upgrade",
+)
+SMALL_BODY = 64 * 1024  # answers with a Content-Length up to this size are relayed whole
+UPSTREAM_ABORTED = "upstream aborted mid-response (%s): closing the client connection"
+
+
+@dataclass(frozen=True, slots=True)
+class Spelling(Generic[AnyStr]):
+    """The names and separators the header rules compare with, in one encoding."""
+
+    hop_by_hop: frozenset[AnyStr]
+    hop_by_hop_and_length: frozenset[AnyStr]  # for a message whose body is framed anew
+    connection: AnyStr
+    x_forwarded_for: AnyStr  # lower case, for comparisons
+    x_forwarded_for_name: AnyStr  # as written
+    comma: AnyStr
+    list_separator: AnyStr
+
+
+TEXT: Spelling[str] = Spelling(
+    frozenset(HOP_BY_HOP_NAMES), frozenset((*HOP_BY_HOP_NAMES, "content-length")),
+    "connection", "x-forwarded-for", "X-Forwarded-For", ",", ", ",
+)
+RAW: Spelling[bytes] = Spelling(
+    frozenset(n.encode() for n in TEXT.hop_by_hop),
+    frozenset(n.encode() for n in TEXT.hop_by_hop_and_length),
+    b"connection", b"x-forwarded-for", b"X-Forwarded-For", b",", b", ",
+)
+
+
+def dropped_names(
+    headers: Collection[tuple[AnyStr, AnyStr]], base: frozenset[AnyStr], names: Spelling[AnyStr]
+) -> frozenset[AnyStr]:
+    """`base` plus the (lower-cased) names the message's `Connection` headers list; `base`
+    itself, not a copy, in the common case of no Connection header."""
+    listed = [value for name, value in headers if name.lower() == names.connection]
+    if not listed:
+        return base
+    drop = set(base)
+    for value in listed:
+        for token in value.split(names.comma):
+            token = token.strip()
+            if token:
+                drop.add(token.lower())
+    return frozenset(drop)
+
+
+def forwarded_request_headers(
+    headers: Collection[tuple[AnyStr, AnyStr]], remote: AnyStr, names: Spelling[AnyStr]
+) -> list[tuple[AnyStr, AnyStr]]:
+    """The client's headers as the upstream gets them, in the client's order: hop-by-hop,
+    Connection-listed and Content-Length dropped; `X-Forwarded-For` (earlier values, then
+    `remote` when known) last.  Host is kept; whoever sends adds one when it is absent."""
+    drop = dropped_names(headers, names.hop_by_hop_and_length, names)
+    xff = names.x_forwarded_for
+    out: list[tuple[AnyStr, AnyStr]] = []
+    forwarded: list[AnyStr] = []
+    for pair in headers:
+        lname = pair[0].lower()
+        if lname in drop:
+            continue
+        if lname == xff:
+            forwarded.append(pair[1])
+            continue
+        out.append(pair)
+    if remote:
+        forwarded.append(remote)
+    if forwarded:
+        out.append((names.x_forwarded_for_name, names.list_separator.join(forwarded)))
+    return out
+
+
+def retry_on_fresh_connection(
+    *, first_attempt: bool, reused: bool, received_anything: bool, body_replayable: bool
+) -> bool:
+    """Whether a failed upstream attempt is tried again on a fresh connection: only the
+    first attempt, only on a reused (pooled) connection, only when the upstream sent
+    nothing at all (it closed a stale connection, it did not fail the request), and only
+    when the body can be sent again."""
+    return first_attempt and reused and not received_anything and body_replayable
+
+
+def upstream_error(model_id: str, detail: object) -> RouteError:
+    """The 502 for an upstream that could not be reached or failed before answering."""
+    return RouteError(502, f"[{model_id}] upstream error: {detail}")
+
+
+def no_headers_within(seconds: float) -> str:
+    """Why an exchange failed when the upstream's head did not arrive in time."""
+    return f"no response headers within {seconds:g}s"

@@ -1,0 +1,50 @@
+"""The model-dispatched routes: which paths name a model, and how their paths go upstream.
+
+A route table, not handlers: the aiohttp front door registers these paths, the fast path
+recognises the JSON ones in a request head, and the activity log meters their exchanges
+(on `/upstream/<model><path>` too).  The versionless `/v/...` spellings are forwarded
+without their `/v` prefix.
+"""
+
+from __future__ import annotations
+
+JSON_ROUTES: tuple[str, ...] = (
+    "/v1/chat/completions",
+    "/v1/responses",
+    "/v1/completions",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
+    "/v1/embeddings",
+    "/reranking",
+    "/rerank",
+    "/v1/rerank",
+    "/v1/reranking",
+    "/infill",
+    "/completion",
+    "/v1/audio/speech",
+    "/v1/audio/voices",
+    "/v1/images/generations",
+    "/sdapi/v1/txt2img",
+    "/sdapi/v1/img2img",
+)
+VERSIONLESS_ROUTES: tuple[str, ...] = (
+    "/v/chat/completions",
+    "/v/responses",
+    "/v/completions",
+    "/v/messages",
+    "/v/messages/count_tokens",
+    "/v/embeddings",
+    "/v/rerank",
+    "/v/reranking",
+)
+MULTIPART_ROUTES: tuple[str, ...] = ("/v1/audio/transcriptions", "/v1/images/edits")
+GET_ROUTES: tuple[str, ...] = ("/v1/audio/voices", "/sdapi/v1/loras")
+# POST paths whose exchanges are recorded (also as `/upstream/<model><path>`).
+METERED_PATHS: frozenset[str] = frozenset((*JSON_ROUTES, *VERSIONLESS_ROUTES, *MULTIPART_ROUTES))
+# The POST routes whose body is JSON: the only ones a request head alone can route.
+JSON_BODY_PATHS: frozenset[str] = frozenset((*JSON_ROUTES, *VERSIONLESS_ROUTES))
+
+
+def forward_path(path: str) -> str:
+    """`/v/chat/completions` -> `/chat/completions`; other paths unchanged."""
+    return path[2:] if path.startswith("/v/") else path

@@ -1,0 +1,123 @@
+"""The middleware stack every aiohttp server runs, outermost first.
+
+access log -> CORS preflight -> API-key auth -> RouteFailure rendering.  The access log
+sits outside CORS so preflights are logged too; CORS sits outside auth so OPTIONS never
+needs a key.  Everything reads the plan per request through `services.plan`, so a hot
+reload changes keys and log settings at once.
+
+The four layers run as ONE aiohttp middleware: each middleware layer costs a coroutine
+and a handler partial per request.  The decisions themselves are plain functions shared
+with the fast path (runtime/core/auth.py, runtime/http/middleware/cors.py and mux.py);
+this module is only their aiohttp glue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from aiohttp import web
+
+from llama_swap.runtime.core.auth import rejects, unauthorized
+from llama_swap.runtime.core.errors import RouteFailure
+from llama_swap.runtime.http.middleware.cors import PREFLIGHT_STATUS, preflight_headers
+from llama_swap.runtime.http.middleware.mux import (
+    CLIENT_CLOSED,
+    METHOD_NOT_ALLOWED_TEXT,
+    NOSNIFF,
+    NOT_FOUND_TEXT,
+    allow_header,
+    redirect_target,
+)
+from llama_swap.runtime.http.observe.access_log import HasPlanAndLog, log_access, proxy_log_of
+from llama_swap.runtime.http.render.errors import answer_response, route_error_response
+
+# Request key: the response once its headers went out.
+PREPARED: web.RequestKey[web.StreamResponse] = web.RequestKey("llama_swap_prepared", web.StreamResponse)
+Handler = Any  # aiohttp's handler type (its alias is not exported under every version)
+
+
+async def remember_prepared(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """For `app.on_response_prepare`: lets the access log report a streamed response's
+    status and bytes even when the client leaves mid-stream (the handler is cancelled)."""
+    request[PREPARED] = response
+
+
+def mux_error(request: web.BaseRequest, exc: web.HTTPException) -> web.Response:
+    """The router's own answers, as Go's ServeMux gives them."""
+    url = request.rel_url
+    location = redirect_target(request.method, url.raw_path, url.raw_query_string)
+    if location is not None:
+        return web.Response(status=301, headers={"Location": location})
+    if exc.status == 405:
+        allowed = getattr(exc, "allowed_methods", ()) or ()
+        return web.Response(
+            status=405, text=METHOD_NOT_ALLOWED_TEXT, headers={"Allow": allow_header(allowed), **NOSNIFF}
+        )
+    return web.Response(status=exc.status, text=NOT_FOUND_TEXT, headers=NOSNIFF)
+
+
+def body_size(resp: web.StreamResponse) -> int:
+    """Response body bytes, as the access log reports them: in-memory bodies and declared
+    lengths, the count a `CountingResponse` (aio/proxy.py) kept for streams; for any other chunked
+    stream aiohttp only knows the bytes on the wire (framing and headers included)."""
+    if isinstance(resp, web.Response) and isinstance(resp.body, bytes):
+        return len(resp.body)
+    counted = getattr(resp, "body_bytes", None)
+    if counted is not None:
+        return int(counted)
+    if resp.content_length is not None:
+        return resp.content_length
+    return resp.body_length
+
+
+def exception_size(exc: web.HTTPException) -> int:
+    """The body bytes of an aiohttp HTTPException answer (0 unless a bytes body)."""
+    return len(exc.body or b"") if isinstance(exc.body, bytes) else 0
+
+
+def default_middlewares(services: HasPlanAndLog) -> list[Any]:
+    """The stack, reading `services.plan` per request."""
+    proxy_log = proxy_log_of(services)
+
+    @web.middleware
+    async def llama_swap_stack(request: web.Request, handler: Handler) -> web.StreamResponse:
+        path = request.path  # captured before handlers rewrite anything
+        started = time.perf_counter()
+        status, size = 500, 0
+        headers = request.headers
+        try:
+            method = request.method
+            if method == "OPTIONS":  # CORS preflight, before auth
+                resp: web.StreamResponse = web.Response(
+                    status=PREFLIGHT_STATUS, headers=preflight_headers(headers)
+                )
+            elif (unrouted := request.match_info.http_exception) is not None:
+                resp = mux_error(request, unrouted)  # the mux answers before any route's auth
+            elif rejects(services.plan.settings.apiKeys, method, path, headers):
+                resp = answer_response(unauthorized(headers.get("Accept", "")))
+            else:
+                try:
+                    resp = await handler(request)
+                except RouteFailure as exc:
+                    resp = route_error_response(headers, exc.error)
+            status, size = resp.status, body_size(resp)
+            return resp
+        except web.HTTPException as exc:
+            status, size = exc.status, exception_size(exc)
+            raise
+        except (asyncio.CancelledError, ConnectionError):
+            prepared = request.get(PREPARED)
+            if prepared is not None:
+                status, size = prepared.status, body_size(prepared)
+            else:
+                status = CLIENT_CLOSED
+            raise
+        finally:
+            log_access(
+                proxy_log(), request.method, path, request.version, headers, request.remote,
+                status, size, started,
+            )
+
+    return [llama_swap_stack]

@@ -1,0 +1,212 @@
+"""The request policy both front doors share (runtime/core: admission, forwarding, auth,
+error bodies), read as a specification.  Pure: no sockets, no clocks."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import pytest
+
+from llama_swap.compiler.plan import Model, Peer, Plan, Settings
+from llama_swap.runtime.core.admission import Admit, admit
+from llama_swap.runtime.core.auth import (
+    UNAUTHORIZED,
+    extract_api_key,
+    is_exempt,
+    key_matches,
+    rejects,
+    unauthorized,
+)
+from llama_swap.runtime.core.error_body import (
+    ErrorAnswer,
+    error_answer,
+    route_error_answer,
+)
+from llama_swap.runtime.core.errors import RouteError, too_many_requests
+from llama_swap.runtime.core.forwarding import (
+    RAW,
+    TEXT,
+    dropped_names,
+    forwarded_request_headers,
+    retry_on_fresh_connection,
+    upstream_error,
+)
+from llama_swap.runtime.core.inference_routes import forward_path
+from llama_swap.runtime.core.process_state import ProcessState
+
+
+def model(mid: str, **kw: object) -> Model:
+    return Model(id=mid, cmd=("x",), cmdStop=None, proxy="http://127.0.0.1:1",
+                 checkEndpoint="/health", ttl=0, **kw)  # type: ignore[arg-type]
+
+
+def plan(*models: Model, peers: tuple[Peer, ...] = ()) -> Plan:
+    return Plan(settings=Settings(), models=MappingProxyType({m.id: m for m in models}),
+                aliases=MappingProxyType({}), peers=MappingProxyType({p.id: p for p in peers}))
+
+
+@dataclass
+class Proc:
+    state: ProcessState
+
+
+READY = Proc(ProcessState.READY)
+STOPPED = Proc(ProcessState.STOPPED)
+PEER = Peer(id="p", proxy="http://127.0.0.1:2", models=("remote", "gone"))
+
+
+# --- admission ------------------------------------------------------------------------
+
+def test_a_local_model_with_a_process_is_served_locally() -> None:
+    assert admit(plan(model("m")), {"m": STOPPED}, "m", "/v1/chat/completions", True) is Admit.LOCAL
+
+
+def test_a_model_a_reload_removed_is_unknown_while_its_process_drains() -> None:
+    assert admit(plan(), {"gone": READY}, "gone", "/v1/completions", False) is Admit.UNKNOWN
+
+
+def test_a_removed_model_a_peer_lists_goes_to_the_peer() -> None:
+    assert admit(plan(peers=(PEER,)), {"gone": READY}, "gone", "/v1/completions", False) is Admit.PEER
+
+
+def test_a_planned_model_without_a_process_is_not_local() -> None:
+    assert admit(plan(model("m")), {}, "m", "/v1/completions", False) is Admit.UNKNOWN
+
+
+def test_local_wins_over_a_peer_listing_the_same_name() -> None:
+    p = plan(model("remote"), peers=(PEER,))
+    assert admit(p, {"remote": READY}, "remote", "/v1/completions", False) is Admit.LOCAL
+
+
+def test_no_model_named() -> None:
+    assert admit(plan(), {}, "", "/v1/completions", False) is Admit.NO_MODEL
+
+
+@pytest.mark.parametrize(
+    ("path", "streaming", "proc", "expected"),
+    [
+        ("/v1/chat/completions", True, STOPPED, Admit.LOADING),
+        ("/v1/chat/completions", True, READY, Admit.LOCAL),  # nothing to wait for
+        ("/v1/chat/completions", False, STOPPED, Admit.LOCAL),  # not a stream
+        ("/v1/completions", True, STOPPED, Admit.LOCAL),  # not a chat
+    ],
+)
+def test_loading_state_only_for_a_streaming_chat_to_a_model_not_ready(
+    path: str, streaming: bool, proc: Proc, expected: Admit
+) -> None:
+    p = plan(model("m", sendLoadingState=True))
+    assert admit(p, {"m": proc}, "m", path, streaming) is expected
+    assert admit(plan(model("m")), {"m": proc}, "m", path, streaming) is Admit.LOCAL
+
+
+def test_every_outcome_says_why() -> None:
+    assert all(outcome.reason for outcome in Admit)
+
+
+# --- forwarding -----------------------------------------------------------------------
+
+def test_request_headers_drop_hop_by_hop_and_append_the_client_to_x_forwarded_for() -> None:
+    headers = [("Host", "proxy"), ("Connection", "keep-alive, X-Private"), ("X-Private", "1"),
+               ("X-Forwarded-For", "10.0.0.1"), ("Content-Length", "2"), ("TE", "trailers"),
+               ("Accept", "*/*"), ("x-forwarded-for", "10.0.0.2")]
+    assert forwarded_request_headers(headers, "127.0.0.1", TEXT) == [
+        ("Host", "proxy"), ("Accept", "*/*"),
+        ("X-Forwarded-For", "10.0.0.1, 10.0.0.2, 127.0.0.1"),
+    ]
+
+
+def test_the_same_rule_over_raw_bytes() -> None:
+    headers = [(b"Host", b"proxy"), (b"connection", b"close"), (b"Keep-Alive", b"5"),
+               (b"Content-Type", b"application/json")]
+    assert forwarded_request_headers(headers, b"::1", RAW) == [
+        (b"Host", b"proxy"), (b"Content-Type", b"application/json"), (b"X-Forwarded-For", b"::1"),
+    ]
+
+
+def test_without_a_client_address_earlier_values_still_travel() -> None:
+    assert forwarded_request_headers([("X-Forwarded-For", "a")], "", TEXT) == [
+        ("X-Forwarded-For", "a")
+    ]
+    assert forwarded_request_headers([("Accept", "x")], "", TEXT) == [("Accept", "x")]
+
+
+def test_dropped_names_are_the_base_set_itself_without_a_connection_header() -> None:
+    assert dropped_names([("Accept", "x")], TEXT.hop_by_hop, TEXT) is TEXT.hop_by_hop
+    assert "x-a" in dropped_names([("Connection", " X-A ,, ")], TEXT.hop_by_hop, TEXT)
+    assert "content-length" not in TEXT.hop_by_hop and b"content-length" in RAW.hop_by_hop_and_length
+
+
+def test_a_dead_reused_connection_is_retried_once_when_the_body_can_be_resent() -> None:
+    def retry(**kw: bool) -> bool:
+        base = {"first_attempt": True, "reused": True, "received_anything": False,
+                "body_replayable": True}
+        return retry_on_fresh_connection(**{**base, **kw})
+
+    assert retry()
+    assert not retry(first_attempt=False)
+    assert not retry(reused=False)  # a fresh connection failing is a real failure
+    assert not retry(received_anything=True)  # the upstream answered something
+    assert not retry(body_replayable=False)  # part of a streamed body already went
+
+
+def test_upstream_errors_name_the_model() -> None:
+    assert upstream_error("m", "refused") == RouteError(502, "[m] upstream error: refused")
+
+
+def test_versionless_paths_lose_their_prefix() -> None:
+    assert forward_path("/v/chat/completions") == "/chat/completions"
+    assert forward_path("/v1/chat/completions") == "/v1/chat/completions"
+
+
+# --- auth -----------------------------------------------------------------------------
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_the_candidate_key_prefers_basic_then_bearer_then_x_api_key() -> None:
+    assert extract_api_key({"Authorization": basic("u", "b"), "x-api-key": "x"}) == "b"
+    assert extract_api_key({"Authorization": "bearer t", "x-api-key": "x"}) == "t"
+    assert extract_api_key({"Authorization": "Basic !!", "x-api-key": "x"}) == "x"
+    assert extract_api_key({}) == ""
+
+
+def test_keys_match_exactly_and_never_empty() -> None:
+    assert key_matches("k2", ["k1", "k2"])
+    assert not key_matches("k", ["k1"]) and not key_matches("", [""])
+
+
+def test_open_routes() -> None:
+    assert is_exempt("OPTIONS", "/v1/chat/completions") and is_exempt("POST", "/health")
+    assert is_exempt("GET", "/ui") and not is_exempt("POST", "/ui")
+
+
+def test_a_request_is_rejected_only_when_keys_are_set_the_route_is_closed_and_no_key_fits() -> None:
+    assert not rejects((), "POST", "/v1/completions", {})
+    assert rejects(("k",), "POST", "/v1/completions", {"x-api-key": "nope"})
+    assert not rejects(("k",), "POST", "/v1/completions", {"x-api-key": "k"})
+    assert not rejects(("k",), "GET", "/health", {})
+
+
+def test_the_401_challenges_for_basic_credentials() -> None:
+    answer = unauthorized("")
+    assert answer.status == 401 and UNAUTHORIZED.encode() in answer.body
+    assert answer.headers == (("WWW-Authenticate", 'Basic realm="llama-swap"'),
+                              ("Content-Type", "application/json"))
+
+
+# --- error bodies ---------------------------------------------------------------------
+
+def test_error_answers_follow_accept() -> None:
+    assert error_answer("text/plain", 404, "x") == ErrorAnswer(
+        404, (("Content-Type", "text/plain"),), b"llama-swap: x")
+    assert error_answer("", 500, "<b>").body == b'{"error":"\\u003cb\\u003e","src":"llama-swap"}'
+
+
+def test_the_429_is_the_originals_and_retry_after_travels() -> None:
+    answer = route_error_answer("text/html", too_many_requests())
+    assert answer.body == b'{"error":"Too many requests"}' and ("Retry-After", "1") in answer.headers
+    answer = route_error_answer("", RouteError(503, "busy", retry_after=3))
+    assert answer.headers[0] == ("Retry-After", "3") and answer.content_type == "application/json"
