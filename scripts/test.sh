@@ -29,6 +29,8 @@ export PATH="$PWD/.venv/bin:$PATH"
 LLAMA_SERVER_BIN="$(.venv/bin/python scripts/build_llama_server.py --print-path)"
 export LLAMA_SERVER_BIN
 
-# 4. Lint, then the whole suite. pytest exits non-zero when no test ran (exit 5).
+# 4. Lint and type-check (mypy --strict, configured in pyproject.toml), then the whole suite.
+# pytest exits non-zero when no test ran (exit 5).
 .venv/bin/ruff check compiler runtime tests bench scripts
+.venv/bin/python scripts/typecheck.py
 .venv/bin/python -m pytest -q -ra "$@"
