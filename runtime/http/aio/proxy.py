@@ -13,10 +13,12 @@ Why a module of its own: the proxy is the hot path, and its rules are subtle.
   `handler_cancellation=True`), which closes the upstream response, so the
   upstream sees the disconnect.
 - Retry: real llama-server closes the connection after every streamed
-  response, so a pooled connection may be dead when reused.  A request that
-  fails on a *reused* connection before any response byte arrived is retried
-  once on a fresh connection, if its body can be replayed (bytes, or a stream
-  of which nothing was sent yet).
+  response, so a pooled connection may be dead when reused.  aiohttp's connector
+  never hands out a connection whose close it has seen.  A request that fails on
+  a *reused* connection before any response byte arrived is retried once on a
+  fresh connection only when it is idempotent (runtime/core/forwarding.py: a
+  POST the upstream read and dropped may have run, and is never sent twice) and
+  its body can be replayed (bytes, or a stream of which nothing was sent yet).
 - An upstream that dies mid-body aborts the client connection (no clean end
   of the chunked body), so the client sees a truncated response, not a
   complete one.
@@ -37,11 +39,14 @@ from multidict import CIMultiDict
 
 from llama_swap.compiler.plan import Model
 from llama_swap.runtime.core.forwarding import (
+    CLOSED_BEFORE_ANSWERING,
+    IDEMPOTENCY_KEYS,
     SMALL_BODY,
     TEXT,
     UPSTREAM_ABORTED,
     dropped_names,
     forwarded_request_headers,
+    idempotent,
     no_headers_within,
     retry_on_fresh_connection,
 )
@@ -203,8 +208,12 @@ class UpstreamPool:
             # both mean the connection died before any response byte arrived; a failed
             # connect is never on a reused connection
             reused = flag.reused and not isinstance(exc, aiohttp.ClientConnectorError)
+            # aiohttp does not say how much of the request went out before the failure:
+            # count it as written, so only an idempotent request can go twice
             if not retry_on_fresh_connection(
                 first_attempt=True, reused=reused, received_anything=False,
+                request_written=True,
+                idempotent=idempotent(method, any(k in headers for k in IDEMPOTENCY_KEYS)),
                 body_replayable=stream is None or not stream.started,
             ):
                 raise UpstreamError(_describe(exc)) from exc
@@ -317,6 +326,6 @@ def _payload(body: Body, headers: CIMultiDict[str]) -> tuple[Any, _ReplayableStr
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         # its str() is the repr of a half-parsed response when the upstream hung up mid-headers
-        return "ServerDisconnectedError: the upstream closed the connection before answering"
+        return f"ServerDisconnectedError: {CLOSED_BEFORE_ANSWERING}"
     text = str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if text != type(exc).__name__ else text

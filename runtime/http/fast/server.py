@@ -40,9 +40,11 @@ from llama_swap.runtime.core.auth import rejects
 from llama_swap.runtime.core.error_body import ErrorAnswer, route_error_answer
 from llama_swap.runtime.core.errors import RouteFailure
 from llama_swap.runtime.core.forwarding import (
+    IDEMPOTENCY_KEYS,
     RAW,
     UPSTREAM_ABORTED,
     forwarded_request_headers,
+    idempotent,
     no_headers_within,
     retry_on_fresh_connection,
     upstream_error,
@@ -430,9 +432,14 @@ class ClientConnection(asyncio.Protocol):
                 log.warning(UPSTREAM_ABORTED, relay.failure)
                 return relay.status, relay.body_bytes, True
             failure = relay.failure or UpstreamFailure("the upstream failed")
+            # The request was written (the pool hands out only connections still open and
+            # nothing awaits between taking one and writing): the upstream may have run it,
+            # so it goes again only when the client marked it idempotent.
             if retry_on_fresh_connection(
                 first_attempt=attempt == 0, reused=failure.reused,
-                received_anything=failure.received_anything, body_replayable=True,
+                received_anything=failure.received_anything, request_written=True,
+                idempotent=idempotent("POST", _has_idempotency_key(headers)),
+                body_replayable=True,
             ):
                 log.debug("retrying on a fresh connection: %s", failure)
                 relay.done = loop.create_future()
@@ -455,6 +462,10 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is not None and not self._closed:
             self.transport.write(answer_bytes(answer, close))
         return answer.status, len(answer.body), close
+
+
+def _has_idempotency_key(headers: LazyHeaders) -> bool:
+    return any(headers.get(name) is not None for name in IDEMPOTENCY_KEYS)
 
 
 def _head_timeout(relay: Relay, seconds: float) -> None:
