@@ -50,6 +50,7 @@ from llama_swap.runtime.core.forwarding import (
     no_headers_within,
     retry_on_fresh_connection,
 )
+from llama_swap.runtime.http.request.body import BodyTooLarge
 
 log = logging.getLogger("llama_swap.proxy")
 
@@ -93,16 +94,29 @@ def response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
 
 
 class _ReplayableStream:
-    """Wraps a streamed request body; remembers whether any chunk was handed out."""
+    """Wraps a streamed request body; remembers whether any chunk was handed out, and
+    the client's body crossing `maxRequestBody` (aiohttp's client reports a failing body
+    only as a failed connection, which would read as the upstream's fault)."""
 
     def __init__(self, source: AsyncIterable[bytes]) -> None:
         self._source = source
         self.started = False
+        self.refused: BodyTooLarge | None = None
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._source:
-            self.started = True
-            yield chunk
+        try:
+            async for chunk in self._source:
+                self.started = True
+                yield chunk
+        except BodyTooLarge as exc:
+            self.refused = exc
+            raise
+
+
+def _refused(stream: _ReplayableStream | None) -> None:
+    """Raise the 413 when the request failed because the client's body was too large."""
+    if stream is not None and stream.refused is not None:
+        raise stream.refused
 
 
 # The attempt in progress in this task: `_PoolConnector` marks it when it hands out a
@@ -205,6 +219,7 @@ class UpstreamPool:
                     method, url, headers=headers, data=data, allow_redirects=False
                 )
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            _refused(stream)
             # both mean the connection died before any response byte arrived; a failed
             # connect is never on a reused connection
             reused = flag.reused and not isinstance(exc, aiohttp.ClientConnectorError)
@@ -219,6 +234,7 @@ class UpstreamPool:
                 raise UpstreamError(_describe(exc)) from exc
             log.debug("retrying %s %s on a fresh connection: %s", method, url, exc)
         except aiohttp.ClientError as exc:
+            _refused(stream)
             raise UpstreamError(_describe(exc)) from exc
         except TimeoutError as exc:
             raise UpstreamError(no_headers_within(header_timeout or 0)) from exc
@@ -230,6 +246,7 @@ class UpstreamPool:
                     method, url, headers=headers, data=data, allow_redirects=False
                 )
         except aiohttp.ClientError as exc:
+            _refused(stream)
             raise UpstreamError(_describe(exc)) from exc
         except TimeoutError as exc:
             raise UpstreamError(no_headers_within(header_timeout or 0)) from exc
