@@ -204,3 +204,13 @@ async def test_a_deeply_nested_json_body_is_a_clean_400(
     for body in (b"[" * 100_000, b'{"model":"a","x":' + b"[" * 100_000 + b"]" * 100_000 + b"}"):
         resp = await one(p.url, raw_request("/v1/chat/completions", raw_body=body))
         assert_error(resp, 400, "nested too deeply")
+
+
+async def test_a_capture_id_too_long_for_int_is_a_clean_404(proxy: Any, record_file: Path) -> None:
+    p = proxy(limited_plan(record_file))
+    for raw_id, status in (("1" * 5000, 404), ("9" * 19, 404), ("-" + "1" * 5000, 404), ("x1", 400)):
+        data = (f"GET /api/captures/{raw_id} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}"
+                "\r\nConnection: close\r\n\r\n").encode()
+        resp = await one(p.url, data)
+        assert resp.status == status, raw_id[:20]
+        assert json.loads(resp.body)["src"] == "llama-swap"
