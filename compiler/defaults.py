@@ -187,6 +187,10 @@ def resolve_settings(c: Collector, doc: dict[str, Any]) -> Settings:
         c, ("metricsMaxInMemory",), doc.get("metricsMaxInMemory"), d.metricsMaxInMemory
     )
     capture = get_int(c, ("captureBuffer",), doc.get("captureBuffer"), d.captureBuffer)
+    max_body = get_int(c, ("maxRequestBody",), doc.get("maxRequestBody"), d.maxRequestBody)
+    if max_body < 0:
+        c.error(("maxRequestBody",), f"maxRequestBody must be >= 0 (0 = no limit), got {max_body}")
+        max_body = d.maxRequestBody
 
     return Settings(
         healthCheckTimeout=hct,
@@ -195,6 +199,7 @@ def resolve_settings(c: Collector, doc: dict[str, Any]) -> Settings:
         logToStdout=log_to_stdout,
         metricsMaxInMemory=metrics if metrics > 0 else d.metricsMaxInMemory,
         captureBuffer=max(capture, 0),
+        maxRequestBody=max_body,
         performanceDisabled=get_bool(c, ("performance", "disabled"), perf.get("disabled"), False),
         performanceEvery=_performance_every(c, perf.get("every")),
         globalTTL=global_ttl,

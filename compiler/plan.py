@@ -171,6 +171,7 @@ class Settings:
     logToStdout: str = "proxy"
     metricsMaxInMemory: int = 1000
     captureBuffer: int = 5
+    maxRequestBody: int = 256 << 20  # bytes; 0 = no limit
     performanceDisabled: bool = False
     performanceEvery: str = "5s"
     globalTTL: int = 0
@@ -312,6 +313,7 @@ def plan_to_dict(plan: Plan, *, with_models: bool = True) -> dict[str, Any]:
         "logToStdout": s.logToStdout,
         "metricsMaxInMemory": s.metricsMaxInMemory,
         "captureBuffer": s.captureBuffer,
+        "maxRequestBody": s.maxRequestBody,
         "performance": {"disabled": s.performanceDisabled, "every": s.performanceEvery},
         "globalTTL": s.globalTTL,
         "startPort": s.startPort,
@@ -468,6 +470,7 @@ def plan_from_dict(d: Mapping[str, Any]) -> Plan:
         logToStdout=d.get("logToStdout", defaults.logToStdout),
         metricsMaxInMemory=int(d.get("metricsMaxInMemory", defaults.metricsMaxInMemory)),
         captureBuffer=int(d.get("captureBuffer", defaults.captureBuffer)),
+        maxRequestBody=int(d.get("maxRequestBody", defaults.maxRequestBody)),
         performanceDisabled=bool(perf.get("disabled", False)),
         performanceEvery=perf.get("every", defaults.performanceEvery),
         globalTTL=int(d.get("globalTTL", 0)),

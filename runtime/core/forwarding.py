@@ -9,9 +9,13 @@
   and `X-Forwarded-For` carrying the earlier proxies' values with the client's address
   appended, in one header at the end, as Go's reverse proxy writes it.
 - Real llama-server closes its connection after every streamed answer, so a pooled
-  connection can be dead when it is reused: a request that fails on a *reused*
-  connection before any response byte arrived is retried once on a fresh connection,
-  provided its body can be sent again.
+  connection can be dead when it is reused.  A connection seen closed while idle is
+  dropped before it is written to.  A request that fails on a *reused* connection before
+  any response byte arrived is sent again once, on a fresh connection, only when nothing
+  of it can have been processed: nothing of it was written, or it is idempotent (GET,
+  HEAD, OPTIONS, TRACE, or an `Idempotency-Key`) and its body can be sent again.  An
+  upstream that read a POST and closed without answering may have run it (a generation,
+  a tool call): that is a 502, never a second run.
 - Small answers with a known length are relayed in one write once complete, so an
   upstream that dies in the middle of one is a clean 502, not a truncated 200.
 
@@ -34,6 +38,9 @@ HOP_BY_HOP_NAMES: tuple[str, ...] = (
 )
 SMALL_BODY = 64 * 1024  # answers with a Content-Length up to this size are relayed whole
 UPSTREAM_ABORTED = "upstream aborted mid-response (%s): closing the client connection"
+CLOSED_BEFORE_ANSWERING = "the upstream closed the connection before answering"
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+IDEMPOTENCY_KEYS = ("Idempotency-Key", "X-Idempotency-Key")
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,14 +109,27 @@ def forwarded_request_headers(
     return out
 
 
+def idempotent(method: str, has_idempotency_key: bool) -> bool:
+    """Whether running a request twice does no more than running it once: the safe methods,
+    or any request the client marked with an idempotency key."""
+    return method in IDEMPOTENT_METHODS or has_idempotency_key
+
+
 def retry_on_fresh_connection(
-    *, first_attempt: bool, reused: bool, received_anything: bool, body_replayable: bool
+    *, first_attempt: bool, reused: bool, received_anything: bool, request_written: bool,
+    idempotent: bool, body_replayable: bool,
 ) -> bool:
-    """Whether a failed upstream attempt is tried again on a fresh connection: only the
-    first attempt, only on a reused (pooled) connection, only when the upstream sent
-    nothing at all (it closed a stale connection, it did not fail the request), and only
-    when the body can be sent again."""
-    return first_attempt and reused and not received_anything and body_replayable
+    """Whether a failed upstream attempt is tried again on a fresh connection.
+
+    Only the first attempt, only on a reused (pooled) connection -- a fresh one failing is
+    a real failure -- and only when the upstream sent nothing at all.  Then: a request of
+    which nothing was written cannot have been processed, so it is sent again; one that
+    was written may have been read and worked on before the upstream closed (a model
+    killed mid-request looks exactly like this), so only an idempotent request is sent
+    again.  Either way its body must be available again."""
+    if not (first_attempt and reused and body_replayable) or received_anything:
+        return False
+    return not request_written or idempotent
 
 
 def upstream_error(model_id: str, detail: object) -> RouteError:

@@ -159,6 +159,15 @@ def test_metrics_and_capture_buffer_clamps() -> None:
     assert (s.metricsMaxInMemory, s.captureBuffer) == (1000, 0)
 
 
+def test_max_request_body_defaults_to_256_mib_takes_0_for_no_limit_and_refuses_negatives() -> None:
+    assert plan_of("").settings.maxRequestBody == 256 << 20
+    assert plan_of("maxRequestBody: 0").settings.maxRequestBody == 0
+    assert plan_of("maxRequestBody: 1048576").settings.maxRequestBody == 1 << 20
+    assert errors_of("maxRequestBody: -1") == [
+        ("maxRequestBody", "maxRequestBody must be >= 0 (0 = no limit), got -1")
+    ]
+
+
 def test_model_timeouts_custom_and_zero() -> None:
     m = plan_of(
         "models: {m: {cmd: 'srv ${PORT}', timeouts: {connect: 5, responseHeader: 120, idleConn: 0}}}"

@@ -1,10 +1,9 @@
 """A tiny raw-socket HTTP/1.1 upstream with behaviour the fake cannot show.
 
 - `POST /v1/chat/completions`: 200 JSON, advertising keep-alive; but the SECOND request
-  on any connection is dropped (socket closed, no byte answered).  This is what a proxy
-  sees when an upstream closed a pooled connection it is about to reuse (real
-  llama-server closes after every streamed response): the request must be retried once
-  on a fresh connection.
+  on any connection is read and then dropped (socket closed, no byte answered).  This
+  is what a proxy sees when a model dies mid-request on a pooled connection: the
+  upstream may have run it, so it must not be sent again (a 502).
 - `POST /v1/completions`: 400 with a JSON error body, a custom header and hop-by-hop
   headers that must not reach the client.
 - `POST /v1/embeddings`: 200 JSON echoing the request headers it received.

@@ -90,15 +90,17 @@ async def test_upstream_status_error_body_and_headers_pass_through(
     assert body["error"] == {"message": "bad prompt", "type": "invalid_request_error"}
 
 
-async def test_a_request_on_a_dead_pooled_connection_is_retried_once_on_a_fresh_one(
+async def test_a_post_read_and_dropped_on_a_pooled_connection_is_a_502_not_a_second_run(
     proxy: Any, record_file: Path
 ) -> None:
     p = proxy(make_plan([scripted_model(record_file)]))
     async with aiohttp.ClientSession() as s:
-        results = [await post_chat(s, p.url, "s") for _ in range(12)]
-    assert [status for status, _ in results] == [200] * 12
-    # the upstream really did drop requests on reused connections (so retries happened)
-    assert results[-1][1]["dropped"] >= 5
+        results = [await post_chat(s, p.url, "s") for _ in range(6)]
+    # every second request arrives on the reused connection, which the upstream reads and
+    # drops: the upstream may have run it, so it is not sent again (tests/e2e/
+    # test_no_double_post.py has the retry that stays: a connection closed while idle)
+    assert [status for status, _ in results] == [200, 502, 200, 502, 200, 502]
+    assert results[-2][1]["dropped"] == 2  # each dropped request was received once
 
 
 async def test_a_client_leaving_mid_stream_cancels_the_upstream_and_frees_the_model(

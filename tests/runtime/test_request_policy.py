@@ -4,6 +4,7 @@ error bodies), read as a specification.  Pure: no sockets, no clocks."""
 from __future__ import annotations
 
 import base64
+import json
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -30,10 +31,12 @@ from llama_swap.runtime.core.forwarding import (
     TEXT,
     dropped_names,
     forwarded_request_headers,
+    idempotent,
     retry_on_fresh_connection,
     upstream_error,
 )
 from llama_swap.runtime.core.inference_routes import forward_path
+from llama_swap.runtime.core.limits import body_too_large, exceeds, parse_id, too_deeply_nested
 from llama_swap.runtime.core.process_state import ProcessState
 
 
@@ -138,17 +141,59 @@ def test_dropped_names_are_the_base_set_itself_without_a_connection_header() -> 
     assert "content-length" not in TEXT.hop_by_hop and b"content-length" in RAW.hop_by_hop_and_length
 
 
-def test_a_dead_reused_connection_is_retried_once_when_the_body_can_be_resent() -> None:
-    def retry(**kw: bool) -> bool:
-        base = {"first_attempt": True, "reused": True, "received_anything": False,
-                "body_replayable": True}
-        return retry_on_fresh_connection(**{**base, **kw})
+def retry(**kw: bool) -> bool:
+    base = {"first_attempt": True, "reused": True, "received_anything": False,
+            "request_written": False, "idempotent": False, "body_replayable": True}
+    return retry_on_fresh_connection(**{**base, **kw})
 
+
+def test_a_request_nothing_of_which_was_written_is_retried_once_on_a_fresh_connection() -> None:
     assert retry()
     assert not retry(first_attempt=False)
     assert not retry(reused=False)  # a fresh connection failing is a real failure
     assert not retry(received_anything=True)  # the upstream answered something
     assert not retry(body_replayable=False)  # part of a streamed body already went
+
+
+def test_a_written_post_is_never_sent_twice_but_an_idempotent_request_is() -> None:
+    # the upstream read the request and closed without answering: it may have run it
+    assert not retry(request_written=True)
+    assert retry(request_written=True, idempotent=True)
+    assert not retry(request_written=True, idempotent=True, received_anything=True)
+    assert not retry(request_written=True, idempotent=True, body_replayable=False)
+
+
+def test_idempotent_requests_are_the_safe_methods_or_those_with_an_idempotency_key() -> None:
+    assert all(idempotent(m, False) for m in ("GET", "HEAD", "OPTIONS", "TRACE"))
+    assert not any(idempotent(m, False) for m in ("POST", "PUT", "PATCH", "DELETE"))
+    assert idempotent("POST", True)
+
+
+# --- limits ---------------------------------------------------------------------------
+
+def test_a_body_is_too_large_only_over_a_set_limit_and_when_its_size_is_known() -> None:
+    assert exceeds(11, 10) and not exceeds(10, 10)
+    assert not exceeds(1 << 60, 0)  # 0: no limit
+    assert not exceeds(None, 10)  # chunked: decided as the bytes cross the limit
+
+
+def test_the_limit_errors_are_a_413_and_a_400_rendered_like_every_error() -> None:
+    error = body_too_large(1024)
+    assert error.status == 413 and "1024 bytes" in error.message
+    assert "maxRequestBody" in error.message
+    answer = route_error_answer("", error)
+    assert answer.status == 413 and answer.content_type == "application/json"
+    assert json.loads(answer.body)["src"] == "llama-swap"
+    assert too_deeply_nested() == RouteError(400, "invalid JSON body: nested too deeply")
+
+
+def test_an_id_is_parsed_only_when_it_can_name_something() -> None:
+    assert parse_id("42") == 42 and parse_id("+7") == 7 and parse_id("-1") == -1
+    assert parse_id("9" * 18) == int("9" * 18)
+    assert parse_id("9" * 19) is None  # too long to be an id (and int() stays cheap)
+    assert parse_id("1" * 100_000) is None  # beyond Python's int() digit limit
+    assert parse_id("") is None and parse_id("x1") is None and parse_id("\u0661") is None
+    assert parse_id("١") is None  # a non-ASCII digit
 
 
 def test_upstream_errors_name_the_model() -> None:

@@ -125,3 +125,14 @@ async def test_multipart_without_rename_is_untouched(serve) -> None:
     got = await post(serve, form, ctype=None)
     assert b'name="model"\r\n\r\nplain\r\n' in got["bytes"]
 
+
+
+def test_a_deeply_nested_body_is_filtered_at_any_depth_the_parser_accepted() -> None:
+    from llama_swap.runtime.http.request.extract import from_json_body
+
+    depth = 600  # json.loads follows it; copy.deepcopy gave up (RecursionError, a 500)
+    raw = b'{"model":"llama","top_k":1,"x":' + b"[" * depth + b"]" * depth + b"}"
+    req = filter_request(PLAN, from_json_body(PLAN, raw))
+    sent = json.loads(req.body.data)  # type: ignore[attr-defined]
+    assert "top_k" not in sent and sent["model"] == "meta/llama-3"
+    assert json.dumps(sent["x"]) == "[" * depth + "]" * depth

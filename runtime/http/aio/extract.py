@@ -13,7 +13,13 @@ import urllib.parse
 from aiohttp import web
 
 from llama_swap.compiler.plan import Plan
-from llama_swap.runtime.http.request.body import BytesBody, SpooledBody, StreamBody
+from llama_swap.runtime.http.request.body import (
+    BodyTooLarge,
+    BytesBody,
+    SpooledBody,
+    StreamBody,
+    read_limited,
+)
 from llama_swap.runtime.http.request.extract import Extracted, from_json_body, no_model, resolved
 from llama_swap.runtime.http.request.multipart_scan import (
     MultipartError,
@@ -23,21 +29,23 @@ from llama_swap.runtime.http.request.multipart_scan import (
 
 
 async def extract(request: web.Request, plan: Plan) -> Extracted:
-    """Identify the model of a model-dispatched request; raise RouteFailure(404) if none."""
+    """Identify the model of a model-dispatched request; raise RouteFailure(404) if none,
+    BodyTooLarge (413) when a body read here crosses `maxRequestBody`."""
     query = request.rel_url.query
+    limit = plan.settings.maxRequestBody
     if request.method == "GET":
         model = query.get("model", "")
         if not model:
             raise no_model()
-        body = StreamBody(request.content, request.content_length)
+        body = StreamBody(request.content, request.content_length, limit)
         return Extracted(model, resolved(plan, model), query.get("stream") == "true", body)
 
     ctype = request.headers.get("Content-Type", "")
     if "application/json" in ctype:
-        return from_json_body(plan, await request.content.read())
+        return from_json_body(plan, await read_limited(request.content, limit))
     if "multipart/form-data" in ctype:
-        return await _from_multipart(request, plan, ctype)
-    raw = await request.content.read()
+        return await _from_multipart(request, plan, ctype, limit)
+    raw = await read_limited(request.content, limit)
     form = urllib.parse.parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True)
     model = (form.get("model") or [""])[0] or query.get("model", "")
     stream = (form.get("stream") or [""])[0] or query.get("stream", "")
@@ -46,7 +54,7 @@ async def extract(request: web.Request, plan: Plan) -> Extracted:
     return Extracted(model, resolved(plan, model), stream == "true", BytesBody(raw))
 
 
-async def _from_multipart(request: web.Request, plan: Plan, ctype: str) -> Extracted:
+async def _from_multipart(request: web.Request, plan: Plan, ctype: str, limit: int) -> Extracted:
     spool = SpooledBody.new_spool()
     spooled = 0
     try:
@@ -57,6 +65,8 @@ async def _from_multipart(request: web.Request, plan: Plan, ctype: str) -> Extra
                 break
             spool.write(chunk)
             spooled += len(chunk)
+            if limit and spooled > limit:
+                raise BodyTooLarge(limit)
             scanner.feed(chunk)
     except MultipartError:  # the original's form parser fails: no model could be identified
         spool.close()
@@ -69,7 +79,7 @@ async def _from_multipart(request: web.Request, plan: Plan, ctype: str) -> Extra
     model = field.value.decode("utf-8", "replace") if field else query.get("model", "")
     stream_field = scanner.fields.get("stream")
     stream = stream_field.value.decode("utf-8", "replace") if stream_field else query.get("stream", "")
-    body = SpooledBody(spool, spooled, request.content, request.content_length)
+    body = SpooledBody(spool, spooled, request.content, request.content_length, limit=limit)
     if not model:
         body.close()
         raise no_model()

@@ -13,10 +13,12 @@ Why a module of its own: the proxy is the hot path, and its rules are subtle.
   `handler_cancellation=True`), which closes the upstream response, so the
   upstream sees the disconnect.
 - Retry: real llama-server closes the connection after every streamed
-  response, so a pooled connection may be dead when reused.  A request that
-  fails on a *reused* connection before any response byte arrived is retried
-  once on a fresh connection, if its body can be replayed (bytes, or a stream
-  of which nothing was sent yet).
+  response, so a pooled connection may be dead when reused.  aiohttp's connector
+  never hands out a connection whose close it has seen.  A request that fails on
+  a *reused* connection before any response byte arrived is retried once on a
+  fresh connection only when it is idempotent (runtime/core/forwarding.py: a
+  POST the upstream read and dropped may have run, and is never sent twice) and
+  its body can be replayed (bytes, or a stream of which nothing was sent yet).
 - An upstream that dies mid-body aborts the client connection (no clean end
   of the chunked body), so the client sees a truncated response, not a
   complete one.
@@ -37,14 +39,18 @@ from multidict import CIMultiDict
 
 from llama_swap.compiler.plan import Model
 from llama_swap.runtime.core.forwarding import (
+    CLOSED_BEFORE_ANSWERING,
+    IDEMPOTENCY_KEYS,
     SMALL_BODY,
     TEXT,
     UPSTREAM_ABORTED,
     dropped_names,
     forwarded_request_headers,
+    idempotent,
     no_headers_within,
     retry_on_fresh_connection,
 )
+from llama_swap.runtime.http.request.body import BodyTooLarge
 
 log = logging.getLogger("llama_swap.proxy")
 
@@ -88,16 +94,29 @@ def response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
 
 
 class _ReplayableStream:
-    """Wraps a streamed request body; remembers whether any chunk was handed out."""
+    """Wraps a streamed request body; remembers whether any chunk was handed out, and
+    the client's body crossing `maxRequestBody` (aiohttp's client reports a failing body
+    only as a failed connection, which would read as the upstream's fault)."""
 
     def __init__(self, source: AsyncIterable[bytes]) -> None:
         self._source = source
         self.started = False
+        self.refused: BodyTooLarge | None = None
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._source:
-            self.started = True
-            yield chunk
+        try:
+            async for chunk in self._source:
+                self.started = True
+                yield chunk
+        except BodyTooLarge as exc:
+            self.refused = exc
+            raise
+
+
+def _refused(stream: _ReplayableStream | None) -> None:
+    """Raise the 413 when the request failed because the client's body was too large."""
+    if stream is not None and stream.refused is not None:
+        raise stream.refused
 
 
 # The attempt in progress in this task: `_PoolConnector` marks it when it hands out a
@@ -200,16 +219,22 @@ class UpstreamPool:
                     method, url, headers=headers, data=data, allow_redirects=False
                 )
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            _refused(stream)
             # both mean the connection died before any response byte arrived; a failed
             # connect is never on a reused connection
             reused = flag.reused and not isinstance(exc, aiohttp.ClientConnectorError)
+            # aiohttp does not say how much of the request went out before the failure:
+            # count it as written, so only an idempotent request can go twice
             if not retry_on_fresh_connection(
                 first_attempt=True, reused=reused, received_anything=False,
+                request_written=True,
+                idempotent=idempotent(method, any(k in headers for k in IDEMPOTENCY_KEYS)),
                 body_replayable=stream is None or not stream.started,
             ):
                 raise UpstreamError(_describe(exc)) from exc
             log.debug("retrying %s %s on a fresh connection: %s", method, url, exc)
         except aiohttp.ClientError as exc:
+            _refused(stream)
             raise UpstreamError(_describe(exc)) from exc
         except TimeoutError as exc:
             raise UpstreamError(no_headers_within(header_timeout or 0)) from exc
@@ -221,6 +246,7 @@ class UpstreamPool:
                     method, url, headers=headers, data=data, allow_redirects=False
                 )
         except aiohttp.ClientError as exc:
+            _refused(stream)
             raise UpstreamError(_describe(exc)) from exc
         except TimeoutError as exc:
             raise UpstreamError(no_headers_within(header_timeout or 0)) from exc
@@ -317,6 +343,6 @@ def _payload(body: Body, headers: CIMultiDict[str]) -> tuple[Any, _ReplayableStr
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         # its str() is the repr of a half-parsed response when the upstream hung up mid-headers
-        return "ServerDisconnectedError: the upstream closed the connection before answering"
+        return f"ServerDisconnectedError: {CLOSED_BEFORE_ANSWERING}"
     text = str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if text != type(exc).__name__ else text

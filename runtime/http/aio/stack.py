@@ -1,6 +1,11 @@
 """The middleware stack every aiohttp server runs, outermost first.
 
-access log -> CORS preflight -> API-key auth -> RouteFailure rendering.  The access log
+access log -> CORS preflight -> API-key auth -> body size -> RouteFailure rendering.
+
+Auth and the body size are judged from the request head, before any handler reads a
+byte of the body (runtime/core/limits.py): a 401 or a 413 for a request whose body was
+not read says `Connection: close`, and aiohttp discards (never buffers) the unread rest
+before it closes the connection.  The access log
 sits outside CORS so preflights are logged too; CORS sits outside auth so OPTIONS never
 needs a key.  Everything reads the plan per request through `services.plan`, so a hot
 reload changes keys and log settings at once.
@@ -20,7 +25,9 @@ from typing import Any
 from aiohttp import web
 
 from llama_swap.runtime.core.auth import rejects, unauthorized
+from llama_swap.runtime.core.error_body import route_error_answer
 from llama_swap.runtime.core.errors import RouteFailure
+from llama_swap.runtime.core.limits import body_too_large, exceeds
 from llama_swap.runtime.http.middleware.cors import PREFLIGHT_STATUS, preflight_headers
 from llama_swap.runtime.http.middleware.mux import (
     CLIENT_CLOSED,
@@ -77,6 +84,13 @@ def exception_size(exc: web.HTTPException) -> int:
     return len(exc.body or b"") if isinstance(exc.body, bytes) else 0
 
 
+def _close_if_body_unread(request: web.BaseRequest, resp: web.StreamResponse) -> None:
+    """An answer given before the request's body was read ends the connection: the rest
+    of the body is discarded, not read as the next request, and never buffered."""
+    if request.body_exists and not request.content.is_eof() and not resp.prepared:
+        resp.force_close()
+
+
 def default_middlewares(services: HasPlanAndLog) -> list[Any]:
     """The stack, reading `services.plan` per request."""
     proxy_log = proxy_log_of(services)
@@ -95,13 +109,18 @@ def default_middlewares(services: HasPlanAndLog) -> list[Any]:
                 )
             elif (unrouted := request.match_info.http_exception) is not None:
                 resp = mux_error(request, unrouted)  # the mux answers before any route's auth
-            elif rejects(services.plan.settings.apiKeys, method, path, headers):
+            elif rejects((settings := services.plan.settings).apiKeys, method, path, headers):
                 resp = answer_response(unauthorized(headers.get("Accept", "")))
+                _close_if_body_unread(request, resp)
+            elif exceeds(request.content_length, limit := settings.maxRequestBody):
+                resp = answer_response(route_error_answer(headers.get("Accept", ""), body_too_large(limit)))
+                resp.force_close()
             else:
                 try:
                     resp = await handler(request)
                 except RouteFailure as exc:
                     resp = route_error_response(headers, exc.error)
+                    _close_if_body_unread(request, resp)
             status, size = resp.status, body_size(resp)
             return resp
         except web.HTTPException as exc:

@@ -5,7 +5,8 @@ much as a small upstream answer costs, so on a small machine the proxy itself ca
 throughput.  This module puts an `asyncio.Protocol` in front of the aiohttp app:
 
 - it reads the first request of a connection; if it is a plain JSON `POST` to an
-  inference route (request_head.py), with a valid API key when keys are set, that
+  inference route (request_head.py), with a valid API key when keys are set and a
+  body within `maxRequestBody` (both judged from the head, before the body is read), that
   admission (runtime/core/admission.py) routes to a local model without the
   loading-state prelude, and whose upstream is plain http, it is served here, end to end;
 - anything else -- another route, a peer, an unknown model, a failed auth, a
@@ -40,14 +41,17 @@ from llama_swap.runtime.core.auth import rejects
 from llama_swap.runtime.core.error_body import ErrorAnswer, route_error_answer
 from llama_swap.runtime.core.errors import RouteFailure
 from llama_swap.runtime.core.forwarding import (
+    IDEMPOTENCY_KEYS,
     RAW,
     UPSTREAM_ABORTED,
     forwarded_request_headers,
+    idempotent,
     no_headers_within,
     retry_on_fresh_connection,
     upstream_error,
 )
 from llama_swap.runtime.core.inference_routes import JSON_BODY_PATHS, forward_path
+from llama_swap.runtime.core.limits import exceeds
 from llama_swap.runtime.http.fast.headers import LazyHeaders
 from llama_swap.runtime.http.fast.relay import Relay, answer_bytes
 from llama_swap.runtime.http.fast.request_head import HANDOFF, Head, parse_head
@@ -267,8 +271,8 @@ class ClientConnection(asyncio.Protocol):
                 self._scanned = len(self.buf)
                 return
             self._scanned = 0
-            if parsed is HANDOFF:
-                self._handoff(b"")
+            if parsed is HANDOFF or self._refused(parsed):  # type: ignore[arg-type]
+                self._handoff(b"")  # before its body is read
                 return
             head = self._head = parsed  # type: ignore[assignment]
         assert isinstance(head, Head)
@@ -289,6 +293,16 @@ class ClientConnection(asyncio.Protocol):
             return
         self.task = asyncio.get_running_loop().create_task(self._serve(head, *plan_check))
 
+    def _refused(self, head: Head) -> bool:
+        """Whether the request is refused from its head alone -- no valid API key, or a
+        body over `maxRequestBody` (runtime/core: auth, limits) -- so that aiohttp answers
+        the 401 or 413 before a byte of the body is buffered here."""
+        settings = self.lane.services.plan.settings
+        keys = settings.apiKeys
+        if keys and rejects(keys, "POST", head.path, head.headers()):
+            return True
+        return exceeds(head.content_length, settings.maxRequestBody)
+
     def _admit(
         self, head: Head, msg: bytes
     ) -> tuple[LazyHeaders, str, Extracted, tuple[UpstreamPool, Target]] | None:
@@ -297,9 +311,6 @@ class ClientConnection(asyncio.Protocol):
         services = self.lane.services
         plan = services.plan
         headers = head.headers()
-        keys = plan.settings.apiKeys
-        if keys and rejects(keys, "POST", head.path, headers):
-            return None
         try:
             req = from_json_body(plan, msg[head.head_len :])
         except RouteFailure:
@@ -430,9 +441,14 @@ class ClientConnection(asyncio.Protocol):
                 log.warning(UPSTREAM_ABORTED, relay.failure)
                 return relay.status, relay.body_bytes, True
             failure = relay.failure or UpstreamFailure("the upstream failed")
+            # The request was written (the pool hands out only connections still open and
+            # nothing awaits between taking one and writing): the upstream may have run it,
+            # so it goes again only when the client marked it idempotent.
             if retry_on_fresh_connection(
                 first_attempt=attempt == 0, reused=failure.reused,
-                received_anything=failure.received_anything, body_replayable=True,
+                received_anything=failure.received_anything, request_written=True,
+                idempotent=idempotent("POST", _has_idempotency_key(headers)),
+                body_replayable=True,
             ):
                 log.debug("retrying on a fresh connection: %s", failure)
                 relay.done = loop.create_future()
@@ -455,6 +471,10 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is not None and not self._closed:
             self.transport.write(answer_bytes(answer, close))
         return answer.status, len(answer.body), close
+
+
+def _has_idempotency_key(headers: LazyHeaders) -> bool:
+    return any(headers.get(name) is not None for name in IDEMPOTENCY_KEYS)
 
 
 def _head_timeout(relay: Relay, seconds: float) -> None:

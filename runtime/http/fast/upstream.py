@@ -8,11 +8,12 @@ the response only has to be framed and passed on, so a connection is an
 uses) that calls a `Sink` synchronously as bytes arrive: no await per chunk.
 
 Rules kept from runtime/http/aio/proxy.py: connections are reused LIFO and dropped
-after `idleConn` seconds idle; a connection the upstream closed is never
-handed out again; a request that fails on a *reused* connection before any
-response byte arrived is retried once on a fresh connection by the caller
-(the rule is runtime/core/forwarding.py's `retry_on_fresh_connection`; a failure
-says whether its connection was reused and whether anything arrived); the upstream's framing (Content-Length, chunked or
+after `idleConn` seconds idle; a connection the upstream closed (its EOF seen while
+idle) is never handed out again, so a request is written only to a connection that
+was open when it was taken; whether a failed request is sent again is the caller's
+decision (runtime/core/forwarding.py's `retry_on_fresh_connection`: a failure says
+whether its connection was reused and whether anything arrived; a POST that was
+written is never sent twice); the upstream's framing (Content-Length, chunked or
 close-delimited) is decoded here and re-framed by the sink.
 """
 
@@ -23,6 +24,8 @@ import time
 from typing import Protocol as TypingProtocol
 
 import httptools
+
+from llama_swap.runtime.core.forwarding import CLOSED_BEFORE_ANSWERING
 
 _CHUNKED = b"chunked"
 
@@ -126,7 +129,10 @@ class UpstreamConnection(asyncio.Protocol):
             self.sink.flush()
 
     def eof_received(self) -> bool | None:
-        return None  # close our side too; connection_lost settles the exchange
+        # The upstream closed (while idle, a keep-alive timeout): never hand this
+        # connection out again; close our side too, connection_lost settles any exchange.
+        self._closed = True
+        return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
@@ -138,7 +144,7 @@ class UpstreamConnection(asyncio.Protocol):
             why = f": {exc}" if exc else ""
             sink.on_failure(
                 UpstreamFailure(
-                    "the upstream closed the connection before answering" + why,
+                    CLOSED_BEFORE_ANSWERING + why,
                     reused=self.reused,
                     received_anything=self._got_bytes,
                 )

@@ -7,6 +7,11 @@ known (so upstreams that reject chunked uploads still get a Content-Length)
 and an async iterator of chunks.  Nothing here holds a whole large body in
 memory: `SpooledBody` keeps what was read ahead in a temporary file (in memory
 only while small) and continues with the live client stream.
+
+Every read of a client stream counts the bytes against `maxRequestBody`
+(runtime/core/limits.py): a chunked upload is refused with `BodyTooLarge` (a 413)
+as soon as it crosses the limit, whether it is being read for routing or streamed
+upstream.
 """
 
 from __future__ import annotations
@@ -18,8 +23,44 @@ from typing import IO, Protocol
 
 from aiohttp import StreamReader
 
+from llama_swap.runtime.core.errors import RouteFailure
+from llama_swap.runtime.core.limits import body_too_large, exceeds
+
 CHUNK = 64 * 1024
 SPOOL_IN_MEMORY = 1024 * 1024
+
+
+class BodyTooLarge(RouteFailure):
+    """A client body crossed `maxRequestBody` while it was read: answered 413."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(body_too_large(limit))
+
+
+async def read_limited(stream: StreamReader, limit: int) -> bytes:
+    """The whole body of `stream`, refused with BodyTooLarge once it grows past `limit`
+    (0: no limit), so a chunked body without a Content-Length is bounded too."""
+    if limit <= 0:
+        return await stream.read()
+    parts: list[bytes] = []
+    size = 0
+    while chunk := await stream.readany():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(limit)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+async def limited_chunks(stream: StreamReader, limit: int, already: int = 0) -> AsyncIterator[bytes]:
+    """The rest of `stream` in chunks of up to CHUNK bytes; `already` bytes of the body
+    were read before.  Raises BodyTooLarge when the total crosses `limit` (0: none)."""
+    size = already
+    async for chunk in stream.iter_chunked(CHUNK):
+        size += len(chunk)
+        if exceeds(size, limit):
+            raise BodyTooLarge(limit)
+        yield chunk
 
 
 class ForwardBody(Protocol):
@@ -55,16 +96,17 @@ class BytesBody:
 class StreamBody:
     """The client's body stream, untouched (nothing was read ahead)."""
 
-    def __init__(self, stream: StreamReader, length: int | None):
+    def __init__(self, stream: StreamReader, length: int | None, limit: int = 0):
         self._stream = stream
         self._length = length
+        self._limit = limit  # maxRequestBody (0: none)
 
     @property
     def length(self) -> int | None:
         return self._length
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        async for chunk in self._stream.iter_chunked(CHUNK):
+        async for chunk in limited_chunks(self._stream, self._limit):
             yield chunk
 
     def close(self) -> None:
@@ -126,7 +168,9 @@ class SpooledBody:
         rest: StreamReader | None,
         original_length: int | None,
         replacements: Sequence[Replacement] = (),
+        limit: int = 0,
     ):
+        self._limit = limit  # maxRequestBody (0: none), counted over spool and stream
         self._spool = spool
         self._spooled = spooled
         self._rest = rest
@@ -141,7 +185,8 @@ class SpooledBody:
 
     def with_replacements(self, replacements: Sequence[Replacement]) -> SpooledBody:
         return SpooledBody(
-            self._spool, self._spooled, self._rest, self._original_length, replacements
+            self._spool, self._spooled, self._rest, self._original_length, replacements,
+            self._limit,
         )
 
     @property
@@ -174,7 +219,7 @@ class SpooledBody:
                 remaining -= len(data)
                 yield data
         if self._rest is not None:
-            async for chunk in self._rest.iter_chunked(CHUNK):
+            async for chunk in limited_chunks(self._rest, self._limit, self._spooled):
                 yield chunk
 
     def close(self) -> None:

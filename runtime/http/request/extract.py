@@ -24,6 +24,7 @@ from typing import Any
 from llama_swap.compiler.plan import Plan
 from llama_swap.runtime.core.error_body import NO_MODEL
 from llama_swap.runtime.core.errors import RouteError, RouteFailure
+from llama_swap.runtime.core.limits import too_deeply_nested
 from llama_swap.runtime.http.request.body import BytesBody, ForwardBody
 from llama_swap.runtime.http.request.multipart_scan import FieldValue
 
@@ -90,6 +91,15 @@ def json_bool(value: Any) -> bool:
     return False
 
 
+def _loads(raw: bytes | str) -> Any:
+    """`json.loads`, with a body nested past the interpreter's recursion limit turned into
+    the client's error instead of a crash."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise RouteFailure(too_deeply_nested()) from None
+
+
 def no_model() -> RouteFailure:
     return RouteFailure(RouteError(404, NO_MODEL))
 
@@ -99,12 +109,14 @@ def resolved(plan: Plan, name: str) -> str:
 
 
 def from_json_body(plan: Plan, raw: bytes) -> Extracted:
-    """A JSON request body as `Extracted` (no I/O: the fast path calls it too)."""
+    """A JSON request body as `Extracted` (no I/O: the fast path calls it too).  Raises
+    RouteFailure: 404 when it names no model, 400 when it nests deeper than the parser
+    can follow (runtime/core/limits.py)."""
     try:
-        doc: Any = json.loads(raw)
+        doc: Any = _loads(raw)
     except UnicodeDecodeError:  # invalid UTF-8: read it as Go's gjson does, bytes as they are
         try:
-            doc = json.loads(raw.decode("utf-8", "replace"))
+            doc = _loads(raw.decode("utf-8", "replace"))
         except ValueError:
             doc = _NOTHING
     except ValueError:

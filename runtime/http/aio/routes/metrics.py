@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from llama_swap.runtime.core.limits import parse_id
 from llama_swap.runtime.core.process_state import ProcessState
 from llama_swap.runtime.http.aio.app import STATE
 from llama_swap.runtime.http.observe.captures import Capture
@@ -166,7 +167,8 @@ async def capture(request: web.Request) -> web.Response:
     raw_id = request.match_info["id"]
     if not _INT.fullmatch(raw_id):
         return error_response(request.headers, 400, "invalid capture ID")
-    found = request.app[STATE].captures.get(int(raw_id))
+    capture_id = parse_id(raw_id)  # None: too many digits to name a capture
+    found = None if capture_id is None else request.app[STATE].captures.get(capture_id)
     if found is None:
         return error_response(request.headers, 404, "capture not found")
     if found.size > 1 << 20:  # redaction, base64 and JSON of big bodies: off the loop

@@ -78,7 +78,7 @@ async def upstream(request: web.Request) -> web.StreamResponse:
     meter = ResponseMeter() if metered else None
     body: Any = None
     if request.body_exists:
-        body = StreamBody(request.content, request.content_length)
+        body = StreamBody(request.content, request.content_length, plan.settings.maxRequestBody)
         capacity = state.captures.capacity
         if metered and capacity > 0 and (request.content_length or 0) <= capacity:
             body = TeeBody(body, capacity)  # kept for the capture while it is forwarded

@@ -1,0 +1,85 @@
+"""A raw-socket HTTP/1.1 upstream that counts the requests it read, for the retry rules.
+
+- Every request read in full is appended to the file named on the command line (one
+  line: method, path, the request's `X-Test` header), before it is answered, so a test
+  can count how often the upstream saw (and could have run) a request.
+- `X-Test: die`: the request is read in full, then the connection is closed without a
+  byte of answer -- what a proxy sees when a model is killed mid-request.
+- anything else: 200 JSON with keep-alive; a connection then left idle for IDLE_CLOSE
+  seconds is closed by the upstream (a keep-alive timeout), as llama-server closes its
+  connections.
+- `GET /health`: 200 (not counted).
+
+Run: python counting_upstream.py PORT COUNT_FILE
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+IDLE_CLOSE = 1.0
+
+
+async def read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str]] | None:
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return None
+    lines = head.decode("latin-1").split("\r\n")
+    method, path, _ = lines[0].split(" ", 2)
+    headers = {}
+    for line in lines[1:]:
+        if ":" in line:
+            k, v = line.split(":", 1)
+            headers[k.strip().lower()] = v.strip()
+    length = int(headers.get("content-length", "0"))
+    if length:
+        await reader.readexactly(length)
+    return method, path, headers
+
+
+def answer(body: bytes) -> bytes:
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: keep-alive\r\n"
+        b"Content-Length: %d\r\n\r\n%b" % (len(body), body)
+    )
+
+
+def handler(count_file: Path) -> object:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(IDLE_CLOSE):
+                        req = await read_request(reader)
+                except TimeoutError:
+                    return  # idle too long: close, as a keep-alive timeout does
+                if req is None:
+                    return
+                method, path, headers = req
+                if path == "/health":
+                    writer.write(answer(b'{"status":"ok"}'))
+                    await writer.drain()
+                    continue
+                with count_file.open("a") as f:
+                    f.write(f"{method} {path} {headers.get('x-test', '')}\n")
+                if headers.get("x-test") == "die":
+                    return  # read in full, then gone without answering
+                writer.write(answer(b'{"ok":true}'))
+                await writer.drain()
+        finally:
+            writer.close()
+
+    return handle
+
+
+async def main(port: int, count_file: Path) -> None:
+    server = await asyncio.start_server(handler(count_file), "127.0.0.1", port)  # type: ignore[arg-type]
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(int(sys.argv[1]), Path(sys.argv[2])))
