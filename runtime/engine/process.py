@@ -37,6 +37,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
+from urllib.parse import urlsplit
 
 from llama_swap.compiler.plan import Model
 from llama_swap.runtime.core.errors import RouteError, RouteFailure, health_timeout, start_failed
@@ -51,6 +52,7 @@ StateCallback = Callable[[str, ProcessState, ProcessState], None]
 PIPE_DRAIN = 1.0  # seconds to wait for pipe EOF after the child exited
 TAIL_LINES = 10  # log lines quoted in a start-failure error
 START_GRACE = 5.0  # grace used when a failed health check kills the child
+PORT_PROBE_TIMEOUT = 0.5  # seconds a "is the model's port already taken?" connect may take
 
 
 def next_poll_delay(attempt: int, elapsed: float) -> float:
@@ -409,6 +411,12 @@ class ModelProcess:
         # this run's own output, forwarded to the model log: the tail quoted in a start
         # failure must not show lines of an earlier run
         run_log = LogBuffer(f"{model.id}#run", capacity=16 * 1024, parent=self.log)
+        taken = await _port_taken(model.proxy)
+        if taken is not None:
+            detail = _port_taken_detail(taken, "before the model was started")
+            self._note(detail)
+            self._fail_start()
+            raise RouteFailure(start_failed(model.id, detail))
         try:
             child = await _spawn(model.cmd, build_env(model.env), run_log)
         except (OSError, ValueError) as exc:
@@ -451,17 +459,24 @@ class ModelProcess:
                         await fut
         if aborted in done:
             return RouteError(503, f"[{model.id}] aborted")
-        if child.reaped in done:
-            return self._exited_while_starting(child.reaped.result(), run_log)
-        if health.result():
+        healthy = health in done and health.result()
+        if child.reaped in done or (healthy and child.exit_code() is not None):
+            # An answer while our child is dead came from someone else on the port.
+            code = await asyncio.shield(child.reaped)
+            return await self._exited_while_starting(code, run_log)
+        if healthy:
             return None
         return await self._health_timed_out(child)
 
-    def _exited_while_starting(self, code: int, run_log: LogBuffer) -> RouteError:
-        """The child died before it was healthy: a 502 quoting its last output."""
+    async def _exited_while_starting(self, code: int, run_log: LogBuffer) -> RouteError:
+        """The child died before it was healthy: a 502 quoting its last output (and naming
+        the port when another program listens there, the usual reason a server cannot bind)."""
         self._note(f"exited with code {code} while starting")
         self._fail_start()
         detail = f"upstream command exited prematurely with code {code}"
+        taken = await _port_taken(self.model.proxy)
+        if taken is not None:
+            detail += "; " + _port_taken_detail(taken, "while the model was starting")
         tail = run_log.tail_lines(TAIL_LINES)
         if tail:
             detail += "; last output:\n" + "\n".join(tail)
@@ -565,6 +580,42 @@ class ModelProcess:
 def _argv_text(argv: Sequence[str]) -> str:
     """argv as one shell-quoted log line."""
     return shlex.join(argv).replace("\n", "\\n")
+
+
+async def _port_taken(proxy: str) -> str | None:
+    """"host:port" of `proxy` if something already accepts connections there, else None.
+
+    Why: a model server that cannot bind its port exits, but a health check on that port
+    would be answered by whatever holds it (a second llama-swap using the same startPort,
+    any other server) and requests would silently go there.  A connect probe, not a bind
+    probe, because the proxy host need not be local.  A probe that times out counts as
+    free: the start then fails or succeeds on its own merits.
+    """
+    parts = urlsplit(proxy)
+    host = parts.hostname
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return None
+    if not host:
+        return None
+    try:
+        async with asyncio.timeout(PORT_PROBE_TIMEOUT):
+            _, writer = await asyncio.open_connection(host, port)
+    except (OSError, TimeoutError):
+        return None
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+
+
+def _port_taken_detail(address: str, when: str) -> str:
+    return (
+        f"another program is already listening on {address} ({when}); it would receive this "
+        "model's requests. Stop it, or give this model a free port (for models using "
+        "${PORT}, set startPort to a range no other server uses)"
+    )
 
 
 def _health_url(model: Model) -> str:
