@@ -12,9 +12,13 @@ Invariants:
   process group, and (on Linux) dies with SIGKILL if the thread that spawned it dies; its
   whole group (a wrapper's forked server included) is registered with the orphan guard
   (runtime/engine/orphans.py), which kills it if llama-swap dies without stopping it;
+- its whole process tree is marked (`LLAMA_SWAP_TREE=<token>` in the environment it
+  inherits), so a descendant that left the group (`setsid`) is signalled with it, killed
+  once it exited, and killed by the orphan guard;
 - its stdout and stderr go, merged and decoded, into `self.log`; runtime notes about the child
   ("started pid", "exited with code", "health ok") go there too;
-- when the child (the group leader) exits, whatever is left of its process group is killed,
+- when the child (the group leader) exits, whatever is left of its process group and its
+  marked tree is killed,
   and pipes still held open by an escaped descendant are closed after `PIPE_DRAIN` seconds,
   so neither `stop()` nor a failed `start()` can hang on them;
 - at most one start and one stop run at a time; concurrent callers join them;
@@ -28,6 +32,7 @@ import asyncio
 import codecs
 import contextlib
 import ctypes
+import itertools
 import logging
 import os
 import shlex
@@ -35,6 +40,7 @@ import shutil
 import signal
 import sys
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -43,7 +49,7 @@ from llama_swap.compiler.plan import Model
 from llama_swap.runtime.core.errors import RouteError, RouteFailure, health_timeout, start_failed
 from llama_swap.runtime.core.process_state import ProcessState
 from llama_swap.runtime.engine.logs import LogBuffer
-from llama_swap.runtime.engine.orphans import GUARD_INSTANCE
+from llama_swap.runtime.engine.orphans import GUARD_INSTANCE, TREE_VAR, marked_pids
 
 _log = logging.getLogger(__name__)
 
@@ -149,21 +155,23 @@ class _ChildProtocol(asyncio.SubprocessProtocol):
 
 
 class _Child:
-    """A spawned process: transport, protocol, pid, and the task that reaps it."""
+    """A spawned process: transport, protocol, pid, tree token, and the task that reaps it."""
 
-    def __init__(self, transport: asyncio.SubprocessTransport, proto: _ChildProtocol):
+    def __init__(self, transport: asyncio.SubprocessTransport, proto: _ChildProtocol, token: str):
         self.transport = transport
         self.proto = proto
         self.pid: int = transport.get_pid()
+        self.token = token
         self.returncode: int | None = None
-        GUARD_INSTANCE.track(self.pid)  # its group dies with llama-swap, even if SIGKILLed
+        # its group and marked tree die with llama-swap, even if SIGKILLed
+        GUARD_INSTANCE.track(self.pid, token)
         self.reaped: asyncio.Task[int] = asyncio.get_running_loop().create_task(self._reap())
 
     async def _reap(self) -> int:
         await self.proto.exited
         code = self.transport.get_returncode()
         self.returncode = -1 if code is None else code
-        _signal_group(self.pid, signal.SIGKILL)  # leftovers of the group
+        self._kill_leftovers()
         GUARD_INSTANCE.forget(self.pid)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self.proto.pipes_closed), PIPE_DRAIN)
@@ -196,14 +204,27 @@ class _Child:
             return None
         # The leader is an unreaped zombie, so its group id cannot have been reused yet:
         # kill what is left of the group now rather than when the loop reaps it.
-        _signal_group(self.pid, signal.SIGKILL)
+        self._kill_leftovers()
         if info.si_code in (os.CLD_KILLED, os.CLD_DUMPED):
             return -info.si_status
         return info.si_status
 
     def signal(self, sig: int) -> None:
+        """Signal the group, and the marked descendants outside it (each process once: a
+        server may treat a second SIGTERM as "quit now")."""
         if self.alive:
             _signal_group(self.pid, sig, fallback=True)
+            for pid in marked_pids(self.token):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    if os.getpgid(pid) != self.pid:
+                        os.kill(pid, sig)
+
+    def _kill_leftovers(self) -> None:
+        """The leader exited: SIGKILL what is left of its group and of its marked tree."""
+        _signal_group(self.pid, signal.SIGKILL)
+        for pid in marked_pids(self.token):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
 
     async def kill_after(self, grace: float) -> int:
         """Wait up to `grace` s for the exit, then SIGKILL the group; return the exit code."""
@@ -229,6 +250,8 @@ def _signal_group(pgid: int, sig: int, *, fallback: bool = False) -> None:
 
 async def _spawn(argv: Sequence[str], env: Mapping[str, str], log: LogBuffer) -> _Child:
     loop = asyncio.get_running_loop()
+    token = f"{_TREE_PREFIX}{next(_tree_ids)}"
+    env = {**env, TREE_VAR: token}
     transport, proto = await loop.subprocess_exec(
         lambda: _ChildProtocol(log),
         *resolve_argv(argv),
@@ -239,10 +262,13 @@ async def _spawn(argv: Sequence[str], env: Mapping[str, str], log: LogBuffer) ->
         start_new_session=True,
         preexec_fn=_PREEXEC,
     )
-    return _Child(transport, proto)
+    return _Child(transport, proto, token)
 
 
 _PREEXEC = _pdeathsig_preexec()
+# Tree tokens: unique per spawn, and unlike any other llama-swap's on the machine.
+_TREE_PREFIX = f"{os.getpid()}.{uuid.uuid4().hex[:8]}."
+_tree_ids = itertools.count(1)
 
 
 class ModelSlot(Protocol):

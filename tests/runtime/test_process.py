@@ -357,9 +357,11 @@ async def test_an_unexpected_exit_of_a_ready_child_is_reported(h: Harness) -> No
 
 
 async def test_a_grandchild_holding_the_pipes_does_not_hang_stop(h: Harness) -> None:
+    # setsid and a wiped environment: out of the group and unmarked, so out of reach
     code = textwrap.dedent(f"""
         import subprocess, time
-        g = subprocess.Popen([{PY!r}, "-c", "import time; time.sleep(60)"], start_new_session=True)
+        g = subprocess.Popen([{PY!r}, "-c", "import time; time.sleep(60)"],
+                             start_new_session=True, env={{}})
         print("grandchild", g.pid, flush=True)
         time.sleep(60)
     """)
@@ -371,7 +373,27 @@ async def test_a_grandchild_holding_the_pipes_does_not_hang_stop(h: Harness) -> 
     await asyncio.wait_for(p.stop(grace=5), 10)
     assert p.state is S.STOPPED
     assert "closing output pipes held open by a descendant" in p.log.history()
-    assert pid_alive(grandchild)  # it escaped the group; the fixture kills it
+    assert pid_alive(grandchild)  # it escaped the group and the marking; the fixture kills it
+
+
+async def test_a_grandchild_that_left_the_group_is_stopped_with_the_child(h: Harness) -> None:
+    # setsid alone leaves the group, not the tree: it gets the SIGTERM too (which it
+    # ignores), and a SIGKILL once the child exited, so it does not hold the pipes either
+    code = textwrap.dedent(f"""
+        import subprocess, time
+        g = subprocess.Popen([{PY!r}, "-c", {IGNORES_SIGTERM!r}], start_new_session=True)
+        print("grandchild", g.pid, flush=True)
+        time.sleep(60)
+    """)
+    p = h.make(script_model("s", code))
+    await p.start()
+    await until(lambda: said(p, "handler installed"))
+    grandchild = int(re.findall(r"^grandchild (\d+)", p.log.history(), re.M)[0])
+    h.extra_pids.append(grandchild)
+    assert os.getsid(grandchild) != os.getsid(p.pid or 0)
+    await asyncio.wait_for(p.stop(grace=5), 10)
+    await until(lambda: not pid_alive(grandchild), timeout=5)
+    assert "closing output pipes" not in p.log.history()
 
 
 async def test_leftovers_of_the_process_group_are_killed_with_the_child(h: Harness) -> None:
