@@ -15,6 +15,7 @@ free and serves.
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
 from pathlib import Path
 
@@ -69,14 +70,8 @@ async def the_helper(pidfile: Path, server: int) -> int:
     helper = int(pidfile.read_text())
     assert not gone(helper)
     assert psutil.Process(helper).ppid() == server
-    assert psutil.Process(helper).gids() and _session(helper) != _session(server)
+    assert os.getsid(helper) != os.getsid(server)
     return helper
-
-
-def _session(pid: int) -> int:
-    import os
-
-    return os.getsid(pid)
 
 
 async def test_an_unload_kills_a_descendant_that_left_the_process_group(site: Site) -> None:
