@@ -15,8 +15,10 @@ Invariants:
 - its whole process tree is marked (`LLAMA_SWAP_TREE=<token>` in the environment it
   inherits), so a descendant that left the group (`setsid`) is signalled with it, killed
   once it exited, and killed by the orphan guard;
-- its stdout and stderr go, merged and decoded, into `self.log`; runtime notes about the child
-  ("started pid", "exited with code", "health ok") go there too;
+- its stdout and stderr go, merged and decoded, into a per-run buffer that feeds `self.log`
+  (a cmdStop's into one of its own); runtime notes about the child ("started pid", "exited
+  with code", "still alive ... SIGKILL") are written to `self.log` directly, as a different
+  writer, so a note never continues a line the child (or cmdStop) left unfinished;
 - when the child (the group leader) exits, whatever is left of its process group and its
   marked tree is killed,
   and pipes still held open by an escaped descendant are closed after `PIPE_DRAIN` seconds,
@@ -54,6 +56,7 @@ from llama_swap.runtime.engine.orphans import GUARD_INSTANCE, TREE_VAR, marked_p
 _log = logging.getLogger(__name__)
 
 StateCallback = Callable[[str, ProcessState, ProcessState], None]
+Note = Callable[[str], None]  # writes one runtime note (a line of its own) to the model log
 
 PIPE_DRAIN = 1.0  # seconds to wait for pipe EOF after the child exited
 TAIL_LINES = 10  # log lines quoted in a start-failure error
@@ -155,11 +158,17 @@ class _ChildProtocol(asyncio.SubprocessProtocol):
 
 
 class _Child:
-    """A spawned process: transport, protocol, pid, tree token, and the task that reaps it."""
+    """A spawned process: transport, protocol, pid, tree token, and the task that reaps it.
 
-    def __init__(self, transport: asyncio.SubprocessTransport, proto: _ChildProtocol, token: str):
+    Its notes go through `note`, not into its own output buffer: written there, a note
+    would be the same writer as the child and continue its unfinished last line."""
+
+    def __init__(
+        self, transport: asyncio.SubprocessTransport, proto: _ChildProtocol, token: str, note: Note
+    ):
         self.transport = transport
         self.proto = proto
+        self.note = note
         self.pid: int = transport.get_pid()
         self.token = token
         self.returncode: int | None = None
@@ -176,7 +185,7 @@ class _Child:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self.proto.pipes_closed), PIPE_DRAIN)
         if not self.proto.pipes_closed.done():
-            self.proto.log.write("[llama-swap] closing output pipes held open by a descendant\n")
+            self.note(f"pid {self.pid}: closing output pipes held open by a descendant")
         self.transport.close()
         return self.returncode
 
@@ -232,7 +241,7 @@ class _Child:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self.proto.exited), max(0.0, grace))
         if self.alive:
-            self.proto.log.write(f"[llama-swap] pid {self.pid} still alive after {grace:g}s: SIGKILL\n")
+            self.note(f"pid {self.pid} still alive after {grace:g}s: SIGKILL")
             self.signal(signal.SIGKILL)
         return await asyncio.shield(self.reaped)
 
@@ -248,7 +257,10 @@ def _signal_group(pgid: int, sig: int, *, fallback: bool = False) -> None:
         pass
 
 
-async def _spawn(argv: Sequence[str], env: Mapping[str, str], log: LogBuffer) -> _Child:
+async def _spawn(
+    argv: Sequence[str], env: Mapping[str, str], log: LogBuffer, note: Note
+) -> _Child:
+    """Start `argv`; its output goes to `log`, the runtime's notes about it to `note`."""
     loop = asyncio.get_running_loop()
     token = f"{_TREE_PREFIX}{next(_tree_ids)}"
     env = {**env, TREE_VAR: token}
@@ -262,7 +274,7 @@ async def _spawn(argv: Sequence[str], env: Mapping[str, str], log: LogBuffer) ->
         start_new_session=True,
         preexec_fn=_PREEXEC,
     )
-    return _Child(transport, proto, token)
+    return _Child(transport, proto, token, note)
 
 
 _PREEXEC = _pdeathsig_preexec()
@@ -444,7 +456,7 @@ class ModelProcess:
             self._fail_start()
             raise RouteFailure(start_failed(model.id, detail))
         try:
-            child = await _spawn(model.cmd, build_env(model.env), run_log)
+            child = await _spawn(model.cmd, build_env(model.env), run_log, self._note)
         except (OSError, ValueError) as exc:
             detail = f"failed to start command '{_argv_text(model.cmd)}': {exc}"
             self._note(detail)
@@ -580,8 +592,11 @@ class ModelProcess:
             if cmd_stop:
                 argv = [tok.replace("${PID}", str(child.pid)) for tok in cmd_stop]
                 self._note(f"stopping pid {child.pid} with cmdStop: {_argv_text(argv)}")
+                stop_log = LogBuffer(f"{self.model.id}#stop", capacity=16 * 1024, parent=self.log)
                 try:
-                    stopper = self._stopper = await _spawn(argv, build_env(self.model.env), self.log)
+                    stopper = self._stopper = await _spawn(
+                        argv, build_env(self.model.env), stop_log, self._note
+                    )
                 except (OSError, ValueError) as exc:
                     self._note(f"cmdStop failed to start ({exc}); sending SIGTERM")
                     child.signal(signal.SIGTERM)

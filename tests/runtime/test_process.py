@@ -273,6 +273,50 @@ async def test_a_child_ignoring_sigterm_is_killed_after_the_grace(h: Harness) ->
     assert p.state is S.STOPPED and not pid_alive(pid)
 
 
+# a child whose output never ends a line, and which ignores SIGTERM (saying so, unfinished)
+UNFINISHED_LINE = textwrap.dedent("""
+    import signal, sys, time
+    def say(text):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    signal.signal(signal.SIGTERM, lambda *a: say(" ignoring SIGTERM"))
+    say("loading 42%")
+    while True:
+        time.sleep(1)
+""")
+
+
+def notes_on_their_own_lines(log: str) -> bool:
+    """Every runtime note starts a line: none continues a line the child left unfinished."""
+    return all(line.startswith("[llama-swap]") for line in log.splitlines() if "[llama-swap]" in line)
+
+
+async def test_notes_after_an_unfinished_line_of_the_child_start_a_new_line(h: Harness) -> None:
+    p = h.make(script_model("s", UNFINISHED_LINE))
+    await p.start()
+    await until(lambda: "\nloading 42%" in p.log.history())  # its output, not the argv note
+    await asyncio.wait_for(p.stop(grace=1), 10)
+    log = p.log.history()
+    assert " ignoring SIGTERM\n[llama-swap] [s] pid" in log, log
+    assert "still alive after 1s: SIGKILL" in log, log
+    assert notes_on_their_own_lines(log), log
+    assert notes_on_their_own_lines(h.upstream.history())
+
+
+async def test_cmd_stop_output_without_a_newline_is_not_continued_by_a_note(h: Harness) -> None:
+    stopper = ("import os, signal, sys; sys.stdout.write('stopping ' + sys.argv[1]); "
+               "sys.stdout.flush(); os.kill(int(sys.argv[1]), signal.SIGKILL); sys.exit(3)")
+    p = h.make(script_model("s", UNFINISHED_LINE, cmdStop=(PY, "-c", stopper, "${PID}")))
+    await p.start()
+    await until(lambda: "\nloading 42%" in p.log.history())  # its output, not the argv note
+    pid = p.pid
+    await asyncio.wait_for(p.stop(grace=60), 10)
+    log = p.log.history()
+    assert f"stopping {pid}\n" in log and "cmdStop exited with code 3" in log, log
+    assert notes_on_their_own_lines(log), log
+    assert notes_on_their_own_lines(h.upstream.history())
+
+
 async def test_cmd_stop_runs_with_the_pid_substituted(h: Harness) -> None:
     stopper = "import os, signal, sys; print('cmdStop for', sys.argv[1], flush=True); os.kill(int(sys.argv[1]), signal.SIGKILL)"
     p = h.make(script_model("s", IGNORES_SIGTERM, cmdStop=(PY, "-c", stopper, "${PID}")))
