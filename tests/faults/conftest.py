@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import psutil
 import pytest
 
@@ -129,3 +130,35 @@ def site(tmp_path: Path) -> Iterator[Site]:
         described = [(p.pid, " ".join(p.cmdline())) for p in left if p.is_running()]
         kill_pids(p.pid for p in left)
         pytest.fail(f"processes left behind: {described}")
+
+
+async def inflight(s: Any, url: str) -> int:
+    """The proxy's in-flight model requests, as /metrics reports them."""
+    async with s.get(f"{url}/metrics") as resp:
+        text = await resp.text()
+    for line in text.splitlines():
+        if line.startswith("llamaswap_inflight_requests "):
+            return int(float(line.split()[1]))
+    raise AssertionError("no llamaswap_inflight_requests in /metrics")
+
+
+async def running(s: Any, url: str) -> list[str]:
+    """The models /running lists (loaded or loading)."""
+    async with s.get(f"{url}/running") as resp:
+        return [r["model"] for r in (await resp.json())["running"]]
+
+
+async def stream_chat(s: Any, url: str, model: str, **extra: Any) -> tuple[int, list[str], bool]:
+    """A streaming chat request read to its end: (status, the `data:` payloads, whether the
+    connection was cut instead of ending the body properly)."""
+    payloads: list[str] = []
+    body = {"model": model, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    async with s.post(f"{url}/v1/chat/completions", json={**body, **extra}) as resp:
+        try:
+            async for line in resp.content:
+                text = line.decode().strip()
+                if text.startswith("data:"):
+                    payloads.append(text[5:].strip())
+        except aiohttp.ClientPayloadError:
+            return resp.status, payloads, True
+        return resp.status, payloads, False
