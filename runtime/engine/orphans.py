@@ -7,12 +7,21 @@ the real server behind as an orphan when llama-swap is SIGKILLed or crashes, sti
 holding its port and its GPU memory.  Every model runs in its own process group, so
 killing the group is enough; but a dead process cannot do it, hence a tiny guard process.
 
+A process group is not the whole tree: a server may fork a helper that calls `setsid`,
+leaving the group, and once the server exits the helper is reparented to init where no
+walk down from llama-swap finds it.  So every model child is also spawned with
+`LLAMA_SWAP_TREE=<token>` in its environment, which its descendants inherit whatever
+group or session they move to; `marked_pids` finds them by that entry in
+`/proc/PID/environ` (Linux; elsewhere only process groups are covered).  A descendant
+that replaces its whole environment (`env -i`) escapes this too.
+
 How: the first spawned model starts the guard (`python -S -c GUARD`), which detaches
 (double fork: not a child of llama-swap, so process-tree checks see only models) and
-reads `+PGID` / `-PGID` lines from a pipe whose write end only llama-swap holds (close on
-exec, so model children never inherit it).  When the pipe reaches EOF -- llama-swap exited,
-however it died -- the guard sends SIGTERM to every group still registered, waits up to
-`GUARD_GRACE` s, SIGKILLs what is left, and exits.  After a clean shutdown every group was
+reads `+PGID TOKEN` / `-PGID` lines from a pipe whose write end only llama-swap holds (close
+on exec, so model children never inherit it).  When the pipe reaches EOF -- llama-swap
+exited, however it died -- the guard sends SIGTERM to every group still registered and to
+every process carrying a registered token outside those groups, waits up to `GUARD_GRACE` s,
+SIGKILLs what is left, and exits.  After a clean shutdown every group was
 already stopped and unregistered, so the guard simply exits.
 
 Failures to start or write to the guard are logged once and otherwise ignored: the guard is
@@ -30,6 +39,7 @@ import threading
 _log = logging.getLogger(__name__)
 
 GUARD_GRACE = 2.0  # seconds between SIGTERM and SIGKILL to orphaned groups
+TREE_VAR = "LLAMA_SWAP_TREE"  # the environment entry that marks a model's process tree
 
 GUARD = r"""
 import os, signal, sys, time
@@ -38,7 +48,7 @@ signal.signal(signal.SIGHUP, signal.SIG_IGN)
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
 if os.fork():
     os._exit(0)
-groups, buf = set(), b""
+groups, buf = {}, b""
 while True:
     try:
         data = os.read(0, 4096)
@@ -51,29 +61,79 @@ while True:
     buf += data
     *lines, buf = buf.split(b"\n")
     for line in lines:
+        head, _, token = line.partition(b" ")
         try:
-            pgid = int(line[1:])
+            pgid = int(head[1:])
         except ValueError:
             continue
-        if line[:1] == b"+":
-            groups.add(pgid)
-        elif line[:1] == b"-":
-            groups.discard(pgid)
+        if head[:1] == b"+":
+            groups[pgid] = token
+        elif head[:1] == b"-":
+            groups.pop(pgid, None)
+
+# (the same search as marked_pids in runtime/engine/orphans.py; this runs without imports)
+wanted = {b"%s=%s" % (sys.argv[2].encode(), t) for t in groups.values() if t}
+
+def escaped():  # processes of the registered trees outside the registered groups
+    found = []
+    for name in os.listdir("/proc") if wanted and os.path.isdir("/proc") else ():
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/" + name + "/environ", "rb") as f:
+                if wanted.isdisjoint(f.read().split(b"\0")):
+                    continue
+            if os.getpgid(int(name)) not in groups:
+                found.append(int(name))
+        except OSError:
+            continue
+    return found
 
 def signal_all(sig):
     for pgid in list(groups):
         try:
             os.killpg(pgid, sig)
         except OSError:
-            groups.discard(pgid)
+            groups.pop(pgid, None)
+    strays = escaped()
+    for pid in strays:
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+    return strays
 
-signal_all(signal.SIGTERM)
+strays = signal_all(signal.SIGTERM)
 deadline = time.monotonic() + float(sys.argv[1])
-while groups and time.monotonic() < deadline:
+while (groups or strays) and time.monotonic() < deadline:
     time.sleep(0.05)
-    signal_all(0)
+    strays = signal_all(0)
 signal_all(signal.SIGKILL)
 """
+
+
+def marked_pids(token: str) -> list[int]:
+    """Live processes whose environment holds `TREE_VAR=token`: a model's whole tree,
+    including descendants that left its process group or session (see the docstring).
+
+    Reads every readable `/proc/PID/environ` (others' processes are skipped): a few
+    milliseconds on a busy machine, paid only when a model stops or dies.
+    """
+    if not token or not os.path.isdir("/proc"):
+        return []
+    wanted = f"{TREE_VAR}={token}".encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                entries = f.read().split(b"\0")
+        except OSError:  # gone, or not ours to read
+            continue
+        if wanted in entries:
+            found.append(int(name))
+    return found
 
 
 class OrphanGuard:
@@ -85,9 +145,10 @@ class OrphanGuard:
         self._failed = False
         self._lock = threading.Lock()
 
-    def track(self, pgid: int) -> None:
-        """Kill group `pgid` if llama-swap dies before `forget(pgid)`."""
-        self._send(f"+{pgid}\n")
+    def track(self, pgid: int, token: str = "") -> None:
+        """Kill group `pgid`, and the processes marked with `token` (see `marked_pids`),
+        if llama-swap dies before `forget(pgid)`."""
+        self._send(f"+{pgid} {token}\n")
 
     def forget(self, pgid: int) -> None:
         """Group `pgid` is gone (its leader was reaped): the guard must not touch it."""
@@ -112,7 +173,7 @@ class OrphanGuard:
             return None
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-S", "-I", "-c", GUARD, str(GUARD_GRACE)],
+                [sys.executable, "-S", "-I", "-c", GUARD, str(GUARD_GRACE), TREE_VAR],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

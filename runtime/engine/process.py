@@ -12,9 +12,15 @@ Invariants:
   process group, and (on Linux) dies with SIGKILL if the thread that spawned it dies; its
   whole group (a wrapper's forked server included) is registered with the orphan guard
   (runtime/engine/orphans.py), which kills it if llama-swap dies without stopping it;
-- its stdout and stderr go, merged and decoded, into `self.log`; runtime notes about the child
-  ("started pid", "exited with code", "health ok") go there too;
-- when the child (the group leader) exits, whatever is left of its process group is killed,
+- its whole process tree is marked (`LLAMA_SWAP_TREE=<token>` in the environment it
+  inherits), so a descendant that left the group (`setsid`) is signalled with it, killed
+  once it exited, and killed by the orphan guard;
+- its stdout and stderr go, merged and decoded, into a per-run buffer that feeds `self.log`
+  (a cmdStop's into one of its own); runtime notes about the child ("started pid", "exited
+  with code", "still alive ... SIGKILL") are written to `self.log` directly, as a different
+  writer, so a note never continues a line the child (or cmdStop) left unfinished;
+- when the child (the group leader) exits, whatever is left of its process group and its
+  marked tree is killed,
   and pipes still held open by an escaped descendant are closed after `PIPE_DRAIN` seconds,
   so neither `stop()` nor a failed `start()` can hang on them;
 - at most one start and one stop run at a time; concurrent callers join them;
@@ -28,6 +34,7 @@ import asyncio
 import codecs
 import contextlib
 import ctypes
+import itertools
 import logging
 import os
 import shlex
@@ -35,22 +42,26 @@ import shutil
 import signal
 import sys
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
+from urllib.parse import urlsplit
 
 from llama_swap.compiler.plan import Model
 from llama_swap.runtime.core.errors import RouteError, RouteFailure, health_timeout, start_failed
 from llama_swap.runtime.core.process_state import ProcessState
 from llama_swap.runtime.engine.logs import LogBuffer
-from llama_swap.runtime.engine.orphans import GUARD_INSTANCE
+from llama_swap.runtime.engine.orphans import GUARD_INSTANCE, TREE_VAR, marked_pids
 
 _log = logging.getLogger(__name__)
 
 StateCallback = Callable[[str, ProcessState, ProcessState], None]
+Note = Callable[[str], None]  # writes one runtime note (a line of its own) to the model log
 
 PIPE_DRAIN = 1.0  # seconds to wait for pipe EOF after the child exited
 TAIL_LINES = 10  # log lines quoted in a start-failure error
 START_GRACE = 5.0  # grace used when a failed health check kills the child
+PORT_PROBE_TIMEOUT = 0.5  # seconds a "is the model's port already taken?" connect may take
 
 
 def next_poll_delay(attempt: int, elapsed: float) -> float:
@@ -147,26 +158,34 @@ class _ChildProtocol(asyncio.SubprocessProtocol):
 
 
 class _Child:
-    """A spawned process: transport, protocol, pid, and the task that reaps it."""
+    """A spawned process: transport, protocol, pid, tree token, and the task that reaps it.
 
-    def __init__(self, transport: asyncio.SubprocessTransport, proto: _ChildProtocol):
+    Its notes go through `note`, not into its own output buffer: written there, a note
+    would be the same writer as the child and continue its unfinished last line."""
+
+    def __init__(
+        self, transport: asyncio.SubprocessTransport, proto: _ChildProtocol, token: str, note: Note
+    ):
         self.transport = transport
         self.proto = proto
+        self.note = note
         self.pid: int = transport.get_pid()
+        self.token = token
         self.returncode: int | None = None
-        GUARD_INSTANCE.track(self.pid)  # its group dies with llama-swap, even if SIGKILLed
+        # its group and marked tree die with llama-swap, even if SIGKILLed
+        GUARD_INSTANCE.track(self.pid, token)
         self.reaped: asyncio.Task[int] = asyncio.get_running_loop().create_task(self._reap())
 
     async def _reap(self) -> int:
         await self.proto.exited
         code = self.transport.get_returncode()
         self.returncode = -1 if code is None else code
-        _signal_group(self.pid, signal.SIGKILL)  # leftovers of the group
+        self._kill_leftovers()
         GUARD_INSTANCE.forget(self.pid)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self.proto.pipes_closed), PIPE_DRAIN)
         if not self.proto.pipes_closed.done():
-            self.proto.log.write("[llama-swap] closing output pipes held open by a descendant\n")
+            self.note(f"pid {self.pid}: closing output pipes held open by a descendant")
         self.transport.close()
         return self.returncode
 
@@ -194,14 +213,27 @@ class _Child:
             return None
         # The leader is an unreaped zombie, so its group id cannot have been reused yet:
         # kill what is left of the group now rather than when the loop reaps it.
-        _signal_group(self.pid, signal.SIGKILL)
+        self._kill_leftovers()
         if info.si_code in (os.CLD_KILLED, os.CLD_DUMPED):
             return -info.si_status
         return info.si_status
 
     def signal(self, sig: int) -> None:
+        """Signal the group, and the marked descendants outside it (each process once: a
+        server may treat a second SIGTERM as "quit now")."""
         if self.alive:
             _signal_group(self.pid, sig, fallback=True)
+            for pid in marked_pids(self.token):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    if os.getpgid(pid) != self.pid:
+                        os.kill(pid, sig)
+
+    def _kill_leftovers(self) -> None:
+        """The leader exited: SIGKILL what is left of its group and of its marked tree."""
+        _signal_group(self.pid, signal.SIGKILL)
+        for pid in marked_pids(self.token):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
 
     async def kill_after(self, grace: float) -> int:
         """Wait up to `grace` s for the exit, then SIGKILL the group; return the exit code."""
@@ -209,7 +241,7 @@ class _Child:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self.proto.exited), max(0.0, grace))
         if self.alive:
-            self.proto.log.write(f"[llama-swap] pid {self.pid} still alive after {grace:g}s: SIGKILL\n")
+            self.note(f"pid {self.pid} still alive after {grace:g}s: SIGKILL")
             self.signal(signal.SIGKILL)
         return await asyncio.shield(self.reaped)
 
@@ -225,8 +257,13 @@ def _signal_group(pgid: int, sig: int, *, fallback: bool = False) -> None:
         pass
 
 
-async def _spawn(argv: Sequence[str], env: Mapping[str, str], log: LogBuffer) -> _Child:
+async def _spawn(
+    argv: Sequence[str], env: Mapping[str, str], log: LogBuffer, note: Note
+) -> _Child:
+    """Start `argv`; its output goes to `log`, the runtime's notes about it to `note`."""
     loop = asyncio.get_running_loop()
+    token = f"{_TREE_PREFIX}{next(_tree_ids)}"
+    env = {**env, TREE_VAR: token}
     transport, proto = await loop.subprocess_exec(
         lambda: _ChildProtocol(log),
         *resolve_argv(argv),
@@ -237,10 +274,13 @@ async def _spawn(argv: Sequence[str], env: Mapping[str, str], log: LogBuffer) ->
         start_new_session=True,
         preexec_fn=_PREEXEC,
     )
-    return _Child(transport, proto)
+    return _Child(transport, proto, token, note)
 
 
 _PREEXEC = _pdeathsig_preexec()
+# Tree tokens: unique per spawn, and unlike any other llama-swap's on the machine.
+_TREE_PREFIX = f"{os.getpid()}.{uuid.uuid4().hex[:8]}."
+_tree_ids = itertools.count(1)
 
 
 class ModelSlot(Protocol):
@@ -409,8 +449,14 @@ class ModelProcess:
         # this run's own output, forwarded to the model log: the tail quoted in a start
         # failure must not show lines of an earlier run
         run_log = LogBuffer(f"{model.id}#run", capacity=16 * 1024, parent=self.log)
+        taken = await _port_taken(model.proxy)
+        if taken is not None:
+            detail = _port_taken_detail(taken, "before the model was started")
+            self._note(detail)
+            self._fail_start()
+            raise RouteFailure(start_failed(model.id, detail))
         try:
-            child = await _spawn(model.cmd, build_env(model.env), run_log)
+            child = await _spawn(model.cmd, build_env(model.env), run_log, self._note)
         except (OSError, ValueError) as exc:
             detail = f"failed to start command '{_argv_text(model.cmd)}': {exc}"
             self._note(detail)
@@ -451,17 +497,24 @@ class ModelProcess:
                         await fut
         if aborted in done:
             return RouteError(503, f"[{model.id}] aborted")
-        if child.reaped in done:
-            return self._exited_while_starting(child.reaped.result(), run_log)
-        if health.result():
+        healthy = health in done and health.result()
+        if child.reaped in done or (healthy and child.exit_code() is not None):
+            # An answer while our child is dead came from someone else on the port.
+            code = await asyncio.shield(child.reaped)
+            return await self._exited_while_starting(code, run_log)
+        if healthy:
             return None
         return await self._health_timed_out(child)
 
-    def _exited_while_starting(self, code: int, run_log: LogBuffer) -> RouteError:
-        """The child died before it was healthy: a 502 quoting its last output."""
+    async def _exited_while_starting(self, code: int, run_log: LogBuffer) -> RouteError:
+        """The child died before it was healthy: a 502 quoting its last output (and naming
+        the port when another program listens there, the usual reason a server cannot bind)."""
         self._note(f"exited with code {code} while starting")
         self._fail_start()
         detail = f"upstream command exited prematurely with code {code}"
+        taken = await _port_taken(self.model.proxy)
+        if taken is not None:
+            detail += "; " + _port_taken_detail(taken, "while the model was starting")
         tail = run_log.tail_lines(TAIL_LINES)
         if tail:
             detail += "; last output:\n" + "\n".join(tail)
@@ -539,8 +592,11 @@ class ModelProcess:
             if cmd_stop:
                 argv = [tok.replace("${PID}", str(child.pid)) for tok in cmd_stop]
                 self._note(f"stopping pid {child.pid} with cmdStop: {_argv_text(argv)}")
+                stop_log = LogBuffer(f"{self.model.id}#stop", capacity=16 * 1024, parent=self.log)
                 try:
-                    stopper = self._stopper = await _spawn(argv, build_env(self.model.env), self.log)
+                    stopper = self._stopper = await _spawn(
+                        argv, build_env(self.model.env), stop_log, self._note
+                    )
                 except (OSError, ValueError) as exc:
                     self._note(f"cmdStop failed to start ({exc}); sending SIGTERM")
                     child.signal(signal.SIGTERM)
@@ -565,6 +621,42 @@ class ModelProcess:
 def _argv_text(argv: Sequence[str]) -> str:
     """argv as one shell-quoted log line."""
     return shlex.join(argv).replace("\n", "\\n")
+
+
+async def _port_taken(proxy: str) -> str | None:
+    """"host:port" of `proxy` if something already accepts connections there, else None.
+
+    Why: a model server that cannot bind its port exits, but a health check on that port
+    would be answered by whatever holds it (a second llama-swap using the same startPort,
+    any other server) and requests would silently go there.  A connect probe, not a bind
+    probe, because the proxy host need not be local.  A probe that times out counts as
+    free: the start then fails or succeeds on its own merits.
+    """
+    parts = urlsplit(proxy)
+    host = parts.hostname
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return None
+    if not host:
+        return None
+    try:
+        async with asyncio.timeout(PORT_PROBE_TIMEOUT):
+            _, writer = await asyncio.open_connection(host, port)
+    except (OSError, TimeoutError):
+        return None
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+
+
+def _port_taken_detail(address: str, when: str) -> str:
+    return (
+        f"another program is already listening on {address} ({when}); it would receive this "
+        "model's requests. Stop it, or give this model a free port (for models using "
+        "${PORT}, set startPort to a range no other server uses)"
+    )
 
 
 def _health_url(model: Model) -> str:

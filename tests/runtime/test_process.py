@@ -273,6 +273,50 @@ async def test_a_child_ignoring_sigterm_is_killed_after_the_grace(h: Harness) ->
     assert p.state is S.STOPPED and not pid_alive(pid)
 
 
+# a child whose output never ends a line, and which ignores SIGTERM (saying so, unfinished)
+UNFINISHED_LINE = textwrap.dedent("""
+    import signal, sys, time
+    def say(text):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    signal.signal(signal.SIGTERM, lambda *a: say(" ignoring SIGTERM"))
+    say("loading 42%")
+    while True:
+        time.sleep(1)
+""")
+
+
+def notes_on_their_own_lines(log: str) -> bool:
+    """Every runtime note starts a line: none continues a line the child left unfinished."""
+    return all(line.startswith("[llama-swap]") for line in log.splitlines() if "[llama-swap]" in line)
+
+
+async def test_notes_after_an_unfinished_line_of_the_child_start_a_new_line(h: Harness) -> None:
+    p = h.make(script_model("s", UNFINISHED_LINE))
+    await p.start()
+    await until(lambda: "\nloading 42%" in p.log.history())  # its output, not the argv note
+    await asyncio.wait_for(p.stop(grace=1), 10)
+    log = p.log.history()
+    assert " ignoring SIGTERM\n[llama-swap] [s] pid" in log, log
+    assert "still alive after 1s: SIGKILL" in log, log
+    assert notes_on_their_own_lines(log), log
+    assert notes_on_their_own_lines(h.upstream.history())
+
+
+async def test_cmd_stop_output_without_a_newline_is_not_continued_by_a_note(h: Harness) -> None:
+    stopper = ("import os, signal, sys; sys.stdout.write('stopping ' + sys.argv[1]); "
+               "sys.stdout.flush(); os.kill(int(sys.argv[1]), signal.SIGKILL); sys.exit(3)")
+    p = h.make(script_model("s", UNFINISHED_LINE, cmdStop=(PY, "-c", stopper, "${PID}")))
+    await p.start()
+    await until(lambda: "\nloading 42%" in p.log.history())  # its output, not the argv note
+    pid = p.pid
+    await asyncio.wait_for(p.stop(grace=60), 10)
+    log = p.log.history()
+    assert f"stopping {pid}\n" in log and "cmdStop exited with code 3" in log, log
+    assert notes_on_their_own_lines(log), log
+    assert notes_on_their_own_lines(h.upstream.history())
+
+
 async def test_cmd_stop_runs_with_the_pid_substituted(h: Harness) -> None:
     stopper = "import os, signal, sys; print('cmdStop for', sys.argv[1], flush=True); os.kill(int(sys.argv[1]), signal.SIGKILL)"
     p = h.make(script_model("s", IGNORES_SIGTERM, cmdStop=(PY, "-c", stopper, "${PID}")))
@@ -357,9 +401,11 @@ async def test_an_unexpected_exit_of_a_ready_child_is_reported(h: Harness) -> No
 
 
 async def test_a_grandchild_holding_the_pipes_does_not_hang_stop(h: Harness) -> None:
+    # setsid and a wiped environment: out of the group and unmarked, so out of reach
     code = textwrap.dedent(f"""
         import subprocess, time
-        g = subprocess.Popen([{PY!r}, "-c", "import time; time.sleep(60)"], start_new_session=True)
+        g = subprocess.Popen([{PY!r}, "-c", "import time; time.sleep(60)"],
+                             start_new_session=True, env={{}})
         print("grandchild", g.pid, flush=True)
         time.sleep(60)
     """)
@@ -371,7 +417,27 @@ async def test_a_grandchild_holding_the_pipes_does_not_hang_stop(h: Harness) -> 
     await asyncio.wait_for(p.stop(grace=5), 10)
     assert p.state is S.STOPPED
     assert "closing output pipes held open by a descendant" in p.log.history()
-    assert pid_alive(grandchild)  # it escaped the group; the fixture kills it
+    assert pid_alive(grandchild)  # it escaped the group and the marking; the fixture kills it
+
+
+async def test_a_grandchild_that_left_the_group_is_stopped_with_the_child(h: Harness) -> None:
+    # setsid alone leaves the group, not the tree: it gets the SIGTERM too (which it
+    # ignores), and a SIGKILL once the child exited, so it does not hold the pipes either
+    code = textwrap.dedent(f"""
+        import subprocess, time
+        g = subprocess.Popen([{PY!r}, "-c", {IGNORES_SIGTERM!r}], start_new_session=True)
+        print("grandchild", g.pid, flush=True)
+        time.sleep(60)
+    """)
+    p = h.make(script_model("s", code))
+    await p.start()
+    await until(lambda: said(p, "handler installed"))
+    grandchild = int(re.findall(r"^grandchild (\d+)", p.log.history(), re.M)[0])
+    h.extra_pids.append(grandchild)
+    assert os.getsid(grandchild) != os.getsid(p.pid or 0)
+    await asyncio.wait_for(p.stop(grace=5), 10)
+    await until(lambda: not pid_alive(grandchild), timeout=5)
+    assert "closing output pipes" not in p.log.history()
 
 
 async def test_leftovers_of_the_process_group_are_killed_with_the_child(h: Harness) -> None:
