@@ -18,6 +18,10 @@
   a tool call): that is a 502, never a second run.
 - Small answers with a known length are relayed in one write once complete, so an
   upstream that dies in the middle of one is a clean 502, not a truncated 200.
+- A larger answer cut off mid-body ends the client's connection without a clean end, so
+  the client cannot take it for complete.  An event stream first gets one last event, an
+  OpenAI-style error saying the upstream ended the stream early: streaming clients read
+  events, and most would otherwise report a bare protocol error or nothing at all.
 
 The header rules are written once over either spelling of header names: text (aiohttp
 decodes headers) or raw bytes (the fast path never decodes them).  `TEXT` and `RAW` hold
@@ -30,6 +34,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import AnyStr, Generic
 
+from llama_swap.runtime.core.error_body import error_payload
 from llama_swap.runtime.core.errors import RouteError
 
 HOP_BY_HOP_NAMES: tuple[str, ...] = (
@@ -140,3 +145,11 @@ def upstream_error(model_id: str, detail: object) -> RouteError:
 def no_headers_within(seconds: float) -> str:
     """Why an exchange failed when the upstream's head did not arrive in time."""
     return f"no response headers within {seconds:g}s"
+
+
+def stream_ended_early(model_id: str, detail: object) -> bytes:
+    """The last event of an event stream whose upstream died mid-answer.  It starts with a
+    blank line, which ends an event the upstream left unfinished (an extra blank line
+    between complete events is ignored by event-stream readers)."""
+    error = upstream_error(model_id, f"the stream ended early: {detail}")
+    return b"\n\ndata: " + error_payload(error) + b"\n\n"

@@ -60,12 +60,6 @@ async def test_a_crash_mid_stream_ends_the_stream_and_the_next_request_restarts_
         assert await inflight(s, p.url) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runtime/http relays a stream whose upstream died by cutting the client's "
-    "connection (a chunked body without its terminating chunk), on the fast path and the "
-    "aiohttp path alike; no final `data: {\"error\": ...}` event is written",
-)
 @pytest.mark.parametrize("extra", PATHS)
 async def test_a_crash_mid_stream_ends_the_stream_with_an_error_event(
     site: Site, extra: tuple[str, ...]

@@ -33,6 +33,7 @@ from llama_swap.runtime.core.forwarding import (
     forwarded_request_headers,
     idempotent,
     retry_on_fresh_connection,
+    stream_ended_early,
     upstream_error,
 )
 from llama_swap.runtime.core.inference_routes import forward_path
@@ -255,3 +256,13 @@ def test_the_429_is_the_originals_and_retry_after_travels() -> None:
     assert answer.body == b'{"error":"Too many requests"}' and ("Retry-After", "1") in answer.headers
     answer = route_error_answer("", RouteError(503, "busy", retry_after=3))
     assert answer.headers[0] == ("Retry-After", "3") and answer.content_type == "application/json"
+
+
+def test_a_stream_cut_short_ends_with_an_error_event_naming_the_model() -> None:
+    event = stream_ended_early("qwen", "the upstream closed the connection mid-response")
+    assert event.startswith(b"\n\ndata: ") and event.endswith(b"\n\n")
+    body = json.loads(event.strip().removeprefix(b"data: "))
+    assert body["error"] == (
+        "[qwen] upstream error: the stream ended early: "
+        "the upstream closed the connection mid-response"
+    )

@@ -27,6 +27,7 @@ Why a module of its own: the proxy is the hot path, and its rules are subtle.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from contextvars import ContextVar
@@ -49,9 +50,11 @@ from llama_swap.runtime.core.forwarding import (
     idempotent,
     no_headers_within,
     retry_on_fresh_connection,
+    stream_ended_early,
 )
 from llama_swap.runtime.http.request.body import BodyTooLarge
 
+_SSE = "text/event-stream"
 log = logging.getLogger("llama_swap.proxy")
 
 # Request headers aiohttp would otherwise invent; the upstream sees what the client sent.
@@ -88,7 +91,7 @@ def response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
     for k, v in headers.items():
         if k.lower() not in drop:
             add(k, v)
-    if "text/event-stream" in headers.get("Content-Type", ""):
+    if _SSE in headers.get("Content-Type", ""):
         out["X-Accel-Buffering"] = "no"
     return out
 
@@ -273,7 +276,7 @@ class UpstreamPool:
         if tap is not None:
             tap(upstream)
         try:
-            resp = await relay(request, upstream, into=into)
+            resp = await relay(request, upstream, into=into, model_id=model.id)
         except BaseException:
             upstream.close()
             raise
@@ -286,9 +289,11 @@ async def relay(
     upstream: aiohttp.ClientResponse,
     *,
     into: web.StreamResponse | None = None,
+    model_id: str = "",
 ) -> web.StreamResponse:
     """Write the upstream's response to the client as it arrives; return when it is
-    complete (written and ended) or aborted, so in-flight accounting stays exact."""
+    complete (written and ended) or aborted, so in-flight accounting stays exact.
+    `model_id` is named in the last event of an event stream the upstream cut short."""
     if into is not None:
         resp = into
     else:
@@ -314,6 +319,9 @@ async def relay(
             chunk = await content.readany()
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
             log.warning(UPSTREAM_ABORTED, exc)
+            if into is not None or _SSE in upstream.headers.get("Content-Type", ""):
+                with contextlib.suppress(ConnectionError):
+                    await resp.write(stream_ended_early(model_id, exc))
             if request.transport is not None:
                 request.transport.close()  # flush what was relayed, end without a clean EOF
             return resp

@@ -27,7 +27,7 @@ from typing import Any
 from aiohttp.http import SERVER_SOFTWARE
 
 from llama_swap.runtime.core.error_body import ErrorAnswer
-from llama_swap.runtime.core.forwarding import RAW, SMALL_BODY, dropped_names
+from llama_swap.runtime.core.forwarding import RAW, SMALL_BODY, dropped_names, stream_ended_early
 from llama_swap.runtime.http.fast.headers import LazyHeaders
 from llama_swap.runtime.http.fast.upstream import UpstreamConnection, UpstreamFailure
 
@@ -72,14 +72,15 @@ class Relay:
 
     __slots__ = (
         "transport", "meter", "close_after", "done", "status", "body_bytes", "started",
-        "conn", "failure", "written", "_chunked", "_out", "_hold",
+        "conn", "failure", "written", "model_id", "_chunked", "_out", "_hold", "_sse",
     )
 
     def __init__(
         self, transport: asyncio.Transport, meter: Any, close_after: bool,
-        done: asyncio.Future[bool],
+        done: asyncio.Future[bool], model_id: str = "",
     ) -> None:
         self.transport = transport
+        self.model_id = model_id  # named in the error event of a stream cut short
         self.meter = meter
         self.close_after = close_after
         self.done = done
@@ -92,6 +93,7 @@ class Relay:
         self._chunked = False
         self._out: list[bytes] = []
         self._hold = False  # a small answer: written whole once complete
+        self._sse = False  # an event stream: a cut gets a last error event
 
     def on_head(
         self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], length: int | None
@@ -119,6 +121,7 @@ class Relay:
                 continue
             out.append(name + b": " + value + b"\r\n")
         if sse:  # replaces whatever the upstream said
+            self._sse = True
             out.append(b"X-Accel-Buffering: no\r\n")
         else:
             out.extend(accel)
@@ -191,6 +194,9 @@ class Relay:
         if self._hold:  # nothing sent yet: the caller answers 502
             self._out.clear()
         else:
+            if self._sse:
+                event = stream_ended_early(self.model_id, reason)
+                self._out.append(b"%x\r\n%b\r\n" % (len(event), event) if self._chunked else event)
             self.flush()
             self.transport.close()  # flush what was relayed, end without a clean EOF
         if not self.done.done():

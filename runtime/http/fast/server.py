@@ -413,7 +413,7 @@ class ClientConnection(asyncio.Protocol):
     ) -> tuple[int, int, bool]:
         loop = asyncio.get_running_loop()
         assert self.transport is not None
-        relay = Relay(self.transport, meter, head.close, loop.create_future())
+        relay = Relay(self.transport, meter, head.close, loop.create_future(), model.id)
         self.relay = relay
         header_timeout = model.timeouts.responseHeader or None
         conn = pool.take()
