@@ -30,7 +30,7 @@ from aiohttp import web
 from llama_swap.compiler.plan import Plan
 from llama_swap.runtime.engine.logs import LogBuffer
 from llama_swap.runtime.http.aio.app import build_app, create_services
-from llama_swap.runtime.http.observe.access_log import ProxyLog, proxy_log_of
+from llama_swap.runtime.http.observe.access_log import LEVELS, ProxyLog, proxy_log_of
 from llama_swap.runtime.http.services import FastPathCounters, Services
 
 if TYPE_CHECKING:  # imported where used: a server without reloads or the fast path skips them
@@ -64,6 +64,10 @@ class BufferHandler(logging.Handler):
     """Python logging records -> proxy log lines, formatted by the same ProxyLog as the
     access log (`[<time> ][LEVEL] message`, the time per `logTimeFormat`).
 
+    A record is one line: its exception, if any, is summarised after the message (a
+    malformed request makes aiohttp log one, and a client must not be able to flood
+    the log with tracebacks); the traceback itself follows only at logLevel debug.
+
     `log` is read per record, so a hot reload's logLevel/logTimeFormat apply at once
     (serve.py points it at the running state's current settings)."""
 
@@ -74,9 +78,26 @@ class BufferHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.log().log(_level_name(record.levelno), record.getMessage())
+            proxy_log = self.log()
+            text = one_line(record)
+            if record.exc_info and proxy_log.level <= LEVELS["debug"]:
+                text += "\n" + _TRACEBACKS.formatException(record.exc_info)
+            proxy_log.log(_level_name(record.levelno), text)
         except Exception:
             self.handleError(record)
+
+
+_TRACEBACKS = logging.Formatter()
+
+
+def one_line(record: logging.LogRecord) -> str:
+    """The record's message and its exception's type and text, whitespace collapsed
+    (aiohttp's parser errors span several lines)."""
+    message = record.getMessage()
+    exc = record.exc_info[1] if record.exc_info else None
+    if exc is not None:
+        message = f"{message}: {type(exc).__name__}: {exc}"
+    return " ".join(message.split())
 
 
 def _level_name(levelno: int) -> str:
@@ -89,9 +110,20 @@ def _level_name(levelno: int) -> str:
     return "debug"
 
 
+# Loggers whose records belong in the proxy log.  aiohttp's and asyncio's would otherwise
+# reach Python's last-resort handler, which prints them, tracebacks included, on stderr
+# whatever logToStdout says.
+PROXY_LOGGERS = ("llama_swap", "aiohttp", "asyncio")
+
+
+def _set_levels(level: str) -> None:
+    for name in PROXY_LOGGERS:
+        logging.getLogger(name).setLevel(PY_LEVELS.get(level.strip().lower(), logging.INFO))
+
+
 def wire_logs(plan: Plan, stdout: TextIO | None = None) -> tuple[LogBuffer, LogBuffer]:
     """The proxy and upstream logs, echoed to stdout per `logToStdout`;
-    Python loggers under "llama_swap" write into the proxy log at `logLevel`."""
+    the Python loggers in PROXY_LOGGERS write into the proxy log at `logLevel`."""
     out = stdout if stdout is not None else sys.stdout
     mode = plan.settings.logToStdout
     mux = EchoLogBuffer("mux", out) if mode != "none" else LogBuffer("mux")
@@ -99,20 +131,20 @@ def wire_logs(plan: Plan, stdout: TextIO | None = None) -> tuple[LogBuffer, LogB
     upstream = LogBuffer("upstream", parent=mux if mode in ("upstream", "both") else None)
     settings = plan.settings
     fixed = ProxyLog(proxy, settings.logLevel, settings.logTimeFormat)
-    logger = logging.getLogger("llama_swap")
-    for old in [h for h in logger.handlers if isinstance(h, BufferHandler)]:
-        logger.removeHandler(old)
-    logger.addHandler(BufferHandler(proxy, lambda: fixed))
-    logger.setLevel(PY_LEVELS.get(settings.logLevel.strip().lower(), logging.INFO))
-    logger.propagate = False
+    for name in PROXY_LOGGERS:
+        logger = logging.getLogger(name)
+        for old in [h for h in logger.handlers if isinstance(h, BufferHandler)]:
+            logger.removeHandler(old)
+        logger.addHandler(BufferHandler(proxy, lambda: fixed))
+        logger.propagate = False
+    _set_levels(settings.logLevel)
     return proxy, upstream
 
 
 def follow_plan_logs(state: Services) -> None:
-    """Point the "llama_swap" logger's BufferHandler at `state`'s current log settings
+    """Point the proxy loggers' BufferHandlers at `state`'s current log settings
     (so hot-reloaded logLevel/logTimeFormat apply to Python log records too)."""
     current = proxy_log_of(state)
-    logger = logging.getLogger("llama_swap")
     levels: list[str] = []
 
     def log() -> ProxyLog:
@@ -120,12 +152,13 @@ def follow_plan_logs(state: Services) -> None:
         level = state.plan.settings.logLevel
         if not levels or levels[0] != level:
             levels[:] = [level]
-            logger.setLevel(PY_LEVELS.get(level.strip().lower(), logging.INFO))
+            _set_levels(level)
         return proxy_log
 
-    for handler in logger.handlers:
-        if isinstance(handler, BufferHandler) and handler.buffer is state.proxy_log:
-            handler.log = log
+    for name in PROXY_LOGGERS:
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, BufferHandler) and handler.buffer is state.proxy_log:
+                handler.log = log
 
 
 def parse_listen(listen: str, tls: bool) -> tuple[str | None, int]:
