@@ -10,6 +10,10 @@ Shutdown order (SIGINT/SIGTERM, or `stop` set by a caller):
    every child process is stopped (cmdStop or SIGTERM to its group, SIGKILL
    after the grace) and has exited;
 3. close the remaining HTTP connections and the upstream client sessions.
+
+Every client connection, whichever front door serves it, is in one ConnectionTable
+(runtime/http/connections.py): read timeouts and the connection limit
+(`ServeOptions.limits`, runtime/core/connections.py).
 """
 
 from __future__ import annotations
@@ -28,8 +32,11 @@ from typing import TYPE_CHECKING, Any, TextIO
 from aiohttp import web
 
 from llama_swap.compiler.plan import Plan
+from llama_swap.runtime.core.connections import ConnectionLimits
 from llama_swap.runtime.engine.logs import LogBuffer
 from llama_swap.runtime.http.aio.app import build_app, create_services
+from llama_swap.runtime.http.aio.guard import GuardedConnection, track_requests
+from llama_swap.runtime.http.connections import ConnectionTable, Tracked
 from llama_swap.runtime.http.observe.access_log import LEVELS, ProxyLog, proxy_log_of
 from llama_swap.runtime.http.services import FastPathCounters, Services
 
@@ -186,7 +193,8 @@ class ServeOptions:
     reloads: SIGHUP always, and the config watcher when `watch_files`/`watch_dirs` are
     given.  `fast_path`: serve plain JSON inference requests through runtime/http/fast
     (in front of the app, TLS or not); only with the default routes and middleware stack,
-    so a caller that changes those gets exactly the app it built."""
+    so a caller that changes those gets exactly the app it built.  `limits`: the read
+    timeouts and the connection limit of client connections (both front doors)."""
 
     listen: str = ""
     ssl_context: ssl.SSLContext | None = None
@@ -200,6 +208,7 @@ class ServeOptions:
     watch_poll: float | None = None
     version: str = "0"
     fast_path: bool = True
+    limits: ConnectionLimits = ConnectionLimits()
 
     @property
     def uses_fast_path(self) -> bool:
@@ -228,11 +237,15 @@ async def serve(
     app = _build_app(services, options)
     installed = _install_signals(loop, stop, reloader)
     await services.router.start()
-    runner = await _start_runner(app)
-    lane = _fast_path(services, runner) if options.uses_fast_path else None
+    runner = await _start_runner(app, options.limits)
+    table = ConnectionTable(options.limits)
+    guarded = _guarded(runner, table)
+    lane = _fast_path(services, guarded, table) if options.uses_fast_path else None
+    protocol = lane.protocol if lane is not None else lambda: guarded(None, None)
     try:
         host, port = parse_listen(options.listen, options.ssl_context is not None)
-        site = await _listen(runner, host, port, options.ssl_context, lane)
+        site = await _listen(runner, host, port, options.ssl_context, protocol,
+                             options.limits.head_timeout)
     except BaseException:
         await services.router.shutdown(options.shutdown_timeout)
         await runner.cleanup()
@@ -251,6 +264,7 @@ async def serve(
         if reloader is not None:
             await reloader.aclose()
         await services.router.shutdown(options.shutdown_timeout)
+        table.close()
         if lane is not None:
             lane.close()
         services.proxy_log.close_subscribers()
@@ -265,6 +279,8 @@ def _build_app(services: Services, options: ServeOptions) -> web.Application:
         from llama_swap.runtime.http.aio.stack import default_middlewares
 
         middlewares = default_middlewares(services)
+    else:  # the default stack tells the connection guards about requests; others need this
+        middlewares = [track_requests, *middlewares]
     if options.route_modules is None:
         return build_app(services, middlewares=middlewares)
     return build_app(services, route_modules=tuple(options.route_modules), middlewares=middlewares)
@@ -290,12 +306,13 @@ def _install_signals(
     return installed
 
 
-async def _start_runner(app: web.Application) -> web.AppRunner:
+async def _start_runner(app: web.Application, limits: ConnectionLimits) -> web.AppRunner:
     runner = web.AppRunner(
         app,
         handler_cancellation=True,
         access_log=None,
         shutdown_timeout=2.0,
+        keepalive_timeout=limits.keepalive_timeout or 3630,  # the guards enforce it too
         # aiohttp's defaults (8 KiB per header, 128 headers) reject long cookies and JWTs
         # that the Go original (1 MiB of headers) accepts.
         max_line_size=65536,
@@ -306,13 +323,27 @@ async def _start_runner(app: web.Application) -> web.AppRunner:
     return runner
 
 
-def _fast_path(services: Services, runner: web.AppRunner) -> FastPath:
+GuardedFactory = Callable[[Tracked | None, float | None], GuardedConnection]
+
+
+def _guarded(runner: web.AppRunner, table: ConnectionTable) -> GuardedFactory:
+    """Makes aiohttp's protocol for a connection, behind its guard (aio/guard.py): for a
+    new connection (None, None) or one the fast path hands off (its entry, head start)."""
+    server = runner.server
+    assert server is not None
+
+    def make(previous: Tracked | None, head_started: float | None) -> GuardedConnection:
+        return GuardedConnection(server(), table, previous, head_started)
+
+    return make
+
+
+def _fast_path(services: Services, guarded: GuardedFactory, table: ConnectionTable) -> FastPath:
     """The fast path in front of the runner's aiohttp server; its counters go on /metrics."""
     from llama_swap.runtime.http.fast.server import FastPath
 
-    assert runner.server is not None
     counters = services.fast_path = FastPathCounters()
-    return FastPath(services, runner.server, counters)
+    return FastPath(services, guarded, counters, table)
 
 
 async def _start_watcher(
@@ -350,21 +381,27 @@ def _announce(site: web.TCPSite, options: ServeOptions) -> None:
         options.on_listening(addresses)
 
 
-class FastPathSite(web.TCPSite):
-    """A TCPSite whose connections start on the fast path (runtime/http/fast/server.py),
-    which hands them to the runner's aiohttp server when a request is not its own."""
+class GuardedSite(web.TCPSite):
+    """A TCPSite whose connections start with `protocol`: the fast path
+    (runtime/http/fast/server.py), which hands them to the runner's aiohttp server when a
+    request is not its own, or aiohttp's handler behind its guard (aio/guard.py).  The
+    TLS handshake gets the head timeout (asyncio's default is a minute)."""
 
-    def __init__(self, runner: web.AppRunner, host: str | None, port: int, *, lane: Any,
+    def __init__(self, runner: web.AppRunner, host: str | None, port: int, *,
+                 protocol: Callable[[], asyncio.Protocol], handshake_timeout: float,
                  ssl_context: ssl.SSLContext | None = None,
                  reuse_address: bool | None = None) -> None:
         super().__init__(runner, host, port, ssl_context=ssl_context, reuse_address=reuse_address)
-        self._lane = lane
+        self._protocol = protocol
+        self._handshake_timeout = handshake_timeout
 
     async def start(self) -> None:
         await web.BaseSite.start(self)
         loop = asyncio.get_running_loop()
+        tls = self._ssl_context is not None and self._handshake_timeout > 0
         self._server = await loop.create_server(
-            self._lane.protocol, self._host, self._port, ssl=self._ssl_context,
+            self._protocol, self._host, self._port, ssl=self._ssl_context,
+            ssl_handshake_timeout=self._handshake_timeout if tls else None,
             backlog=self._backlog,
             reuse_address=self._reuse_address, reuse_port=self._reuse_port,
         )
@@ -374,7 +411,7 @@ class FastPathSite(web.TCPSite):
 
 async def _listen(
     runner: web.AppRunner, host: str | None, port: int, ssl_context: ssl.SSLContext | None,
-    lane: Any = None,
+    protocol: Callable[[], asyncio.Protocol], handshake_timeout: float,
 ) -> web.TCPSite:
     """Start listening.  Port 0 on a host with several addresses (`:0` is 0.0.0.0 and ::)
     would give each socket its own random port; instead one port is picked by binding the
@@ -382,12 +419,9 @@ async def _listen(
     attempts = 1
     while True:
         chosen = await _shared_port(host) if port == 0 else port
-        site = (
-            FastPathSite(runner, host, chosen, lane=lane, ssl_context=ssl_context,
-                         reuse_address=True)
-            if lane is not None
-            else web.TCPSite(runner, host, chosen, ssl_context=ssl_context, reuse_address=True)
-        )
+        site = GuardedSite(runner, host, chosen, protocol=protocol,
+                           handshake_timeout=handshake_timeout, ssl_context=ssl_context,
+                           reuse_address=True)
         try:
             await site.start()
             return site

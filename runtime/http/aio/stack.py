@@ -1,6 +1,8 @@
 """The middleware stack every aiohttp server runs, outermost first.
 
-access log -> CORS preflight -> API-key auth -> RouteFailure rendering.  The access log
+access log -> CORS preflight -> API-key auth -> RouteFailure rendering.  The same
+layer tells the connection's guard (aio/guard.py) when a request starts and ends, so
+its read timeouts know a request head is in.  The access log
 sits outside CORS so preflights are logged too; CORS sits outside auth so OPTIONS never
 needs a key.  Everything reads the plan per request through `services.plan`, so a hot
 reload changes keys and log settings at once.
@@ -21,6 +23,7 @@ from aiohttp import web
 
 from llama_swap.runtime.core.auth import rejects, unauthorized
 from llama_swap.runtime.core.errors import RouteFailure
+from llama_swap.runtime.http.aio.guard import guard_of
 from llama_swap.runtime.http.middleware.cors import PREFLIGHT_STATUS, preflight_headers
 from llama_swap.runtime.http.middleware.mux import (
     CLIENT_CLOSED,
@@ -87,6 +90,9 @@ def default_middlewares(services: HasPlanAndLog) -> list[Any]:
         started = time.perf_counter()
         status, size = 500, 0
         headers = request.headers
+        guard = guard_of(request)  # the connection's read timeouts: a request is in
+        if guard is not None:
+            guard.request_started(request)
         try:
             method = request.method
             if method == "OPTIONS":  # CORS preflight, before auth
@@ -115,6 +121,8 @@ def default_middlewares(services: HasPlanAndLog) -> list[Any]:
                 status = CLIENT_CLOSED
             raise
         finally:
+            if guard is not None:
+                guard.request_finished()
             log_access(
                 proxy_log(), request.method, path, request.version, headers, request.remote,
                 status, size, started,
