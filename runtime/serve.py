@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import logging
 import signal
 import socket
@@ -252,6 +253,7 @@ async def serve(
         raise
     watcher = await _start_watcher(loop, reloader, options) if reloader is not None else None
     _announce(site, options)
+    warn_if_exposed(_bound_hosts(site), services.plan)
     try:
         await stop.wait()
     finally:
@@ -450,6 +452,33 @@ def _make_reloader(services: Services, compile_fn: Callable[[], Any]) -> Reloade
     from llama_swap.runtime.engine.reload import Reloader
 
     return Reloader(compile_fn, services.router.apply_plan, services.listeners, plan=services.plan)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a bound address) is reachable only from this machine."""
+    try:
+        return ipaddress.ip_address(host.partition("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def warn_if_exposed(hosts: Sequence[str], plan: Plan) -> None:
+    """Listening beyond loopback without apiKeys lets anyone who reaches the port load
+    models, read logs and captures and reload the config: say so, in the proxy log
+    and on stderr (which logToStdout does not silence)."""
+    exposed = [h for h in hosts if not is_loopback(h)]
+    if not exposed or plan.settings.apiKeys:
+        return
+    message = (f"listening on {', '.join(exposed)} without apiKeys: anyone who can reach "
+               "the port can use and manage this proxy; set apiKeys or listen on "
+               "127.0.0.1 (see docs/security.md)")
+    log.warning(message)
+    print(f"llama-swap: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _bound_hosts(site: web.TCPSite) -> list[str]:
+    server = site._server  # aiohttp keeps the asyncio server here
+    return [str(sock.getsockname()[0]) for sock in getattr(server, "sockets", None) or ()]
 
 
 def _addresses(site: web.TCPSite, tls: bool) -> list[str]:
