@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from llama_swap.compiler.diagnostics import CompileError, Diagnostic
 from llama_swap.compiler.plan import Plan
+from llama_swap.runtime.core.connections import ConnectionLimits
 from llama_swap.runtime.engine.plan_loader import PlanLoadError, load_plan
 from llama_swap.runtime.http.render.version import package_version as version
 from llama_swap.runtime.serve import DEFAULT_SHUTDOWN_TIMEOUT, ServeOptions, parse_listen, serve
@@ -65,10 +66,36 @@ def build_parser() -> argparse.ArgumentParser:
     opt("tls-key-file", metavar="FILE", default="", help="TLS key")
     opt("shutdown-timeout", metavar="S", type=float, default=DEFAULT_SHUTDOWN_TIMEOUT,
         help=f"seconds allowed for a graceful shutdown (default {DEFAULT_SHUTDOWN_TIMEOUT:g})")
+    limits = ConnectionLimits()
+    opt("head-timeout", metavar="S", type=float, default=limits.head_timeout,
+        help="seconds a client may take to send a request head, from its first byte "
+             f"(0: no limit; default {limits.head_timeout:g})")
+    opt("body-idle-timeout", metavar="S", type=float, default=limits.body_idle_timeout,
+        help="seconds a request body may pause between bytes "
+             f"(0: no limit; default {limits.body_idle_timeout:g})")
+    opt("keepalive-timeout", metavar="S", type=float, default=limits.keepalive_timeout,
+        help="seconds an idle kept-alive client connection stays open "
+             f"(0: no limit; default {limits.keepalive_timeout:g})")
+    opt("max-connections", metavar="N", type=int, default=limits.max_connections,
+        help="client connections open at once (0: no limit; default "
+             f"{limits.max_connections}); see docs/security.md")
     opt("no-fast-path", action="store_true",
         help="serve inference requests through aiohttp too (no fast path; for comparison)")
     opt("version", action="store_true", help="print the version and exit")
     return p
+
+
+def connection_limits(args: argparse.Namespace) -> ConnectionLimits:
+    """The read timeouts and connection limit from the flags; ValueError when negative."""
+    limits = ConnectionLimits(
+        head_timeout=args.head_timeout, body_idle_timeout=args.body_idle_timeout,
+        keepalive_timeout=args.keepalive_timeout, max_connections=args.max_connections,
+    )
+    for name in ("head_timeout", "body_idle_timeout", "keepalive_timeout", "max_connections"):
+        if not getattr(limits, name) >= 0:  # NaN too
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"{flag} must be 0 or more")
+    return limits
 
 
 def render_diagnostics(diags: Sequence[Diagnostic], texts: Mapping[str, str] | None = None) -> str:
@@ -117,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         parse_listen(args.listen, bool(args.tls_cert_file))
+        limits = connection_limits(args)
     except ValueError as exc:
         print(f"llama-swap: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -147,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 listen=args.listen, ssl_context=ctx, shutdown_timeout=args.shutdown_timeout,
                 version=version(), on_listening=_announce, compile_fn=compile_fn,
                 watch_files=watch_files, watch_dirs=watch_dirs, watch_poll=args.watch_poll,
-                fast_path=not args.no_fast_path,
+                fast_path=not args.no_fast_path, limits=limits,
             )))
     except KeyboardInterrupt:
         return EXIT_OK

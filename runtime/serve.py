@@ -10,12 +10,17 @@ Shutdown order (SIGINT/SIGTERM, or `stop` set by a caller):
    every child process is stopped (cmdStop or SIGTERM to its group, SIGKILL
    after the grace) and has exited;
 3. close the remaining HTTP connections and the upstream client sessions.
+
+Every client connection, whichever front door serves it, is in one ConnectionTable
+(runtime/http/connections.py): read timeouts and the connection limit
+(`ServeOptions.limits`, runtime/core/connections.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import logging
 import signal
 import socket
@@ -28,9 +33,12 @@ from typing import TYPE_CHECKING, Any, TextIO
 from aiohttp import web
 
 from llama_swap.compiler.plan import Plan
+from llama_swap.runtime.core.connections import ConnectionLimits
 from llama_swap.runtime.engine.logs import LogBuffer
 from llama_swap.runtime.http.aio.app import build_app, create_services
-from llama_swap.runtime.http.observe.access_log import ProxyLog, proxy_log_of
+from llama_swap.runtime.http.aio.guard import GuardedConnection, track_requests
+from llama_swap.runtime.http.connections import ConnectionTable, Tracked
+from llama_swap.runtime.http.observe.access_log import LEVELS, ProxyLog, proxy_log_of
 from llama_swap.runtime.http.services import FastPathCounters, Services
 
 if TYPE_CHECKING:  # imported where used: a server without reloads or the fast path skips them
@@ -64,6 +72,10 @@ class BufferHandler(logging.Handler):
     """Python logging records -> proxy log lines, formatted by the same ProxyLog as the
     access log (`[<time> ][LEVEL] message`, the time per `logTimeFormat`).
 
+    A record is one line: its exception, if any, is summarised after the message (a
+    malformed request makes aiohttp log one, and a client must not be able to flood
+    the log with tracebacks); the traceback itself follows only at logLevel debug.
+
     `log` is read per record, so a hot reload's logLevel/logTimeFormat apply at once
     (serve.py points it at the running state's current settings)."""
 
@@ -74,9 +86,26 @@ class BufferHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.log().log(_level_name(record.levelno), record.getMessage())
+            proxy_log = self.log()
+            text = one_line(record)
+            if record.exc_info and proxy_log.level <= LEVELS["debug"]:
+                text += "\n" + _TRACEBACKS.formatException(record.exc_info)
+            proxy_log.log(_level_name(record.levelno), text)
         except Exception:
             self.handleError(record)
+
+
+_TRACEBACKS = logging.Formatter()
+
+
+def one_line(record: logging.LogRecord) -> str:
+    """The record's message and its exception's type and text, whitespace collapsed
+    (aiohttp's parser errors span several lines)."""
+    message = record.getMessage()
+    exc = record.exc_info[1] if record.exc_info else None
+    if exc is not None:
+        message = f"{message}: {type(exc).__name__}: {exc}"
+    return " ".join(message.split())
 
 
 def _level_name(levelno: int) -> str:
@@ -89,9 +118,20 @@ def _level_name(levelno: int) -> str:
     return "debug"
 
 
+# Loggers whose records belong in the proxy log.  aiohttp's and asyncio's would otherwise
+# reach Python's last-resort handler, which prints them, tracebacks included, on stderr
+# whatever logToStdout says.
+PROXY_LOGGERS = ("llama_swap", "aiohttp", "asyncio")
+
+
+def _set_levels(level: str) -> None:
+    for name in PROXY_LOGGERS:
+        logging.getLogger(name).setLevel(PY_LEVELS.get(level.strip().lower(), logging.INFO))
+
+
 def wire_logs(plan: Plan, stdout: TextIO | None = None) -> tuple[LogBuffer, LogBuffer]:
     """The proxy and upstream logs, echoed to stdout per `logToStdout`;
-    Python loggers under "llama_swap" write into the proxy log at `logLevel`."""
+    the Python loggers in PROXY_LOGGERS write into the proxy log at `logLevel`."""
     out = stdout if stdout is not None else sys.stdout
     mode = plan.settings.logToStdout
     mux = EchoLogBuffer("mux", out) if mode != "none" else LogBuffer("mux")
@@ -99,20 +139,20 @@ def wire_logs(plan: Plan, stdout: TextIO | None = None) -> tuple[LogBuffer, LogB
     upstream = LogBuffer("upstream", parent=mux if mode in ("upstream", "both") else None)
     settings = plan.settings
     fixed = ProxyLog(proxy, settings.logLevel, settings.logTimeFormat)
-    logger = logging.getLogger("llama_swap")
-    for old in [h for h in logger.handlers if isinstance(h, BufferHandler)]:
-        logger.removeHandler(old)
-    logger.addHandler(BufferHandler(proxy, lambda: fixed))
-    logger.setLevel(PY_LEVELS.get(settings.logLevel.strip().lower(), logging.INFO))
-    logger.propagate = False
+    for name in PROXY_LOGGERS:
+        logger = logging.getLogger(name)
+        for old in [h for h in logger.handlers if isinstance(h, BufferHandler)]:
+            logger.removeHandler(old)
+        logger.addHandler(BufferHandler(proxy, lambda: fixed))
+        logger.propagate = False
+    _set_levels(settings.logLevel)
     return proxy, upstream
 
 
 def follow_plan_logs(state: Services) -> None:
-    """Point the "llama_swap" logger's BufferHandler at `state`'s current log settings
+    """Point the proxy loggers' BufferHandlers at `state`'s current log settings
     (so hot-reloaded logLevel/logTimeFormat apply to Python log records too)."""
     current = proxy_log_of(state)
-    logger = logging.getLogger("llama_swap")
     levels: list[str] = []
 
     def log() -> ProxyLog:
@@ -120,12 +160,13 @@ def follow_plan_logs(state: Services) -> None:
         level = state.plan.settings.logLevel
         if not levels or levels[0] != level:
             levels[:] = [level]
-            logger.setLevel(PY_LEVELS.get(level.strip().lower(), logging.INFO))
+            _set_levels(level)
         return proxy_log
 
-    for handler in logger.handlers:
-        if isinstance(handler, BufferHandler) and handler.buffer is state.proxy_log:
-            handler.log = log
+    for name in PROXY_LOGGERS:
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, BufferHandler) and handler.buffer is state.proxy_log:
+                handler.log = log
 
 
 def parse_listen(listen: str, tls: bool) -> tuple[str | None, int]:
@@ -153,7 +194,8 @@ class ServeOptions:
     reloads: SIGHUP always, and the config watcher when `watch_files`/`watch_dirs` are
     given.  `fast_path`: serve plain JSON inference requests through runtime/http/fast
     (in front of the app, TLS or not); only with the default routes and middleware stack,
-    so a caller that changes those gets exactly the app it built."""
+    so a caller that changes those gets exactly the app it built.  `limits`: the read
+    timeouts and the connection limit of client connections (both front doors)."""
 
     listen: str = ""
     ssl_context: ssl.SSLContext | None = None
@@ -167,6 +209,7 @@ class ServeOptions:
     watch_poll: float | None = None
     version: str = "0"
     fast_path: bool = True
+    limits: ConnectionLimits = ConnectionLimits()
 
     @property
     def uses_fast_path(self) -> bool:
@@ -195,17 +238,22 @@ async def serve(
     app = _build_app(services, options)
     installed = _install_signals(loop, stop, reloader)
     await services.router.start()
-    runner = await _start_runner(app)
-    lane = _fast_path(services, runner) if options.uses_fast_path else None
+    runner = await _start_runner(app, options.limits)
+    table = ConnectionTable(options.limits)
+    guarded = _guarded(runner, table)
+    lane = _fast_path(services, guarded, table) if options.uses_fast_path else None
+    protocol = lane.protocol if lane is not None else lambda: guarded(None, None)
     try:
         host, port = parse_listen(options.listen, options.ssl_context is not None)
-        site = await _listen(runner, host, port, options.ssl_context, lane)
+        site = await _listen(runner, host, port, options.ssl_context, protocol,
+                             options.limits.head_timeout)
     except BaseException:
         await services.router.shutdown(options.shutdown_timeout)
         await runner.cleanup()
         raise
     watcher = await _start_watcher(loop, reloader, options) if reloader is not None else None
     _announce(site, options)
+    warn_if_exposed(_bound_hosts(site), services.plan)
     try:
         await stop.wait()
     finally:
@@ -218,6 +266,7 @@ async def serve(
         if reloader is not None:
             await reloader.aclose()
         await services.router.shutdown(options.shutdown_timeout)
+        table.close()
         if lane is not None:
             lane.close()
         services.proxy_log.close_subscribers()
@@ -232,6 +281,8 @@ def _build_app(services: Services, options: ServeOptions) -> web.Application:
         from llama_swap.runtime.http.aio.stack import default_middlewares
 
         middlewares = default_middlewares(services)
+    else:  # the default stack tells the connection guards about requests; others need this
+        middlewares = [track_requests, *middlewares]
     if options.route_modules is None:
         return build_app(services, middlewares=middlewares)
     return build_app(services, route_modules=tuple(options.route_modules), middlewares=middlewares)
@@ -257,12 +308,13 @@ def _install_signals(
     return installed
 
 
-async def _start_runner(app: web.Application) -> web.AppRunner:
+async def _start_runner(app: web.Application, limits: ConnectionLimits) -> web.AppRunner:
     runner = web.AppRunner(
         app,
         handler_cancellation=True,
         access_log=None,
         shutdown_timeout=2.0,
+        keepalive_timeout=limits.keepalive_timeout or 3630,  # the guards enforce it too
         # aiohttp's defaults (8 KiB per header, 128 headers) reject long cookies and JWTs
         # that the Go original (1 MiB of headers) accepts.
         max_line_size=65536,
@@ -273,13 +325,27 @@ async def _start_runner(app: web.Application) -> web.AppRunner:
     return runner
 
 
-def _fast_path(services: Services, runner: web.AppRunner) -> FastPath:
+GuardedFactory = Callable[[Tracked | None, float | None], GuardedConnection]
+
+
+def _guarded(runner: web.AppRunner, table: ConnectionTable) -> GuardedFactory:
+    """Makes aiohttp's protocol for a connection, behind its guard (aio/guard.py): for a
+    new connection (None, None) or one the fast path hands off (its entry, head start)."""
+    server = runner.server
+    assert server is not None
+
+    def make(previous: Tracked | None, head_started: float | None) -> GuardedConnection:
+        return GuardedConnection(server(), table, previous, head_started)
+
+    return make
+
+
+def _fast_path(services: Services, guarded: GuardedFactory, table: ConnectionTable) -> FastPath:
     """The fast path in front of the runner's aiohttp server; its counters go on /metrics."""
     from llama_swap.runtime.http.fast.server import FastPath
 
-    assert runner.server is not None
     counters = services.fast_path = FastPathCounters()
-    return FastPath(services, runner.server, counters)
+    return FastPath(services, guarded, counters, table)
 
 
 async def _start_watcher(
@@ -317,21 +383,27 @@ def _announce(site: web.TCPSite, options: ServeOptions) -> None:
         options.on_listening(addresses)
 
 
-class FastPathSite(web.TCPSite):
-    """A TCPSite whose connections start on the fast path (runtime/http/fast/server.py),
-    which hands them to the runner's aiohttp server when a request is not its own."""
+class GuardedSite(web.TCPSite):
+    """A TCPSite whose connections start with `protocol`: the fast path
+    (runtime/http/fast/server.py), which hands them to the runner's aiohttp server when a
+    request is not its own, or aiohttp's handler behind its guard (aio/guard.py).  The
+    TLS handshake gets the head timeout (asyncio's default is a minute)."""
 
-    def __init__(self, runner: web.AppRunner, host: str | None, port: int, *, lane: Any,
+    def __init__(self, runner: web.AppRunner, host: str | None, port: int, *,
+                 protocol: Callable[[], asyncio.Protocol], handshake_timeout: float,
                  ssl_context: ssl.SSLContext | None = None,
                  reuse_address: bool | None = None) -> None:
         super().__init__(runner, host, port, ssl_context=ssl_context, reuse_address=reuse_address)
-        self._lane = lane
+        self._protocol = protocol
+        self._handshake_timeout = handshake_timeout
 
     async def start(self) -> None:
         await web.BaseSite.start(self)
         loop = asyncio.get_running_loop()
+        tls = self._ssl_context is not None and self._handshake_timeout > 0
         self._server = await loop.create_server(
-            self._lane.protocol, self._host, self._port, ssl=self._ssl_context,
+            self._protocol, self._host, self._port, ssl=self._ssl_context,
+            ssl_handshake_timeout=self._handshake_timeout if tls else None,
             backlog=self._backlog,
             reuse_address=self._reuse_address, reuse_port=self._reuse_port,
         )
@@ -341,7 +413,7 @@ class FastPathSite(web.TCPSite):
 
 async def _listen(
     runner: web.AppRunner, host: str | None, port: int, ssl_context: ssl.SSLContext | None,
-    lane: Any = None,
+    protocol: Callable[[], asyncio.Protocol], handshake_timeout: float,
 ) -> web.TCPSite:
     """Start listening.  Port 0 on a host with several addresses (`:0` is 0.0.0.0 and ::)
     would give each socket its own random port; instead one port is picked by binding the
@@ -349,12 +421,9 @@ async def _listen(
     attempts = 1
     while True:
         chosen = await _shared_port(host) if port == 0 else port
-        site = (
-            FastPathSite(runner, host, chosen, lane=lane, ssl_context=ssl_context,
-                         reuse_address=True)
-            if lane is not None
-            else web.TCPSite(runner, host, chosen, ssl_context=ssl_context, reuse_address=True)
-        )
+        site = GuardedSite(runner, host, chosen, protocol=protocol,
+                           handshake_timeout=handshake_timeout, ssl_context=ssl_context,
+                           reuse_address=True)
         try:
             await site.start()
             return site
@@ -383,6 +452,33 @@ def _make_reloader(services: Services, compile_fn: Callable[[], Any]) -> Reloade
     from llama_swap.runtime.engine.reload import Reloader
 
     return Reloader(compile_fn, services.router.apply_plan, services.listeners, plan=services.plan)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a bound address) is reachable only from this machine."""
+    try:
+        return ipaddress.ip_address(host.partition("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def warn_if_exposed(hosts: Sequence[str], plan: Plan) -> None:
+    """Listening beyond loopback without apiKeys lets anyone who reaches the port load
+    models, read logs and captures and reload the config: say so, in the proxy log
+    and on stderr (which logToStdout does not silence)."""
+    exposed = [h for h in hosts if not is_loopback(h)]
+    if not exposed or plan.settings.apiKeys:
+        return
+    message = (f"listening on {', '.join(exposed)} without apiKeys: anyone who can reach "
+               "the port can use and manage this proxy; set apiKeys or listen on "
+               "127.0.0.1 (see docs/security.md)")
+    log.warning(message)
+    print(f"llama-swap: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _bound_hosts(site: web.TCPSite) -> list[str]:
+    server = site._server  # aiohttp keeps the asyncio server here
+    return [str(sock.getsockname()[0]) for sock in getattr(server, "sockets", None) or ()]
 
 
 def _addresses(site: web.TCPSite, tls: bool) -> list[str]:

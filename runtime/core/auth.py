@@ -5,8 +5,13 @@ password of `Authorization: Basic`, the token of `Authorization: Bearer` (scheme
 case-insensitive), the `x-api-key` header.  It is compared against every configured key
 with `hmac.compare_digest` and no early exit, so timing does not reveal which key or how
 much of it matched.  Keys are never logged; the client's credential headers are forwarded
-unchanged, as the original does.  Health, the two redirects, the favicon and every
-OPTIONS (the CORS preflight) stay open.
+unchanged, as the original does.
+
+Open without a key: health, the three redirects, the favicon, the UI's static files and
+every OPTIONS (the CORS preflight) -- nothing that reveals or changes state.  Every other
+route, the UI's pages, logs, events, metrics, captures and `/upstream/...` (websockets
+included) needs a key.  Anything shown to a client or written to a log that may quote a
+configured secret (a model command line, say) goes through `redact`.
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+from llama_swap.compiler.plan import Plan
 from llama_swap.runtime.core.error_body import ErrorAnswer, error_answer
 from llama_swap.runtime.core.headers import HeaderLookup
 
@@ -57,10 +63,17 @@ def key_matches(candidate: str, keys: Sequence[str]) -> bool:
 
 
 def is_exempt(method: str, path: str) -> bool:
-    """Routes the original leaves open: health, the two redirects, the favicon, any OPTIONS."""
+    """Open routes: health, the redirects, the favicon, the UI's static files, any OPTIONS."""
     if method == "OPTIONS" or path in _EXEMPT_ANY_METHOD:
         return True
-    return method in ("GET", "HEAD") and path in _EXEMPT_GET
+    return method in ("GET", "HEAD") and (path in _EXEMPT_GET or is_ui_asset(path))
+
+
+def is_ui_asset(path: str) -> bool:
+    """`/ui/.../<name>.<ext>`: the UI answers a path whose last segment has a dot only with
+    a static file or a 404, never a page (routes/ui.py keeps that rule), so the browser
+    can fetch its script and style before the Basic prompt is answered."""
+    return path.startswith("/ui/") and "." in path.rpartition("/")[2]
 
 
 def rejects(keys: Sequence[str], method: str, path: str, headers: HeaderLookup) -> bool:
@@ -74,3 +87,31 @@ def rejects(keys: Sequence[str], method: str, path: str, headers: HeaderLookup) 
 def unauthorized(accept: str) -> ErrorAnswer:
     """The 401, with the challenge that makes a browser prompt for Basic credentials."""
     return error_answer(accept, 401, UNAUTHORIZED, _CHALLENGE)
+
+
+REDACTED = "[REDACTED]"
+
+
+def secrets_of(plan: Plan) -> tuple[str, ...]:
+    """Every credential a plan holds: its API keys and its peers' keys."""
+    peer_keys = (peer.apiKey for peer in plan.peers.values())
+    return tuple(key for key in (*plan.settings.apiKeys, *peer_keys) if key)
+
+
+def redact(text: str, secrets: Sequence[str]) -> str:
+    """`text` with every occurrence of a secret replaced by REDACTED (longest first, so
+    a key that contains another is hidden whole)."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret and secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def inherited_env(env: Mapping[str, str], secrets: Sequence[str]) -> dict[str, str]:
+    """The proxy's environment as a model process should inherit it: without the variables
+    that hold a configured secret (a config often reads its keys with `${env.NAME}`, and
+    the proxy's environment is otherwise passed on whole).  A model's own `env` entries are
+    the config author's choice and are added after this, unfiltered."""
+    found = [s for s in secrets if s]
+    return {name: value for name, value in env.items()
+            if not any(secret in value for secret in found)}

@@ -140,9 +140,11 @@ async def test_static_rules_and_auth(proxy: Any, record_file: Path) -> None:
     p = proxy(surface_plan([fake_model("m", record_file)], apiKeys=(KEY,)))
     basic = {"Authorization": "Basic " + base64.b64encode(f"me:{KEY}".encode()).decode()}
     async with aiohttp.ClientSession() as s:
-        for path in ("/ui/", "/ui/logs", "/ui/app.js", "/ui/no/such/page"):
+        for path in ("/ui/", "/ui/logs", "/ui/no/such/page"):
             status, headers, _ = await fetch(s, "GET", p.url + path)
             assert status == 401 and headers["WWW-Authenticate"] == 'Basic realm="llama-swap"'
+        status, _, raw = await fetch(s, "GET", p.url + "/ui/app.js")  # static files are open
+        assert status == 200 and raw.startswith(b"// llama-swap UI")
         status, headers, raw = await fetch(s, "GET", p.url + "/favicon.ico")
         assert status == 200 and headers["Content-Type"] == "image/x-icon" and raw[:4] == b"\0\0\1\0"
 

@@ -185,11 +185,13 @@ async def test_files_outside_the_static_directory_are_never_served(serve: Serve)
         assert "{%" not in body and "import" not in body
 
 
-async def test_ui_requires_the_api_key_but_the_favicon_does_not(serve: Serve) -> None:
+async def test_ui_pages_require_the_api_key_but_static_files_do_not(serve: Serve) -> None:
     client = await start(serve, ui_plan(apiKeys=("sk-ui",)))
-    for path in ("/ui/", "/ui/logs", "/ui/app.js", "/ui/anything", "/ui/x.js"):
+    for path in ("/ui/", "/ui/logs", "/ui/anything", "/ui/x/y"):
         status, headers, _ = await get(client, path)
         assert status == 401 and headers["WWW-Authenticate"] == 'Basic realm="llama-swap"', path
+    assert (await get(client, "/ui/app.js"))[0] == 200
+    assert (await get(client, "/ui/x.js"))[0] == 404  # a dotted path is a file or a 404
     assert (await client.post("/api/models/load/beta")).status == 401
     assert (await get(client, "/favicon.ico"))[0] == 200
     basic = "Basic " + base64.b64encode(b"anyone:sk-ui").decode()

@@ -5,7 +5,9 @@ access log -> CORS preflight -> API-key auth -> body size -> RouteFailure render
 Auth and the body size are judged from the request head, before any handler reads a
 byte of the body (runtime/core/limits.py): a 401 or a 413 for a request whose body was
 not read says `Connection: close`, and aiohttp discards (never buffers) the unread rest
-before it closes the connection.  The access log
+before it closes the connection.  The same layer tells the connection's guard
+(aio/guard.py) when a request starts and ends, so its read timeouts know a request head
+is in.  The access log
 sits outside CORS so preflights are logged too; CORS sits outside auth so OPTIONS never
 needs a key.  Everything reads the plan per request through `services.plan`, so a hot
 reload changes keys and log settings at once.
@@ -28,6 +30,7 @@ from llama_swap.runtime.core.auth import rejects, unauthorized
 from llama_swap.runtime.core.error_body import route_error_answer
 from llama_swap.runtime.core.errors import RouteFailure
 from llama_swap.runtime.core.limits import body_too_large, exceeds
+from llama_swap.runtime.http.aio.guard import guard_of
 from llama_swap.runtime.http.middleware.cors import PREFLIGHT_STATUS, preflight_headers
 from llama_swap.runtime.http.middleware.mux import (
     CLIENT_CLOSED,
@@ -101,6 +104,9 @@ def default_middlewares(services: HasPlanAndLog) -> list[Any]:
         started = time.perf_counter()
         status, size = 500, 0
         headers = request.headers
+        guard = guard_of(request)  # the connection's read timeouts: a request is in
+        if guard is not None:
+            guard.request_started(request)
         try:
             method = request.method
             if method == "OPTIONS":  # CORS preflight, before auth
@@ -134,6 +140,8 @@ def default_middlewares(services: HasPlanAndLog) -> list[Any]:
                 status = CLIENT_CLOSED
             raise
         finally:
+            if guard is not None:
+                guard.request_finished()
             log_access(
                 proxy_log(), request.method, path, request.version, headers, request.remote,
                 status, size, started,

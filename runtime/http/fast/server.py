@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 from llama_swap.compiler.plan import Model
 from llama_swap.runtime.core.admission import Admit, admit
 from llama_swap.runtime.core.auth import rejects
+from llama_swap.runtime.core.connections import Phase
 from llama_swap.runtime.core.error_body import ErrorAnswer, route_error_answer
 from llama_swap.runtime.core.errors import RouteFailure
 from llama_swap.runtime.core.forwarding import (
@@ -52,6 +53,7 @@ from llama_swap.runtime.core.forwarding import (
 )
 from llama_swap.runtime.core.inference_routes import JSON_BODY_PATHS, forward_path
 from llama_swap.runtime.core.limits import exceeds
+from llama_swap.runtime.http.connections import ConnectionTable, Tracked
 from llama_swap.runtime.http.fast.headers import LazyHeaders
 from llama_swap.runtime.http.fast.relay import Relay, answer_bytes
 from llama_swap.runtime.http.fast.request_head import HANDOFF, Head, parse_head
@@ -70,8 +72,7 @@ log = logging.getLogger("llama_swap.fastpath")
 FAST_PATHS: frozenset[str] = JSON_BODY_PATHS
 HTTP_11 = (1, 1)
 MAX_PENDING = 16 << 20  # bytes read ahead while a request is served; then reading pauses
-KEEPALIVE_TIMEOUT = 3630.0  # an idle client connection is closed after this (aiohttp's default)
-SWEEP_INTERVAL = 5.0
+SWEEP_INTERVAL = 5.0  # upstream pools; client connections are swept by the ConnectionTable
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,16 +97,23 @@ def target_of(proxy: str) -> Target | None:
     return Target(url.hostname, port, url.path.rstrip("/").encode(), url.netloc.encode())
 
 
+# Makes the aiohttp protocol a connection is handed to: given the fast-path connection
+# it continues and when the current request's head started (for its head timeout).
+HandoffFactory = Callable[[Tracked, float], asyncio.Protocol]
+
+
 class FastPath:
-    """What every fast-path connection of one server shares."""
+    """What every fast-path connection of one server shares.  `table` holds every client
+    connection of the server (read timeouts, the connection limit)."""
 
     def __init__(
-        self, services: Services, handoff: Callable[[], asyncio.Protocol],
-        counters: FastPathCounters,
+        self, services: Services, handoff: HandoffFactory,
+        counters: FastPathCounters, table: ConnectionTable,
     ) -> None:
         self.services = services
         self.handoff_factory = handoff
         self.counters = counters
+        self.table = table
         self.proxy_log = proxy_log_of(services)
         self.inflight = services.inflight
         self.connections: set[ClientConnection] = set()
@@ -152,11 +160,7 @@ class FastPath:
         self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep)
 
     def _sweep(self) -> None:
-        """Close idle client connections past the keep-alive timeout and stale upstream ones."""
-        now = time.monotonic()
-        for conn in tuple(self.connections):  # nothing received for that long
-            if conn.idle and now - conn.last_active > KEEPALIVE_TIMEOUT:
-                conn.close()
+        """Close stale upstream connections (client connections are the table's)."""
         for key, pool in tuple(self._pools.items()):
             pool.sweep()
             if not len(pool):  # nothing open (e.g. the model moved in a hot reload)
@@ -207,7 +211,10 @@ class ClientConnection(asyncio.Protocol):
         self.buf = bytearray()
         self.task: asyncio.Task[None] | None = None
         self.relay: Relay | None = None
-        self.last_active = time.monotonic()
+        # Times for the read timeouts (runtime/core/connections.py): the last read or the
+        # end of the last request; when the head being received started.
+        self.last_active = self.head_started = time.monotonic()
+        self._fresh = True  # no request yet: waiting for a head since the accept
         self._head: Head | None = None
         self._scanned = 0  # bytes of `buf` already searched for the end of a head
         self._closed = False
@@ -220,14 +227,22 @@ class ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.remote = str(peer[0]) if isinstance(peer, tuple) and peer else ""
         self.remote_bytes = self.remote.encode()
+        if not self.lane.table.admit(self):
+            self._closed = True
+            transport.abort()  # type: ignore[attr-defined]
+            return
         self.lane.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
-        self.buf += data
         if self.task is None:
-            self.last_active = time.monotonic()
+            now = self.last_active = time.monotonic()
+            if not self.buf and not self._fresh:
+                self.head_started = now  # the first byte of the next head
+            self.buf += data
             self._next()
-        elif len(self.buf) > MAX_PENDING and self.transport is not None:
+            return
+        self.buf += data
+        if len(self.buf) > MAX_PENDING and self.transport is not None:
             self.transport.pause_reading()  # a pipelining client far ahead: wait for us
             self._paused = True
 
@@ -236,9 +251,30 @@ class ClientConnection(asyncio.Protocol):
         """Not serving a request (possibly holding part of the next one)."""
         return self.task is None
 
+    def phase(self) -> tuple[Phase, float]:
+        """For the ConnectionTable: which wait this connection is in, since when."""
+        if self.task is not None:
+            return Phase.BUSY, 0.0
+        if self._head is not None:
+            return Phase.BODY, self.last_active
+        if self.buf or self._fresh:
+            return Phase.HEAD, self.head_started
+        return Phase.IDLE, self.last_active
+
+    def expire(self, phase: Phase) -> None:
+        """Timed out in `phase` (or making room): an idle connection is closed politely,
+        one stuck in a head or a body is cut."""
+        if self.transport is None or self._closed:
+            return
+        if phase is Phase.IDLE:
+            self.transport.close()
+        else:
+            self.transport.abort()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self.lane.connections.discard(self)
+        self.lane.table.remove(self)
         if self.relay is not None:
             self.relay.detach()  # the upstream sees the disconnect now
         task = self.task
@@ -338,7 +374,7 @@ class ClientConnection(asyncio.Protocol):
         if self._paused:
             self._paused = False
             transport.resume_reading()
-        handler = lane.handoff_factory()
+        handler = lane.handoff_factory(self, self.head_started)
         transport.set_protocol(handler)
         handler.connection_made(transport)
         if data:
@@ -347,7 +383,8 @@ class ClientConnection(asyncio.Protocol):
     def _finished(self, close: bool) -> None:
         self.task = None
         self.relay = None
-        self.last_active = time.monotonic()
+        self.last_active = self.head_started = time.monotonic()
+        self._fresh = False
         if close or self._closed:
             self.close()
             return

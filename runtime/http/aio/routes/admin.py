@@ -2,13 +2,15 @@
 
 Shapes follow the Go original: `/running` lists processes that are not stopped, sorted
 by id; the unload routes return only after the processes
-have exited (the router's `unload` waits for them).
+have exited (the router's `unload` waits for them).  A configured key quoted in a
+model's command line is shown as `[REDACTED]` in `/running`.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from llama_swap.runtime.core.auth import redact, secrets_of
 from llama_swap.runtime.core.errors import RouteError
 from llama_swap.runtime.http.aio.app import STATE
 from llama_swap.runtime.http.render.errors import route_error_response
@@ -22,7 +24,12 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def running(request: web.Request) -> web.Response:
-    return web.json_response({"running": request.app[STATE].router.running()})
+    state = request.app[STATE]
+    records = state.router.running()
+    secrets = secrets_of(state.plan)
+    if secrets:
+        records = [{**r, "cmd": redact(str(r["cmd"]), secrets)} for r in records]
+    return web.json_response({"running": records})
 
 
 async def unload_all(request: web.Request) -> web.Response:

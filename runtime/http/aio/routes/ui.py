@@ -10,7 +10,9 @@ into the log view, and posts the Load/Unload buttons.  It uses same-origin
 `fetch`/`EventSource`, so whatever credentials the browser holds (the Basic-auth
 prompt that the 401's `WWW-Authenticate` triggers) go along.
 
-Routes (all behind the API-key check, except the favicon):
+Routes (all behind the API-key check, except the favicon and the static files: a path
+whose last segment has a dot is only ever a static file or a 404, never a page, and
+runtime/core/auth.py relies on that to leave them open):
 - `GET /ui` -> 301 `/ui/` (query kept);
 - `GET /ui/` and `/ui/models` models, `/ui/logs`, `/ui/activity`, `/ui/config` pages;
 - `GET /ui/<file>` a file from `static/`; a missing path whose last segment contains
