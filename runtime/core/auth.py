@@ -110,8 +110,12 @@ def redact(text: str, secrets: Sequence[str]) -> str:
 def inherited_env(env: Mapping[str, str], secrets: Sequence[str]) -> dict[str, str]:
     """The proxy's environment as a model process should inherit it: without the variables
     that hold a configured secret (a config often reads its keys with `${env.NAME}`, and
-    the proxy's environment is otherwise passed on whole).  A model's own `env` entries are
+    the proxy's environment is otherwise passed on whole).  A variable holds a secret when
+    its value is the secret, or contains it and the secret is long enough (8+ characters)
+    not to turn up by chance inside PATH and the like.  A model's own `env` entries are
     the config author's choice and are added after this, unfiltered."""
     found = [s for s in secrets if s]
+    if not found:
+        return dict(env)
     return {name: value for name, value in env.items()
-            if not any(secret in value for secret in found)}
+            if not any(value == s or (len(s) >= 8 and s in value) for s in found)}

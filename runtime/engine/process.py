@@ -48,6 +48,7 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from llama_swap.compiler.plan import Model
+from llama_swap.runtime.core.auth import inherited_env, redact
 from llama_swap.runtime.core.errors import RouteError, RouteFailure, health_timeout, start_failed
 from llama_swap.runtime.core.process_state import ProcessState
 from llama_swap.runtime.engine.logs import LogBuffer
@@ -78,9 +79,14 @@ def next_poll_delay(attempt: int, elapsed: float) -> float:
     return min(0.005 * 2.0 ** (attempt - 1), cap)
 
 
-def build_env(extra: Sequence[str], base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """os.environ (or `base`) plus `NAME=value` entries; later duplicates win."""
-    env = dict(os.environ if base is None else base)
+def build_env(
+    extra: Sequence[str], base: Mapping[str, str] | None = None, secrets: Sequence[str] = ()
+) -> dict[str, str]:
+    """os.environ (or `base`) without the variables holding one of `secrets` (the
+    proxy's API keys: a config often reads them with `${env.NAME}`, and a model server
+    has no business with them), plus `NAME=value` entries; later duplicates win.  The
+    model's own entries are the config author's choice and are never filtered."""
+    env = inherited_env(os.environ if base is None else base, secrets)
     for item in extra:
         name, sep, value = item.partition("=")
         if sep and name:
@@ -329,8 +335,10 @@ class ModelProcess:
         health_check_timeout: float,
         log: LogBuffer,
         on_state_change: StateCallback | None = None,
+        secrets: Sequence[str] = (),
     ):
         self.model = model
+        self.secrets = tuple(secrets)  # kept out of the child's environment and the log
         self.health_check_timeout = health_check_timeout
         self.log = log
         self.on_state_change = on_state_change
@@ -424,6 +432,10 @@ class ModelProcess:
             except Exception:  # a listener's bug must not corrupt the state machine
                 _log.exception("on_state_change listener failed for %s", self.model.id)
 
+    def _argv_text(self, argv: Sequence[str]) -> str:
+        """A command line for the log, with any configured key in it redacted."""
+        return redact(_argv_text(argv), self.secrets)
+
     def _note(self, message: str) -> None:
         self.log.write(f"[llama-swap] [{self.model.id}] {message}\n")
 
@@ -456,14 +468,14 @@ class ModelProcess:
             self._fail_start()
             raise RouteFailure(start_failed(model.id, detail))
         try:
-            child = await _spawn(model.cmd, build_env(model.env), run_log, self._note)
+            child = await _spawn(model.cmd, build_env(model.env, secrets=self.secrets), run_log, self._note)
         except (OSError, ValueError) as exc:
-            detail = f"failed to start command '{_argv_text(model.cmd)}': {exc}"
+            detail = f"failed to start command '{self._argv_text(model.cmd)}': {exc}"
             self._note(detail)
             self._fail_start()
             raise RouteFailure(start_failed(model.id, detail)) from None
         self._child, self.pid = child, child.pid
-        self._note(f"started pid {child.pid}: {_argv_text(model.cmd)}")
+        self._note(f"started pid {child.pid}: {self._argv_text(model.cmd)}")
         if abort.is_set():
             raise RouteFailure(RouteError(503, f"[{model.id}] aborted"))
 
@@ -591,11 +603,11 @@ class ModelProcess:
             cmd_stop = self.model.cmdStop
             if cmd_stop:
                 argv = [tok.replace("${PID}", str(child.pid)) for tok in cmd_stop]
-                self._note(f"stopping pid {child.pid} with cmdStop: {_argv_text(argv)}")
+                self._note(f"stopping pid {child.pid} with cmdStop: {self._argv_text(argv)}")
                 stop_log = LogBuffer(f"{self.model.id}#stop", capacity=16 * 1024, parent=self.log)
                 try:
                     stopper = self._stopper = await _spawn(
-                        argv, build_env(self.model.env), stop_log, self._note
+                        argv, build_env(self.model.env, secrets=self.secrets), stop_log, self._note
                     )
                 except (OSError, ValueError) as exc:
                     self._note(f"cmdStop failed to start ({exc}); sending SIGTERM")

@@ -40,6 +40,7 @@ from typing import TypeVar
 
 from llama_swap.compiler.plan import Model, Plan
 from llama_swap.runtime.core import errors
+from llama_swap.runtime.core.auth import secrets_of
 from llama_swap.runtime.core.errors import RouteError, RouteFailure
 from llama_swap.runtime.core.plan_diff import PlanDiff
 from llama_swap.runtime.core.process_state import ProcessState
@@ -252,6 +253,7 @@ class Router:
             health_check_timeout=self.health_check_timeout,
             log=log if log is not None else LogBuffer(model.id, parent=self.upstream_log),
             on_state_change=self._state_callback,
+            secrets=secrets_of(self.plan),
         )
 
     def waiting_requests(self) -> list[Request]:

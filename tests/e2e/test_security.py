@@ -6,6 +6,7 @@ captures or `/running`, and listening beyond loopback without keys is warned abo
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import re
@@ -139,8 +140,6 @@ async def test_keys_are_redacted_in_running_captures_and_logs(
     assert KEY not in p.stderr_text()
 
 
-@pytest.mark.xfail(strict=True, reason="runtime/engine/process.py writes the model's command "
-                   "line unredacted into the upstream log ('started pid N: ...') (lead)")
 async def test_the_upstream_log_does_not_quote_a_key_from_a_command_line(
     split_proxy: Callable[..., SplitProxy], record_file: Path
 ) -> None:
@@ -181,8 +180,6 @@ def test_secrets_are_known_and_redacted() -> None:
     assert inherited_env(env, secrets_of(plan)) == {"PATH": "/bin", "OTHER": "v"}
 
 
-@pytest.mark.xfail(strict=True, reason="runtime/engine/process.py build_env passes the whole "
-                   "environment on; it should start from core.auth.inherited_env (lead)")
 async def test_model_processes_do_not_inherit_the_keys(
     tmp_path: Path, record_file: Path
 ) -> None:
@@ -192,8 +189,8 @@ async def test_model_processes_do_not_inherit_the_keys(
     script = ("import json, os, sys; json.dump(dict(os.environ), open(sys.argv[1], 'w')); "
               f"os.execv({FAKE!r}, [{FAKE!r}] + sys.argv[2:])")
     model = fake_model("m", record_file)
-    model = fake_model("m", record_file, cmd=(
-        "python3", "-c", script, str(dump), *model.cmd[1:]))
+    model = dataclasses.replace(
+        model, cmd=("python3", "-c", script, str(dump), *model.cmd[1:]))  # same port
     plan = surface_plan([model], apiKeys=(KEY,), logToStdout="none")
     from llama_swap.compiler.plan import plan_to_json
     from tests.e2e.conftest import LLAMA_SWAP
