@@ -1,4 +1,4 @@
-"""Hot-reload figures (issue 5): printed, never asserted.
+"""Hot-reload figures: printed, never asserted.
 
 1. Reload latency: time from a fragment write to the new plan serving requests, on a
    1,000-model config in 100 fragments, with the file watcher's debounce included

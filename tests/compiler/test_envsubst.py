@@ -1,4 +1,4 @@
-"""`${env.NAME}` substitution on raw text, before YAML parsing (reference §2.13.1)."""
+"""`${env.NAME}` substitution on raw text, before YAML parsing."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Reading --config / --config-dir: order, what counts as a source, and load errors (reference §3.1)."""
+"""Reading --config / --config-dir: order, what counts as a source, and load errors."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Merging fragments (reference §3.3), with conflicts that name both files and lines."""
+"""Merging fragments, with conflicts that name both files and lines."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Aliases, setParamsByID auto-aliases and peer name collisions (reference §2.14; Go TestConfig_ModelAliasesAreUnique, TestConfig_SetParamsByIDAutoAlias*)."""
+"""Aliases, setParamsByID auto-aliases and peer name collisions."""
 
 from __future__ import annotations
 

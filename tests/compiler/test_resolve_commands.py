@@ -1,4 +1,4 @@
-"""cmd cleaning and POSIX argv splitting (reference §2.15; Go TestConfig_SanitizeCommand, TestStripComments)."""
+"""cmd cleaning and POSIX argv splitting."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Filters (reference §2.5; Go TestFilters_*, TestConfig_ModelFilters*)."""
+"""Filters."""
 
 from __future__ import annotations
 

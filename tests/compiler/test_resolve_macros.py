@@ -1,4 +1,4 @@
-"""Macros (reference §2.13.2; Go TestConfig_Macro*, macro_in_macro_test, TestConfig_*Metadata)."""
+"""Macros."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The matrix set DSL (reference §6.9; Go TestDSL_Tokenize, TestDSL_ParseAndExpand, TestDSL_ExpansionCap)."""
+"""The matrix set DSL."""
 
 from __future__ import annotations
 

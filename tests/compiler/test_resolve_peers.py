@@ -1,4 +1,4 @@
-"""Peers (reference §2.7, §2.13.2; Go peer_test, TestConfig_PeerApiKey_EnvMacros, TestConfig_PeerTimeouts*)."""
+"""Peers."""
 
 from __future__ import annotations
 

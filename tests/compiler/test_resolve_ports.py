@@ -1,4 +1,4 @@
-"""${PORT} allocation (reference §2.13.3; Go TestConfig_AutomaticPortAssignments, TestConfig_MacroModelId)."""
+"""${PORT} allocation."""
 
 from __future__ import annotations
 

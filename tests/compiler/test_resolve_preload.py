@@ -1,4 +1,4 @@
-"""hooks.on_startup.preload (reference §7): cleaned, aliases resolved, unknown names are errors here."""
+"""hooks.on_startup.preload: cleaned, aliases resolved, unknown names are errors here."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The routing block, groups and the matrix (reference §2.9-2.12; Go TestConfig_Routing_*, TestValidateMatrix_*)."""
+"""The routing block, groups and the matrix."""
 
 from __future__ import annotations
 

@@ -1,6 +1,4 @@
-"""Top-level defaults and per-model defaults: ttl, concurrency, loading state, timeouts, capabilities
-(reference §2.1-2.4, §2.6; Go TestConfig_DefaultValuesPosix, TestConfig_GlobalTTL, performance_test,
-upstream_test, TestConfig_APIKeys_Invalid, TestConfig_Timeouts*, TestConfig_ModelCapabilities*)."""
+"""Top-level defaults and per-model defaults: ttl, concurrency, loading state, timeouts, capabilities."""
 
 from __future__ import annotations
 

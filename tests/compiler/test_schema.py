@@ -1,4 +1,4 @@
-"""schema/config.schema.json: a valid 2020-12 schema that describes every config key (reference §2.2-2.13)."""
+"""schema/config.schema.json: a valid 2020-12 schema that describes every config key."""
 
 from __future__ import annotations
 

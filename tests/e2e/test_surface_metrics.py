@@ -1,4 +1,4 @@
-"""The activity log through the real proxy (reference 5.15): `GET /api/metrics`, the
+"""The activity log through the real proxy: `GET /api/metrics`, the
 `metrics` event on /api/events, and streams relayed while they are being measured."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Captures, `/api/performance` and `/metrics` through the real proxy (reference 5.2, 5.15)."""
+"""Captures, `/api/performance` and `/metrics` through the real proxy."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The activity log (reference 5.15): token figures read from responses as they pass by,
+"""The activity log: token figures read from responses as they pass by,
 with bounded memory, and a ring of entries sized by metricsMaxInMemory."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Request/response captures (reference 5.15): a FIFO cache bounded in raw bytes holding
+"""Request/response captures: a FIFO cache bounded in raw bytes holding
 references to the exchange's bytes, sensitive headers redacted when read, per-route field
 masks, and bounded memory while a response streams by."""
 

@@ -1,4 +1,4 @@
-"""System statistics (reference 5.2 `/api/performance`, `/metrics`; 2.2 `performance.*`):
+"""System statistics:
 /proc parsing, CPU shares between two readings, the sampler's ring and its `after` filter."""
 
 from __future__ import annotations
