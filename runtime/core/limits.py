@@ -10,14 +10,23 @@
   a crash.
 - An id in a URL is a number of bounded size; longer digit strings name nothing (and
   would only cost a conversion, or exceed Python's limit on int() digits).
+- A path with `.` or `..` segments, read as the routes read it (percent-escapes decoded,
+  `%2f` included), is refused with a 400: a route that takes the rest of the path
+  (`/upstream/<model>/...`, `/ui/...`, `/logs/stream/...`) would otherwise hand it on,
+  and `/upstream/a/../x` reached the model server as `/x`.  A raw `..` on a path no route
+  takes is the mux's (a redirect to the clean path), as before.  The fast path needs no
+  check: it serves only its exact inference paths, which have none.
 """
 
 from __future__ import annotations
+
+from urllib.parse import unquote
 
 from llama_swap.runtime.core.errors import RouteError
 
 MAX_ID_DIGITS = 18  # an id longer than this cannot exist (and int() stays cheap)
 TOO_DEEPLY_NESTED = "invalid JSON body: nested too deeply"
+DOT_SEGMENTS = 'invalid path: "." and ".." segments are not allowed'
 
 
 def exceeds(size: int | None, limit: int) -> bool:
@@ -42,3 +51,17 @@ def parse_id(text: str) -> int | None:
     if not digits.isascii() or not digits.isdigit() or len(digits) > MAX_ID_DIGITS:
         return None
     return int(text)
+
+
+def has_dot_segments(raw_path: str) -> bool:
+    """Whether `raw_path` (as sent, percent-escapes and all) has a `.` or `..` segment
+    once decoded the way routes see it (an encoded slash splits segments too)."""
+    if "." not in raw_path and "%" not in raw_path:  # the common case, decided cheaply
+        return False
+    decoded = unquote(raw_path, errors="surrogateescape")
+    return any(segment in (".", "..") for segment in decoded.split("/"))
+
+
+def dot_segments_error() -> RouteError:
+    """The 400 for a path with dot segments."""
+    return RouteError(400, DOT_SEGMENTS)

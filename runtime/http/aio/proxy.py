@@ -65,13 +65,28 @@ Body = Any  # bytes | AsyncIterable[bytes] | a ForwardBody (runtime/http/request
 
 class CountingResponse(web.StreamResponse):
     """A streamed response that counts the body bytes written (`body_bytes`), for the
-    access log: aiohttp itself only knows the bytes on the wire, chunk framing included."""
+    access log: aiohttp itself only knows the bytes on the wire, chunk framing included.
+
+    The answer to a HEAD is headers only: aiohttp leaves out the framing headers then,
+    but would still put whatever a handler writes on the wire, where a client reusing
+    the connection reads it as the start of the next answer.  So writes are dropped."""
 
     body_bytes = 0
+    headers_only = False
+
+    async def prepare(self, request: web.BaseRequest) -> Any:
+        self.headers_only = request.method == "HEAD"
+        return await super().prepare(request)
 
     def write(self, data: Any) -> Any:
+        if self.headers_only:
+            return _written()
         self.body_bytes += len(data)
         return super().write(data)
+
+
+async def _written() -> None:
+    """What `write` awaits when nothing may be written."""
 
 
 class UpstreamError(Exception):

@@ -1,6 +1,7 @@
 """The middleware stack every aiohttp server runs, outermost first.
 
-access log -> CORS preflight -> API-key auth -> body size -> RouteFailure rendering.
+access log -> CORS preflight -> API-key auth -> body size -> dot segments -> RouteFailure
+rendering.
 
 Auth and the body size are judged from the request head, before any handler reads a
 byte of the body (runtime/core/limits.py): a 401 or a 413 for a request whose body was
@@ -29,7 +30,12 @@ from aiohttp import web
 from llama_swap.runtime.core.auth import rejects, unauthorized
 from llama_swap.runtime.core.error_body import route_error_answer
 from llama_swap.runtime.core.errors import RouteFailure
-from llama_swap.runtime.core.limits import body_too_large, exceeds
+from llama_swap.runtime.core.limits import (
+    body_too_large,
+    dot_segments_error,
+    exceeds,
+    has_dot_segments,
+)
 from llama_swap.runtime.http.aio.guard import guard_of
 from llama_swap.runtime.http.middleware.cors import PREFLIGHT_STATUS, preflight_headers
 from llama_swap.runtime.http.middleware.mux import (
@@ -121,6 +127,9 @@ def default_middlewares(services: HasPlanAndLog) -> list[Any]:
             elif exceeds(request.content_length, limit := settings.maxRequestBody):
                 resp = answer_response(route_error_answer(headers.get("Accept", ""), body_too_large(limit)))
                 resp.force_close()
+            elif has_dot_segments(request.rel_url.raw_path):
+                resp = answer_response(route_error_answer(headers.get("Accept", ""), dot_segments_error()))
+                _close_if_body_unread(request, resp)
             else:
                 try:
                     resp = await handler(request)
