@@ -21,12 +21,12 @@ and each answer must be:
 | a JSON body that is not an object | 404 no model |
 | a missing, empty or non-string `model` | 404 (no model; or no local server for its JSON text) |
 | many and long headers | 200 within aiohttp's limits (1000 headers, 1 MiB per field, 64 KiB target); 400 beyond; a 400 from the model server passed on (it takes less) |
-| a body over `maxRequestBody` | 413 (by length from the head, or once a chunked body crosses it); 401 first without a key; 200 where the route reads no body (`/health`) |
+| a body over `maxRequestBody` | 413 (by length from the head, or once a chunked body crosses it); 401 first without a key; 405 first on a route that takes no POST (`/health`) |
 | a wrong content type | 404 no model |
-| dot segments in `/upstream/`, `/ui/`, `/logs/stream/` (plain, `%2e%2e`, encoded slashes) | 400 or 404 by the route; 301 for a raw `..` (the mux's redirect to the clean path); never reaches the model server |
-| invalid UTF-8 | path: aiohttp's 400; a key header: 401; another header: as if valid; body: 200 passed through as it is, or 404 for the model name |
+| dot segments in `/upstream/`, `/ui/`, `/logs/stream/` (plain, `%2e%2e`, encoded slashes) | 400; for a method the route does not take, the mux's 301 to the clean path (raw `..`) or 405; never reaches the model server |
+| invalid UTF-8 | path and query: aiohttp's 400; a key header: 401; another header: as if valid; body: 200 passed through as it is, or 404 for the model name |
 | slow heads, abandoned requests | a slow request is answered normally; an abandoned one costs nothing |
-| garbage request lines | 400 |
+| garbage request lines | aiohttp's 400, or the connection closed; never a 5xx |
 
 After the run each proxy answers `/health` and a normal request, logged no crash, and
 its memory stayed bounded.  Hypothesis is derandomized (the same examples every run)
@@ -36,6 +36,7 @@ and bounded (`EXAMPLES`), so the module takes well under a minute.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -47,6 +48,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from llama_swap.compiler.plan import plan_to_json
+from llama_swap.runtime.http.middleware.mux import clean_path
 from tests.e2e.conftest import LLAMA_SWAP, Proxy, fake_model, launch, make_plan
 from tests.e2e.raw_http import Answer, Conn, NoAnswer, chunked, request
 
@@ -56,7 +58,9 @@ LIMIT = 64 * 1024
 JSON_CT = "Content-Type: application/json"
 CHAT = "/v1/chat/completions"
 MIB = 1 << 20
-EXAMPLES = 25  # per category; about 1-3 ms per exchange, the large ones ~20 ms
+# examples per category (about 1-3 ms per exchange, the large ones ~20 ms); more with
+# BAD_INPUT_EXAMPLES=N, e.g. to see that memory levels off
+EXAMPLES = int(os.environ.get("BAD_INPUT_EXAMPLES", "100"))
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -269,14 +273,13 @@ def test_a_body_over_the_limit_is_a_413_unless_refused_first(
         data = request("POST", path, *head, body=body)
     else:
         data = request("POST", path, *head, "Transfer-Encoding: chunked", body=chunked(body), length=False)
-    open_route = path == "/health"
-    if not key and not open_route:
+    if path == "/health":
+        expected = 405  # the mux answers first: /health takes GET only
+    elif not key:
         expected = 401
-    elif framing == "chunked" and open_route:
-        expected = 200  # /health reads no body: nothing crosses the limit
     else:
         expected = 413
-    status = on_both(doors, data, {200, 401, 413})
+    status = on_both(doors, data, {401, 405, 413})
     assert status == expected
     if expected == 413:
         assert "maxRequestBody" in own_error(exchange(doors[0], data), 413)
@@ -333,10 +336,14 @@ def test_dot_segments_never_reach_a_model_or_a_file(
     before = [len(door.proxy.records()) for door in doors]
     answers = [exchange(door, request(method, target, AUTH, body=b"{}" if method == "POST" else b""))
                for door in doors]
+    routed = method == "GET" or prefix.startswith("/upstream/")  # else the mux's 405
     for door, answer, seen in zip(doors, answers, before, strict=True):
-        assert answer.status in (301, 308, 400, 404, 405), (door.name, target, answer.status)
-        if answer.status in (301, 308):  # the mux sends a raw ".." to the clean path
-            assert ".." not in (answer.header("location") or ""), target
+        if routed:
+            assert ".." in own_error(answer, 400), (door.name, target)
+        else:  # the mux: a redirect to the clean path for a raw "..", else its 405
+            assert answer.status in (301, 405), (door.name, target, answer.status)
+            location = answer.header("location")
+            assert location is None or clean_path(location) == location, target
         assert len(door.proxy.records()) == seen, f"{target} reached the model"
     assert answers[0].status == answers[1].status, target
 
@@ -347,7 +354,8 @@ bad_utf8 = st.sampled_from([b"\xff", b"\xfe\xff", b"\xc3", b"\xed\xa0\x80", b"\x
 
 
 @FUZZ
-@given(where=st.sampled_from(["path", "query", "key", "x-api-key", "header", "model", "body"]),
+@given(where=st.sampled_from(["path", "query", "key", "x-api-key", "header", "user-agent",
+                               "accept", "content-type", "model", "body"]),
        junk=bad_utf8, path=st.sampled_from([CHAT, "/v1/embeddings"]))
 def test_invalid_utf8_is_refused_where_it_matters_and_passed_on_elsewhere(
     doors: list[Door], where: str, junk: bytes, path: str
@@ -355,17 +363,18 @@ def test_invalid_utf8_is_refused_where_it_matters_and_passed_on_elsewhere(
     model = b"a" + junk if where == "model" else b"a"
     body = b'{"model": "' + model + b'", "input": "' + (junk if where == "body" else b"") + b'"}'
     target = path.encode() + (junk if where == "path" else b"") + (b"?q=" + junk if where == "query" else b"")
-    headers: list[bytes] = [JSON_CT.encode()]
+    headers: list[bytes] = [JSON_CT.encode() + (b"; x=" + junk if where == "content-type" else b"")]
     if where == "key":
         headers.append(b"Authorization: Bearer " + KEY.encode() + junk)
     elif where == "x-api-key":
         headers.append(b"x-api-key: " + junk)
     else:
         headers.append(AUTH.encode())
-    if where == "header":
-        headers.append(b"X-Note: " + junk)
+    if where in ("header", "user-agent", "accept"):
+        name = {"header": b"X-Note", "user-agent": b"User-Agent", "accept": b"Accept"}[where]
+        headers.append(name + b": " + junk)
     data = request("POST", target, *headers, body=body)
-    expected = {"path": 400, "key": 401, "x-api-key": 401, "model": 404}.get(where, 200)
+    expected = {"path": 400, "query": 400, "key": 401, "x-api-key": 401, "model": 404}.get(where, 200)
     assert on_both(doors, data, {200, 400, 401, 404}) == expected
 
 
@@ -403,7 +412,7 @@ def test_a_slow_request_is_answered_and_an_abandoned_one_costs_nothing(
                      b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked, identity",
                      b"GET / HTTP/1.1\r\n Folded: header", b"\x16\x03\x01\x02\x00"]),
 ))
-def test_a_garbage_request_is_a_400(doors: list[Door], line: bytes) -> None:
+def test_a_garbage_request_is_never_a_5xx(doors: list[Door], line: bytes) -> None:
     data = line + b"\r\n\r\n"
     for door in doors:
         door.exchanges += 1
@@ -413,7 +422,8 @@ def test_a_garbage_request_is_a_400(doors: list[Door], line: bytes) -> None:
                 answer = conn.read_answer()
             except NoAnswer:
                 continue  # closing without an answer is a fair reply to noise
-            assert 400 <= answer.status < 500 or answer.status in (200, 301), (door.name, data[:200])
+            # mostly aiohttp's 400; a bare "GET /" is a valid HTTP/0.9 request (302 to /ui)
+            assert answer.status < 500, (door.name, answer.status, data[:200])
 
 
 # --- and after all that --------------------------------------------------------------
