@@ -7,7 +7,8 @@
 - A body is judged only after the API key: an unauthenticated client gets its 401 from
   the request head alone, whatever size it announces.
 - A JSON body nested deeper than the parser can follow is the client's error (400), not
-  a crash.
+  a crash; so is a body that cannot be decoded as it says it is framed or encoded
+  (broken chunks, a `Content-Encoding` its bytes are not in).
 - An id in a URL is a number of bounded size; longer digit strings name nothing (and
   would only cost a conversion, or exceed Python's limit on int() digits).
 - A path with `.` or `..` segments, read as the routes read it (percent-escapes decoded,
@@ -37,6 +38,11 @@ def exceeds(size: int | None, limit: int) -> bool:
 def body_too_large(limit: int) -> RouteError:
     """The 413 for a body over `maxRequestBody`."""
     return RouteError(413, f"request body too large: the limit is {limit} bytes (maxRequestBody)")
+
+
+def undecodable_body(reason: str) -> RouteError:
+    """The 400 for a body whose framing or content encoding is broken."""
+    return RouteError(400, f"invalid request body: {reason}")
 
 
 def too_deeply_nested() -> RouteError:

@@ -73,7 +73,7 @@ class Conn:
         self.sock.settimeout(max(0.01, deadline - time.monotonic()))
         try:
             data = self.sock.recv(65536)
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise NoAnswer(f"silent for {self.timeout:g}s; have {self.buf[:200]!r}") from None
         except ConnectionResetError:
             return False
@@ -139,7 +139,7 @@ class Conn:
                 if not data:
                     return True
                 self.buf += data
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             return False
         except ConnectionResetError:
             return True

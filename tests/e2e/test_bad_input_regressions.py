@@ -146,3 +146,54 @@ async def test_after_an_early_401_or_413_the_unread_body_is_discarded_only_brief
         print(f"\n{door or 'fast'} {status}: {seen}")
         assert seen["status"] == status
         assert seen["linger"] < LINGERING_TIME + 1.5, seen
+
+
+@DOORS
+def test_a_body_that_cannot_be_decoded_is_a_400_not_a_500(
+    proxy: Any, record_file: Path, door: tuple[str, ...]
+) -> None:
+    p = proxy(keyed_plan(record_file), *door)
+    body = json.dumps({"model": "a", "messages": []}).encode()
+    broken_chunks = b"5\r\n" + body[:5] + b"\r\nzz\r\n" + body[5:] + b"\r\n0\r\n\r\n"
+    cases = {
+        "gzip that is not gzip": request("POST", "/v1/chat/completions", AUTH,
+                                         "Content-Type: application/json",
+                                         "Content-Encoding: gzip", body=body, close=True),
+        "deflate that is not deflate": request("POST", "/upstream/a/v1/chat/completions", AUTH,
+                                               "Content-Type: application/json",
+                                               "Content-Encoding: deflate", body=body, close=True),
+        "broken chunk framing": request("POST", "/v1/chat/completions", AUTH,
+                                        "Content-Type: application/json",
+                                        "Transfer-Encoding: chunked", body=broken_chunks,
+                                        length=False, close=True),
+    }
+    for name, data in cases.items():
+        with Conn(p.url) as conn:
+            conn.send(data)
+            answer = conn.read_answer()
+        assert answer.status == 400, (name, answer.status, answer.body[:200])
+        assert answer.closes, name
+        if answer.header("content-type") == "application/json":  # ours, not the parser's
+            assert "invalid request body" in json.loads(answer.body)["error"], name
+    # aiohttp still logs the broken body once more when it discards the rest of it
+    # ("Unhandled exception: RequestPayloadError"), after the 400 went out; nothing else
+    crashes = [line for line in p.log_text().splitlines()
+               if "Unhandled exception" in line and "RequestPayloadError" not in line]
+    assert crashes == []
+
+
+@DOORS
+def test_a_model_name_that_is_not_valid_text_breaks_no_page_or_metric(
+    proxy: Any, record_file: Path, door: tuple[str, ...]
+) -> None:
+    p = proxy(keyed_plan(record_file), *door)
+    with Conn(p.url) as conn:  # a JSON escape that decodes to a lone surrogate
+        conn.send(request("POST", "/v1/chat/completions", AUTH, "Content-Type: application/json",
+                          body=b'{"model": "\\ud800"}', close=True))
+        answer = conn.read_answer()
+    assert answer.status == 404
+    assert "\ufffd" in json.loads(answer.body)["error"]
+    for path in ("/metrics", "/api/metrics", "/ui/activity", "/logs"):
+        with Conn(p.url) as conn:
+            conn.send(request("GET", path, AUTH, close=True))
+            assert conn.read_answer().status == 200, path

@@ -24,6 +24,7 @@ from llama_swap.runtime.core.error_body import (
     ErrorAnswer,
     error_answer,
     route_error_answer,
+    well_formed,
 )
 from llama_swap.runtime.core.errors import RouteError, too_many_requests
 from llama_swap.runtime.core.forwarding import (
@@ -291,3 +292,12 @@ def test_a_path_with_dot_segments_is_refused_however_it_is_encoded() -> None:
         assert not has_dot_segments(path), path
     error = dot_segments_error()
     assert error.status == 400 and ".." in error.message
+
+
+
+def test_text_a_client_sent_that_cannot_be_encoded_is_made_well_formed() -> None:
+    # "\ud800" in JSON decodes to a lone surrogate, which no page, log or metric can encode
+    assert well_formed("\ud800") == "\ufffd"
+    assert well_formed("a\udcff b") == "a\ufffd b"
+    same = "plain é"
+    assert well_formed(same) is same

@@ -36,6 +36,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from multidict import CIMultiDict
 
 from llama_swap.compiler.plan import Model
@@ -113,26 +114,28 @@ def response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
 
 class _ReplayableStream:
     """Wraps a streamed request body; remembers whether any chunk was handed out, and
-    the client's body crossing `maxRequestBody` (aiohttp's client reports a failing body
-    only as a failed connection, which would read as the upstream's fault)."""
+    a fault of the client's body -- crossing `maxRequestBody`, or framing or encoding
+    aiohttp's parser could not decode (aiohttp's client reports a failing body only as a
+    failed connection, which would read as the upstream's fault)."""
 
     def __init__(self, source: AsyncIterable[bytes]) -> None:
         self._source = source
         self.started = False
-        self.refused: BodyTooLarge | None = None
+        self.refused: BodyTooLarge | RequestPayloadError | None = None
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
             async for chunk in self._source:
                 self.started = True
                 yield chunk
-        except BodyTooLarge as exc:
+        except (BodyTooLarge, RequestPayloadError) as exc:
             self.refused = exc
             raise
 
 
 def _refused(stream: _ReplayableStream | None) -> None:
-    """Raise the 413 when the request failed because the client's body was too large."""
+    """Raise the client's fault (a 413, or a 400 from the middleware stack) when the
+    request failed because of the client's body."""
     if stream is not None and stream.refused is not None:
         raise stream.refused
 
