@@ -308,6 +308,14 @@ def _install_signals(
     return installed
 
 
+# After an answer given before the request's body was read (a 401 or 413 from the head),
+# aiohttp reads and discards the rest for this long before it closes the connection.
+# Closing at once would reset a connection whose client is still sending, and the reset
+# can destroy the answer before the client reads it; aiohttp's 10 s let a fast client
+# push gigabytes for nothing.  2 s is ample for an answer to travel and be read.
+LINGERING_TIME = 2.0
+
+
 async def _start_runner(app: web.Application, limits: ConnectionLimits) -> web.AppRunner:
     runner = web.AppRunner(
         app,
@@ -320,6 +328,7 @@ async def _start_runner(app: web.Application, limits: ConnectionLimits) -> web.A
         max_line_size=65536,
         max_field_size=1 << 20,
         max_headers=1000,
+        lingering_time=LINGERING_TIME,
     )
     await runner.setup()
     return runner

@@ -54,8 +54,12 @@ def extract_api_key(headers: HeaderLookup) -> str:
 
 
 def key_matches(candidate: str, keys: Sequence[str]) -> bool:
-    """Constant-time membership: every key is compared, whatever matches first."""
-    given = candidate.encode()
+    """Constant-time membership: every key is compared, whatever matches first.
+
+    Header bytes that are not valid UTF-8 reach here as lone surrogates (both front
+    doors decode headers that way); such a candidate is encoded as it came, so it
+    simply matches no key instead of raising."""
+    given = candidate.encode("utf-8", "surrogatepass")
     ok = False
     for key in keys:
         ok |= hmac.compare_digest(given, key.encode())

@@ -52,6 +52,15 @@ def utf8(text: str) -> bytes:
         return _SURROGATE.sub("\ufffd", text).encode()
 
 
+def well_formed(text: str) -> str:
+    """`text` with lone surrogates as U+FFFD (itself when it has none).  A name a client
+    sent travels on to logs, pages, events and metrics, which all write UTF-8: one that
+    cannot be encoded would break each of them, for every later reader too."""
+    if _SURROGATE.search(text) is None:
+        return text
+    return _SURROGATE.sub("\ufffd", text)
+
+
 def render_error(accept: str, message: str) -> tuple[bytes, str]:
     """The body and content type for `message` given the request's Accept header.
     The JSON is what Go's `json.Marshal` of the map writes: compact, keys sorted,

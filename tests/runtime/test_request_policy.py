@@ -24,6 +24,7 @@ from llama_swap.runtime.core.error_body import (
     ErrorAnswer,
     error_answer,
     route_error_answer,
+    well_formed,
 )
 from llama_swap.runtime.core.errors import RouteError, too_many_requests
 from llama_swap.runtime.core.forwarding import (
@@ -37,7 +38,14 @@ from llama_swap.runtime.core.forwarding import (
     upstream_error,
 )
 from llama_swap.runtime.core.inference_routes import forward_path
-from llama_swap.runtime.core.limits import body_too_large, exceeds, parse_id, too_deeply_nested
+from llama_swap.runtime.core.limits import (
+    body_too_large,
+    dot_segments_error,
+    exceeds,
+    has_dot_segments,
+    parse_id,
+    too_deeply_nested,
+)
 from llama_swap.runtime.core.process_state import ProcessState
 
 
@@ -266,3 +274,30 @@ def test_a_stream_cut_short_ends_with_an_error_event_naming_the_model() -> None:
         "[qwen] upstream error: the stream ended early: "
         "the upstream closed the connection mid-response"
     )
+
+
+def test_a_key_that_is_not_valid_text_matches_nothing_and_raises_nothing() -> None:
+    # undecodable header bytes arrive as lone surrogates (both front doors decode that way)
+    for given in ("sk\udcff", "\ud800", "sk-\udcc3\udca9"):
+        assert not key_matches(given, ["sk", "sk-é"])
+        assert rejects(["sk"], "POST", "/v1/chat/completions", {"Authorization": f"Bearer {given}"})
+
+
+def test_a_path_with_dot_segments_is_refused_however_it_is_encoded() -> None:
+    for path in ("/upstream/a/../etc", "/upstream/a/%2e%2e/etc", "/upstream/a/..%2fetc",
+                 "/ui/%2E%2E%2Fx.css", "/logs/stream/.%2e", "/upstream/a/./x", "/ui/."):
+        assert has_dot_segments(path), path
+    for path in ("/upstream/a/v1/models", "/ui/style.css", "/upstream/a/..x/y.", "/v1/x..y",
+                 "/upstream/a/%2e%2ex", "/ui/", "/"):
+        assert not has_dot_segments(path), path
+    error = dot_segments_error()
+    assert error.status == 400 and ".." in error.message
+
+
+
+def test_text_a_client_sent_that_cannot_be_encoded_is_made_well_formed() -> None:
+    # "\ud800" in JSON decodes to a lone surrogate, which no page, log or metric can encode
+    assert well_formed("\ud800") == "\ufffd"
+    assert well_formed("a\udcff b") == "a\ufffd b"
+    same = "plain é"
+    assert well_formed(same) is same

@@ -10,6 +10,7 @@ from typing import Any
 
 from multidict import CIMultiDict
 
+from llama_swap.runtime.http.fast.headers import LazyHeaders
 from llama_swap.runtime.http.observe.activity import ActivityLog, ResponseMeter
 from llama_swap.runtime.http.observe.captures import (
     ITEM_OVERHEAD,
@@ -77,7 +78,8 @@ def test_a_capture_holds_the_exchange_bytes_without_copying_them() -> None:
     assert capture is not None
     assert capture.req_body is req_body and capture.resp_body is resp_body
     assert capture.req_headers is headers  # redacted when read, not when stored
-    assert capture.size == ITEM_OVERHEAD + len(req_body) + len(resp_body) == store.size
+    header_bytes = sum(len(k) + len(v) for h in (headers, JSON) for k, v in h.items())
+    assert capture.size == ITEM_OVERHEAD + len(req_body) + len(resp_body) + header_bytes == store.size
     assert base64.b64decode(capture.render()["resp_body"]) == resp_body
 
 
@@ -235,3 +237,15 @@ async def test_a_tee_body_keeps_what_it_forwards_within_its_limit_only() -> None
     big = TeeBody(Chunks(b"ab", b"cde"), limit=4)
     assert [c async for c in big.chunks()] == [b"ab", b"cde"]  # forwarded whole all the same
     assert big.kept() is None
+
+
+def test_header_bytes_count_against_the_cache_so_large_headers_cannot_pile_up() -> None:
+    # a client may send up to 1 MiB of headers; a capture keeps them, so they must count
+    big = CIMultiDict({"X-Big": "h" * (MB // 2)})
+    store = CaptureStore(lambda: 1)
+    for id in range(4):
+        assert store.add(Capture(id, "/v1/chat/completions", big, b"{}", None, None))
+    assert len(store) == 1 and store.size <= MB
+    # the fast path's raw header pairs count the same
+    raw = LazyHeaders([(b"X-Big", b"h" * (MB // 2))])
+    assert Capture(9, "/v1/chat/completions", raw, b"{}", raw, None).size >= MB

@@ -181,7 +181,9 @@ async def test_files_outside_the_static_directory_are_never_served(serve: Serve)
     for path in ("/ui/%2e%2e/templates/base.html", "/ui/..%2f..%2froutes%2fui.py",
                  "/ui/%2e%2e/%2e%2e/%2e%2e/routes/ui.py"):
         status, _, body = await get(client, path)
-        assert status in (301, 404), path
+        # dot segments are refused before any route (core/limits.py); the client library
+        # resolves a "%2e%2e" segment itself, and the path it then sends is no route's
+        assert status in (400, 404), path
         assert "{%" not in body and "import" not in body
 
 

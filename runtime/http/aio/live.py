@@ -1,5 +1,6 @@
 """Live views for dashboards, as aiohttp handlers: `GET /api/events` (SSE), `GET /logs`,
-`GET /logs/stream[/{id}]`.
+`GET /logs/stream[/{id}]`.  A HEAD to a stream is answered with its headers and ends
+there: a stream never ends by itself, and a HEAD answer has no body.
 
 The handlers are built by factories taking the objects they read (the hub, log buffers),
 so they do not depend on the router's module; `StreamCloser` (observe/events.py) ends
@@ -53,6 +54,9 @@ def make_events_handler(
 
     async def events(request: web.Request) -> web.StreamResponse:
         resp = CountingResponse(headers=EVENT_HEADERS)
+        if request.method == "HEAD":  # the headers are the whole answer
+            await resp.prepare(request)
+            return resp
         with hub.subscribe() as queue, (closer.track() if closer else contextlib.nullcontext()):
             await resp.prepare(request)
             try:
@@ -105,6 +109,9 @@ def make_log_stream_handler(
             return error_response(request.headers, 400, INVALID_LOGGER)
         resp = CountingResponse(headers=LOG_HEADERS)
         resp.enable_chunked_encoding()
+        if request.method == "HEAD":  # the headers are the whole answer
+            await resp.prepare(request)
+            return resp
         subscription = source.subscribe(10)
         try:
             with closer.track() if closer else contextlib.nullcontext():

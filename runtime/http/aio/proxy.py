@@ -36,6 +36,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from multidict import CIMultiDict
 
 from llama_swap.compiler.plan import Model
@@ -65,13 +66,28 @@ Body = Any  # bytes | AsyncIterable[bytes] | a ForwardBody (runtime/http/request
 
 class CountingResponse(web.StreamResponse):
     """A streamed response that counts the body bytes written (`body_bytes`), for the
-    access log: aiohttp itself only knows the bytes on the wire, chunk framing included."""
+    access log: aiohttp itself only knows the bytes on the wire, chunk framing included.
+
+    The answer to a HEAD is headers only: aiohttp leaves out the framing headers then,
+    but would still put whatever a handler writes on the wire, where a client reusing
+    the connection reads it as the start of the next answer.  So writes are dropped."""
 
     body_bytes = 0
+    headers_only = False
+
+    async def prepare(self, request: web.BaseRequest) -> Any:
+        self.headers_only = request.method == "HEAD"
+        return await super().prepare(request)
 
     def write(self, data: Any) -> Any:
+        if self.headers_only:
+            return _written()
         self.body_bytes += len(data)
         return super().write(data)
+
+
+async def _written() -> None:
+    """What `write` awaits when nothing may be written."""
 
 
 class UpstreamError(Exception):
@@ -98,26 +114,28 @@ def response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
 
 class _ReplayableStream:
     """Wraps a streamed request body; remembers whether any chunk was handed out, and
-    the client's body crossing `maxRequestBody` (aiohttp's client reports a failing body
-    only as a failed connection, which would read as the upstream's fault)."""
+    a fault of the client's body -- crossing `maxRequestBody`, or framing or encoding
+    aiohttp's parser could not decode (aiohttp's client reports a failing body only as a
+    failed connection, which would read as the upstream's fault)."""
 
     def __init__(self, source: AsyncIterable[bytes]) -> None:
         self._source = source
         self.started = False
-        self.refused: BodyTooLarge | None = None
+        self.refused: BodyTooLarge | RequestPayloadError | None = None
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
             async for chunk in self._source:
                 self.started = True
                 yield chunk
-        except BodyTooLarge as exc:
+        except (BodyTooLarge, RequestPayloadError) as exc:
             self.refused = exc
             raise
 
 
 def _refused(stream: _ReplayableStream | None) -> None:
-    """Raise the 413 when the request failed because the client's body was too large."""
+    """Raise the client's fault (a 413, or a 400 from the middleware stack) when the
+    request failed because of the client's body."""
     if stream is not None and stream.refused is not None:
         raise stream.refused
 

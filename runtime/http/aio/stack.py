@@ -1,6 +1,7 @@
 """The middleware stack every aiohttp server runs, outermost first.
 
-access log -> CORS preflight -> API-key auth -> body size -> RouteFailure rendering.
+access log -> CORS preflight -> API-key auth -> body size -> dot segments -> RouteFailure
+rendering.
 
 Auth and the body size are judged from the request head, before any handler reads a
 byte of the body (runtime/core/limits.py): a 401 or a 413 for a request whose body was
@@ -25,11 +26,18 @@ import time
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from llama_swap.runtime.core.auth import rejects, unauthorized
 from llama_swap.runtime.core.error_body import route_error_answer
 from llama_swap.runtime.core.errors import RouteFailure
-from llama_swap.runtime.core.limits import body_too_large, exceeds
+from llama_swap.runtime.core.limits import (
+    body_too_large,
+    dot_segments_error,
+    exceeds,
+    has_dot_segments,
+    undecodable_body,
+)
 from llama_swap.runtime.http.aio.guard import guard_of
 from llama_swap.runtime.http.middleware.cors import PREFLIGHT_STATUS, preflight_headers
 from llama_swap.runtime.http.middleware.mux import (
@@ -87,6 +95,12 @@ def exception_size(exc: web.HTTPException) -> int:
     return len(exc.body or b"") if isinstance(exc.body, bytes) else 0
 
 
+def _reason(exc: RequestPayloadError) -> str:
+    """What aiohttp's parser said about a body, without its exception wrapping."""
+    cause = exc.__cause__ or exc
+    return str(getattr(cause, "message", "") or cause).strip() or type(cause).__name__
+
+
 def _close_if_body_unread(request: web.BaseRequest, resp: web.StreamResponse) -> None:
     """An answer given before the request's body was read ends the connection: the rest
     of the body is discarded, not read as the next request, and never buffered."""
@@ -121,12 +135,20 @@ def default_middlewares(services: HasPlanAndLog) -> list[Any]:
             elif exceeds(request.content_length, limit := settings.maxRequestBody):
                 resp = answer_response(route_error_answer(headers.get("Accept", ""), body_too_large(limit)))
                 resp.force_close()
+            elif has_dot_segments(request.rel_url.raw_path):
+                resp = answer_response(route_error_answer(headers.get("Accept", ""), dot_segments_error()))
+                _close_if_body_unread(request, resp)
             else:
                 try:
                     resp = await handler(request)
                 except RouteFailure as exc:
                     resp = route_error_response(headers, exc.error)
                     _close_if_body_unread(request, resp)
+                except RequestPayloadError as exc:  # the body's framing or encoding broke
+                    if request.get(PREPARED) is not None:
+                        raise  # mid-answer: nothing to do but drop the connection
+                    resp = route_error_response(headers, undecodable_body(_reason(exc)))
+                    resp.force_close()
             status, size = resp.status, body_size(resp)
             return resp
         except web.HTTPException as exc:

@@ -75,5 +75,10 @@ class LazyHeaders:
     def __len__(self) -> int:
         return len(self._raw)
 
+    def byte_size(self) -> int:
+        """Bytes of the names and values, counted without decoding them (captures
+        count what they hold)."""
+        return sum(len(n) + len(v) for n, v in self._raw)
+
     def __repr__(self) -> str:
         return f"<LazyHeaders {list(self.multidict().items())!r}>"

@@ -12,10 +12,10 @@ request on, and the request parsers available (httptools, aiohttp's own) do
 not report where a message ends in their input.  The rule that keeps this safe
 is conservatism: anything not plainly well formed (a bare CR or LF, a NUL,
 folded or malformed header lines, control characters, a second or an overlong
-Content-Length, Transfer-Encoding, Expect, Upgrade, percent-escapes in the path,
-non-ASCII bytes in the request target, more headers or a longer target than
-aiohttp is configured to take, HTTP/1.0) is handed off, so
-aiohttp's full parser and its error answers judge it.  Pure: no I/O.
+Content-Length, Transfer-Encoding, Content-Encoding, Expect, Upgrade, percent-escapes
+in the path, non-ASCII bytes in the request target, more headers or a longer target
+than aiohttp is configured to take, HTTP/1.0) is handed off, so aiohttp's full parser
+and its error answers judge it.  Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ MAX_LENGTH_DIGITS = 18  # a longer Content-Length may overflow aiohttp's parser 
 _CONTROLS = bytes((*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F))
 _PREFIX = b"POST /"
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_REFUSED = frozenset({b"transfer-encoding", b"expect", b"upgrade"})
+# aiohttp decodes a Content-Encoding body (and refuses one it cannot decode), so such
+# a request is its to judge, as chunked ones are
+_REFUSED = frozenset({b"transfer-encoding", b"expect", b"upgrade", b"content-encoding"})
 
 
 @dataclass(slots=True)

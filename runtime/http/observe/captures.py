@@ -9,8 +9,10 @@ and the response body the activity meter kept (the relayed chunks, joined
 once at the end).  The meter keeps the body only while it fits in the cache,
 so a streamed response larger than the whole cache is given up as soon as it
 outgrows it, never held.  `CaptureStore` is a FIFO bounded in raw bytes
-(bodies plus a fixed allowance per item for headers and bookkeeping), oldest
-evicted first; an item larger than the whole cache is skipped.  Redaction of
+(bodies, header names and values, and a fixed allowance per item for
+bookkeeping), oldest evicted first -- headers count because a client may send a
+megabyte of them, and a few thousand such captures would otherwise fit in a
+"5 MB" cache; an item larger than the whole cache is skipped.  Redaction of
 sensitive headers, base64 of the bodies and the JSON answer are done by
 `Capture.render()`, only when `GET /api/captures/{id}` asks.
 
@@ -26,7 +28,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 MB = 1024 * 1024
-ITEM_OVERHEAD = 1024  # bytes counted per capture besides its bodies (headers, objects)
+ITEM_OVERHEAD = 1024  # bytes counted per capture besides its bodies and headers (objects)
 REDACTED = "[REDACTED]"
 SENSITIVE_HEADERS = frozenset(
     {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"}
@@ -59,6 +61,17 @@ def flat_headers(headers: Any) -> dict[str, str]:
     return out
 
 
+def header_bytes(headers: Any) -> int:
+    """Bytes of a header list's names and values (0 for None).  The fast path's raw
+    pairs count themselves without being decoded; other header lists are iterated."""
+    if headers is None:
+        return 0
+    counted = getattr(headers, "byte_size", None)
+    if counted is not None:
+        return int(counted())
+    return sum(len(name) + len(value) for name, value in headers.items())
+
+
 def _b64(data: bytes | None) -> str | None:
     return None if data is None else base64.b64encode(data).decode("ascii")
 
@@ -82,6 +95,8 @@ class Capture:
             ITEM_OVERHEAD
             + (0 if req_body is None else len(req_body))
             + (0 if resp_body is None else len(resp_body))
+            + header_bytes(req_headers)
+            + header_bytes(resp_headers)
         )
 
     def render(self) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llama_swap.compiler.plan import Plan
-from llama_swap.runtime.core.error_body import NO_MODEL
+from llama_swap.runtime.core.error_body import NO_MODEL, well_formed
 from llama_swap.runtime.core.errors import RouteError, RouteFailure
 from llama_swap.runtime.core.limits import too_deeply_nested
 from llama_swap.runtime.http.request.body import BytesBody, ForwardBody
@@ -111,7 +111,8 @@ def resolved(plan: Plan, name: str) -> str:
 def from_json_body(plan: Plan, raw: bytes) -> Extracted:
     """A JSON request body as `Extracted` (no I/O: the fast path calls it too).  Raises
     RouteFailure: 404 when it names no model, 400 when it nests deeper than the parser
-    can follow (runtime/core/limits.py)."""
+    can follow (runtime/core/limits.py).  A model name that is not valid text (a JSON
+    `\\ud800` escape) is read with U+FFFD in its place, as Go reads it."""
     try:
         doc: Any = _loads(raw)
     except UnicodeDecodeError:  # invalid UTF-8: read it as Go's gjson does, bytes as they are
@@ -122,7 +123,7 @@ def from_json_body(plan: Plan, raw: bytes) -> Extracted:
     except ValueError:
         doc = _NOTHING
     fields = doc if isinstance(doc, dict) else {}
-    model = json_string(fields.get("model"))
+    model = well_formed(json_string(fields.get("model")))
     if not model:
         raise no_model()
     streaming = json_bool(fields.get("stream"))
