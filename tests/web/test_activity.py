@@ -9,6 +9,8 @@ from typing import Any
 
 from llama_swap.runtime.http.observe.activity import (
     MAX_BUFFER,
+    MAX_COUNTED_SERIES,
+    OTHER_SERIES,
     ActivityLog,
     ResponseMeter,
     error_message,
@@ -175,3 +177,16 @@ def test_metadata_is_shown_in_the_entry_when_given() -> None:
     with_meta, without = log.entries()
     assert with_meta["metadata"] == {"fifo_priority": "2"}
     assert "metadata" not in without
+
+
+def test_request_counts_per_model_stay_bounded_whatever_names_clients_send() -> None:
+    ring = ActivityLog(lambda: 0)
+    t = datetime(2025, 1, 2, tzinfo=UTC)
+    for i in range(MAX_COUNTED_SERIES + 50):
+        ring.record(started=t, duration_ms=1, model=f"made-up-{i}", req_path="/v1/completions",
+                    meter=metered(JSON, b"{}", status=404))
+    ring.record(started=t, duration_ms=1, model="made-up-0", req_path="/v1/completions",
+                meter=metered(JSON, b"{}", status=404))
+    assert len(ring.counts) == MAX_COUNTED_SERIES + 1
+    assert ring.counts[("made-up-0", 404)] == 2  # a series already counted keeps its own
+    assert ring.counts[(OTHER_SERIES, 404)] == 50

@@ -140,6 +140,12 @@ def _has_markers(data: bytes) -> bool:
     return _MARKERS[0] in data or _MARKERS[1] in data
 
 
+# At most this many (model, status) pairs are counted apart for /metrics; requests for
+# further model names (a client can send any name) are counted under OTHER_SERIES.
+MAX_COUNTED_SERIES = 1000
+OTHER_SERIES = "(other)"
+
+
 class ResponseMeter:
     """Watches one response go by and extracts token figures, within bounded memory.
 
@@ -377,7 +383,10 @@ class ActivityLog:
         item: dict[str, Any] | _Pending = pending
         self._next_id += 1
         key = (model, meter.status or 0)
-        self.counts[key] = self.counts.get(key, 0) + 1
+        counts = self.counts
+        if key not in counts and len(counts) >= MAX_COUNTED_SERIES:
+            key = (OTHER_SERIES, key[1])  # clients name models; their names must not grow this
+        counts[key] = counts.get(key, 0) + 1
         if capture is not None:
             pending.has_capture = capture(pending.id)
         size = self._capacity()
