@@ -481,3 +481,30 @@ async def test_strict_refuses_to_start_on_a_config_with_an_unknown_key(site: Sit
     text = out.decode()
     assert f"{site.fragment('10-a.yaml')}:5:5: models.a.tll: unknown key 'tll'" in text
     assert "failed to load config" in text
+
+
+async def test_a_failed_reload_never_shows_a_key_in_status_or_log(
+    site: Site, live_proxy: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key read from the environment, then a broken edit on its line: the error names the
+    place and the problem, never the key (status, proxy log)."""
+    secret = "sk-never-shown-0123456789"
+    monkeypatch.setenv("LLAMA_SWAP_TEST_KEY", secret)
+    site.write_model("10-a.yaml", "a")
+    keys = site.fragment("00-keys.yaml")
+    keys.write_text("apiKeys: ['${env.LLAMA_SWAP_TEST_KEY}']\n")
+    proxy = live_proxy("--watch-config")
+    auth = {"Authorization": f"Bearer {secret}"}
+    async with aiohttp.ClientSession(headers=auth) as s:
+        assert (await chat(s, proxy.url, "a"))[0] == 200
+        keys.write_text("apiKeys: ['${env.LLAMA_SWAP_TEST_KEY} with a space']\n")
+
+        async def failed() -> dict[str, Any] | None:
+            st = await status(s, proxy.url)
+            return st if st["lastError"] else None
+
+        st = await eventually(failed, "the failed reload")
+        assert (await chat(s, proxy.url, "a"))[0] == 200  # the old plan keeps serving
+    assert secret not in json.dumps(st)
+    assert secret not in proxy.log_text()
+    assert "00-keys.yaml" in json.dumps(st) and "apiKeys" in json.dumps(st)
