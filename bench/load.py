@@ -134,6 +134,7 @@ class Report:
     before: Sample
     after: Sample
     settled: Sample
+    early: Sample | None  # at the first line of figures (REPORT_EVERY s into the run)
     loaded: int
     inflight: int | None
     left_behind: list[int]
@@ -313,10 +314,16 @@ def figures_line(elapsed: float, tally: Tally, last: tuple[int, int], pid: int,
             f"p99 {percentile(window, 99) * 1000:7.1f} ms  {proc}")
 
 
-async def progress(t0: float, tally: Tally, pid: int, ports: frozenset[int]) -> None:
+async def progress(t0: float, tally: Tally, pid: int, ports: frozenset[int],
+                   early: list[Sample]) -> None:
+    """A line of figures every REPORT_EVERY s; the proxy as it is at the first one goes into
+    `early` (growth from there on tells a leak from the first use of the mixed traffic)."""
     last = (0, 0)
     while True:
         await asyncio.sleep(REPORT_EVERY)
+        if not early:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                early.append(sample(pid, ports))
         print(figures_line(time.perf_counter() - t0, tally, last, pid, ports), flush=True)
         last = (tally.answered, len(tally.latencies))
 
@@ -363,7 +370,8 @@ async def measure(ls: Running, ports: frozenset[int], scheduler: str, requests: 
         def more() -> bool:
             return time.perf_counter() < deadline
 
-    ticker = asyncio.ensure_future(progress(t0, tally, pid, ports))
+    early: list[Sample] = []
+    ticker = asyncio.ensure_future(progress(t0, tally, pid, ports, early))
     try:
         async with new_session(concurrency) as session:
             await asyncio.gather(*(
@@ -385,7 +393,7 @@ async def measure(ls: Running, ports: frozenset[int], scheduler: str, requests: 
     warnings = [line.rstrip() for line in ls.output
                 if line.startswith(("[WARN", "[ERROR", "[error"))]
     return Report(scheduler, tally, seconds, len(starts), warmup_swaps, before, after, settled,
-                  loaded, inflight, [], warnings)
+                  early[0] if early else None, loaded, inflight, [], warnings)
 
 
 def run_scheduler(scheduler: str, requests: int, concurrency: int, soak: float | None,
@@ -442,6 +450,10 @@ def print_report(r: Report) -> None:
           f"{s.pooled} connections)")
     print(f"  proxy RSS: before {mb(b.rss)}, right after {mb(a.rss)}, after {SETTLE:g} s "
           f"{mb(s.rss)}  -> growth {(s.rss - b.rss) / 2**20:+.1f} MB")
+    if r.early is not None:
+        print(f"    since {REPORT_EVERY:g} s into the run ({mb(r.early.rss)}, "
+              f"{r.early.own} fds upstream pool aside): RSS {(s.rss - r.early.rss) / 2**20:+.1f} MB"
+              f" over {r.seconds - REPORT_EVERY:.0f} s")
     print(f"  child processes after the run: {s.children} alive, {r.loaded} model(s) loaded "
           f"(/running); in flight (/metrics): {r.inflight}")
     print("  after the proxy stopped: " + (
