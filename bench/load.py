@@ -61,7 +61,6 @@ import psutil
 from _runtime_harness import (  # type: ignore[import-not-found]
     Running,
     fake_model,
-    live_descendants,
     llama_swap,
     percentile,
     plan_of,
@@ -93,6 +92,7 @@ class Tally:
     ok_stream: int = 0
     deliberate: Counter[int] = field(default_factory=Counter)
     deliberate_sample: dict[int, str] = field(default_factory=dict)
+    no_retry_after: int = 0  # 429s without a Retry-After header (noted, not a failure)
     failed: Counter[str] = field(default_factory=Counter)
     failed_sample: dict[str, str] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)  # every answer, failures included
@@ -209,6 +209,7 @@ async def one_request(session: aiohttp.ClientSession, url: str, model: str, stre
             data = await resp.read()
             status = resp.status
             ctype = resp.headers.get("Content-Type", "")
+            retry_after = resp.headers.get("Retry-After")
     except TimeoutError:
         tally.fail("client timeout", f"no complete answer within {REQUEST_TIMEOUT:.0f} s")
         return
@@ -237,6 +238,8 @@ async def one_request(session: aiohttp.ClientSession, url: str, model: str, stre
         tally.ok_latencies.append(tally.latencies[-1])
     elif status in DELIBERATE and data.strip():
         tally.deliberate[status] += 1
+        if status == 429 and not retry_after:
+            tally.no_retry_after += 1
         tally.deliberate_sample.setdefault(status, data.decode("utf-8", "replace")[:200])
     else:
         tally.fail(f"HTTP {status}", data.decode("utf-8", "replace")[:200])
@@ -262,7 +265,15 @@ def sample(pid: int, upstreams: frozenset[int]) -> Sample:
     """`upstreams`: the models' ports."""
     proc = psutil.Process(pid)
     pooled = sum(1 for c in proc.net_connections("tcp") if c.raddr and c.raddr.port in upstreams)
-    return Sample(proc.num_fds(), pooled, proc.memory_info().rss, len(live_descendants(pid)))
+    return Sample(proc.num_fds(), pooled, proc.memory_info().rss, live_children(proc))
+
+
+def live_children(proc: psutil.Process) -> int:
+    count = 0
+    for kid in proc.children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            count += kid.status() != psutil.STATUS_ZOMBIE
+    return count
 
 
 def upstream_ports(plan: Any) -> frozenset[int]:
@@ -435,6 +446,8 @@ def print_report(r: Report) -> None:
           f"indefinite {sum(t.failed.values())}")
     for status, text in sorted(t.deliberate_sample.items()):
         print(f"    {status} body, e.g.: {text.strip()}")
+    if t.deliberate[429]:
+        print(f"    429s without Retry-After: {t.no_retry_after}")
     for kind, count in t.failed.most_common():
         print(f"    FAILED {kind}: {count}, e.g.: {t.failed_sample[kind]}")
     print(f"  latency, every answer: p50 {ms(percentile(t.latencies, 50))}  "
