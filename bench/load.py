@@ -49,6 +49,8 @@ import dataclasses
 import json
 import random
 import re
+import signal
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -137,8 +139,11 @@ class Report:
     early: Sample | None  # at the first line of figures (REPORT_EVERY s into the run)
     loaded: int
     inflight: int | None
-    left_behind: list[int]
     proxy_warnings: list[str]
+    left_behind: list[int] = field(default_factory=list)
+    started: int = 0  # model processes the proxy started, warm-up included
+    alive_started: int = 0  # of which alive after the run (must equal `loaded`)
+    exit_code: int | None = None  # the proxy's, after SIGTERM (None: it did not exit in 30 s)
 
     @property
     def problems(self) -> list[str]:
@@ -152,6 +157,11 @@ class Report:
                        "loaded model(s)")
         if self.inflight:
             out.append(f"{self.inflight} request(s) still in flight after the settle")
+        if self.alive_started != self.loaded:
+            out.append(f"{self.alive_started} of the {self.started} model processes started "
+                       f"are alive for {self.loaded} loaded model(s)")
+        if self.exit_code != 0:
+            out.append(f"the proxy's exit after SIGTERM: {self.exit_code}")
         if self.left_behind:
             out.append(f"process(es) left behind after the proxy stopped: {self.left_behind}")
         if self.settled.own - self.before.own > FD_TOLERANCE:
@@ -341,7 +351,7 @@ async def progress(t0: float, tally: Tally, pid: int, ports: frozenset[int],
 
 async def warm_up(url: str, concurrency: int, seed: str) -> None:
     """Each model in turn (few swaps even under serial), plain and streamed, until the proxy's
-    bounded buffers are full; failures here are counted in the run's report only if they recur."""
+    bounded buffers are full.  Failures here are printed, not counted: the run is what counts."""
     tally = Tally()
     for mid in MODELS:
         left = [WARMUP_PER_MODEL]
@@ -404,7 +414,7 @@ async def measure(ls: Running, ports: frozenset[int], scheduler: str, requests: 
     warnings = [line.rstrip() for line in ls.output
                 if line.startswith(("[WARN", "[ERROR", "[error"))]
     return Report(scheduler, tally, seconds, len(starts), warmup_swaps, before, after, settled,
-                  early[0] if early else None, loaded, inflight, [], warnings)
+                  early[0] if early else None, loaded, inflight, warnings)
 
 
 def run_scheduler(scheduler: str, requests: int, concurrency: int, soak: float | None,
@@ -416,17 +426,34 @@ def run_scheduler(scheduler: str, requests: int, concurrency: int, soak: float |
     with llama_swap(plan, capture=True) as ls:
         report = runner(measure(ls, upstream_ports(plan), scheduler, requests, concurrency, soak,
                                 seed))
-        seen = {p for _, p in model_starts(ls.output)}
-    # the harness has stopped the proxy and killed whatever it left; a model process the
-    # proxy started that is still alive now survived the proxy's own shutdown
-    time.sleep(0.2)
-    report.left_behind = sorted(p for p in seen if psutil.pid_exists(p)
-                                and psutil.Process(p).status() != psutil.STATUS_ZOMBIE)
+        started = [p for _, p in model_starts(ls.output)]
+        report.started = len(started)
+        report.alive_started = len(alive(started))
+        # stop the proxy ourselves (the harness would SIGKILL what it left): a model process
+        # it started that is alive once it has exited is one its own shutdown left behind
+        ls.proc.send_signal(signal.SIGTERM)
+        try:
+            report.exit_code = ls.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            report.exit_code = None
+        report.left_behind = alive(started)
+        for pid in report.left_behind:  # reparented, so the harness would not find them
+            with contextlib.suppress(psutil.NoSuchProcess):
+                psutil.Process(pid).kill()
     print_report(report)
     return report
 
 
 # -- the report ------------------------------------------------------------------------------
+
+def alive(pids: list[int]) -> list[int]:
+    out = []
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.append(pid)
+    return sorted(out)
+
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
@@ -469,7 +496,9 @@ def print_report(r: Report) -> None:
               f" over {r.seconds - REPORT_EVERY:.0f} s")
     print(f"  child processes after the run: {s.children} alive, {r.loaded} model(s) loaded "
           f"(/running); in flight (/metrics): {r.inflight}")
-    print("  after the proxy stopped: " + (
+    print(f"  model processes started (warm-up included): {r.started}, alive after the run: "
+          f"{r.alive_started}")
+    print(f"  proxy stopped with SIGTERM: exit code {r.exit_code}; " + (
         f"LEFT BEHIND {r.left_behind}" if r.left_behind else "none of its model processes left"))
     for line in r.proxy_warnings[:10]:
         print(f"    proxy log: {line}")
