@@ -423,12 +423,12 @@ def run_scheduler(scheduler: str, requests: int, concurrency: int, soak: float |
     print(f"\nload: {scheduler}, {what}, {concurrency} concurrent, models {' '.join(MODELS)} "
           f"(one exclusive group), {STREAM_SHARE:.0%} streamed, seed {seed}", flush=True)
     plan = load_plan(scheduler)
+    ports = upstream_ports(plan)
     with llama_swap(plan, capture=True) as ls:
-        report = runner(measure(ls, upstream_ports(plan), scheduler, requests, concurrency, soak,
-                                seed))
+        report = runner(measure(ls, ports, scheduler, requests, concurrency, soak, seed))
         started = [p for _, p in model_starts(ls.output)]
         report.started = len(started)
-        report.alive_started = len(alive(started))
+        report.alive_started = len(alive(started, ports))
         # stop the proxy ourselves (the harness would SIGKILL what it left): a model process
         # it started that is alive once it has exited is one its own shutdown left behind
         ls.proc.send_signal(signal.SIGTERM)
@@ -436,9 +436,9 @@ def run_scheduler(scheduler: str, requests: int, concurrency: int, soak: float |
             report.exit_code = ls.proc.wait(30)
         except subprocess.TimeoutExpired:
             report.exit_code = None
-        report.left_behind = alive(started)
+        report.left_behind = alive(started, ports)
         for pid in report.left_behind:  # reparented, so the harness would not find them
-            with contextlib.suppress(psutil.NoSuchProcess):
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
                 psutil.Process(pid).kill()
     print_report(report)
     return report
@@ -446,13 +446,23 @@ def run_scheduler(scheduler: str, requests: int, concurrency: int, soak: float |
 
 # -- the report ------------------------------------------------------------------------------
 
-def alive(pids: list[int]) -> list[int]:
+def alive(pids: list[int], ports: frozenset[int]) -> list[int]:
+    """The pids in `pids` that are still one of this run's model processes.  A pid alone is
+    not enough: a run under serial starts thousands of processes, and where pid_max is 32768
+    the numbers come round again and may belong to anything by the end (seen here: a kernel
+    worker).  A live fake upstream on one of this run's ports can only be ours."""
     out = []
     for pid in pids:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            proc = psutil.Process(pid)
+            argv = proc.cmdline()
+            if proc.status() == psutil.STATUS_ZOMBIE or not any(
+                    a.endswith("swap-fake-upstream") for a in argv[:2]):
+                continue
+            at = argv.index("--port") if "--port" in argv else -1
+            if 0 <= at < len(argv) - 1 and argv[at + 1].isdigit() and int(argv[at + 1]) in ports:
                 out.append(pid)
-    return sorted(out)
+    return sorted(set(out))
 
 
 def ms(seconds: float) -> str:
