@@ -16,6 +16,11 @@
   HEAD, OPTIONS, TRACE, or an `Idempotency-Key`) and its body can be sent again.  An
   upstream that read a POST and closed without answering may have run it (a generation,
   a tool call): that is a 502, never a second run.
+- A connection whose answer came chunked (no Content-Length: event streams, mostly)
+  goes back to no pool.  Real llama-server closes its connection after every such
+  answer, but only a moment after the answer's last byte; a request written in that
+  moment is never read, and a POST may not be sent again.  One new connection per
+  streamed answer costs little beside the stream itself.
 - Small answers with a known length are relayed in one write once complete, so an
   upstream that dies in the middle of one is a clean 502, not a truncated 200.
 - A larger answer cut off mid-body ends the client's connection without a clean end, so
@@ -153,3 +158,9 @@ def stream_ended_early(model_id: str, detail: object) -> bytes:
     between complete events is ignored by event-stream readers)."""
     error = upstream_error(model_id, f"the stream ended early: {detail}")
     return b"\n\ndata: " + error_payload(error) + b"\n\n"
+
+
+def reusable_after_answer(*, keep_alive: bool, chunked: bool) -> bool:
+    """Whether the connection that carried an answer may take another request: the
+    upstream keeps it alive, and the answer was not chunked (see the module notes)."""
+    return keep_alive and not chunked

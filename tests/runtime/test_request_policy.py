@@ -34,6 +34,7 @@ from llama_swap.runtime.core.forwarding import (
     forwarded_request_headers,
     idempotent,
     retry_on_fresh_connection,
+    reusable_after_answer,
     stream_ended_early,
     upstream_error,
 )
@@ -301,3 +302,9 @@ def test_text_a_client_sent_that_cannot_be_encoded_is_made_well_formed() -> None
     assert well_formed("a\udcff b") == "a\ufffd b"
     same = "plain é"
     assert well_formed(same) is same
+
+
+def test_a_connection_that_carried_a_chunked_answer_takes_no_other_request() -> None:
+    assert reusable_after_answer(keep_alive=True, chunked=False)
+    assert not reusable_after_answer(keep_alive=True, chunked=True)  # llama-server closes it
+    assert not reusable_after_answer(keep_alive=False, chunked=False)

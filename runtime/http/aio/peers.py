@@ -22,7 +22,7 @@ from multidict import CIMultiDict
 
 from llama_swap.compiler.plan import Peer, Timeouts
 from llama_swap.runtime.core.forwarding import no_headers_within
-from llama_swap.runtime.http.aio.proxy import UpstreamError, relay, request_headers
+from llama_swap.runtime.http.aio.proxy import UpstreamError, finish, relay, request_headers
 from llama_swap.runtime.http.observe.activity import ResponseMeter, tee_response
 
 
@@ -124,4 +124,4 @@ class PeerPool:
             upstream.close()
             raise
         finally:
-            upstream.release()
+            finish(upstream)

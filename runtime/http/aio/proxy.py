@@ -51,9 +51,11 @@ from llama_swap.runtime.core.forwarding import (
     idempotent,
     no_headers_within,
     retry_on_fresh_connection,
+    reusable_after_answer,
     stream_ended_early,
 )
 from llama_swap.runtime.http.request.body import BodyTooLarge
+from llama_swap.runtime.http.socket_probe import peer_closed
 
 _SSE = "text/event-stream"
 log = logging.getLogger("llama_swap.proxy")
@@ -151,6 +153,9 @@ class _PoolConnector(aiohttp.TCPConnector):
 
     async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
         conn = await super().connect(req, traces, timeout)
+        while getattr(conn.protocol, "_llama_swap_used", False) and peer_closed(conn.transport):
+            conn.close()  # the upstream closed it while idle; its EOF is not read yet
+            conn = await super().connect(req, traces, timeout)
         proto: Any = conn.protocol
         if proto is not None:
             attempt = _ATTEMPT.get()
@@ -298,8 +303,18 @@ class UpstreamPool:
         except BaseException:
             upstream.close()
             raise
-        upstream.release()
+        finish(upstream)
         return resp
+
+
+def finish(upstream: aiohttp.ClientResponse) -> None:
+    """Hand a relayed answer's connection back to the pool, or close it when the
+    forwarding rules say it must not carry another request (a chunked answer)."""
+    chunked = "chunked" in upstream.headers.get("Transfer-Encoding", "").lower()
+    if reusable_after_answer(keep_alive=True, chunked=chunked):  # aiohttp minds keep-alive
+        upstream.release()
+    else:
+        upstream.close()
 
 
 async def relay(

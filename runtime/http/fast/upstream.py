@@ -25,7 +25,8 @@ from typing import Protocol as TypingProtocol
 
 import httptools
 
-from llama_swap.runtime.core.forwarding import CLOSED_BEFORE_ANSWERING
+from llama_swap.runtime.core.forwarding import CLOSED_BEFORE_ANSWERING, reusable_after_answer
+from llama_swap.runtime.http.socket_probe import peer_closed
 
 _CHUNKED = b"chunked"
 
@@ -201,7 +202,8 @@ class UpstreamConnection(asyncio.Protocol):
             return
         sink, self.sink = self.sink, None
         if sink is not None:
-            sink.on_complete(self._parser.should_keep_alive() and not self._closed)
+            keep_alive = self._parser.should_keep_alive() and not self._closed
+            sink.on_complete(reusable_after_answer(keep_alive=keep_alive, chunked=self._chunked))
 
 
 class UpstreamPool:
@@ -221,7 +223,11 @@ class UpstreamPool:
         now = time.monotonic()
         while idle:
             conn = idle.pop()
-            if conn.alive and now - conn.idle_since < self.idle_timeout:
+            if (
+                conn.alive
+                and now - conn.idle_since < self.idle_timeout
+                and not peer_closed(conn.transport)  # an EOF this loop has not read yet
+            ):
                 conn.reused = True
                 return conn
             conn.close()

@@ -1,0 +1,50 @@
+"""Whether the upstream already closed an idle pooled connection, asked of the kernel.
+
+Why: real llama-server closes its connection right after every streamed answer, and
+the close reaches us a fraction of a millisecond after the answer's last byte.  A
+client that fires its next request at once can find that connection back in the pool
+before the event loop has read the upstream's EOF; the request would then be written
+into a connection nobody reads, fail, and -- a POST may never be sent twice -- come
+back as a 502.  The kernel already holds the EOF by then, so a non-blocking peek at
+the socket tells a dead connection from a live one before anything is written.  It is
+one `recv` system call per reuse, on a socket object wrapped around the transport's
+descriptor only for that call (no duplicate descriptor is made or kept).
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Protocol
+
+_PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
+
+
+class HasExtraInfo(Protocol):
+    """An asyncio transport, as far as this module needs one."""
+
+    def get_extra_info(self, name: str, default: object = None) -> object: ...
+
+
+def peer_closed(transport: HasExtraInfo | None) -> bool:
+    """True when the connection cannot carry a new request: no socket, the peer's EOF or
+    an error is waiting, or the peer sent bytes nobody asked for.  False when the socket
+    is open and quiet."""
+    if transport is None:
+        return True
+    sock = transport.get_extra_info("socket")
+    fileno = getattr(sock, "fileno", None)
+    if fileno is None:
+        return False  # not a socket we can ask (a test double): trust the loop's view
+    fd = fileno()
+    if fd < 0:
+        return True
+    probe = socket.socket(getattr(sock, "family", socket.AF_INET), socket.SOCK_STREAM, 0, fd)
+    try:
+        probe.recv(1, _PEEK)
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True
+    finally:
+        probe.detach()  # the descriptor stays the transport's
+    return True
