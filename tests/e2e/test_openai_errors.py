@@ -44,7 +44,7 @@ async def test_an_unknown_model_is_not_found(
     client = start(proxy, record_file, door)
     async with client:
         with pytest.raises(openai.NotFoundError) as raised:
-            await client.chat.completions.create(model="ghost", messages=HI)  # type: ignore[arg-type]
+            await client.chat.completions.create(model="ghost", messages=HI)
     error = raised.value
     assert error.status_code == 404
     assert error.message == "Error code: 404 - no local server found for requested model: ghost"
@@ -61,7 +61,7 @@ async def test_a_wrong_key_is_an_authentication_error(
         base_url=str(client.base_url), api_key="wrong", max_retries=0
     ) as stranger:
         with pytest.raises(openai.AuthenticationError) as raised:
-            await stranger.chat.completions.create(model="slow", messages=HI)  # type: ignore[arg-type]
+            await stranger.chat.completions.create(model="slow", messages=HI)
     assert raised.value.status_code == 401
     assert raised.value.message == "Error code: 401 - unauthorized: invalid or missing API key"
     assert raised.value.type == "authentication_error"
@@ -74,12 +74,12 @@ async def test_a_request_over_the_concurrency_limit_is_rate_limited(
     client = start(proxy, record_file, door)
     async with client:
         await client.chat.completions.create(
-            model="slow", messages=HI, extra_body={"fake_delay": 0})  # type: ignore[arg-type]
+            model="slow", messages=HI, extra_body={"fake_delay": 0})
         first = asyncio.ensure_future(
-            client.chat.completions.create(model="slow", messages=HI))  # type: ignore[arg-type]
+            client.chat.completions.create(model="slow", messages=HI))
         await asyncio.sleep(0.2)
         with pytest.raises(openai.RateLimitError) as raised:
-            await client.chat.completions.create(model="slow", messages=HI)  # type: ignore[arg-type]
+            await client.chat.completions.create(model="slow", messages=HI)
         assert (await first).choices[0].message.content
     error = raised.value
     assert error.status_code == 429 and error.message == "Error code: 429 - Too many requests"
@@ -94,7 +94,7 @@ async def test_a_body_over_the_limit_is_a_413_with_the_reason(
     big = [{"role": "user", "content": "x" * (2 * LIMIT)}]
     async with client:
         with pytest.raises(openai.APIStatusError) as raised:
-            await client.chat.completions.create(model="slow", messages=big)  # type: ignore[arg-type]
+            await client.chat.completions.create(model="slow", messages=big)
     assert raised.value.status_code == 413
     assert "maxRequestBody" in raised.value.message
     assert raised.value.code == "request_too_large"

@@ -57,7 +57,9 @@ async def test_model_errors(proxy: Any, record_file: Path) -> None:
     p = proxy(surface_plan([fake_model("m", record_file)]))
     async with aiohttp.ClientSession() as s:
         status, _, raw = await fetch(s, "POST", p.url + "/v1/chat/completions", json={"messages": []})
-        assert (status, json.loads(raw)) == (404, {"src": "llama-swap", "error": {"message": "no model id could be identified", "type": "invalid_request_error", "param": None, "code": "not_found"}})
+        assert (status, json.loads(raw)) == (404, {"src": "llama-swap", "error": {
+            "message": "no model id could be identified", "type": "invalid_request_error",
+            "param": None, "code": "not_found"}})
         status, headers, raw = await fetch(s, "POST", p.url + "/v1/embeddings", json={"model": "ghost"},
                                            headers={"Accept": "text/plain"})
         assert status == 404 and raw.startswith(b"llama-swap: ") and b"ghost" in raw
