@@ -162,7 +162,7 @@ def own_error(answer: Answer, status: int) -> str:
     assert answer.header("content-type") == "application/json", answer.headers
     doc = json.loads(answer.body)
     assert doc["src"] == "llama-swap"
-    return str(doc["error"])
+    return str(doc["error"]["message"])
 
 
 def on_both_own_error(doors: list[Door], data: bytes, status: int) -> list[str]:

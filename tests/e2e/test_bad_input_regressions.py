@@ -86,7 +86,7 @@ def test_dot_segments_are_a_400_however_encoded_and_never_reach_the_model(
                                   close=True))
                 answer = conn.read_answer()
             assert answer.status == 400, (method, path, answer.status)
-            assert ".." in json.loads(answer.body)["error"]
+            assert ".." in json.loads(answer.body)["error"]["message"]
     assert p.records() == []  # nothing reached the model server
 
 
@@ -174,7 +174,7 @@ def test_a_body_that_cannot_be_decoded_is_a_400_not_a_500(
         assert answer.status == 400, (name, answer.status, answer.body[:200])
         assert answer.closes, name
         if answer.header("content-type") == "application/json":  # ours, not the parser's
-            assert "invalid request body" in json.loads(answer.body)["error"], name
+            assert "invalid request body" in json.loads(answer.body)["error"]["message"], name
     # aiohttp still logs the broken body once more when it discards the rest of it
     # ("Unhandled exception: RequestPayloadError"), after the 400 went out; nothing else
     crashes = [line for line in p.log_text().splitlines()
@@ -192,7 +192,7 @@ def test_a_model_name_that_is_not_valid_text_breaks_no_page_or_metric(
                           body=b'{"model": "\\ud800"}', close=True))
         answer = conn.read_answer()
     assert answer.status == 404
-    assert "\ufffd" in json.loads(answer.body)["error"]
+    assert "\ufffd" in json.loads(answer.body)["error"]["message"]
     for path in ("/metrics", "/api/metrics", "/ui/activity", "/logs"):
         with Conn(p.url) as conn:
             conn.send(request("GET", path, AUTH, close=True))

@@ -331,7 +331,7 @@ async def test_an_unreachable_upstream_is_a_502_shaped_like_the_aiohttp_paths(
         assert resp.header("content-type") == "application/json"
         body = json.loads(resp.body)
         assert body["src"] == "llama-swap"
-        assert body["error"].startswith("[dead] upstream error: ")
+        assert body["error"]["message"].startswith("[dead] upstream error: ")
     # the fast path names the address and the reason in its own words
-    assert "cannot connect to 127.0.0.1:" in json.loads(answers[0].body)["error"]
-    assert "refused" in json.loads(answers[0].body)["error"].lower()
+    assert "cannot connect to 127.0.0.1:" in json.loads(answers[0].body)["error"]["message"]
+    assert "refused" in json.loads(answers[0].body)["error"]["message"].lower()

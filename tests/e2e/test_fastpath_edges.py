@@ -128,7 +128,7 @@ async def test_sigterm_with_fast_path_requests_in_every_state_exits_0_and_leaves
     assert code == 0
     queued = await read_one(queued_r)
     assert queued.status == 503
-    assert json.loads(queued.body) == {"error": "llama-swap is shutting down", "src": "llama-swap"}
+    assert json.loads(queued.body) == {"src": "llama-swap", "error": {"message": "llama-swap is shutting down", "type": "server_error", "param": None, "code": "service_unavailable"}}
     plain = await read_to_eof(plain_r)  # its model was stopped under it: a 502 (or nothing)
     assert plain == b"" or plain.startswith(b"HTTP/1.1 502"), plain
     streamed = await read_to_eof(stream_r)
@@ -280,7 +280,7 @@ async def test_a_reload_fails_queued_requests_for_a_removed_model_and_lets_strea
 
         removed = await read_one(removed_r)
         assert removed.status == 503
-        assert json.loads(removed.body)["error"] == (
+        assert json.loads(removed.body)["error"]["message"] == (
             "[b] model removed from the configuration by a reload"
         )
         assert not stream.done(), "the stream ended before the reload: the test proves nothing"
@@ -316,9 +316,10 @@ async def test_a_removed_model_still_draining_is_unknown_to_new_requests(
         assert not stream.done(), "b's stream ended before the reload: the test proves nothing"
         got = await one(p.url, chat("b", connection="close"))
         assert got.status == 404, got.body
-        assert json.loads(got.body) == {
-            "error": "no local server found for requested model: b", "src": "llama-swap"
-        }
+        assert json.loads(got.body) == {"src": "llama-swap", "error": {
+            "message": "no local server found for requested model: b",
+            "type": "invalid_request_error", "param": None, "code": "not_found",
+        }}
         assert (await stream).body.rstrip().endswith(b"data: [DONE]")
     finally:
         writer.close()

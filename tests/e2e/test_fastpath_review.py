@@ -272,7 +272,7 @@ async def test_a_small_answer_cut_off_mid_body_is_a_502_on_both_paths(
     for url in (fast.url, slow.url):
         resp = await one(url, data)
         assert resp.status == 502, url
-        error = json.loads(resp.body)["error"]
+        error = json.loads(resp.body)["error"]["message"]
         assert error.startswith("[raw] upstream error: "), error
     # the connection that follows works
     again = await one(fast.url, post("/v1/images/generations", {"model": "raw"}, connection="close"))

@@ -71,7 +71,10 @@ async def test_the_concurrency_limit_answers_429_with_retry_after(
         ) as resp:
             assert resp.status == 429
             assert resp.headers["Retry-After"] == "1"
-            assert await resp.read() == b'{"error":"Too many requests"}'
+            assert await resp.read() == (
+                b'{"src":"llama-swap","error":{"message":"Too many requests",'
+                b'"type":"rate_limit_error","param":null,"code":"concurrency_limit"}}'
+            )
         assert (await first)[0] == 200
 
 

@@ -81,7 +81,7 @@ async def test_unload_returns_only_after_the_process_exited(proxy: Any, record_f
 
         async with s.post(f"{p.url}/api/models/unload/nope") as resp:
             assert resp.status == 404
-            assert (await resp.json())["error"] == "model not found"
+            assert (await resp.json())["error"]["message"] == "model not found"
 
 
 async def test_unload_fails_requests_waiting_for_that_model(proxy: Any, record_file: Path) -> None:
@@ -93,7 +93,7 @@ async def test_unload_fails_requests_waiting_for_that_model(proxy: Any, record_f
             assert resp.status == 200
         status, body = await waiting
     assert status == 503
-    assert "unloaded" in body["error"]
+    assert "unloaded" in body["error"]["message"]
     assert p.children() == []
 
 
@@ -135,7 +135,7 @@ async def test_sigterm_fails_queued_requests_stops_every_child_and_exits_0(
         assert children, "model a should be running"
         code = await asyncio.to_thread(p.terminate)
         status, body = await queued
-        assert status == 503 and body["error"] == "llama-swap is shutting down"
+        assert status == 503 and body["error"]["message"] == "llama-swap is shutting down"
         try:
             await serving
         except aiohttp.ClientError:

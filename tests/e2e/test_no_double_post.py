@@ -48,7 +48,7 @@ async def test_a_post_the_upstream_read_and_then_dropped_is_a_502_and_runs_once(
     assert (await one(p.url, chat("X-Test: warm"))).status == 200  # leaves a pooled connection
     resp = await one(p.url, chat("X-Test: die"))  # sent on that (reused) connection
     assert resp.status == 502
-    error = json.loads(resp.body)["error"]
+    error = json.loads(resp.body)["error"]["message"]
     assert error.startswith("[c] upstream error: ")
     assert "the upstream closed the connection before answering" in error
     assert seen(count_file, "warm") == 1

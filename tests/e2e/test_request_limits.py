@@ -127,7 +127,7 @@ def assert_error(resp: Response, status: int, text: str) -> None:
     assert resp.status == status
     assert resp.header("content-type") == "application/json"
     body = json.loads(resp.body)
-    assert body["src"] == "llama-swap" and text in body["error"]
+    assert body["src"] == "llama-swap" and text in body["error"]["message"]
 
 
 @DOORS

@@ -82,7 +82,7 @@ async def test_start_failure_is_a_502_with_the_log_tail_and_the_next_request_wor
         status, body = await post_chat(s, p.url, "broken")
         assert status == 502
         assert body["src"] == "llama-swap"
-        assert "broken" in body["error"] and "failed to load the model" in body["error"]
+        assert "broken" in body["error"]["message"] and "failed to load the model" in body["error"]["message"]
         assert (await post_chat(s, p.url, "good"))[0] == 200
         # a failed model may be retried: it fails again, cleanly
         assert (await post_chat(s, p.url, "broken"))[0] == 502
@@ -106,7 +106,7 @@ async def test_a_health_timeout_fails_every_queued_request_for_that_model_at_onc
         results = await staggered([post_chat(s, p.url, "sick") for _ in range(3)], gap=0.02)
         elapsed = loop.time() - t0
         assert [status for status, _ in results] == [503, 503, 503]
-        assert all("health check timed out" in body["error"] for _, body in results)
+        assert all("health check timed out" in body["error"]["message"] for _, body in results)
         # one health-check timeout for all three, not three in a row
         assert elapsed < 2 * timeout
         assert (await post_chat(s, p.url, "good"))[0] == 200
@@ -141,12 +141,12 @@ async def test_unknown_and_missing_models_are_404(proxy: Any, record_file: Path)
     p = proxy(make_plan([fake_model("a", record_file, aliases=("alpha",))]))
     async with aiohttp.ClientSession() as s:
         status, body = await post_chat(s, p.url, "nope")
-        assert status == 404 and body == {
-            "src": "llama-swap",
-            "error": "no local server found for requested model: nope",
-        }
+        assert status == 404 and body == {"src": "llama-swap", "error": {
+            "message": "no local server found for requested model: nope",
+            "type": "invalid_request_error", "param": None, "code": "not_found",
+        }}
         async with s.post(f"{p.url}/v1/chat/completions", json={"messages": []}) as resp:
             assert resp.status == 404
-            assert (await resp.json())["error"] == "no model id could be identified"
+            assert (await resp.json())["error"]["message"] == "no model id could be identified"
         status, body = await post_chat(s, p.url, "alpha")  # alias resolves to a
         assert status == 200 and body["fake"]["model"] == "a"

@@ -59,8 +59,10 @@ async def test_auth_matrix(keyed_proxy: Any) -> None:
                                                         json={"model": "m"} if method == "POST" else None)
                 assert status == 401, (method, path, headers)
                 assert resp_headers["WWW-Authenticate"] == 'Basic realm="llama-swap"'
-                assert json.loads(raw) == {"src": "llama-swap",
-                                           "error": "unauthorized: invalid or missing API key"}
+                assert json.loads(raw) == {"src": "llama-swap", "error": {
+                    "message": "unauthorized: invalid or missing API key",
+                    "type": "authentication_error", "param": None, "code": "unauthorized",
+                }}
         for method, path, expected in (("GET", "/health", 200), ("GET", "/wol-health", 200),
                                        ("GET", "/", 302), ("GET", "/upstream", 302),
                                        ("GET", "/favicon.ico", 200), ("GET", "/ui", 301),

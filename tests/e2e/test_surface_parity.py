@@ -51,7 +51,7 @@ async def test_empty_tails_reach_their_handlers(proxy: Any, record_file: Path) -
     p = proxy(surface_plan([fake_model("m", record_file)]))
     async with aiohttp.ClientSession() as s:
         status, _, body = await fetch(s, "POST", p.url + "/api/models/unload/")
-        assert (status, json.loads(body)["error"]) == (404, "model not found")
+        assert (status, json.loads(body)["error"]["message"]) == (404, "model not found")
         async with s.get(p.url + "/logs/stream/") as resp:
             assert resp.status == 200 and resp.content_type == "text/plain"
 
@@ -73,7 +73,10 @@ async def test_error_bodies_are_compact_json_and_survive_unencodable_names(
     p = proxy(surface_plan([fake_model("m", record_file)]))
     async with aiohttp.ClientSession() as s:
         status, _, body = await fetch(s, "POST", p.url + "/v1/chat/completions", json={})
-        assert (status, body) == (404, b'{"error":"no model id could be identified","src":"llama-swap"}')
+        assert (status, body) == (404, (
+            b'{"src":"llama-swap","error":{"message":"no model id could be identified",'
+            b'"type":"invalid_request_error","param":null,"code":"not_found"}}'
+        ))
         # a lone surrogate escape is valid JSON text but not encodable as UTF-8
         raw = b'{"model":"x\\ud800"}'
         for accept in ("", "text/plain", "text/html"):
@@ -110,7 +113,7 @@ async def test_a_broken_multipart_form_has_no_model_as_in_the_original(proxy: An
         ):
             status, _, body = await fetch(s, "POST", p.url + "/v1/audio/transcriptions", data=data,
                                           headers={"Content-Type": ctype})
-            assert (status, json.loads(body)["error"]) == (404, "no model id could be identified")
+            assert (status, json.loads(body)["error"]["message"]) == (404, "no model id could be identified")
 
 
 async def test_model_status_lists_peer_models_with_every_field(

@@ -57,7 +57,9 @@ async def test_model_errors(proxy: Any, record_file: Path) -> None:
     p = proxy(surface_plan([fake_model("m", record_file)]))
     async with aiohttp.ClientSession() as s:
         status, _, raw = await fetch(s, "POST", p.url + "/v1/chat/completions", json={"messages": []})
-        assert (status, json.loads(raw)) == (404, {"src": "llama-swap", "error": "no model id could be identified"})
+        assert (status, json.loads(raw)) == (404, {"src": "llama-swap", "error": {
+            "message": "no model id could be identified", "type": "invalid_request_error",
+            "param": None, "code": "not_found"}})
         status, headers, raw = await fetch(s, "POST", p.url + "/v1/embeddings", json={"model": "ghost"},
                                            headers={"Accept": "text/plain"})
         assert status == 404 and raw.startswith(b"llama-swap: ") and b"ghost" in raw
@@ -125,7 +127,7 @@ async def test_upstream_passthrough(proxy: Any, record_file: Path) -> None:
         status, headers, _ = await fetch(s, "POST", p.url + "/upstream/short")
         assert (status, headers["Location"]) == (308, "/upstream/short/")
         status, _, raw = await fetch(s, "GET", p.url + "/upstream/org/m/app.js")
-        assert status == 409 and json.loads(raw)["error"] == (
+        assert status == 409 and json.loads(raw)["error"]["message"] == (
             "model org/m is not loaded; path matches upstream.ignorePaths")
         status, _, raw = await fetch(s, "POST", p.url + "/upstream/short/props?q=2", data=b"raw-bytes")
         fake = json.loads(raw)["fake"]
@@ -134,7 +136,7 @@ async def test_upstream_passthrough(proxy: Any, record_file: Path) -> None:
         status, _, raw = await fetch(s, "GET", p.url + "/upstream/org/m/app.js")
         assert status == 200 and json.loads(raw)["fake"]["path"] == "/app.js"
         status, _, raw = await fetch(s, "GET", p.url + "/upstream/nope/x")
-        assert (status, json.loads(raw)["error"]) == (404, "model not found")
+        assert (status, json.loads(raw)["error"]["message"]) == (404, "model not found")
         status, headers, _ = await fetch(s, "GET", p.url + "/upstream")
         assert (status, headers["Location"]) == (302, "/ui/models")
 
@@ -193,7 +195,7 @@ async def test_dead_peer_is_502(proxy: Any, record_file: Path) -> None:
     p = proxy(surface_plan([fake_model("m", record_file)], peers=peers))
     async with aiohttp.ClientSession() as s:
         status, _, raw = await fetch(s, "POST", p.url + "/v1/chat/completions", json={"model": "gone"})
-    assert status == 502 and raw.startswith(b"peer proxy error: ")
+    assert status == 502 and json.loads(raw)["error"]["message"].startswith("peer proxy error: ")
 
 
 async def test_loading_state_then_the_real_stream(proxy: Any, record_file: Path) -> None:

@@ -86,7 +86,7 @@ async def test_models_page_and_the_load_unload_buttons(proxy: Any, record_file: 
         status, _, body = await fetch(s, "POST", p.url + "/api/models/load/broken")
         assert status == 502 and b"broken" in body
         status, _, body = await fetch(s, "POST", p.url + "/api/models/load/far-model")
-        assert (status, json.loads(body)["error"]) == (404, "model not found")
+        assert (status, json.loads(body)["error"]["message"]) == (404, "model not found")
 
         status, _, body = await fetch(s, "POST", p.url + "/api/models/unload/b")
         assert (status, body) == (200, b"OK") and await running(s, p.url) == {}

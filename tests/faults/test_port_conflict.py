@@ -48,7 +48,7 @@ async def test_a_port_taken_by_another_program_fails_with_502_naming_the_port(si
 
         status, body = await post_chat(s, p.url, "a")
         assert status == 502, body
-        assert f"127.0.0.1:{port}" in body["error"] and "startPort" in body["error"], body
+        assert f"127.0.0.1:{port}" in body["error"]["message"] and "startPort" in body["error"]["message"], body
         assert await foreign_requests(s, foreign_url) == 0
         await until(lambda: not p.children(), "no model process left")
 

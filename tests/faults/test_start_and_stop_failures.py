@@ -39,7 +39,7 @@ async def test_a_model_that_never_becomes_healthy_gets_503_after_the_timeout_and
         status, body = await post_chat(s, p.url, "a")
         elapsed = time.monotonic() - t0
         assert status == 503, body
-        assert "health check timed out after 15s" in body["error"]  # (15 s: the minimum)
+        assert "health check timed out after 15s" in body["error"]["message"]  # (15 s: the minimum)
         assert 15.0 <= elapsed < 15.0 + STOP_GRACE, elapsed
         assert p.children() == []
         assert await running(s, p.url) == []
@@ -54,8 +54,8 @@ async def test_a_model_that_exits_while_starting_gets_502_at_once_with_its_last_
         status, body = await post_chat(s, p.url, "a")
         elapsed = time.monotonic() - t0
         assert status == 502, body
-        assert "exited prematurely with code 1" in body["error"]
-        assert "failed to load the model (exit-on-start)" in body["error"]
+        assert "exited prematurely with code 1" in body["error"]["message"]
+        assert "failed to load the model (exit-on-start)" in body["error"]["message"]
         assert elapsed < 10, elapsed  # its exit ended the start, not the 60 s health timeout
         assert p.children() == []
         assert await running(s, p.url) == []

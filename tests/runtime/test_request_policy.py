@@ -22,7 +22,10 @@ from llama_swap.runtime.core.auth import (
 )
 from llama_swap.runtime.core.error_body import (
     ErrorAnswer,
+    envelope,
     error_answer,
+    error_kind,
+    error_payload,
     route_error_answer,
     well_formed,
 )
@@ -254,27 +257,76 @@ def test_the_401_challenges_for_basic_credentials() -> None:
 
 # --- error bodies ---------------------------------------------------------------------
 
+def openai_error(message: str, kind: str, code: str) -> dict[str, object]:
+    """The body an OpenAI client expects, with `src` saying the proxy wrote it."""
+    return {"src": "llama-swap",
+            "error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+@pytest.mark.parametrize(("status", "kind", "code"), [
+    (400, "invalid_request_error", "bad_request"),
+    (401, "authentication_error", "unauthorized"),
+    (403, "authentication_error", "forbidden"),
+    (404, "invalid_request_error", "not_found"),
+    (409, "invalid_request_error", "conflict"),
+    (413, "invalid_request_error", "request_too_large"),
+    (429, "rate_limit_error", "rate_limit_exceeded"),
+    (418, "invalid_request_error", "invalid_request"),  # any other 4xx: the client's fault
+    (500, "server_error", "internal_error"),
+    (502, "server_error", "bad_gateway"),
+    (503, "server_error", "service_unavailable"),
+    (504, "server_error", "gateway_timeout"),
+    (507, "server_error", "internal_error"),  # any other status: the server's
+])
+def test_an_error_body_is_the_openai_error_object_typed_by_status(
+    status: int, kind: str, code: str
+) -> None:
+    assert error_kind(status) == (kind, code)
+    answer = error_answer("", status, "went wrong")
+    assert answer.status == status and answer.content_type == "application/json"
+    assert json.loads(answer.body) == openai_error("went wrong", kind, code)
+
+
+def test_the_envelope_is_compact_in_openai_key_order_with_markup_escaped() -> None:
+    assert error_answer("", 404, "<b> & c").body == (
+        b'{"src":"llama-swap","error":{"message":"\\u003cb\\u003e \\u0026 c",'
+        b'"type":"invalid_request_error","param":null,"code":"not_found"}}'
+    )
+    assert envelope(500, "x", code="custom").endswith(b'"code":"custom"}}')
+
+
 def test_error_answers_follow_accept() -> None:
     assert error_answer("text/plain", 404, "x") == ErrorAnswer(
         404, (("Content-Type", "text/plain"),), b"llama-swap: x")
-    assert error_answer("", 500, "<b>").body == b'{"error":"\\u003cb\\u003e","src":"llama-swap"}'
+    html = error_answer("text/html", 503, "<b>")
+    assert html.content_type == "text/html" and b"&lt;b&gt;" in html.body
+    assert error_answer("application/json", 503, "x").content_type == "application/json"
 
 
-def test_the_429_is_the_originals_and_retry_after_travels() -> None:
-    answer = route_error_answer("text/html", too_many_requests())
-    assert answer.body == b'{"error":"Too many requests"}' and ("Retry-After", "1") in answer.headers
+def test_the_concurrency_limit_answers_json_whatever_is_accepted_and_says_when_to_retry() -> None:
+    for accept in ("", "text/plain", "text/html"):
+        answer = route_error_answer(accept, too_many_requests())
+        assert answer.status == 429 and ("Retry-After", "1") in answer.headers
+        assert answer.content_type == "application/json"
+        assert json.loads(answer.body) == openai_error(
+            "Too many requests", "rate_limit_error", "concurrency_limit")
     answer = route_error_answer("", RouteError(503, "busy", retry_after=3))
     assert answer.headers[0] == ("Retry-After", "3") and answer.content_type == "application/json"
+
+
+def test_an_error_inside_a_started_stream_is_the_same_envelope() -> None:
+    assert json.loads(error_payload(RouteError(502, "[m] start failed: x"))) == openai_error(
+        "[m] start failed: x", "server_error", "bad_gateway")
+    assert error_payload(too_many_requests()) == route_error_answer("", too_many_requests()).body
 
 
 def test_a_stream_cut_short_ends_with_an_error_event_naming_the_model() -> None:
     event = stream_ended_early("qwen", "the upstream closed the connection mid-response")
     assert event.startswith(b"\n\ndata: ") and event.endswith(b"\n\n")
     body = json.loads(event.strip().removeprefix(b"data: "))
-    assert body["error"] == (
+    assert body == openai_error(
         "[qwen] upstream error: the stream ended early: "
-        "the upstream closed the connection mid-response"
-    )
+        "the upstream closed the connection mid-response", "server_error", "bad_gateway")
 
 
 def test_a_key_that_is_not_valid_text_matches_nothing_and_raises_nothing() -> None:

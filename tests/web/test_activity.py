@@ -7,6 +7,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from llama_swap.runtime.core.error_body import route_error_answer
+from llama_swap.runtime.core.errors import unknown_model
 from llama_swap.runtime.http.observe.activity import (
     MAX_BUFFER,
     MAX_COUNTED_SERIES,
@@ -119,6 +121,11 @@ def test_error_messages() -> None:
     assert error_message(b'{"error": "' + b"e" * 900 + b'"}', 500) == "e" * 500
     assert metered(JSON, b'{"error": "x"}', status=500).error_msg() == "x"
     assert metered(JSON, b"{}").error_msg() is None
+
+
+def test_the_proxys_own_errors_are_logged_by_their_message() -> None:
+    body = route_error_answer("", unknown_model("ghost")).body
+    assert error_message(body, 404) == "no local server found for requested model: ghost"
 
 
 def test_ring_entries_ids_unknowns_and_listener() -> None:

@@ -80,7 +80,7 @@ async def test_the_stack_accepts_each_form_and_rejects_others(serve) -> None:
     r = await client.post("/v1/chat/completions", headers={"Authorization": "Bearer nope"})
     assert r.status == 401
     assert r.headers["WWW-Authenticate"] == 'Basic realm="llama-swap"'
-    assert await r.json() == {"src": "llama-swap", "error": "unauthorized: invalid or missing API key"}
+    assert await r.json() == {"src": "llama-swap", "error": {"message": "unauthorized: invalid or missing API key", "type": "authentication_error", "param": None, "code": "unauthorized"}}
     r = await client.get("/running", headers={"Accept": "text/plain"})
     assert r.status == 401 and await r.text() == "llama-swap: unauthorized: invalid or missing API key"
     assert (await client.get("/health")).status == 200

@@ -93,7 +93,7 @@ async def test_unknown_names_pass_through_unresolved(client) -> None:
 async def test_no_model_is_404(client, raw: bytes) -> None:
     r = await client.post("/v1/chat/completions", data=raw, headers={"Content-Type": "application/json"})
     assert r.status == 404
-    assert await r.json() == {"src": "llama-swap", "error": "no model id could be identified"}
+    assert await r.json() == {"src": "llama-swap", "error": {"message": "no model id could be identified", "type": "invalid_request_error", "param": None, "code": "not_found"}}
 
 
 async def test_get_query(client) -> None:
@@ -141,5 +141,5 @@ async def test_malformed_multipart_has_no_model_as_in_the_original(client) -> No
         headers={"Content-Type": "multipart/form-data; boundary=b"},
     )
     assert r.status == 404
-    assert (await r.json())["error"] == "no model id could be identified"
+    assert (await r.json())["error"]["message"] == "no model id could be identified"
 

@@ -115,7 +115,7 @@ async def test_grant_error_is_appended_and_status_stays_200(serve) -> None:
     text, others = deltas(await r.read())
     assert "Done! (" in text
     assert [json.loads(o.removeprefix(b"data: ")) for o in others] == [
-        {"src": "llama-swap", "error": "[llama] start failed: exit status 1"}
+        {"src": "llama-swap", "error": {"message": "[llama] start failed: exit status 1", "type": "server_error", "param": None, "code": "bad_gateway"}}
     ]
 
 

@@ -81,7 +81,11 @@ async def test_forwarding(serve) -> None:
     assert await r.read() == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
 
     r = await client.post("/dead/x", data=b"{}")
-    assert r.status == 502 and (await r.text()).startswith("peer proxy error: ")
+    assert r.status == 502 and r.content_type == "application/json"
+    error = (await r.json())["error"]
+    assert error["message"].startswith("peer proxy error: ") and error["code"] == "bad_gateway"
+    r = await client.post("/dead/x", data=b"{}", headers={"Accept": "text/plain"})
+    assert r.status == 502 and (await r.text()).startswith("llama-swap: peer proxy error: ")
 
 
 async def test_each_peer_has_its_own_response_header_timeout(serve) -> None:
@@ -113,7 +117,8 @@ async def test_each_peer_has_its_own_response_header_timeout(serve) -> None:
 
     patient = asyncio.ensure_future(client.get("/patient"))
     r = await client.get("/impatient")
-    assert r.status == 502 and (await r.text()).startswith("peer proxy error: no response headers")
+    assert r.status == 502
+    assert (await r.json())["error"]["message"].startswith("peer proxy error: no response headers")
     assert not patient.done()
     release.set()
     r = await patient

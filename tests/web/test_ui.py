@@ -207,7 +207,7 @@ async def test_load_of_an_unknown_or_peer_only_model_is_not_found(serve: Serve) 
     for name in ("nope", "peer-x", ""):
         resp = await client.post(f"/api/models/load/{name}")
         assert resp.status == 404, name
-        assert (await resp.json())["error"] == "model not found"
+        assert (await resp.json())["error"]["message"] == "model not found"
 
 
 async def test_ui_routes_are_get_only(serve: Serve) -> None:

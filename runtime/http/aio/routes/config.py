@@ -23,6 +23,7 @@ from aiohttp import web
 from llama_swap.runtime.engine.reload import Reloader
 from llama_swap.runtime.http.aio.app import STATE
 from llama_swap.runtime.http.aio.preload import needs_preload, preload
+from llama_swap.runtime.http.render.errors import error_response
 from llama_swap.runtime.http.services import Services
 
 
@@ -30,24 +31,22 @@ def _reloader(request: web.Request) -> Reloader | None:
     return request.app[STATE].reloader
 
 
-def _unavailable() -> web.Response:
-    return web.json_response(
-        {"error": {"message": "config reload is not available in this server", "type": "server_error"}},
-        status=503,
-    )
+def _unavailable(request: web.Request) -> web.Response:
+    """503 when this server runs without a config file to reload."""
+    return error_response(request.headers, 503, "config reload is not available in this server")
 
 
 async def config_status(request: web.Request) -> web.Response:
     reloader = _reloader(request)
     if reloader is None:
-        return _unavailable()
+        return _unavailable(request)
     return web.json_response(reloader.status())
 
 
 async def config_reload(request: web.Request) -> web.Response:
     reloader = _reloader(request)
     if reloader is None:
-        return _unavailable()
+        return _unavailable(request)
     outcome = await reloader.reload("POST /api/config/reload")
     return web.json_response(outcome.as_dict(), status=200 if outcome.ok else 422)
 
