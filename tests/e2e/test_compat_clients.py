@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import yarl
 
+from llama_swap.runtime.http.aio.routes.upstream import raw_suffix
 from tests.e2e.conftest import fake_model, make_plan
 from tests.e2e.test_serial import post_chat
 
@@ -68,3 +69,19 @@ async def test_an_encoded_model_name_is_found_and_the_suffix_still_arrives_raw(
         async with s.get(url) as resp:
             assert resp.status == 200, await resp.text()
             assert (await resp.json())["fake"]["raw_path"] == "/v1/x%2Fy"
+
+
+# -- the suffix rule itself (pure) ------------------------------------------------------
+
+
+def test_raw_suffix_keeps_what_follows_the_decoded_prefix_encoded() -> None:
+    assert raw_suffix("/upstream/a/x%2Fy%20z", "/upstream/a") == "/x%2Fy%20z"
+    assert raw_suffix("/upstream/org%2Fm/v1/%252F", "/upstream/org/m") == "/v1/%252F"
+    assert raw_suffix("/upstream/caf%C3%A9/p%E2%9C%93", "/upstream/café") == "/p%E2%9C%93"
+    assert raw_suffix("/upstream/a", "/upstream/a") == ""
+
+
+def test_raw_suffix_is_none_when_the_raw_path_does_not_decode_to_the_prefix() -> None:
+    assert raw_suffix("/upstream//a/x", "/upstream/a") is None
+    assert raw_suffix("/upstream/b/x", "/upstream/a") is None
+    assert raw_suffix("/upstream/a", "/upstream/ab") is None

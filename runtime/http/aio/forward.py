@@ -39,10 +39,14 @@ async def forward_local(
     *,
     into: web.StreamResponse | None = None,
     meter: ResponseMeter | None = None,
+    raw: bool = False,
 ) -> web.StreamResponse:
-    """`UpstreamPool.forward`, with the response shown to `meter` as it passes."""
+    """`UpstreamPool.forward`, with the response shown to `meter` as it passes (`raw`:
+    `path` and the query go out percent-encoded exactly as the client sent them)."""
     tap = None if meter is None else (lambda upstream: tee_response(upstream, meter))
-    return await services.upstreams.forward(request, model, path, body, into=into, tap=tap)
+    return await services.upstreams.forward(
+        request, model, path, body, into=into, tap=tap, raw=raw
+    )
 
 
 async def serve_granted(
@@ -116,7 +120,8 @@ async def _until_admitted(waiter: asyncio.Future[Lease], admitted: asyncio.Event
     """Return once the request was admitted or `waiter` finished (granted or refused)."""
     signal = asyncio.ensure_future(admitted.wait())
     try:
-        await asyncio.wait({waiter, signal}, return_when=asyncio.FIRST_COMPLETED)
+        either: set[asyncio.Future[Any]] = {waiter, signal}
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
     finally:
         signal.cancel()
 
