@@ -291,17 +291,19 @@ class UpstreamPool:
     ) -> web.StreamResponse:
         """Proxy `request` to `model` at `path` (query string kept) and relay the answer.
 
-        `raw`: `path` is the client's own percent-encoded text, and it goes out unchanged
-        together with the query string exactly as the client sent it.
+        The query string goes out exactly as the client sent it (as the fast path does);
+        `raw`: so does `path`, the client's own percent-encoded text, else it is a decoded
+        path, encoded here.
 
         `into`: an already started response (sendLoadingState) that receives only the
         upstream's body.  `tap`: called with the upstream's response before it is relayed
         (the activity log tees it there).  Raises UpstreamError when nothing was answered
         yet (the caller renders a 502)."""
-        qs = request.rel_url.raw_query_string if raw else request.query_string
-        path_qs = f"{path}?{qs}" if qs else path
+        qs = request.rel_url.raw_query_string
+        encoded_path = path if raw else URL.build(path=path).raw_path
+        path_qs = f"{encoded_path}?{qs}" if qs else encoded_path
         upstream = await self.send(
-            model, request.method, path_qs, request_headers(request), body, encoded=raw
+            model, request.method, path_qs, request_headers(request), body, encoded=True
         )
         if tap is not None:
             tap(upstream)
