@@ -8,7 +8,8 @@ embeddings, multipart audio/image uploads) and adds what tests need to see insid
   method, headers, and the parsed JSON body, or `body_sha256` + `bytes` for other bodies;
   multipart uploads list their parts with size and sha256, read part by part, never whole);
 - `GET /fake/stats` reports request counts and current / maximum concurrency;
-- `--record FILE` appends one JSON line {pid, model, path, start, end} per served request,
+- `--record FILE` appends one JSON line {pid, model, path, raw_path, start, end} per served
+  request (`raw_path`: the request target exactly as it arrived, percent-encoding and query kept),
   written with a single O_APPEND write, so several processes can share one file;
 - failure modes: `exit-on-start`, `never-healthy`, `crash-mid-stream`.
 
@@ -190,17 +191,18 @@ class FakeUpstream:
             "port": self.port,
             "model": self.opts.model,
             "path": request.path,
+            "raw_path": request.raw_path,
             "query": request.query_string,
             "method": request.method,
             "headers": headers,
             **body,
         }
 
-    def record(self, path: str, start: float, end: float) -> None:
+    def record(self, path: str, start: float, end: float, raw_path: str = "") -> None:
         if self._record_fd is None:
             return
         line = json.dumps({"pid": os.getpid(), "model": self.opts.model, "path": path,
-                           "start": start, "end": end}) + "\n"
+                           "raw_path": raw_path, "start": start, "end": end}) + "\n"
         os.write(self._record_fd, line.encode())
 
     def build_app(self) -> web.Application:
@@ -222,7 +224,7 @@ class FakeUpstream:
                 return resp
             finally:
                 st.current -= 1
-                self.record(request.path, start, time.time())
+                self.record(request.path, start, time.time(), request.raw_path)
 
         app = web.Application(middlewares=[accounting], client_max_size=1024**3)
         app.router.add_get("/health", self.health)

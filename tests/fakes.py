@@ -10,7 +10,10 @@ Outcomes are scripted: model states (`set_state`, `ready=`), callers that are
 gone (`gone`), and `finish_swap` plays the router's part when a swap ends
 (evicted models stopped, the target ready, or stopped on error) before
 delivering `on_swap_done`.  Published queue positions are kept apart from
-`calls` in `published` (every publication) and `positions` (the newest).
+`calls` in `published` (every publication) and `positions` (the newest);
+admissions likewise in `admitted` (request ids, in order).  A caller in
+`left_before_admission` is gone when its admission is announced; one in `gone`
+only when it is granted.
 """
 
 from __future__ import annotations
@@ -65,6 +68,8 @@ class FakeEffects:
         self.calls: list[Effect] = []
         self.published: list[dict[int, int]] = []
         self.gone: set[int] = set()
+        self.left_before_admission: set[int] = set()
+        self.admitted: list[int] = []
         self._taken = 0
 
     # -- scripting -----------------------------------------------------------
@@ -114,6 +119,12 @@ class FakeEffects:
             self.states[evicted] = ProcessState.STOPPING
         if self.states.get(model) is ProcessState.STOPPED:
             self.states[model] = ProcessState.STARTING
+
+    def grant_admission(self, request: Request) -> bool:
+        if request.id in self.left_before_admission:
+            return False
+        self.admitted.append(request.id)
+        return True
 
     def grant_serve(self, request: Request) -> bool:
         delivered = request.id not in self.gone
@@ -312,6 +323,8 @@ class FakeRouter:
                 self.answers.setdefault(rid, []).append(effect)
                 if len(self.answers[rid]) > 1:
                     self.violations.append(f"request {rid} answered twice: {self.answers[rid]}")
+                if isinstance(effect, Grant) and rid not in self.fx.admitted:
+                    self.violations.append(f"request {rid} granted without admission")
                 if isinstance(effect, Grant) and effect.delivered:
                     model = self.requests[rid]
                     if self.fx.states.get(model) is not ProcessState.READY:

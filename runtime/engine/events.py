@@ -33,6 +33,8 @@ class RequestArrived:
     request: Request
     future: asyncio.Future[Lease] = field(compare=False)
     on_position: Callable[[int], None] | None = field(default=None, compare=False)
+    # called once the scheduler admitted the request (it can no longer get 404 or 429)
+    on_admitted: Callable[[], None] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

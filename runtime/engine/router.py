@@ -111,6 +111,7 @@ class Router:
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
         self._ids = itertools.count(1)
         self._waiters: dict[int, RequestArrived] = {}
+        self._admitted: set[int] = set()  # waiters whose on_admitted was called
         self._last_use: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._swaps: dict[str, asyncio.Task[None]] = {}  # the newest swap task per model
@@ -157,9 +158,18 @@ class Router:
         self._generation += 1
 
     async def acquire(
-        self, model_id: str, *, on_position: Callable[[int], None] | None = None
+        self,
+        model_id: str,
+        *,
+        on_position: Callable[[int], None] | None = None,
+        on_admitted: Callable[[], None] | None = None,
     ) -> Lease:
         """Wait until the scheduler grants a request for `model_id` (a resolved local id).
+
+        `on_admitted` is called (on the loop, at most once) when the scheduler has
+        accepted the request: from then on it can fail only with an error that comes
+        later (start failure, unload, shutdown), never 404 or 429, so a caller may wait
+        for it before committing to a streamed answer.  A grant implies admission.
 
         Raises RouteFailure (404 unknown, 429 limit, 502 start failed, 503 health
         timeout / unloaded / shutting down).  If the caller is cancelled while
@@ -170,7 +180,7 @@ class Router:
             raise RouteFailure(errors.shutting_down())
         future: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
         request = Request(next(self._ids), model_id)
-        self.post(RequestArrived(request, future, on_position))
+        self.post(RequestArrived(request, future, on_position, on_admitted))
         try:
             return await future
         except asyncio.CancelledError:
@@ -300,8 +310,22 @@ class Router:
             lambda t: self._swaps.pop(model) if self._swaps.get(model) is t else None
         )
 
+    def grant_admission(self, request: Request) -> bool:
+        waiter = self._waiters.get(request.id)
+        if waiter is None or waiter.future.done():
+            self._take_waiter(request.id)  # gone: the scheduler drops it
+            return False
+        if waiter.on_admitted is not None and request.id not in self._admitted:
+            # a hot reload hands waiting requests to a new scheduler, which admits them again
+            self._admitted.add(request.id)
+            try:
+                waiter.on_admitted()
+            except Exception:
+                log.exception("admission callback failed")
+        return True
+
     def grant_serve(self, request: Request) -> bool:
-        waiter = self._waiters.pop(request.id, None)
+        waiter = self._take_waiter(request.id)
         if waiter is None or waiter.future.done():
             return False
         waiter.future.set_result(Lease(self.processes[request.model].model, self.post))
@@ -311,7 +335,7 @@ class Router:
         return True
 
     def grant_error(self, request: Request, error: RouteError) -> None:
-        waiter = self._waiters.pop(request.id, None)
+        waiter = self._take_waiter(request.id)
         if waiter is not None and not waiter.future.done():
             waiter.future.set_exception(RouteFailure(error))
 
@@ -361,7 +385,7 @@ class Router:
             case RequestArrived():
                 self._on_request_arrived(event)
             case RequestCancelled(request_id=rid):
-                if self._waiters.pop(rid, None) is not None:
+                if self._take_waiter(rid) is not None:
                     sched.on_cancel(rid)
             case SwapDone():
                 self._on_swap_done(event)
@@ -423,6 +447,7 @@ class Router:
             if not waiter.future.done():
                 waiter.future.set_exception(RouteFailure(event.error))
         self._waiters.clear()
+        self._admitted.clear()
         _resolve(event.done, None)
 
     def _on_state_changed(self, model: str, old: ProcessState, new: ProcessState) -> None:
@@ -534,6 +559,11 @@ class Router:
         return stops
 
     # ------------------------------------------------------------------ helpers
+
+    def _take_waiter(self, request_id: int) -> RequestArrived | None:
+        """Forget a waiter (answered, cancelled or gone); returns it if it was waiting."""
+        self._admitted.discard(request_id)
+        return self._waiters.pop(request_id, None)
 
     def _state_callback(self, model: str, old: ProcessState, new: ProcessState) -> None:
         self.post(StateChanged(model, old, new))

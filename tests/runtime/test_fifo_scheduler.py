@@ -373,18 +373,98 @@ def test_zero_limit_means_the_default(r: Ids) -> None:
     assert s.limit("a") == 10
 
 
-def test_excess_swap_waiters_get_429_when_the_swap_completes(r: Ids) -> None:
+def test_swap_waiters_count_so_the_excess_is_refused_at_admission(r: Ids) -> None:
     s, fx = fifo("a", limits={"a": 2})
     for _ in range(4):
         s.on_request(r("a"))
+    assert fx.take() == [StartSwap("a"), GrantError(3, TOO_MANY), GrantError(4, TOO_MANY)]
+    assert fx.admitted == [1, 2]
     fx.finish_swap(s, "a")
-    assert fx.take() == [
-        StartSwap("a"),
-        Grant(1),
-        Grant(2),
-        GrantError(3, TOO_MANY),
-        GrantError(4, TOO_MANY),
-    ]
+    assert fx.take() == [Grant(1), Grant(2)]
+
+
+# -- admission: the answer a caller gets before it waits ---------------------------------
+
+
+def test_a_request_is_admitted_before_it_waits_for_its_swap(r: Ids) -> None:
+    s, fx = fifo("a")
+    s.on_request(r("a"))
+    assert fx.admitted == [1] and fx.take() == [StartSwap("a")]
+
+
+def test_an_unknown_model_is_refused_with_404_and_never_admitted(r: Ids) -> None:
+    s, fx = fifo("a")
+    s.on_request(r("ghost"))
+    assert fx.admitted == [] and fx.take() == [GrantError(1, unknown_model("ghost"))]
+
+
+def test_queued_requests_count_toward_the_limit(r: Ids) -> None:
+    # b is loading and evicts a, so a request for a queues behind it
+    s, fx = fifo("a", "b", evict={"a": ("b",), "b": ("a",)}, limits={"a": 1})
+    s.on_request(r("b"))
+    s.on_request(r("a"))
+    s.on_request(r("a"))
+    assert fx.take() == [StartSwap("b", evict=("a",)), GrantError(3, TOO_MANY)]
+    assert s.queued() == (Request(2, "a"),) and fx.admitted == [1, 2]
+
+
+def test_a_cancelled_queued_request_gives_its_slot_back(r: Ids) -> None:
+    s, fx = fifo("a", limits={"a": 1})
+    s.on_request(r("a"))
+    s.on_cancel(1)
+    s.on_request(r("a"))
+    assert fx.admitted == [1, 2]
+    fx.finish_swap(s, "a")
+    assert fx.take() == [StartSwap("a"), Grant(2)]
+
+
+def test_a_failed_swap_gives_its_waiters_slots_back(r: Ids) -> None:
+    s, fx = fifo("a", limits={"a": 1})
+    s.on_request(r("a"))
+    fx.finish_swap(s, "a", RouteError(502, "boom"))
+    s.on_request(r("a"))
+    assert fx.admitted == [1, 2]
+    assert fx.take() == [StartSwap("a"), GrantError(1, RouteError(502, "boom")), StartSwap("a")]
+
+
+def test_a_grant_to_a_gone_caller_gives_its_slot_back(r: Ids) -> None:
+    s, fx = fifo("a", limits={"a": 1})
+    fx.gone.add(1)
+    s.on_request(r("a"))
+    fx.finish_swap(s, "a")
+    s.on_request(r("a"))
+    assert fx.take() == [StartSwap("a"), Grant(1, delivered=False), Grant(2)]
+
+
+def test_a_caller_gone_before_admission_is_dropped_and_reserves_nothing(r: Ids) -> None:
+    s, fx = fifo("a", limits={"a": 1})
+    fx.left_before_admission.add(1)
+    s.on_request(r("a"))
+    s.on_request(r("a"))
+    assert fx.admitted == [2] and fx.take() == [StartSwap("a")]
+    fx.finish_swap(s, "a")
+    assert fx.take() == [Grant(2)]
+
+
+def test_unload_and_shutdown_give_slots_back(r: Ids) -> None:
+    s, fx = fifo("a", limits={"a": 1})
+    s.on_request(r("a"))
+    s.on_unload(("a",), RouteError(503, "unloaded"))
+    fx.stop(s, "a")
+    s.on_request(r("a"))
+    assert fx.admitted == [1, 2]
+    s.on_shutdown(shutting_down())
+    assert GrantError(2, shutting_down()) in fx.take()
+
+
+def test_the_slot_of_a_served_request_is_held_until_serve_done(r: Ids) -> None:
+    s, fx = fifo("a", ready=("a",), limits={"a": 1})
+    s.on_request(r("a"))
+    s.on_request(r("a"))
+    s.on_serve_done("a")
+    s.on_request(r("a"))
+    assert fx.admitted == [1, 3]
+    assert fx.take() == [Grant(1), GrantError(2, TOO_MANY), Grant(3)]
 
 
 def test_gone_callers_do_not_use_up_the_limit(r: Ids) -> None:

@@ -93,6 +93,30 @@ def test_a_model_still_stopping_is_started_through_a_swap() -> None:
     assert fx.take() == [StartSwap("a", evict=())]
 
 
+# -- admission --------------------------------------------------------------------
+
+
+def test_every_request_for_a_known_model_is_admitted_on_arrival_even_when_it_queues() -> None:
+    s, fx = serial("a", "b")
+    for rid, model in enumerate(("a", "b", "a", "a"), start=1):
+        s.on_request(req(rid, model))
+    assert fx.admitted == [1, 2, 3, 4]
+    assert fx.take() == [StartSwap("a", evict=())]
+
+
+def test_an_unknown_model_is_not_admitted() -> None:
+    s, fx = serial("a")
+    s.on_request(req(1, "nope"))
+    assert fx.admitted == []
+
+
+def test_a_caller_gone_before_admission_is_dropped_without_a_load() -> None:
+    s, fx = serial("a")
+    fx.left_before_admission.add(1)
+    s.on_request(req(1, "a"))
+    assert fx.take() == [] and s.queued() == ()
+
+
 # -- order and the single in-flight request -----------------------------------
 
 

@@ -8,6 +8,10 @@ the scheduler acts.  Slow work requested through Effects (`start_swap`,
 (`on_swap_done`, `on_process_stopped`).
 
 Invariants every scheduler keeps:
+- a request for a known model that is not refused at once (404, 429, shutdown)
+  is announced through `grant_admission` before it queues or waits for a swap,
+  so a front door may commit to a long answer (the loading-state stream) only
+  once the request can no longer be refused for being over a limit;
 - a request is answered exactly once: `grant_serve` (True) or `grant_error`;
   a request whose `grant_serve` returned False (caller gone) is dropped and is
   NOT counted as in flight;
@@ -46,6 +50,11 @@ class Effects(Protocol):
         """Begin (asynchronously): stop `evict` and wait until they exited, then start `model`
         and wait until healthy.  The outcome arrives later as `on_swap_done(model, error)`;
         swaps to the same model report in the order they were started."""
+
+    def grant_admission(self, request: Request) -> bool:
+        """Tell the caller its request was accepted and will be served or fail later (a
+        swap error, unload, shutdown), never with 404 or 429.  False if the caller is gone:
+        the scheduler then drops the request, which holds nothing."""
 
     def grant_serve(self, request: Request) -> bool:
         """Hand the request to its model; False if the caller is gone (nothing was granted)."""

@@ -8,16 +8,26 @@ State: `active` (target model -> its evict list and the requests waiting for
 it), `in_flight` (model -> granted-but-unfinished count) and `queued` (requests
 that could not proceed yet, in priority-then-arrival order).
 
-`on_request` decides, in order (the Go original's FIFO decision order, so the
+`on_request` first decides admission: unknown model -> 404; the model's
+reserved slots at its concurrency limit (`concurrencyLimit`, default 10) -> 429
+with Retry-After 1; otherwise one slot is reserved and the caller is told
+(`grant_admission`) before anything else happens, so a front door never opens
+a loading-state stream for a request that is then refused.  A slot is held from
+admission until the request ends: its serve finishes, it is cancelled while it
+waits, it is failed (swap error, unload, shutdown, model gone at a drain) or its
+grant finds the caller gone.  Queued requests and swap waiters therefore count
+toward the limit, as in the Go original.
+
+Then it decides, in order (the Go original's FIFO decision order, so the
 same requests are served in the same order):
 
-1. unknown model -> 404 error;
+1. unknown model (after a plan change, at a drain) -> 404 error;
 2. a swap to the same model is active -> join its waiters (collation:
    A B A B arriving while A loads is served A A B B);
 3. `running` = running processes + targets of the other active swaps;
    `evict` = swapper.eviction_for(model, running);
 4. fast path: the model is READY, evict is empty and no active swap evicts it
-   -> grant (subject to the concurrency limit);
+   -> grant;
 5. collision with an active swap (its target is in our evict list, our target
    is in its evict list, or the evict lists overlap) -> queue;
 6. some model in evict has requests in flight -> queue (never stop a server
@@ -29,9 +39,8 @@ blocked it may have cleared: a swap finished, a model's in-flight count fell
 to 0, an unload, a process stopped.  Entries still blocked keep their relative
 order; later entries may overtake blocked ones (this is not head-of-line FIFO).
 
-Every grant checks the model's concurrency limit (`concurrencyLimit`, default
-10) against its in-flight count; the excess gets 429 with Retry-After 1.  A
-grant the caller did not receive (`grant_serve` -> False) is not in flight.
+A grant the caller did not receive (`grant_serve` -> False) is not in flight
+and gives its slot back.
 Queue positions (1-based) are published via `Effects.queue_positions` when
 they change.
 """
@@ -86,6 +95,8 @@ class FifoScheduler:
             for mid, m in models.items()
         }
         self._active: dict[str, _ActiveSwap] = {}
+        # model -> admitted requests not yet ended (queued, waiting on a swap or in flight)
+        self._reserved: dict[str, int] = {}
         # swaps released by an unload whose `on_swap_done` is still to come, per model: the
         # router reports the swaps to one model in the order they were started, so the next
         # report(s) for that model belong to them, not to a swap started after the unload
@@ -102,6 +113,13 @@ class FifoScheduler:
 
     def adopt_in_flight(self, counts: Mapping[str, int]) -> None:
         self._book.adopt_in_flight(counts)
+        for model, count in counts.items():  # they end with on_serve_done here, like ours
+            if count > 0:
+                self._reserved[model] = self.reserved(model) + count
+
+    def reserved(self, model: str) -> int:
+        """Admitted requests of `model` that have not ended: what the limit counts."""
+        return self._reserved.get(model, 0)
 
     def active_swaps(self) -> dict[str, tuple[str, ...]]:
         """Active swap targets -> their evict lists (for tests and /running)."""
@@ -119,15 +137,19 @@ class FifoScheduler:
     # -- events --------------------------------------------------------------
 
     def on_request(self, request: Request) -> None:
-        if self._book.refuse_if_closed(request):
+        if self._book.refuse_if_closed(request) or not self._admit(request):
             return
         if not self._decide(request):
             self._enqueue(request)
         self._book.publish()
 
     def on_cancel(self, request_id: int) -> None:
+        for request in [r for r in self._book.queue if r.id == request_id]:
+            self._release(request.model)
         self._book.remove(request_id)
         for sw in self._active.values():
+            for waiter in [w for w in sw.waiters if w.id == request_id]:
+                self._release(waiter.model)
             sw.waiters = [w for w in sw.waiters if w.id != request_id]
         # an active swap left without waiters still completes; its result is dropped
         self._book.publish()
@@ -145,13 +167,16 @@ class FifoScheduler:
             return  # released by an unload or shutdown
         for waiter in sw.waiters:
             if error is not None:
-                self._fx.grant_error(waiter, error)
+                self._fail(waiter, error)
             else:
                 self._grant(waiter)
         self._drain()
 
     def on_serve_done(self, model: str) -> None:
-        if self._book.count_serve_done(model) <= 1:  # the last one (or a stray report)
+        before = self._book.count_serve_done(model)
+        if before > 0:
+            self._release(model)
+        if before <= 1:  # the last one (or a stray report)
             self._drain()
 
     def on_process_stopped(self, model: str) -> None:
@@ -166,8 +191,8 @@ class FifoScheduler:
         for model in [m for m in self._active if m in targets]:
             self._released[model] = self._released.get(model, 0) + 1
             for waiter in self._active.pop(model).waiters:
-                self._fx.grant_error(waiter, error)
-        self._book.fail_where(lambda r: r.model in targets, error)
+                self._fail(waiter, error)
+        self._book.fail_where(lambda r: r.model in targets, error, self._release_request)
         # in-flight counts stay: the dying requests still report on_serve_done
         self._fx.stop_processes(tuple(models))
         self._drain()
@@ -176,9 +201,42 @@ class FifoScheduler:
         active, self._active = self._active, {}
         for sw in active.values():
             for waiter in sw.waiters:
-                self._fx.grant_error(waiter, error)
-        self._book.close(error)
+                self._fail(waiter, error)
+        self._book.close(error, self._release_request)
         self._book.publish()
+
+    # -- admission -----------------------------------------------------------
+
+    def _admit(self, request: Request) -> bool:
+        """Refuse (404, 429) or reserve a slot and tell the caller; False: nothing more
+        to do for this request (refused, or the caller left before it was admitted)."""
+        model = request.model
+        if self._fx.model_state(model) is None:
+            self._fx.grant_error(request, unknown_model(model))
+            return False
+        if self.reserved(model) >= self.limit(model):
+            self._fx.grant_error(request, too_many_requests())
+            return False
+        if not self._fx.grant_admission(request):
+            return False  # nothing reserved for a caller that is gone
+        self._reserved[model] = self.reserved(model) + 1
+        return True
+
+    def _release(self, model: str) -> None:
+        """An admitted request of `model` ended: its slot is free again."""
+        count = self._reserved.get(model, 0)
+        if count > 1:
+            self._reserved[model] = count - 1
+        else:
+            self._reserved.pop(model, None)
+
+    def _release_request(self, request: Request) -> None:
+        self._release(request.model)
+
+    def _fail(self, request: Request, error: RouteError) -> None:
+        """Answer an admitted request with `error` and free its slot."""
+        self._fx.grant_error(request, error)
+        self._release(request.model)
 
     # -- decisions -----------------------------------------------------------
 
@@ -187,7 +245,7 @@ class FifoScheduler:
         model = request.model
         state = self._fx.model_state(model)
         if state is None:
-            self._fx.grant_error(request, unknown_model(model))
+            self._fail(request, unknown_model(model))
             return True
         active = self._active.get(model)
         if active is not None:
@@ -207,12 +265,12 @@ class FifoScheduler:
         return True
 
     def _grant(self, request: Request) -> None:
-        model = request.model
-        if self.in_flight(model) >= self.limit(model):
-            self._fx.grant_error(request, too_many_requests())
-            return
+        """Hand an admitted request to its model; its slot stays taken until serve-done,
+        or is given back at once when the caller is gone."""
         if self._fx.grant_serve(request):
-            self._book.count_grant(model)
+            self._book.count_grant(request.model)
+        else:
+            self._release(request.model)
 
     def _enqueue(self, request: Request) -> None:
         """Insert before the first queued entry of strictly lower priority."""

@@ -67,8 +67,14 @@ class QueueBookkeeping:
         self.queue = [r for r in self.queue if r.id != request_id]
         return len(self.queue) != before
 
-    def fail_where(self, condition: Callable[[Request], bool], error: RouteError) -> None:
-        """Remove the queued requests matching `condition` and answer each with `error`."""
+    def fail_where(
+        self,
+        condition: Callable[[Request], bool],
+        error: RouteError,
+        on_fail: Callable[[Request], None] | None = None,
+    ) -> None:
+        """Remove the queued requests matching `condition` and answer each with `error`
+        (then `on_fail(request)`, for a scheduler that holds something per request)."""
         keep: list[Request] = []
         failed: list[Request] = []
         for request in self.queue:
@@ -76,6 +82,8 @@ class QueueBookkeeping:
         self.queue = keep
         for request in failed:
             self._fx.grant_error(request, error)
+            if on_fail is not None:
+                on_fail(request)
 
     def publish(self) -> None:
         """Tell `Effects` the 1-based queue positions, when they changed."""
@@ -93,10 +101,12 @@ class QueueBookkeeping:
         self._fx.grant_error(request, self.closed)
         return True
 
-    def close(self, error: RouteError) -> None:
+    def close(
+        self, error: RouteError, on_fail: Callable[[Request], None] | None = None
+    ) -> None:
         """Shut down: fail every queued request now and every later one on arrival."""
         self.closed = error
-        self.fail_where(lambda r: True, error)
+        self.fail_where(lambda r: True, error, on_fail)
 
     def stop_if_idle(self, model: str, *, in_swap: bool) -> None:
         """TTL expiry: stop `model` if it is READY, serves nothing, no queued request wants

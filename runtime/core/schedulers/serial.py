@@ -21,7 +21,9 @@ the scheduler acts through `Effects`.  Its rules:
   arrivals try again;
 - a grant to a caller that is gone (`grant_serve` -> False) is not in flight:
   the next head proceeds at once;
-- unload fails queued requests for the unloaded models; shutdown fails all.
+- unload fails queued requests for the unloaded models; shutdown fails all;
+- every request for a known model is admitted on arrival (serial has no limit
+  to refuse it for).
 
 Queue positions (1-based, head = 1, by request id) are published through
 `Effects.queue_positions` whenever they change.
@@ -90,6 +92,8 @@ class SerialScheduler:
         if self._fx.model_state(request.model) is None:
             self._fx.grant_error(request, unknown_model(request.model))
             return
+        if not self._fx.grant_admission(request):
+            return  # the caller left already: it never queues, never triggers a load
         self._book.queue.append(request)
         self._advance()
 

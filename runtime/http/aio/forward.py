@@ -1,6 +1,10 @@
 """Serving a local model through the aiohttp front door: wait for the grant, forward,
 relay, with the loading-state prelude when admission asks for it.
 
+The loading stream commits the answer to a 200, so it opens only once the scheduler has
+admitted the request: a request it refuses (unknown model, over the concurrency limit)
+gets a plain error response with its real status instead of an error inside a 200 stream.
+
 Shared by the model-dispatched routes and `/upstream/...`.  A request holds nothing but
 itself while it waits for the router's grant, and holds the lease while the answer is
 relayed, so it counts as in flight exactly until the answer is finished or aborted.
@@ -8,6 +12,7 @@ relayed, so it counts as in flight exactly until the answer is finished or abort
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,6 +22,7 @@ from llama_swap.compiler.plan import Model
 from llama_swap.runtime.core.error_body import error_payload
 from llama_swap.runtime.core.errors import RouteError, RouteFailure
 from llama_swap.runtime.core.forwarding import upstream_error
+from llama_swap.runtime.engine.events import Lease
 from llama_swap.runtime.http.aio.proxy import CountingResponse, UpstreamError
 from llama_swap.runtime.http.observe.activity import ResponseMeter, tee_response
 from llama_swap.runtime.http.render.errors import route_error_response
@@ -33,10 +39,14 @@ async def forward_local(
     *,
     into: web.StreamResponse | None = None,
     meter: ResponseMeter | None = None,
+    raw: bool = False,
 ) -> web.StreamResponse:
-    """`UpstreamPool.forward`, with the response shown to `meter` as it passes."""
+    """`UpstreamPool.forward`, with the response shown to `meter` as it passes (`raw`:
+    `path` and the query go out percent-encoded exactly as the client sent them)."""
     tap = None if meter is None else (lambda upstream: tee_response(upstream, meter))
-    return await services.upstreams.forward(request, model, path, body, into=into, tap=tap)
+    return await services.upstreams.forward(
+        request, model, path, body, into=into, tap=tap, raw=raw
+    )
 
 
 async def serve_granted(
@@ -84,18 +94,66 @@ def _meter_error(meter: ResponseMeter | None, error: RouteError) -> None:
         meter.feed(error_payload(error))
 
 
+class _PositionRelay:
+    """Forwards queue positions to a listener that attaches later.
+
+    Positions are published from admission on, while the loading stream that shows them
+    is opened only after it; the newest one seen meanwhile is handed over on `attach`."""
+
+    def __init__(self) -> None:
+        self._listener: Callable[[int], None] | None = None
+        self._pending: int | None = None
+
+    def __call__(self, position: int) -> None:
+        if self._listener is None:
+            self._pending = position
+        else:
+            self._listener(position)
+
+    def attach(self, listener: Callable[[int], None]) -> None:
+        self._listener = listener
+        if self._pending is not None:
+            listener(self._pending)
+
+
+async def _until_admitted(waiter: asyncio.Future[Lease], admitted: asyncio.Event) -> None:
+    """Return once the request was admitted or `waiter` finished (granted or refused)."""
+    signal = asyncio.ensure_future(admitted.wait())
+    try:
+        either: set[asyncio.Future[Any]] = {waiter, signal}
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        signal.cancel()
+
+
 async def serve_loading(
     request: web.Request, services: Services, model_id: str, path: str, body: Any, *,
     meter: ResponseMeter | None = None,
 ) -> web.StreamResponse:
-    """Start the event stream at once, stream loading progress while the grant is awaited,
-    then stream the upstream's answer into the same response.  Errors after the start
-    are one SSE `data:` frame (the status is already 200)."""
-    resp = await start_sse(request)
-    loader = LoadingState(resp, model_id)
-    router = services.router
+    """Wait for admission, then start the event stream, stream loading progress while the
+    grant is awaited, then stream the upstream's answer into the same response.  A refusal
+    before admission is a plain error response; errors after the start are one SSE `data:`
+    frame (the status is already 200)."""
+    admitted = asyncio.Event()
+    relay = _PositionRelay()
+    waiter = asyncio.ensure_future(
+        services.router.acquire(model_id, on_position=relay, on_admitted=admitted.set)
+    )
     try:
-        lease = await loader.run(lambda cb: router.acquire(model_id, on_position=cb))
+        await _until_admitted(waiter, admitted)
+        if waiter.done() and not waiter.cancelled() and waiter.exception() is not None:
+            try:
+                waiter.result()
+            except RouteFailure as failure:
+                return route_error_response(request.headers, failure.error)
+        resp = await start_sse(request)
+    except BaseException:
+        waiter.cancel()  # the router forgets the request, or releases a racing grant
+        raise
+    loader = LoadingState(resp, model_id)
+    relay.attach(loader.on_position)
+    try:
+        lease = await loader.run(lambda _: waiter)
     except RouteFailure as failure:
         _meter_error(meter, failure.error)
         return resp

@@ -38,6 +38,7 @@ import aiohttp
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 from multidict import CIMultiDict
+from yarl import URL
 
 from llama_swap.compiler.plan import Model
 from llama_swap.runtime.core.forwarding import (
@@ -226,11 +227,16 @@ class UpstreamPool:
         path_qs: str,
         headers: CIMultiDict[str],
         body: Body,
+        *,
+        encoded: bool = False,
     ) -> aiohttp.ClientResponse:
         """Send a request and return once the response headers arrived (retrying once on
-        a dead reused connection).  Raises UpstreamError."""
+        a dead reused connection).  Raises UpstreamError.
+
+        `encoded`: `path_qs` is already percent-encoded and goes out byte for byte (the
+        client library would otherwise normalise it, e.g. turn `%2F` into `/`)."""
         up = self._get(model)
-        url = up.proxy + path_qs
+        url: str | URL = URL(up.proxy + path_qs, encoded=True) if encoded else up.proxy + path_qs
         data, stream = _payload(body, headers)
         flag = SimpleNamespace(reused=False)
         header_timeout = up.header_timeout
@@ -286,16 +292,24 @@ class UpstreamPool:
         *,
         into: web.StreamResponse | None = None,
         tap: Callable[[aiohttp.ClientResponse], None] | None = None,
+        raw: bool = False,
     ) -> web.StreamResponse:
         """Proxy `request` to `model` at `path` (query string kept) and relay the answer.
+
+        The query string goes out exactly as the client sent it (as the fast path does);
+        `raw`: so does `path`, the client's own percent-encoded text, else it is a decoded
+        path, encoded here.
 
         `into`: an already started response (sendLoadingState) that receives only the
         upstream's body.  `tap`: called with the upstream's response before it is relayed
         (the activity log tees it there).  Raises UpstreamError when nothing was answered
         yet (the caller renders a 502)."""
-        qs = request.query_string
-        path_qs = f"{path}?{qs}" if qs else path
-        upstream = await self.send(model, request.method, path_qs, request_headers(request), body)
+        qs = request.rel_url.raw_query_string
+        encoded_path = path if raw else URL.build(path=path).raw_path
+        path_qs = f"{encoded_path}?{qs}" if qs else encoded_path
+        upstream = await self.send(
+            model, request.method, path_qs, request_headers(request), body, encoded=True
+        )
         if tap is not None:
             tap(upstream)
         try:

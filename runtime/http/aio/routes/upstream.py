@@ -6,7 +6,10 @@ otherwise) so relative URLs in the upstream's pages resolve.  Paths matching
 `upstream.ignorePaths` (static assets) never trigger a load: 409 while the
 model is not loaded.  Anything else is scheduled like an inference request,
 then proxied with the body streamed; websocket upgrades are bridged both ways.
-No filters are applied.  POSTs to a model-dispatched path (`/upstream/m/v1/chat/completions`)
+No filters are applied.  The model's server receives the rest of the path exactly as the
+client encoded it (`%2F`, `%20`, encoded UTF-8 and the query stay as sent): the model is
+found in the decoded path, and the raw suffix is what follows the raw text that decodes
+to `/upstream/<name>` (`raw_suffix`).  POSTs to a model-dispatched path (`/upstream/m/v1/chat/completions`)
 are recorded in the activity log like the dispatched routes.
 """
 
@@ -15,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from llama_swap.compiler.plan import Model
 from llama_swap.runtime.core.errors import RouteError
@@ -36,6 +41,8 @@ from llama_swap.runtime.http.request.body import StreamBody, TeeBody
 from llama_swap.runtime.http.request.extract import find_model_in_path
 from llama_swap.runtime.http.services import Services
 
+_HEX = re.compile(r"[0-9A-Fa-f]{2}")
+
 _WS_SKIP = frozenset(
     {"host", "upgrade", "connection", "sec-websocket-key", "sec-websocket-version",
      "sec-websocket-extensions", "sec-websocket-protocol", "content-length"}
@@ -50,6 +57,38 @@ def ignored(patterns: tuple[str, ...], path: str) -> bool:
         except re.error:
             continue
     return False
+
+
+def _units(raw: str) -> Iterator[tuple[int, bytes]]:
+    """The raw path's decoding units with their end offsets: a `%XX` triplet is one byte,
+    anything else is one character (as its UTF-8 bytes)."""
+    i = 0
+    while i < len(raw):
+        if raw[i] == "%" and _HEX.fullmatch(raw[i + 1 : i + 3]):
+            yield i + 3, bytes((int(raw[i + 1 : i + 3], 16),))
+            i += 3
+        else:
+            yield i + 1, raw[i].encode()
+            i += 1
+
+
+def raw_suffix(raw_path: str, prefix: str) -> str | None:
+    """What follows the part of `raw_path` that decodes to `prefix`, still encoded.
+
+    The model name may itself be encoded (`/upstream/org%2Fm/...` names `org/m`), so the
+    prefix is matched unit by unit on the decoded bytes.  None when `raw_path` does not
+    start with `prefix` once decoded (the caller falls back to the decoded remainder)."""
+    want = prefix.encode()
+    seen = 0
+    if not want:
+        return raw_path
+    for end, unit in _units(raw_path):
+        if want[seen : seen + len(unit)] != unit:
+            return None
+        seen += len(unit)
+        if seen == len(want):
+            return raw_path[end:]
+    return None
 
 
 async def upstream(request: web.Request) -> web.StreamResponse:
@@ -83,30 +122,48 @@ async def upstream(request: web.Request) -> web.StreamResponse:
         if metered and capacity > 0 and (request.content_length or 0) <= capacity:
             body = TeeBody(body, capacity)  # kept for the capture while it is forwarded
     source = SimpleNamespace(body=body)
+    # the model's server gets the suffix as sent; decisions above use the decoded remainder
+    suffix = raw_suffix(request.rel_url.raw_path, f"/upstream/{found.name}")
+    target = _Target(found.remaining, raw=False) if suffix is None else _Target(suffix or "/", raw=True)
     with recording(state, request.headers, model_id, found.remaining, meter, source) as rec:
-        resp = await _serve(request, state, model_id, found.remaining, meter, body)
+        resp = await _serve(request, state, model_id, target, meter, body)
         rec.answered(resp.status, resp.headers, getattr(resp, "body", None))
         return resp
 
 
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """The path to ask the model's server for; `raw`: percent-encoded as the client sent
+    it (goes out unchanged, with the raw query), else decoded (encoded on the way out)."""
+
+    path: str
+    raw: bool
+
+
 async def _serve(
-    request: web.Request, state: Services, model_id: str, path: str,
+    request: web.Request, state: Services, model_id: str, target: _Target,
     meter: ResponseMeter | None, body: Any,
 ) -> web.StreamResponse:
 
     def send(model: Model) -> Awaitable[web.StreamResponse]:
         if request.headers.get("Upgrade", "").lower() == "websocket":
-            return bridge_websocket(request, model, path)
-        return forward_local(request, state, model, path, body, meter=meter)
+            return bridge_websocket(request, model, target)
+        return forward_local(
+            request, state, model, target.path, body, meter=meter, raw=target.raw
+        )
 
     return await serve_granted(request, state, model_id, send)
 
 
-async def bridge_websocket(request: web.Request, model: Model, path: str) -> web.StreamResponse:
+async def bridge_websocket(
+    request: web.Request, model: Model, target: _Target
+) -> web.StreamResponse:
     """Open the same websocket on the upstream, then relay messages both ways until one closes."""
-    url = model.proxy.rstrip("/").replace("http", "ws", 1) + path
-    if request.query_string:
-        url += "?" + request.query_string
+    qs = request.rel_url.raw_query_string if target.raw else request.query_string
+    text = model.proxy.rstrip("/").replace("http", "ws", 1) + target.path
+    if qs:
+        text += "?" + qs
+    url: str | URL = URL(text, encoded=True) if target.raw else text
     headers = {k: v for k, v in request_headers(request).items() if k.lower() not in _WS_SKIP}
     protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
     async with aiohttp.ClientSession(auto_decompress=False) as session:
