@@ -68,7 +68,9 @@ class Running:
 
 # Plan settings added after the builds a benchmark may compare with (`exe`): left out of
 # the plan such a build gets while they hold their defaults, which is what it does anyway.
-NEWER_SETTINGS = ("maxRequestBody",)
+NEWER_SETTINGS = tuple(
+    os.environ.get("LLAMA_SWAP_BENCH_NEWER_SETTINGS", "maxRequestBody").split(",")
+) if os.environ.get("LLAMA_SWAP_BENCH_NEWER_SETTINGS", "x") else ()
 
 
 def older_plan_json(plan: Plan) -> str:

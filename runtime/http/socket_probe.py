@@ -9,6 +9,13 @@ back as a 502.  The kernel already holds the EOF by then, so a non-blocking peek
 the socket tells a dead connection from a live one before anything is written.  It is
 one `recv` system call per reuse, on a socket object wrapped around the transport's
 descriptor only for that call (no duplicate descriptor is made or kept).
+
+A connection idle for less than `PEEK_AFTER_IDLE` is not asked: under load a pooled
+connection is taken again within microseconds, and the peek would then cost every
+request a few microseconds to guard against an upstream that closes right after an
+answer without saying so -- which llama-server does only after chunked answers, and
+those connections are never pooled (runtime/core/forwarding.py).  The connections the
+peek is for, closed by the upstream's keep-alive timeout, have been idle far longer.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import socket
 from typing import Protocol
 
 _PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
+PEEK_AFTER_IDLE = 0.001  # seconds a pooled connection was idle before it is peeked at
 
 
 class HasExtraInfo(Protocol):

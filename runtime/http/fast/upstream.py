@@ -26,7 +26,7 @@ from typing import Protocol as TypingProtocol
 import httptools
 
 from llama_swap.runtime.core.forwarding import CLOSED_BEFORE_ANSWERING, reusable_after_answer
-from llama_swap.runtime.http.socket_probe import peer_closed
+from llama_swap.runtime.http.socket_probe import PEEK_AFTER_IDLE, peer_closed
 
 _CHUNKED = b"chunked"
 
@@ -223,10 +223,11 @@ class UpstreamPool:
         now = time.monotonic()
         while idle:
             conn = idle.pop()
+            idle_for = now - conn.idle_since
             if (
                 conn.alive
-                and now - conn.idle_since < self.idle_timeout
-                and not peer_closed(conn.transport)  # an EOF this loop has not read yet
+                and idle_for < self.idle_timeout
+                and (idle_for < PEEK_AFTER_IDLE or not peer_closed(conn.transport))
             ):
                 conn.reused = True
                 return conn
