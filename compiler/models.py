@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from llama_swap.compiler.aliases import AliasTable, register_set_params_by_id
+from llama_swap.compiler.budget import model_resources
 from llama_swap.compiler.collect import (
     Collector,
     Keys,
@@ -375,4 +376,5 @@ def build_model(
         ),
         timeouts=read_timeouts(c, ("models", mid, "timeouts"), raw.get("timeouts"), Timeouts()),
         capabilities=capabilities,
+        resources=freeze(model_resources(c, mid, raw)),
     )

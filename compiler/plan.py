@@ -101,6 +101,8 @@ class Model:
     sendLoadingState: bool = False
     timeouts: Timeouts = field(default_factory=Timeouts)
     capabilities: Capabilities = field(default_factory=Capabilities)
+    # declared sizes for the budget router, in the user's units (resource name -> amount)
+    resources: Mapping[str, float] = field(default_factory=_empty_map)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +147,21 @@ class Matrix:
 
 
 @dataclass(frozen=True, slots=True)
+class Budget:
+    """The budget router's settings: what may be loaded at once (see docs/schedulers.md).
+
+    `maxLoaded` 0 means no count limit; `resources` are named capacities in the
+    user's units; `probes` maps a resource to a shell command printing its free
+    amount now; `evictCosts` (model id -> cost) breaks ties between equally idle models.
+    """
+
+    maxLoaded: int = 0
+    resources: Mapping[str, float] = field(default_factory=_empty_map)
+    probes: Mapping[str, str] = field(default_factory=_empty_map)
+    evictCosts: Mapping[str, int] = field(default_factory=_empty_map)
+
+
+@dataclass(frozen=True, slots=True)
 class Routing:
     """Which scheduler and which router (eviction policy) the runtime uses."""
 
@@ -153,6 +170,8 @@ class Routing:
     router: str = "group"
     groups: Mapping[str, Group] = field(default_factory=_empty_map)
     matrix: Matrix | None = None
+    budget: Budget | None = None
+    maxWait: float = 0  # fifo: seconds after which a waiting request is served next; 0 = off
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +282,7 @@ def _model_to_dict(m: Model) -> dict[str, Any]:
             "reranker": m.capabilities.reranker,
             "context": m.capabilities.context,
         },
-    }
+    } | ({"resources": dict(m.resources)} if m.resources else {})
 
 
 def _routing_to_dict(r: Routing) -> dict[str, Any]:
@@ -283,6 +302,16 @@ def _routing_to_dict(r: Routing) -> dict[str, Any]:
                 ],
             }
         }
+    elif r.router == "budget" and r.budget is not None:
+        b = r.budget
+        settings = {
+            "budget": {
+                "maxLoaded": b.maxLoaded,
+                "resources": dict(b.resources),
+                "probes": dict(b.probes),
+                "evictCosts": dict(b.evictCosts),
+            }
+        }
     else:
         settings = {
             "groups": {
@@ -296,7 +325,13 @@ def _routing_to_dict(r: Routing) -> dict[str, Any]:
             }
         }
     return {
-        "scheduler": {"use": r.scheduler, "settings": {"fifo": {"priority": dict(r.priority)}}},
+        "scheduler": {
+            "use": r.scheduler,
+            "settings": {
+                "fifo": {"priority": dict(r.priority)}
+                | ({"maxWait": r.maxWait} if r.maxWait > 0 else {})
+            },
+        },
         "router": {"use": r.router, "settings": settings},
     }
 
@@ -413,6 +448,7 @@ def _model_from(mid: str, d: Mapping[str, Any]) -> Model:
             reranker=bool(caps.get("reranker", False)),
             context=int(caps.get("context", 0)),
         ),
+        resources=freeze(d.get("resources", {})),
     )
 
 
@@ -422,8 +458,17 @@ def _routing_from(d: Mapping[str, Any]) -> Routing:
     settings = router.get("settings") or {}
     use = router.get("use", "group")
     matrix = None
+    budget = None
     groups: dict[str, Group] = {}
-    if use == "matrix":
+    if use == "budget":
+        b = settings["budget"]
+        budget = Budget(
+            maxLoaded=int(b.get("maxLoaded", 0)),
+            resources=freeze(b.get("resources", {})),
+            probes=freeze(b.get("probes", {})),
+            evictCosts=freeze(b.get("evictCosts", {})),
+        )
+    elif use == "matrix":
         m = settings["matrix"]
         matrix = Matrix(
             vars=freeze(m.get("vars", {})),
@@ -446,12 +491,15 @@ def _routing_from(d: Mapping[str, Any]) -> Routing:
                 exclusive=bool(g.get("exclusive", True)),
                 persistent=bool(g.get("persistent", False)),
             )
+    fifo = (sched.get("settings") or {}).get("fifo") or {}
     return Routing(
         scheduler=sched.get("use", "serial"),
-        priority=freeze(((sched.get("settings") or {}).get("fifo") or {}).get("priority", {})),
+        priority=freeze(fifo.get("priority", {})),
         router=use,
         groups=MappingProxyType(groups),
         matrix=matrix,
+        budget=budget,
+        maxWait=fifo.get("maxWait", 0),
     )
 
 

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from llama_swap.compiler import models as model_stage
 from llama_swap.compiler.aliases import AliasTable, check_peer_names, register_explicit
+from llama_swap.compiler.budget import check_model_resources
 from llama_swap.compiler.collect import Collector, get_map
 from llama_swap.compiler.defaults import resolve_settings
 from llama_swap.compiler.diagnostics import CompileError, Diagnostic
@@ -97,6 +98,7 @@ def resolve(
         port_hints, ports_out,
     )  # fmt: skip
     routing = resolve_routing(c, top, aliases)
+    check_model_resources(c, routing.budget, models)
 
     raw_peers = get_map(c, ("peers",), top.get("peers"))
     peers = {

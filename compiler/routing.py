@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llama_swap.compiler.aliases import AliasTable
+from llama_swap.compiler.budget import resolve_budget
 from llama_swap.compiler.collect import (
     Collector,
     Keys,
@@ -42,11 +43,11 @@ from llama_swap.compiler.matrix_dsl import (
     parse,
     refs_of,
 )
-from llama_swap.compiler.plan import Group, Matrix, MatrixSet, Routing, freeze
+from llama_swap.compiler.plan import Budget, Group, Matrix, MatrixSet, Routing, freeze
 
 DEFAULT_GROUP = "(default)"
 SCHEDULERS = ("serial", "fifo")
-ROUTERS = ("group", "matrix")
+ROUTERS = ("group", "matrix", "budget")
 _VAR_KEY = re.compile(r"[a-zA-Z0-9]{1,8}")
 ROUTER_SETTINGS: Keys = ("routing", "router", "settings")
 
@@ -281,9 +282,25 @@ def resolve_matrix(
 # --- the block --------------------------------------------------------------
 
 
+def _budget_router(
+    c: Collector, settings: dict[str, Any], aliases: AliasTable
+) -> tuple[str, dict[str, Group], Matrix | None, Budget | None]:
+    if settings.get("budget") is None:
+        c.error(
+            ("routing", "router", "use"),
+            "routing.router.use is 'budget' but routing.router.settings.budget is not set",
+        )
+        return "budget", {}, None, Budget(maxLoaded=1)
+    for other in ("groups", "matrix"):
+        if settings.get(other):
+            c.warn((*ROUTER_SETTINGS, other), "ignored: routing.router.use is 'budget'")
+    keys = (*ROUTER_SETTINGS, "budget")
+    return "budget", {}, None, resolve_budget(c, keys, settings["budget"], aliases)
+
+
 def _router(
     c: Collector, doc: dict[str, Any], routing: dict[str, Any], aliases: AliasTable
-) -> tuple[str, dict[str, Group], Matrix | None]:
+) -> tuple[str, dict[str, Group], Matrix | None, Budget | None]:
     legacy_groups = get_map(c, ("groups",), doc.get("groups"))
     legacy_matrix = doc.get("matrix")
     router = get_map(c, ("routing", "router"), routing.get("router"))
@@ -302,8 +319,11 @@ def _router(
         if legacy_matrix is not None and legacy_groups:
             c.error(("matrix",), "config cannot use both 'groups' and 'matrix'")
         elif legacy_matrix is not None:
-            return "matrix", {}, resolve_matrix(c, ("matrix",), legacy_matrix, aliases)
-        return "group", resolve_groups(c, ("groups",), legacy_groups, aliases), None
+            return "matrix", {}, resolve_matrix(c, ("matrix",), legacy_matrix, aliases), None
+        return "group", resolve_groups(c, ("groups",), legacy_groups, aliases), None, None
+
+    if use == "budget":
+        return _budget_router(c, settings, aliases)
 
     if use == "matrix":
         if settings.get("matrix") is None:
@@ -311,16 +331,19 @@ def _router(
                 ("routing", "router", "use"),
                 "routing.router.use is 'matrix' but routing.router.settings.matrix is not set",
             )
-            return "matrix", {}, None
+            return "matrix", {}, None, None
         if settings.get("groups"):
             c.warn((*ROUTER_SETTINGS, "groups"), "ignored: routing.router.use is 'matrix'")
         return (
             "matrix",
             {},
             resolve_matrix(c, (*ROUTER_SETTINGS, "matrix"), settings["matrix"], aliases),
+            None,
         )
     if use not in ("", "group"):
-        c.error(("routing", "router", "use"), f'unknown router "{use}" (valid: group, matrix)')
+        c.error(
+            ("routing", "router", "use"), f'unknown router "{use}" (valid: group, matrix, budget)'
+        )
     elif settings.get("matrix") is not None:
         c.warn(
             (*ROUTER_SETTINGS, "matrix"),
@@ -330,13 +353,22 @@ def _router(
         "group",
         resolve_groups(c, (*ROUTER_SETTINGS, "groups"), settings.get("groups"), aliases),
         None,
+        None,
     )
 
 
 def _warn_serial_ignores_router(
     c: Collector, doc: dict[str, Any], router: str, groups: dict[str, Group]
 ) -> None:
-    """The serial scheduler evicts every other model; groups and the matrix only matter to fifo."""
+    """The serial scheduler evicts every other model; groups, the matrix and the budget only
+    matter to fifo."""
+    if router == "budget":
+        c.warn(
+            ("routing", "router", "use"),
+            "the budget router has no effect with the serial scheduler, which keeps one model "
+            "loaded at a time; set routing.scheduler.use: fifo to use it",
+        )
+        return
     if router == "group" and not any(name != DEFAULT_GROUP for name in groups):
         return
     if doc.get("groups") or doc.get("matrix") is not None:
@@ -353,7 +385,7 @@ def _warn_serial_ignores_router(
 
 def resolve_routing(c: Collector, doc: dict[str, Any], aliases: AliasTable) -> Routing:
     routing = get_map(c, ("routing",), doc.get("routing"))
-    router, groups, matrix = _router(c, doc, routing, aliases)
+    router, groups, matrix, budget = _router(c, doc, routing, aliases)
 
     sched = get_map(c, ("routing", "scheduler"), routing.get("scheduler"))
     use = get_str(c, ("routing", "scheduler", "use"), sched.get("use"), "") or "serial"
@@ -385,10 +417,29 @@ def resolve_routing(c: Collector, doc: dict[str, Any], aliases: AliasTable) -> R
         _warn_serial_ignores_router(c, doc, router, groups)
     if raw_priority and use == "serial":
         c.warn(pkeys, "has no effect with the serial scheduler (set routing.scheduler.use: fifo)")
+    max_wait = _max_wait(c, fifo.get("maxWait"), use)
     return Routing(
         scheduler=use if use in SCHEDULERS else "serial",
         priority=freeze({k: priority[k] for k in sorted(priority)}),
         router=router,
         groups=freeze(groups) if router == "group" else freeze({}),
         matrix=matrix,
+        budget=budget,
+        maxWait=max_wait,
     )
+
+
+def _max_wait(c: Collector, value: Any, use: str) -> float:
+    """`routing.scheduler.settings.fifo.maxWait`: seconds, 0 (the default) turns it off."""
+    keys: Keys = ("routing", "scheduler", "settings", "fifo", "maxWait")
+    if value is None:
+        return 0
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        c.error(keys, f"expected a number of seconds, got {type_name(value)}")
+        return 0
+    if value < 0:
+        c.error(keys, f"must be 0 (off) or a positive number of seconds, got {value}")
+        return 0
+    if value > 0 and use == "serial":
+        c.warn(keys, "has no effect with the serial scheduler, which serves in arrival order")
+    return value

@@ -127,7 +127,7 @@ routing:
 
 def test_unknown_router_and_scheduler() -> None:
     assert errors_of(MODELS + "routing: {router: {use: bogus}, scheduler: {use: lifo}}") == [
-        ("routing.router.use", 'unknown router "bogus" (valid: group, matrix)'),
+        ("routing.router.use", 'unknown router "bogus" (valid: group, matrix, budget)'),
         ("routing.scheduler.use", 'unknown scheduler "lifo" (valid: serial, fifo)'),
     ]
 
