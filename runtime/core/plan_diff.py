@@ -38,6 +38,7 @@ LIVE_FIELDS: frozenset[str] = frozenset(
         "filters",
         "metadata",
         "concurrencyLimit",
+        "resources",
         "name",
         "description",
         "unlisted",

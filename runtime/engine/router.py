@@ -45,12 +45,15 @@ from llama_swap.runtime.core.errors import RouteError, RouteFailure
 from llama_swap.runtime.core.plan_diff import PlanDiff
 from llama_swap.runtime.core.process_state import ProcessState
 from llama_swap.runtime.core.schedulers import make_scheduler
-from llama_swap.runtime.core.schedulers.base import Request, Scheduler
-from llama_swap.runtime.core.swappers import make_swapper
+from llama_swap.runtime.core.schedulers.base import Evicted, Observed, Request, Scheduler
+from llama_swap.runtime.core.swappers import make_swapper, pinned_by_plan
+from llama_swap.runtime.core.swappers.budget import budget_usage
 from llama_swap.runtime.engine.events import (
     Event,
     Lease,
+    PinsChanged,
     PlanApplied,
+    ProbesDone,
     ProcessStopped,
     RequestArrived,
     RequestCancelled,
@@ -63,6 +66,7 @@ from llama_swap.runtime.engine.events import (
 )
 from llama_swap.runtime.engine.hotswap import HotSwap
 from llama_swap.runtime.engine.logs import LogBuffer
+from llama_swap.runtime.engine.observed import Observations
 from llama_swap.runtime.engine.process import ModelProcess, ModelSlot
 
 log = logging.getLogger("llama_swap.router")
@@ -113,6 +117,7 @@ class Router:
         self._waiters: dict[int, RequestArrived] = {}
         self._admitted: set[int] = set()  # waiters whose on_admitted was called
         self._last_use: dict[str, float] = {}
+        self.observations = Observations(clock)  # pins, probe results, eviction counts
         self._tasks: set[asyncio.Task[None]] = set()
         self._swaps: dict[str, asyncio.Task[None]] = {}  # the newest swap task per model
         self._loop_task: asyncio.Task[None] | None = None
@@ -179,7 +184,7 @@ class Router:
         if self._closing:
             raise RouteFailure(errors.shutting_down())
         future: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
-        request = Request(next(self._ids), model_id)
+        request = Request(next(self._ids), model_id, self._clock())
         self.post(RequestArrived(request, future, on_position, on_admitted))
         try:
             return await future
@@ -232,8 +237,32 @@ class Router:
                         "name": m.name,
                         "description": m.description,
                     }
+                    | ({"resources": dict(m.resources)} if m.resources else {})
                 )
         return out
+
+    # -- the budget router (runtime/engine/observed.py holds its state) --------------
+
+    def set_pinned(self, models: frozenset[str]) -> None:
+        """Pin `models` (e.g. the active profile's): no eviction policy evicts them where
+        it has a choice.  Replaces the previous set; the plan's own pins (persistent
+        groups) always apply.  Safe to call from any task on the loop's thread."""
+        self.post(PinsChanged(frozenset(models)))
+
+    def budget_usage(self) -> dict[str, object] | None:
+        """The budget and what the loaded models use of it, by their declared sizes
+        (for /running, /api/events and /metrics); None unless the budget router is used."""
+        budget = self.plan.routing.budget
+        if self.plan.routing.router != "budget" or budget is None:
+            return None
+        loaded = [m for m, p in self.processes.items() if p.state.occupies_memory]
+        return budget_usage(budget, self.plan.models, loaded).to_json()
+
+    @property
+    def evictions(self) -> Mapping[str, int]:
+        """Evictions since start by reason (maxLoaded, a resource, probe:<resource>,
+        group, matrix)."""
+        return self.observations.evictions
 
     def in_flight(self, model: str) -> int:
         return self.scheduler.in_flight(model)
@@ -353,6 +382,19 @@ class Router:
                 except Exception:
                     log.exception("queue position callback failed")
 
+    def observe(self) -> Observed:
+        return self.observations.observe(self._last_use, pinned_by_plan(self.plan))
+
+    def run_probes(self, resources: tuple[str, ...]) -> None:
+        budget = self.plan.routing.budget
+        commands = budget.probes if budget is not None else {}
+        self.observations.start_probes(
+            resources, commands, self.spawn, lambda results: self.post(ProbesDone(results))
+        )
+
+    def evicting(self, target: str, evicted: tuple[Evicted, ...]) -> None:
+        self.observations.note_evictions(target, evicted)
+
     # ------------------------------------------------------------------ the run loop
 
     async def _run(self) -> None:
@@ -401,6 +443,15 @@ class Router:
                 self._on_state_changed(model, old, new)
             case TtlTick():
                 self._check_ttl()
+                budget = self.plan.routing.budget
+                if budget is not None and budget.probes:  # probe results age out
+                    sched.on_conditions_changed()
+            case ProbesDone(results=results):
+                self.observations.store(results)
+                sched.on_conditions_changed()
+            case PinsChanged(models=models):
+                self.observations.pinned = models
+                sched.on_conditions_changed()
             case UnloadRequested(models=models, error=error, done=done):
                 sched.on_unload(models, error)
                 _resolve(done, None)
@@ -452,6 +503,7 @@ class Router:
 
     def _on_state_changed(self, model: str, old: ProcessState, new: ProcessState) -> None:
         log.debug("process %s: %s -> %s", model, old, new)
+        self.observations.forget_probes()
         if new is ProcessState.READY:
             self._last_use[model] = self._clock()
         if old is ProcessState.READY and new is ProcessState.STOPPED:
