@@ -47,7 +47,7 @@ from llama_swap.runtime.core.process_state import ProcessState
 from llama_swap.runtime.core.schedulers import make_scheduler
 from llama_swap.runtime.core.schedulers.base import Evicted, Observed, Request, Scheduler
 from llama_swap.runtime.core.swappers import make_swapper, pinned_by_plan
-from llama_swap.runtime.core.swappers.budget import budget_usage
+from llama_swap.runtime.core.swappers.budget import BudgetUsage, budget_usage
 from llama_swap.runtime.engine.events import (
     Event,
     Lease,
@@ -249,14 +249,14 @@ class Router:
         groups) always apply.  Safe to call from any task on the loop's thread."""
         self.post(PinsChanged(frozenset(models)))
 
-    def budget_usage(self) -> dict[str, object] | None:
+    def budget_usage(self) -> BudgetUsage | None:
         """The budget and what the loaded models use of it, by their declared sizes
         (for /running, /api/events and /metrics); None unless the budget router is used."""
         budget = self.plan.routing.budget
         if self.plan.routing.router != "budget" or budget is None:
             return None
         loaded = [m for m, p in self.processes.items() if p.state.occupies_memory]
-        return budget_usage(budget, self.plan.models, loaded).to_json()
+        return budget_usage(budget, self.plan.models, loaded)
 
     @property
     def evictions(self) -> Mapping[str, int]:
