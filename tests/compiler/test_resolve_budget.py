@@ -197,3 +197,20 @@ def test_max_wait_is_read_in_seconds_and_kept_out_of_the_plan_when_off() -> None
     assert plan_to_dict(on)["routing"]["scheduler"]["settings"]["fifo"]["maxWait"] == 2.5
     off = json_of(BUDGET)
     assert off["routing"]["scheduler"]["settings"]["fifo"] == {"priority": {}}
+
+
+def test_a_budget_plan_matches_the_plan_schema() -> None:
+    import json
+    from pathlib import Path
+
+    import jsonschema
+
+    from llama_swap.compiler.plan import plan_to_json
+
+    schema = json.loads((Path(__file__).resolve().parents[2] / "schema" / "plan.schema.json").read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    text = BUDGET.replace("scheduler: {use: fifo}", "scheduler: {use: fifo, settings: {fifo: {maxWait: 3}}}")
+    plan_json = json.loads(plan_to_json(plan_of(text)))
+    assert [e.message for e in validator.iter_errors(plan_json)] == []
+    plan_json["routing"]["router"]["settings"] = {}
+    assert list(validator.iter_errors(plan_json))  # use: budget needs its settings
