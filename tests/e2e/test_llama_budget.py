@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import pytest
 
-from tests.e2e.llama_fixtures import model_yaml
 from tests.e2e.test_llama_server import assert_ok, chat, chat_body, running
 
 if TYPE_CHECKING:
@@ -27,6 +26,9 @@ pytestmark = [pytest.mark.llama_server, pytest.mark.timeout(300)]
 
 
 def budget_config(binary: Path, tmp_path: Path, models: dict[str, Path], vram: int) -> Path:
+    # imported here: the fixtures module is loaded as a pytest plugin first (assert rewriting)
+    from tests.e2e.llama_fixtures import model_yaml
+
     entries = "".join(
         model_yaml(binary, mid, gguf) + "    resources: {vram: 10}\n" for mid, gguf in models.items()
     )
