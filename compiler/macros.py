@@ -25,7 +25,7 @@ from llama_swap.compiler.gotext import format_value as format_value  # re-export
 
 MACRO_REF = re.compile(r"\$\{([a-zA-Z0-9_-]+)\}")
 _NAME = re.compile(r"[a-zA-Z0-9_-]+")
-RESERVED = ("PORT", "MODEL_ID")
+RESERVED = ("PORT", "MODEL_ID", "PID")
 MAX_NAME_LENGTH = 63
 
 Scalar = str | int | float | bool

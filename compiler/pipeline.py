@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from functools import lru_cache
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
@@ -26,7 +27,8 @@ from typing import Any, NoReturn, Protocol
 
 from llama_swap.compiler.diagnostics import CompileError, Diagnostic, Location
 from llama_swap.compiler.envsubst import EnvResult, substitute_env_traced
-from llama_swap.compiler.load import load_paths
+from llama_swap.compiler.load import config_schema, load_paths
+from llama_swap.compiler.macro_tree import apply_macros
 from llama_swap.compiler.merge import merge_fragments
 from llama_swap.compiler.parse import ParsedSource, parse_source
 from llama_swap.compiler.plan import Plan, Source
@@ -170,6 +172,12 @@ def _cross_checks_anyway(
     return out
 
 
+@lru_cache(maxsize=1)
+def _known_top_keys() -> frozenset[str]:
+    """The top-level keys the schema describes (macro leftovers are checked only there)."""
+    return frozenset(config_schema().get("properties", {}))
+
+
 def _finish(diags: list[Diagnostic], strict: bool) -> list[Diagnostic]:
     """Apply --strict and drop exact duplicates, keeping order."""
     if strict:
@@ -246,6 +254,8 @@ def _compile(
     out = _Output(texts, written, doc)
     diags.extend(_not_under(conflicts, [d.keys for d in diags if d.keys]))
     doc = drop_empty_settings(doc)
+    doc, leftovers = apply_macros(doc, _known_top_keys())
+    diags.extend(_locate(leftovers, smap))
     memo = session.valid_memo() if session is not None else None
     found = validate(doc, smap, strict=strict, memo=memo)
     if session is not None and memo is not None:

@@ -146,7 +146,7 @@ def test_port_is_not_substituted_in_check_endpoint() -> None:
     ]
 
 
-@pytest.mark.parametrize("name", ["PORT", "MODEL_ID"])
+@pytest.mark.parametrize("name", ["PORT", "MODEL_ID", "PID"])
 def test_reserved_names(name: str) -> None:
     assert errors_of(
         f"""
@@ -162,8 +162,8 @@ def test_reserved_names(name: str) -> None:
     ]
 
 
-def test_pid_is_not_a_reserved_macro_name() -> None:
-    assert validate_macro("PID", "x") is None
+def test_pid_is_a_reserved_macro_name() -> None:
+    assert validate_macro("PID", "x") == "macro name 'PID' is reserved"
 
 
 @pytest.mark.parametrize(
