@@ -19,10 +19,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from functools import lru_cache
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any, NoReturn, Protocol
 
 from llama_swap.compiler.diagnostics import CompileError, Diagnostic, Location
