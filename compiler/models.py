@@ -299,6 +299,14 @@ def _ttl(c: Collector, mid: str, raw: dict[str, Any], settings: Settings) -> int
     return ttl
 
 
+def _unload_timeout(c: Collector, mid: str, raw: dict[str, Any], settings: Settings) -> int:
+    """The model's graceful-stop window; 0 or absent means the global unloadTimeout."""
+    value = get_int(c, ("models", mid, "unloadTimeout"), raw.get("unloadTimeout"), 0)
+    if value < 0:
+        c.error(("models", mid, "unloadTimeout"), f"invalid unloadTimeout value {value}")
+    return value if value > 0 else settings.unloadTimeout
+
+
 def _concurrency_limit(c: Collector, mid: str, raw: dict[str, Any]) -> int:
     """concurrencyLimit (0 or less means the default); warns about a per-model health timeout."""
     limit = get_int(c, ("models", mid, "concurrencyLimit"), raw.get("concurrencyLimit"), 0)
@@ -336,7 +344,7 @@ def build_model(
 ) -> Model:
     """The part of pass 2 after alias registration: model-local but for `model_aliases`.
 
-    Reads only `settings.globalTTL` and `settings.sendLoadingState` (compiler.session
+    Reads only `settings.globalTTL`, `sendLoadingState` and `unloadTimeout` (compiler.session
     keys its cache on them).  The steps run in a fixed order, so diagnostics do too.
     """
     mid, raw = d.id, d.raw
@@ -375,4 +383,5 @@ def build_model(
         ),
         timeouts=read_timeouts(c, ("models", mid, "timeouts"), raw.get("timeouts"), Timeouts()),
         capabilities=capabilities,
+        unloadTimeout=_unload_timeout(c, mid, raw, settings),
     )

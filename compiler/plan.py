@@ -101,6 +101,8 @@ class Model:
     sendLoadingState: bool = False
     timeouts: Timeouts = field(default_factory=Timeouts)
     capabilities: Capabilities = field(default_factory=Capabilities)
+    # Seconds a graceful stop (unload, ttl) may take before SIGKILL; the global value filled in.
+    unloadTimeout: int = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +182,7 @@ class Settings:
     includeAliasesInList: bool = False
     apiKeys: tuple[str, ...] = ()
     ignorePaths: tuple[str, ...] = (r".*\.(js|json|css|png|gif|jpg|jpeg|ico|txt)$",)
+    unloadTimeout: int = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +266,7 @@ def _model_to_dict(m: Model) -> dict[str, Any]:
             "reranker": m.capabilities.reranker,
             "context": m.capabilities.context,
         },
+        "unloadTimeout": m.unloadTimeout,
     }
 
 
@@ -316,6 +320,7 @@ def plan_to_dict(plan: Plan, *, with_models: bool = True) -> dict[str, Any]:
         "maxRequestBody": s.maxRequestBody,
         "performance": {"disabled": s.performanceDisabled, "every": s.performanceEvery},
         "globalTTL": s.globalTTL,
+        "unloadTimeout": s.unloadTimeout,
         "startPort": s.startPort,
         "sendLoadingState": s.sendLoadingState,
         "includeAliasesInList": s.includeAliasesInList,
@@ -413,6 +418,7 @@ def _model_from(mid: str, d: Mapping[str, Any]) -> Model:
             reranker=bool(caps.get("reranker", False)),
             context=int(caps.get("context", 0)),
         ),
+        unloadTimeout=int(d.get("unloadTimeout", 10)),
     )
 
 
@@ -479,6 +485,7 @@ def plan_from_dict(d: Mapping[str, Any]) -> Plan:
         includeAliasesInList=bool(d.get("includeAliasesInList", False)),
         apiKeys=tuple(d.get("apiKeys", ())),
         ignorePaths=tuple((d.get("upstream") or {}).get("ignorePaths", defaults.ignorePaths)),
+        unloadTimeout=int(d.get("unloadTimeout", defaults.unloadTimeout)),
     )
     peers = {
         pid: Peer(
