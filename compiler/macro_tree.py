@@ -112,9 +112,7 @@ def _model(c: Collector, mid: str, raw: Any, globals_: list[Macro], broken: set[
             out[key] = value
         elif key == "filters" and isinstance(value, Mapping):
             out[key] = {
-                fk: fv
-                if fk in FILTER_OWN_FIELDS
-                else _substitute(c, fv, merged, (*keys, fk), skip)
+                fk: fv if fk in FILTER_OWN_FIELDS else _substitute(c, fv, merged, (*keys, fk), skip)
                 for fk, fv in value.items()
             }
         else:
