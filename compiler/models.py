@@ -190,6 +190,24 @@ def _check_leftovers(c: Collector, d: ModelDraft) -> None:
             _report_nested(c, pkeys, found, "filters.setParamsByID", d)
 
 
+# Fields whose leftovers `_check_leftovers` reports, or that are reported elsewhere.
+_CHECKED_ELSEWHERE = frozenset(
+    {"cmd", "cmdStop", "proxy", "checkEndpoint", "name", "description", "metadata", "macros"}
+)
+
+
+def _check_runtime_leftovers(c: Collector, d: ModelDraft) -> None:
+    """`${PORT}` or `${PID}` left in the other fields (macros were checked before the schema)."""
+    for key, value in d.raw.items():
+        if key in _CHECKED_ELSEWHERE:
+            continue
+        if key == "filters" and isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k not in ("setParamsByID", "stripParams")}
+        found = first_leftover(value)
+        if found and found[0] == "macro" and found[1] in ("PORT", "PID"):
+            c.error(("models", d.id, key), leftover_message(found[1], key, d.macro_names))
+
+
 def _report_nested(
     c: Collector, keys: Keys, found: tuple[str, str], fname: str, d: ModelDraft
 ) -> None:
@@ -275,6 +293,7 @@ def finish(c: Collector, d: ModelDraft, settings: Settings, aliases: AliasTable)
 def finish_checks(c: Collector, d: ModelDraft) -> Capabilities:
     """The part of pass 2 before setParamsByID aliases are registered (model-local)."""
     _check_leftovers(c, d)
+    _check_runtime_leftovers(c, d)
     return _capabilities(c, d.id, d.raw.get("capabilities"))
 
 

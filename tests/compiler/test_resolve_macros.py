@@ -131,17 +131,35 @@ def test_pid_is_only_for_cmd_stop() -> None:
     ) == [("models.m.cmd", "unknown macro '${PID}': ${PID} is only available in cmdStop")]
 
 
-def test_port_is_not_substituted_in_check_endpoint() -> None:
+def test_port_is_substituted_in_every_field_of_its_model() -> None:
+    plan = plan_of(
+        """
+        startPort: 6100
+        models:
+          m:
+            cmd: "srv ${PORT}"
+            checkEndpoint: "/health/${PORT}"
+            env: ["PORT=${PORT}"]
+            useModelName: "m-${PORT}"
+            filters: {setParams: {port: "${PORT}"}}
+        """
+    )
+    m = plan.models["m"]
+    assert (m.checkEndpoint, m.env, m.useModelName) == ("/health/6100", ("PORT=6100",), "m-6100")
+    assert dict(m.filters.setParams) == {"port": 6100}
+
+
+def test_port_cannot_name_a_model() -> None:
     assert errors_of(
         """
         models:
-          m: {cmd: "srv ${PORT}", checkEndpoint: "/health/${PORT}"}
+          m: {cmd: "srv ${PORT}", aliases: ["m-${PORT}"]}
         """
     ) == [
         (
-            "models.m.checkEndpoint",
-            "macro '${PORT}' cannot be used in checkEndpoint: it is substituted only in cmd, "
-            "cmdStop, proxy, name, description and metadata",
+            "models.m.aliases",
+            "macro '${PORT}' cannot be used in aliases: names a model answers to are "
+            "resolved before ports are allocated",
         )
     ]
 
