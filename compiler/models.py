@@ -338,15 +338,9 @@ def _concurrency_limit(c: Collector, mid: str, raw: dict[str, Any]) -> int:
 
 
 def _set_params(c: Collector, mid: str, raw: dict[str, Any]) -> dict[str, Any]:
-    """filters.setParams as written: macros are not substituted there, which surprises people."""
+    """filters.setParams, macros already substituted (compiler.macro_tree, compiler.ports)."""
     filters = get_map(c, ("models", mid, "filters"), raw.get("filters"))
-    set_params = get_map(c, _field_keys(mid, "filters.setParams"), filters.get("setParams"))
-    if first_leftover(set_params):
-        c.warn(
-            _field_keys(mid, "filters.setParams"),
-            "macros are not substituted in a model's setParams; '${...}' is sent literally",
-        )
-    return set_params
+    return get_map(c, _field_keys(mid, "filters.setParams"), filters.get("setParams"))
 
 
 def _env(c: Collector, mid: str, raw: dict[str, Any]) -> tuple[str, ...]:

@@ -313,7 +313,7 @@ def test_macros_in_name_and_description() -> None:
     assert plan.models["m"].description == "served on 5800"
 
 
-def test_env_and_aliases_and_use_model_name_get_no_macros() -> None:
+def test_env_and_aliases_and_use_model_name_get_macros_too() -> None:
     plan = plan_of(
         """
         macros: {x: X}
@@ -321,11 +321,23 @@ def test_env_and_aliases_and_use_model_name_get_no_macros() -> None:
           m:
             cmd: srv ${PORT}
             env: ["A=${x}"]
+            aliases: ["${MODEL_ID}-${x}"]
             useModelName: "${x}"
         """
     )
-    assert plan.models["m"].env == ("A=${x}",)
-    assert plan.models["m"].useModelName == "${x}"
+    assert plan.models["m"].env == ("A=X",)
+    assert plan.models["m"].aliases == ("m-X",)
+    assert plan.models["m"].useModelName == "X"
+
+
+def test_a_model_macro_does_not_reach_another_model() -> None:
+    assert errors_of(
+        """
+        models:
+          a: {cmd: "srv ${PORT}", macros: {LOCAL: x}, env: ["A=${LOCAL}"]}
+          b: {cmd: "srv ${PORT}", env: ["B=${LOCAL}"]}
+        """
+    ) == [("models.b.env[0]", "unknown macro '${LOCAL}'")]
 
 
 @pytest.mark.parametrize(
