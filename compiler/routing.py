@@ -48,7 +48,7 @@ from llama_swap.compiler.plan import Budget, Group, Matrix, MatrixSet, Routing, 
 DEFAULT_GROUP = "(default)"
 SCHEDULERS = ("serial", "fifo")
 ROUTERS = ("group", "matrix", "budget")
-_VAR_KEY = re.compile(r"[a-zA-Z0-9]{1,8}")
+_VAR_KEY = re.compile(r"[a-zA-Z0-9.-]{1,32}")
 ROUTER_SETTINGS: Keys = ("routing", "router", "settings")
 
 
@@ -146,7 +146,11 @@ def _read_vars(
     for key, model in raw_vars.items():
         vkeys = (*prefix, "vars", key)
         if not _VAR_KEY.fullmatch(key):
-            c.error(vkeys, f'var key "{key}" must be alphanumeric and 1-8 characters')
+            c.error(
+                vkeys,
+                f'var key "{key}" must contain only alphanumeric, \'-\' or \'.\' characters '
+                "and be 1-32 characters long",
+            )
         elif not isinstance(model, str) or model not in aliases.model_ids:
             c.error(
                 vkeys,
@@ -162,19 +166,25 @@ def _read_vars(
 
 
 def _read_costs(
-    c: Collector, prefix: Keys, raw_costs: dict[str, Any], variables: dict[str, str]
+    c: Collector,
+    prefix: Keys,
+    raw_costs: dict[str, Any],
+    variables: dict[str, str],
+    aliases: AliasTable,
 ) -> dict[str, int]:
-    """Evict costs keyed by var id in the config, by model id in the plan."""
+    """Evict costs keyed by var id or model id in the config (a var wins), by model id in the plan."""
     costs: dict[str, int] = {}
     for key, cost in raw_costs.items():
         ckeys = (*prefix, "evict_costs", key)
         value = get_int(c, ckeys, cost, 1)
         if value <= 0:
             c.error(ckeys, f'evict_cost for "{key}" must be a positive integer, got {value}')
-        elif key not in variables:
-            c.error(ckeys, f'evict_costs: unknown var ID "{key}"')
-        else:
+        elif key in variables:
             costs[variables[key]] = value
+        elif key in aliases.model_ids:
+            costs[key] = value
+        else:
+            c.error(ckeys, f'evict_costs: unknown var or model "{key}"')
     return costs
 
 
@@ -195,7 +205,7 @@ def _parse_sets(
     raw_vars: dict[str, Any],
     aliases: AliasTable,
 ) -> _ParsedSets:
-    """Parse every set and check its names: referenced sets exist, leaves are var ids."""
+    """Parse every set and check its names: referenced sets exist, leaves are vars or model ids."""
     out = _ParsedSets()
     for name, dsl in raw_sets.items():
         out.texts[name] = get_str(c, (*skeys, name), dsl, "")
@@ -211,14 +221,15 @@ def _parse_sets(
                 c.error((*skeys, name), f'set "{name}" references undefined set "{ref}"')
                 out.broken.add(name)
         for leaf in idents_of(tree):
-            if leaf.name not in raw_vars:
+            if leaf.name not in raw_vars and leaf.name not in aliases.model_ids:
                 hint = (
-                    " (sets use the var IDs from vars, not model names)"
-                    if leaf.name in aliases.model_ids
+                    f" (an alias of '{aliases.owner[leaf.name]}'; use the model id or a var)"
+                    if leaf.name in aliases.owner
                     else ""
                 )
                 c.error(
-                    (*skeys, name), f'unknown var ID "{leaf.name}" at position {leaf.pos}{hint}'
+                    (*skeys, name),
+                    f'unknown var or model "{leaf.name}" at position {leaf.pos}{hint}',
                 )
                 out.broken.add(name)
     return out
@@ -242,10 +253,16 @@ def _expand_sets(
             continue
         expanded[name] = combos
         total += len(combos)
-        real = tuple(tuple(sorted(variables[v] for v in combo)) for combo in combos)
+        real = tuple(
+            dict.fromkeys(tuple(sorted({variables.get(v, v) for v in combo})) for combo in combos)
+        )
         sets.append(MatrixSet(name=name, dsl=parsed.texts[name], combinations=real))
     if total > MAX_COMBINATIONS:
-        c.error(skeys, f"total expanded combinations ({total}) exceed limit of {MAX_COMBINATIONS}")
+        c.error(
+            skeys,
+            f"total expanded combinations ({total}) exceed {MAX_COMBINATIONS} "
+            "(a guard against running out of memory)",
+        )
     return sets
 
 
@@ -260,11 +277,9 @@ def resolve_matrix(
     raw_sets = get_map(c, (*prefix, "sets"), m.get("sets"))
     if not raw_sets:
         c.error(prefix, "matrix must define at least one set")
-    if not raw_vars:
-        c.error(prefix, "matrix must define at least one var")
 
     variables = _read_vars(c, prefix, raw_vars, aliases)
-    costs = _read_costs(c, prefix, raw_costs, variables)
+    costs = _read_costs(c, prefix, raw_costs, variables, aliases)
     skeys = (*prefix, "sets")
     parsed = _parse_sets(c, skeys, raw_sets, raw_vars, aliases)
     order, _cyclic = _topological(list(raw_sets), parsed.deps, c, skeys)

@@ -73,10 +73,9 @@ log = logging.getLogger("llama_swap.router")
 
 _T = TypeVar("_T")
 
-# Seconds a process gets to exit after cmdStop/SIGTERM before SIGKILL to its group, for every
-# stop (eviction, unload, TTL): one rule a user can rely on, long enough for a server to free
-# its GPU memory cleanly. The Go original varies it by caller (eviction waits up to
-# healthCheckTimeout); see docs/differences.md.
+# Seconds an evicted process gets to exit after cmdStop/SIGTERM before SIGKILL to its group.
+# Unloads and ttl expiry use the model's `unloadTimeout` instead (`Router.unload_grace`), as
+# the Go original does; its evictions wait up to healthCheckTimeout (docs/differences.md).
 STOP_GRACE = 5.0
 DEFAULT_HEALTH_TIMEOUT = 30.0  # used when the plan's healthCheckTimeout is <= 0
 # Seconds a shutdown that ran out of time waits for the processes it SIGKILLed to be reaped
@@ -211,7 +210,7 @@ class Router:
             self.post(UnloadRequested(targets, error, done))
             await done
         procs = [p for p in (self.processes.get(m) for m in targets) if p is not None]
-        await asyncio.gather(*(p.stop(STOP_GRACE) for p in procs))
+        await asyncio.gather(*(p.stop(self.unload_grace(p.model.id)) for p in procs))
 
     async def shutdown(self, timeout: float) -> None:
         """Fail every waiter, stop every child within `timeout` s; idempotent."""
@@ -369,9 +368,17 @@ class Router:
             waiter.future.set_exception(RouteFailure(error))
 
     def stop_processes(self, models: tuple[str, ...]) -> None:
+        # The scheduler stops models for unloads and ttl expiry: each gets its unloadTimeout.
         for model in models:
             if model in self.processes:
-                self.spawn(self._stop(model, STOP_GRACE), f"stop:{model}")
+                self.spawn(self._stop(model, self.unload_grace(model)), f"stop:{model}")
+
+    def unload_grace(self, model: str) -> float:
+        """Seconds `model` may take to stop on an unload or ttl expiry (its unloadTimeout)."""
+        proc = self.processes.get(model)
+        if proc is not None:
+            return float(proc.model.unloadTimeout)
+        return float(self.plan.settings.unloadTimeout)
 
     def queue_positions(self, positions: Mapping[int, int]) -> None:
         for request_id, position in positions.items():
