@@ -38,7 +38,8 @@ VERSIONLESS_ROUTES: tuple[str, ...] = (
     "/v/reranking",
 )
 MULTIPART_ROUTES: tuple[str, ...] = ("/v1/audio/transcriptions", "/v1/images/edits")
-GET_ROUTES: tuple[str, ...] = ("/v1/audio/voices", "/sdapi/v1/loras")
+# GET routes name their model in `?model=`; `/props` is llama-server's (its query goes upstream).
+GET_ROUTES: tuple[str, ...] = ("/v1/audio/voices", "/sdapi/v1/loras", "/props")
 # POST paths whose exchanges are recorded (also as `/upstream/<model><path>`).
 METERED_PATHS: frozenset[str] = frozenset((*JSON_ROUTES, *VERSIONLESS_ROUTES, *MULTIPART_ROUTES))
 # The POST routes whose body is JSON: the only ones a request head alone can route.

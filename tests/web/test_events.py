@@ -44,13 +44,13 @@ async def read_frames(resp, n: int) -> list[dict[str, Any]]:
 
 
 def test_model_status_payload() -> None:
-    plan = make_plan(model("b", aliases=("bb",), capabilities=Capabilities(tools=True)), model("a", unlisted=True),
-                     peers=(Peer(id="p", proxy="http://x", models=("r",)),))
+    plan = make_plan(model("b", aliases=("bb",), capabilities=Capabilities(tools=True, context=2048)),
+                     model("a", unlisted=True), peers=(Peer(id="p", proxy="http://x", models=("r",)),))
     status = model_status(plan, {"b": ProcessState.READY})
-    assert status == [
+    assert status == [  # context_length only where configured
         {"id": "a", "name": "", "description": "", "state": "stopped", "unlisted": True, "peerID": ""},
         {"id": "b", "name": "", "description": "", "state": "ready", "unlisted": False, "peerID": "",
-         "aliases": ["bb"], "capabilities": ["function_calling"]},
+         "aliases": ["bb"], "capabilities": ["function_calling"], "context_length": 2048},
         {"id": "r", "name": "", "description": "", "state": "", "unlisted": False, "peerID": "p"},
     ]
 

@@ -151,6 +151,8 @@ def model_status(plan: Plan, states: Mapping[str, ProcessState]) -> list[dict[st
             rec["aliases"] = list(m.aliases)
         if flags := capability_flags(m.capabilities):
             rec["capabilities"] = sorted(flags)
+        if m.capabilities.context > 0:
+            rec["context_length"] = m.capabilities.context
         out.append(rec)
     for peer_id, peer in plan.peers.items():  # every field, empty, as Go's struct encodes them
         for name in peer.models:
