@@ -46,6 +46,14 @@ METERED_PATHS: frozenset[str] = frozenset((*JSON_ROUTES, *VERSIONLESS_ROUTES, *M
 JSON_BODY_PATHS: frozenset[str] = frozenset((*JSON_ROUTES, *VERSIONLESS_ROUTES))
 
 
+def is_model_dispatched(method: str, path: str) -> bool:
+    """Whether `method path` is one of the model-dispatched routes (a POST route or a GET
+    one): an `/upstream/<model><path>` request for it is listed in flight like the route."""
+    if method == "POST":
+        return path in METERED_PATHS
+    return method == "GET" and path in GET_ROUTES
+
+
 def forward_path(path: str) -> str:
     """`/v/chat/completions` -> `/chat/completions`; other paths unchanged."""
     return path[2:] if path.startswith("/v/") else path

@@ -1,10 +1,11 @@
-"""What dashboards watch live: the `/api/events` hub, the in-flight counter, model status.
+"""What dashboards watch live: the `/api/events` hub and model status (the requests in
+flight are observe/inflight.py's).
 
 `EventHub` fans messages out to SSE subscribers (1024-message buffer each;
 overflow dropped, never blocking the publisher).  Frames are
 `event:message\\ndata:{"type":T,"data":"<json string>"}\\n\\n` with T one of
 modelStatus, logData, metrics, inflight.  A new subscriber first gets the
-burst (proxy history, upstream history, modelStatus, metrics, inflight), then
+burst (proxy history, upstream history, modelStatus, metrics, the inflight snapshot), then
 live messages.  `StreamCloser` ends every open stream at shutdown so the
 server does not wait for long-lived clients.
 
@@ -78,37 +79,6 @@ class EventHub:
         for queue in tuple(self._subscribers):
             with contextlib.suppress(asyncio.QueueFull):
                 queue.put_nowait(None)
-
-
-class InflightCounter:
-    """Requests currently being served by model-dispatched routes; changes go to the hub."""
-
-    def __init__(self, hub: EventHub | None = None):
-        self.total = 0
-        self.hub = hub
-
-    def track(self) -> _Tracked:
-        """`with counter.track():` counts the block as one request in flight."""
-        return _Tracked(self)
-
-    def change(self, delta: int) -> None:
-        self.total += delta
-        hub = self.hub
-        if hub is not None and hub._subscribers:
-            hub.publish("inflight", {"total": self.total})
-
-
-class _Tracked:
-    __slots__ = ("_counter",)
-
-    def __init__(self, counter: InflightCounter) -> None:
-        self._counter = counter
-
-    def __enter__(self) -> None:
-        self._counter.change(+1)
-
-    def __exit__(self, *exc: object) -> None:
-        self._counter.change(-1)
 
 
 class StreamCloser:

@@ -97,7 +97,7 @@ async def _forward_log(buffer: LogBuffer, source: str, hub: EventHub) -> None:
 
 def _burst(services: Services) -> Callable[[], list[tuple[str, Any]]]:
     """What a new /api/events subscriber gets first: both logs' history, model status,
-    the activity log, the in-flight count."""
+    the activity log, the requests in flight."""
 
     def burst() -> list[tuple[str, Any]]:
         return [
@@ -105,7 +105,7 @@ def _burst(services: Services) -> Callable[[], list[tuple[str, Any]]]:
             ("logData", {"source": "upstream", "data": services.upstream_log.history()}),
             ("modelStatus", statuses(services)),
             ("metrics", services.activity.entries()),
-            ("inflight", {"total": services.inflight.total}),
+            ("inflight", services.inflight.snapshot()),
         ]
 
     return burst
