@@ -180,6 +180,8 @@ class Settings:
     includeAliasesInList: bool = False
     apiKeys: tuple[str, ...] = ()
     ignorePaths: tuple[str, ...] = (r".*\.(js|json|css|png|gif|jpg|jpeg|ico|txt)$",)
+    # headers whose value the activity views show as a request's session (`ui.activity.session_id`)
+    uiSessionHeaders: tuple[str, ...] = ("X-Session-ID", "X-Litellm-Session-Id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,6 +323,7 @@ def plan_to_dict(plan: Plan, *, with_models: bool = True) -> dict[str, Any]:
         "includeAliasesInList": s.includeAliasesInList,
         "apiKeys": list(s.apiKeys),
         "upstream": {"ignorePaths": list(s.ignorePaths)},
+        "ui": {"activity": {"session_id": list(s.uiSessionHeaders)}},
         "routing": _routing_to_dict(plan.routing),
         "models": {mid: _model_to_dict(m) for mid, m in plan.models.items()} if with_models else {},
         "aliases": dict(plan.aliases),
@@ -479,6 +482,9 @@ def plan_from_dict(d: Mapping[str, Any]) -> Plan:
         includeAliasesInList=bool(d.get("includeAliasesInList", False)),
         apiKeys=tuple(d.get("apiKeys", ())),
         ignorePaths=tuple((d.get("upstream") or {}).get("ignorePaths", defaults.ignorePaths)),
+        uiSessionHeaders=tuple(
+            ((d.get("ui") or {}).get("activity") or {}).get("session_id", defaults.uiSessionHeaders)
+        ),
     )
     peers = {
         pid: Peer(

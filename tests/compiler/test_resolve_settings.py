@@ -244,3 +244,25 @@ def test_profiles_are_deprecated() -> None:
     assert warnings_of("profiles: {p: [m]}\n" + ONE) == [
         ("profiles", "profiles are deprecated and ignored; use routing groups instead")
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", ("X-Session-ID", "X-Litellm-Session-Id")),
+        ("ui: {activity: {}}", ("X-Session-ID", "X-Litellm-Session-Id")),
+        ("ui: {activity: {session_id: []}}", ()),
+        ("ui: {activity: {session_id: [' X-Trace ', '', x-trace, X-Conv]}}", ("X-Trace", "X-Conv")),
+    ],
+)
+def test_ui_activity_session_id(text: str, expected: tuple[str, ...]) -> None:
+    """Absent: the two usual session headers; [] turns them off; names are trimmed, blanks
+    and case-insensitive duplicates dropped (the first spelling kept); into the plan as is."""
+    plan = plan_of(ONE + text)
+    assert plan.settings.uiSessionHeaders == expected
+    assert json_of(ONE + text)["ui"] == {"activity": {"session_id": list(expected)}}
+
+
+def test_ui_activity_session_id_must_be_names() -> None:
+    assert errors_of(ONE + "ui: {activity: {session_id: [3]}}") == [
+        ("ui.activity.session_id[0]", "expected a header name, got int")]

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -177,3 +178,17 @@ async def test_upstream_requests_to_a_model_route_are_listed_under_the_route(
                 assert cancel.status == 200
             await read_stream(streaming)
         assert await until(s, p.url, lambda es: es == []) == []
+
+
+async def test_the_ui_is_told_which_headers_are_a_session(proxy: Any, record_file: Path) -> None:
+    plan = make_plan([fake_model("quick", record_file)])
+    plan = dataclasses.replace(
+        plan, settings=dataclasses.replace(plan.settings, uiSessionHeaders=("X-Conv",)))
+    p = proxy(plan)
+    async with aiohttp.ClientSession() as s, s.get(p.url + "/api/events") as events:
+        buf = b""
+        while b'"uiConfig"' not in buf:
+            buf += await events.content.readany()
+        frame = next(f for f in buf.split(b"\n\n") if b'"uiConfig"' in f)
+        msg = json.loads(frame.split(b"data:", 1)[1])
+        assert json.loads(msg["data"]) == {"activity": {"session_id": ["X-Conv"]}}

@@ -97,7 +97,8 @@ async def _forward_log(buffer: LogBuffer, source: str, hub: EventHub) -> None:
 
 def _burst(services: Services) -> Callable[[], list[tuple[str, Any]]]:
     """What a new /api/events subscriber gets first: both logs' history, model status,
-    the activity log, the requests in flight."""
+    the activity log, the requests in flight, and what the UI is configured to show
+    (`uiConfig`: which request headers are a session)."""
 
     def burst() -> list[tuple[str, Any]]:
         return [
@@ -106,6 +107,7 @@ def _burst(services: Services) -> Callable[[], list[tuple[str, Any]]]:
             ("modelStatus", statuses(services)),
             ("metrics", services.activity.entries()),
             ("inflight", services.inflight.snapshot()),
+            ("uiConfig", {"activity": {"session_id": list(services.plan.settings.uiSessionHeaders)}}),
         ]
 
     return burst
