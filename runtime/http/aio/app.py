@@ -42,6 +42,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "llama_swap.runtime.http.aio.routes.config",
     "llama_swap.runtime.http.aio.routes.metrics",
     "llama_swap.runtime.http.aio.routes.inflight",
+    "llama_swap.runtime.http.aio.routes.hardware",
 )
 
 STATE: web.AppKey[Services] = web.AppKey("llama_swap_services", Services)
