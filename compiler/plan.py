@@ -101,6 +101,9 @@ class Model:
     sendLoadingState: bool = False
     timeouts: Timeouts = field(default_factory=Timeouts)
     capabilities: Capabilities = field(default_factory=Capabilities)
+    # compat.ignoreWebsockets: websocket upgrades bypass the scheduler (never start, queue or
+    # hold the model); forced on for the reserved `comfyui_auto`
+    ignoreWebsockets: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +268,7 @@ def _model_to_dict(m: Model) -> dict[str, Any]:
             "reranker": m.capabilities.reranker,
             "context": m.capabilities.context,
         },
+        "compat": {"ignoreWebsockets": m.ignoreWebsockets},
     }
 
 
@@ -416,6 +420,7 @@ def _model_from(mid: str, d: Mapping[str, Any]) -> Model:
             reranker=bool(caps.get("reranker", False)),
             context=int(caps.get("context", 0)),
         ),
+        ignoreWebsockets=bool((d.get("compat") or {}).get("ignoreWebsockets", False)),
     )
 
 

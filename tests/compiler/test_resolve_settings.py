@@ -266,3 +266,20 @@ def test_ui_activity_session_id(text: str, expected: tuple[str, ...]) -> None:
 def test_ui_activity_session_id_must_be_names() -> None:
     assert errors_of(ONE + "ui: {activity: {session_id: [3]}}") == [
         ("ui.activity.session_id[0]", "expected a header name, got int")]
+
+
+def test_compat_ignore_websockets_defaults_off_and_is_forced_on_for_comfyui_auto() -> None:
+    plan = plan_of(
+        "models:\n"
+        "  m: {cmd: 'srv ${PORT}'}\n"
+        "  ws: {cmd: 'srv ${PORT}', compat: {ignoreWebsockets: true}}\n"
+        "  comfyui_auto: {cmd: 'srv ${PORT}', compat: {ignoreWebsockets: false}, concurrencyLimit: 5}\n"
+        "  big_comfy: {cmd: 'srv ${PORT}', concurrencyLimit: 80}\n"
+    )
+    assert [plan.models[m].ignoreWebsockets for m in ("m", "ws", "comfyui_auto")] == [False, True, True]
+    assert plan.models["comfyui_auto"].concurrencyLimit == 50  # at least 50: a page opens many
+    assert plan.models["big_comfy"].concurrencyLimit == 80
+    assert json_of("models: {comfyui_auto: {cmd: 'srv ${PORT}', concurrencyLimit: 90}}")["models"][
+        "comfyui_auto"]["compat"] == {"ignoreWebsockets": True}
+    assert plan_of("models: {comfyui_auto: {cmd: 'srv ${PORT}', concurrencyLimit: 90}}").models[
+        "comfyui_auto"].concurrencyLimit == 90
