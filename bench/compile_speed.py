@@ -117,6 +117,32 @@ def time_check(config_dir: Path, runs: int) -> list[float]:
     return times
 
 
+def time_bombs(runs: int) -> dict[str, list[float]]:
+    """Seconds to refuse a 10**9-value alias bomb, by list anchors and by merge keys."""
+    from llama_swap.compiler.diagnostics import CompileError
+    from llama_swap.compiler.pipeline import compile_sources
+
+    out: dict[str, list[float]] = {}
+    for merge in (False, True):
+        if merge:
+            lines = ["x0: &x0 {" + ", ".join(f"k{i}: lol" for i in range(10)) + "}"]
+            lines += [f"x{n}: &x{n} {{<<: [{', '.join([f'*x{n - 1}'] * 10)}]}}" for n in range(1, 10)]
+        else:
+            lines = ["x0: &x0 [" + ", ".join(["lol"] * 10) + "]"]
+            lines += [f"x{n}: &x{n} [{', '.join([f'*x{n - 1}'] * 10)}]" for n in range(1, 10)]
+        text = "\n".join([*lines, "models: *x9"]) + "\n"
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            try:
+                compile_sources([("bomb.yaml", text)], env={})
+            except CompileError:
+                pass
+            times.append(time.perf_counter() - start)
+        out["merge keys" if merge else "lists"] = times
+    return out
+
+
 def report(label: str, times: list[float], target: float | None, per: int | None = None) -> None:
     best, median = min(times), statistics.median(times)
     line = (
@@ -164,6 +190,8 @@ def main() -> None:
         report(
             f"swap-compile --check --config-dir {example.name}", time_check(example, args.runs), 0.3
         )
+    for shape, times in time_bombs(args.runs).items():
+        report(f"alias bomb of 10**9 values through {shape}, refused", times, 2.0)
 
 
 if __name__ == "__main__":

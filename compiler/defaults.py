@@ -143,6 +143,27 @@ def _ignore_paths(c: Collector, upstream: dict[str, Any]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _session_headers(c: Collector, doc: dict[str, Any]) -> tuple[str, ...]:
+    """`ui.activity.session_id`: header names, trimmed, blanks and case-insensitive
+    duplicates dropped (the first spelling kept); absent: the default pair; `[]`: none."""
+    activity = get_map(c, ("ui", "activity"), get_map(c, ("ui",), doc.get("ui")).get("activity"))
+    raw = activity.get("session_id")
+    if raw is None:
+        return DEFAULTS.uiSessionHeaders
+    keys = ("ui", "activity", "session_id")
+    seen: set[str] = set()
+    out: list[str] = []
+    for i, name in enumerate(get_list(c, keys, raw)):
+        if not isinstance(name, str):
+            c.error((*keys, i), f"expected a header name, got {type_name(name)}")
+            continue
+        name = name.strip()
+        if name and name.lower() not in seen:
+            seen.add(name.lower())
+            out.append(name)
+    return tuple(out)
+
+
 def _api_keys(c: Collector, raw: Any) -> tuple[str, ...]:
     keys: list[str] = []
     for i, key in enumerate(get_list(c, ("apiKeys",), raw)):
@@ -216,4 +237,5 @@ def resolve_settings(c: Collector, doc: dict[str, Any]) -> Settings:
         apiKeys=_api_keys(c, doc.get("apiKeys")),
         ignorePaths=ignore_paths,
         unloadTimeout=unload_timeout,
+        uiSessionHeaders=_session_headers(c, doc),
     )

@@ -327,15 +327,30 @@ def _unload_timeout(c: Collector, mid: str, raw: dict[str, Any], settings: Setti
     return value if value > 0 else settings.unloadTimeout
 
 
+# The model `/comfyui/` serves: a browser page opens many requests and websockets at once.
+COMFYUI_MODEL = "comfyui_auto"
+COMFYUI_MIN_CONCURRENCY = 50
+
+
 def _concurrency_limit(c: Collector, mid: str, raw: dict[str, Any]) -> int:
-    """concurrencyLimit (0 or less means the default); warns about a per-model health timeout."""
+    """concurrencyLimit (0 or less means the default; at least 50 for `comfyui_auto`);
+    warns about a per-model health timeout."""
     limit = get_int(c, ("models", mid, "concurrencyLimit"), raw.get("concurrencyLimit"), 0)
     if "healthCheckTimeout" in raw:
         c.warn(
             ("models", mid, "healthCheckTimeout"),
             "ignored: the global healthCheckTimeout applies to every model",
         )
-    return limit if limit > 0 else DEFAULT_CONCURRENCY_LIMIT
+    limit = limit if limit > 0 else DEFAULT_CONCURRENCY_LIMIT
+    return max(limit, COMFYUI_MIN_CONCURRENCY) if mid == COMFYUI_MODEL else limit
+
+
+def _ignore_websockets(c: Collector, mid: str, raw: dict[str, Any]) -> bool:
+    """compat.ignoreWebsockets (forced on for `comfyui_auto`)."""
+    compat = get_map(c, ("models", mid, "compat"), raw.get("compat"))
+    keys = ("models", mid, "compat", "ignoreWebsockets")
+    flag = get_bool(c, keys, compat.get("ignoreWebsockets"), False)
+    return True if mid == COMFYUI_MODEL else flag
 
 
 def _set_params(c: Collector, mid: str, raw: dict[str, Any]) -> dict[str, Any]:
@@ -399,4 +414,5 @@ def build_model(
         capabilities=capabilities,
         resources=freeze(model_resources(c, mid, raw)),
         unloadTimeout=_unload_timeout(c, mid, raw, settings),
+        ignoreWebsockets=_ignore_websockets(c, mid, raw),
     )

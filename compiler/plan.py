@@ -105,6 +105,9 @@ class Model:
     resources: Mapping[str, float] = field(default_factory=_empty_map)
     # Seconds a graceful stop (unload, ttl) may take before SIGKILL; the global value filled in.
     unloadTimeout: int = 10
+    # compat.ignoreWebsockets: websocket upgrades bypass the scheduler (never start, queue or
+    # hold the model); forced on for the reserved `comfyui_auto`
+    ignoreWebsockets: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +261,8 @@ class Settings:
     apiKeys: tuple[str, ...] = ()
     ignorePaths: tuple[str, ...] = (r".*\.(js|json|css|png|gif|jpg|jpeg|ico|txt)$",)
     unloadTimeout: int = 10
+    # headers whose value the activity views show as a request's session (`ui.activity.session_id`)
+    uiSessionHeaders: tuple[str, ...] = ("X-Session-ID", "X-Litellm-Session-Id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,6 +359,7 @@ def _model_to_dict(m: Model) -> dict[str, Any]:
             "context": m.capabilities.context,
         },
         "unloadTimeout": m.unloadTimeout,
+        "compat": {"ignoreWebsockets": m.ignoreWebsockets},
     } | ({"resources": dict(m.resources)} if m.resources else {})
 
 
@@ -429,6 +435,7 @@ def plan_to_dict(plan: Plan, *, with_models: bool = True) -> dict[str, Any]:
         "includeAliasesInList": s.includeAliasesInList,
         "apiKeys": list(s.apiKeys),
         "upstream": {"ignorePaths": list(s.ignorePaths)},
+        "ui": {"activity": {"session_id": list(s.uiSessionHeaders)}},
         "routing": _routing_to_dict(plan.routing),
         "models": {mid: _model_to_dict(m) for mid, m in plan.models.items()} if with_models else {},
         "aliases": dict(plan.aliases),
@@ -540,6 +547,7 @@ def _model_from(mid: str, d: Mapping[str, Any]) -> Model:
         ),
         resources=freeze(d.get("resources", {})),
         unloadTimeout=int(d.get("unloadTimeout", 10)),
+        ignoreWebsockets=bool((d.get("compat") or {}).get("ignoreWebsockets", False)),
     )
 
 
@@ -619,6 +627,9 @@ def plan_from_dict(d: Mapping[str, Any]) -> Plan:
         apiKeys=tuple(d.get("apiKeys", ())),
         ignorePaths=tuple((d.get("upstream") or {}).get("ignorePaths", defaults.ignorePaths)),
         unloadTimeout=int(d.get("unloadTimeout", defaults.unloadTimeout)),
+        uiSessionHeaders=tuple(
+            ((d.get("ui") or {}).get("activity") or {}).get("session_id", defaults.uiSessionHeaders)
+        ),
     )
     peers = {
         pid: Peer(

@@ -1,8 +1,8 @@
 """An OpenAI-compatible fake model server for tests, benchmarks and the demo.
 
 Why: the runtime must be tested with real child processes and real HTTP, without a GPU.  This
-server behaves like a tiny llama-server (health, models, chat/completions with SSE streaming,
-embeddings, multipart audio/image uploads) and adds what tests need to see inside it:
+server behaves like a tiny llama-server (health, models, `/props`, chat/completions with SSE
+streaming, embeddings, multipart audio/image uploads) and adds what tests need to see inside it:
 
 - every JSON response carries a `fake` block echoing what reached it (pid, port, model, path,
   method, headers, and the parsed JSON body, or `body_sha256` + `bytes` for other bodies;
@@ -230,6 +230,8 @@ class FakeUpstream:
         app.router.add_get("/health", self.health)
         app.router.add_get("/fake/stats", self.get_stats)
         app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/models", self.models)
+        app.router.add_get("/props", self.props)
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/embeddings", self.embeddings)
@@ -278,6 +280,16 @@ class FakeUpstream:
         await self.delay({})
         data = [{"id": self.opts.model, "object": "model", "created": 0, "owned_by": "fake"}]
         return self.json(request, {}, {"object": "list", "data": data})
+
+    async def props(self, request: web.Request) -> web.Response:
+        """llama-server's server properties (the fields clients read), plus the echo."""
+        await self.delay({})
+        name = self.opts.model
+        return self.json(request, {}, {
+            "default_generation_settings": {"params": {"n_predict": -1}, "n_ctx": 4096},
+            "total_slots": 1, "model_alias": name, "model_path": f"/models/{name}.gguf",
+            "modalities": {"vision": False, "video": False, "audio": False},
+            "build_info": "fake", "is_sleeping": False})
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         return await self.generate(request, chat=True)

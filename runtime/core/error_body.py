@@ -38,6 +38,7 @@ _KINDS: dict[int, tuple[str, str]] = {
     409: (INVALID_REQUEST, "conflict"),
     413: (INVALID_REQUEST, "request_too_large"),
     429: ("rate_limit_error", "rate_limit_exceeded"),
+    499: (INVALID_REQUEST, "request_cancelled"),
     502: (SERVER_ERROR, "bad_gateway"),
     503: (SERVER_ERROR, "service_unavailable"),
     504: (SERVER_ERROR, "gateway_timeout"),

@@ -51,3 +51,9 @@ def model_unloaded(model: str) -> RouteError:
 
 def shutting_down() -> RouteError:
     return RouteError(503, "llama-swap is shutting down")
+
+
+def request_cancelled() -> RouteError:
+    """Cancelled from the in-flight list before any answer went out: 499 (nginx's "client
+    closed request"), a 4xx so that clients do not send it again on their own."""
+    return RouteError(499, "request cancelled")

@@ -38,11 +38,20 @@ VERSIONLESS_ROUTES: tuple[str, ...] = (
     "/v/reranking",
 )
 MULTIPART_ROUTES: tuple[str, ...] = ("/v1/audio/transcriptions", "/v1/images/edits")
-GET_ROUTES: tuple[str, ...] = ("/v1/audio/voices", "/sdapi/v1/loras")
+# GET routes name their model in `?model=`; `/props` is llama-server's (its query goes upstream).
+GET_ROUTES: tuple[str, ...] = ("/v1/audio/voices", "/sdapi/v1/loras", "/props")
 # POST paths whose exchanges are recorded (also as `/upstream/<model><path>`).
 METERED_PATHS: frozenset[str] = frozenset((*JSON_ROUTES, *VERSIONLESS_ROUTES, *MULTIPART_ROUTES))
 # The POST routes whose body is JSON: the only ones a request head alone can route.
 JSON_BODY_PATHS: frozenset[str] = frozenset((*JSON_ROUTES, *VERSIONLESS_ROUTES))
+
+
+def is_model_dispatched(method: str, path: str) -> bool:
+    """Whether `method path` is one of the model-dispatched routes (a POST route or a GET
+    one): an `/upstream/<model><path>` request for it is listed in flight like the route."""
+    if method == "POST":
+        return path in METERED_PATHS
+    return method == "GET" and path in GET_ROUTES
 
 
 def forward_path(path: str) -> str:

@@ -19,7 +19,8 @@ from llama_swap.runtime.engine.logs import LogBuffer
 from llama_swap.runtime.engine.router import Router
 from llama_swap.runtime.http.observe.activity import ActivityLog
 from llama_swap.runtime.http.observe.captures import CaptureStore
-from llama_swap.runtime.http.observe.events import EventHub, InflightCounter
+from llama_swap.runtime.http.observe.events import EventHub
+from llama_swap.runtime.http.observe.inflight import InflightTracker
 
 if TYPE_CHECKING:  # the client pools are the aiohttp front door's; only their types here
     from llama_swap.runtime.engine.reload import Reloader
@@ -66,7 +67,7 @@ class Services:
     upstream_log: LogBuffer
     listeners: EventListeners
     hub: EventHub
-    inflight: InflightCounter
+    inflight: InflightTracker
     activity: ActivityLog
     captures: CaptureStore
     version: str = "0"

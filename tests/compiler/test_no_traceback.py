@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import yaml
@@ -207,20 +206,19 @@ def laughs(levels: int, width: int, *, merge: bool, where: str) -> str:
     st.sampled_from(["models", "metadata", "apiKeys", "macros"]),
 )
 def test_alias_bombs_fail_fast(levels: int, width: int, merge: bool, where: str) -> None:
-    text = laughs(levels, width, merge=merge, where=where)
-    start = time.perf_counter()
-    check([("bomb.yaml", text)])
-    assert time.perf_counter() - start < 2.0, "an alias bomb must be refused quickly"
+    """Any shape of bomb ends in diagnostics, never a traceback.  How fast it is refused is
+    measured by bench/compile_speed.py, not asserted here (the machines are shared)."""
+    check([("bomb.yaml", laughs(levels, width, merge=merge, where=where))])
 
 
 def test_the_classic_billion_laughs_is_a_clean_error() -> None:
     for merge in (False, True):
+        # 10**9 values: expanding them would never finish, so an answer at all shows the
+        # bomb was refused before expansion.
         text = laughs(9, 10, merge=merge, where="models")
-        start = time.perf_counter()
         try:
             compile_sources([("bomb.yaml", text)], env={})
         except CompileError as exc:
             assert any("too large" in d.message or "alias" in d.message for d in exc.errors)
         else:
             raise AssertionError("a billion laughs must not compile")
-        assert time.perf_counter() - start < 2.0

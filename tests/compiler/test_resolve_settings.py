@@ -244,3 +244,42 @@ def test_the_legacy_profile_list_is_accepted_with_a_warning_and_ignored() -> Non
 
     assert warnings_of("profiles: {p: [m]}\n" + ONE) == [("profiles.p", LEGACY_WARNING)]
     assert dict(plan_of("profiles: {p: [m]}\n" + ONE).profiles) == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", ("X-Session-ID", "X-Litellm-Session-Id")),
+        ("ui: {activity: {}}", ("X-Session-ID", "X-Litellm-Session-Id")),
+        ("ui: {activity: {session_id: []}}", ()),
+        ("ui: {activity: {session_id: [' X-Trace ', '', x-trace, X-Conv]}}", ("X-Trace", "X-Conv")),
+    ],
+)
+def test_ui_activity_session_id(text: str, expected: tuple[str, ...]) -> None:
+    """Absent: the two usual session headers; [] turns them off; names are trimmed, blanks
+    and case-insensitive duplicates dropped (the first spelling kept); into the plan as is."""
+    plan = plan_of(ONE + text)
+    assert plan.settings.uiSessionHeaders == expected
+    assert json_of(ONE + text)["ui"] == {"activity": {"session_id": list(expected)}}
+
+
+def test_ui_activity_session_id_must_be_names() -> None:
+    assert errors_of(ONE + "ui: {activity: {session_id: [3]}}") == [
+        ("ui.activity.session_id[0]", "expected a header name, got int")]
+
+
+def test_compat_ignore_websockets_defaults_off_and_is_forced_on_for_comfyui_auto() -> None:
+    plan = plan_of(
+        "models:\n"
+        "  m: {cmd: 'srv ${PORT}'}\n"
+        "  ws: {cmd: 'srv ${PORT}', compat: {ignoreWebsockets: true}}\n"
+        "  comfyui_auto: {cmd: 'srv ${PORT}', compat: {ignoreWebsockets: false}, concurrencyLimit: 5}\n"
+        "  big_comfy: {cmd: 'srv ${PORT}', concurrencyLimit: 80}\n"
+    )
+    assert [plan.models[m].ignoreWebsockets for m in ("m", "ws", "comfyui_auto")] == [False, True, True]
+    assert plan.models["comfyui_auto"].concurrencyLimit == 50  # at least 50: a page opens many
+    assert plan.models["big_comfy"].concurrencyLimit == 80
+    assert json_of("models: {comfyui_auto: {cmd: 'srv ${PORT}', concurrencyLimit: 90}}")["models"][
+        "comfyui_auto"]["compat"] == {"ignoreWebsockets": True}
+    assert plan_of("models: {comfyui_auto: {cmd: 'srv ${PORT}', concurrencyLimit: 90}}").models[
+        "comfyui_auto"].concurrencyLimit == 90

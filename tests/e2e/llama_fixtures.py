@@ -246,16 +246,16 @@ def llama_config(llama_server_bin: Path, tmp_path: Path) -> Any:
 
 @pytest.fixture
 def swap_proxy(tiny_models: TinyModels, tmp_path: Path) -> Iterator[Any]:
-    """Factory: `swap_proxy(config_path)` runs `llama-swap --config` on a free port, polls
-    `/health`, and at teardown stops it and proves no llama-server child survived."""
+    """Factory: `swap_proxy(config_path, *extra_args)` runs `llama-swap --config` on a free
+    port, polls `/health`, and at teardown stops it and proves no llama-server child survived."""
     started: list[SwapProxy] = []
 
-    def start(config: Path) -> SwapProxy:
+    def start(config: Path, *extra: str) -> SwapProxy:
         port = free_port()
         log = tmp_path / f"llama-swap-{len(started)}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                [LLAMA_SWAP, "--config", str(config), "--listen", f"127.0.0.1:{port}"],
+                [LLAMA_SWAP, "--config", str(config), "--listen", f"127.0.0.1:{port}", *extra],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -45,7 +45,7 @@ async def test_events_follow_loads_and_unloads(proxy: Any, record_file: Path) ->
         burst = await next_events(events, buf, lambda f: len(f) >= 5)
         assert [f["type"] for f in burst[:5]] == ["logData", "logData", "modelStatus", "metrics", "inflight"]
         assert [r["state"] for r in burst[2]["data"]] == ["stopped", "stopped"]
-        assert burst[4]["data"] == {"total": 0}
+        assert burst[4]["data"] == {"operation": "snapshot"}  # nothing in flight
 
         async with s.post(p.url + "/v1/chat/completions", json={"model": "a"}) as r:
             assert r.status == 200
@@ -55,8 +55,11 @@ async def test_events_follow_loads_and_unloads(proxy: Any, record_file: Path) ->
 
         frames = await next_events(events, buf, lambda f: "ready" in states(f, "a") and logged(f))
         assert states(frames, "a")[:2] == ["starting", "ready"]
-        assert {"total": 1} in [f["data"] for f in frames if f["type"] == "inflight"]
-        assert [f["data"] for f in frames if f["type"] == "inflight"][-1] == {"total": 0}
+        inflight = [f["data"] for f in frames if f["type"] == "inflight"]
+        # added, (maybe updated as its answer went,) removed
+        assert {(d["operation"], d.get("request", {}).get("model")) for d in inflight[:-1]} == {
+            ("upsert", "a")}
+        assert inflight[-1] == {"operation": "remove", "id": inflight[0]["request"]["id"]}
 
         async with s.post(p.url + "/api/models/unload/a") as r:
             assert r.status == 200

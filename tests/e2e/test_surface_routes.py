@@ -23,7 +23,7 @@ from tests.e2e.surface_fixtures import fetch, surface_plan, with_model
 peer_server = surface_fixtures.peer_server
 
 MULTIPART_ROUTES = ("/v1/audio/transcriptions", "/v1/images/edits")
-GET_ROUTES = ("/v1/audio/voices", "/sdapi/v1/loras")
+GET_ROUTES = ("/v1/audio/voices", "/sdapi/v1/loras", "/props")
 
 
 async def test_every_model_dispatched_route_reaches_the_upstream(proxy: Any, record_file: Path) -> None:
@@ -113,7 +113,7 @@ async def test_models_list_and_cors(proxy: Any, record_file: Path, peer_server: 
         data = json.loads(raw)["data"]
         assert [r["id"] for r in data] == ["m", "m2", "remote-1"]
         assert data[0]["name"] == "Model M" and data[0]["capabilities"] == {"function_calling": True}
-        assert data[2]["meta"] == {"llamaswap": {"peerID": "far"}}
+        assert data[2]["meta"] == {"llamaswap": {"type": "peer", "peerID": "far"}}
         status, headers, _ = await fetch(s, "OPTIONS", p.url + "/v1/chat/completions",
                                          headers={"Access-Control-Request-Headers": "authorization, x-b"})
         assert status == 204 and headers["Access-Control-Allow-Headers"] == "authorization, x-b"

@@ -17,12 +17,8 @@ from llama_swap.runtime.http.aio.live import (
     make_log_stream_handler,
     make_logs_handler,
 )
-from llama_swap.runtime.http.observe.events import (
-    EventHub,
-    InflightCounter,
-    StreamCloser,
-    model_status,
-)
+from llama_swap.runtime.http.observe.events import EventHub, StreamCloser, model_status
+from llama_swap.runtime.http.observe.inflight import InflightTracker
 
 from .conftest import make_plan, model
 
@@ -44,13 +40,13 @@ async def read_frames(resp, n: int) -> list[dict[str, Any]]:
 
 
 def test_model_status_payload() -> None:
-    plan = make_plan(model("b", aliases=("bb",), capabilities=Capabilities(tools=True)), model("a", unlisted=True),
-                     peers=(Peer(id="p", proxy="http://x", models=("r",)),))
+    plan = make_plan(model("b", aliases=("bb",), capabilities=Capabilities(tools=True, context=2048)),
+                     model("a", unlisted=True), peers=(Peer(id="p", proxy="http://x", models=("r",)),))
     status = model_status(plan, {"b": ProcessState.READY})
-    assert status == [
+    assert status == [  # context_length only where configured
         {"id": "a", "name": "", "description": "", "state": "stopped", "unlisted": True, "peerID": ""},
         {"id": "b", "name": "", "description": "", "state": "ready", "unlisted": False, "peerID": "",
-         "aliases": ["bb"], "capabilities": ["function_calling"]},
+         "aliases": ["bb"], "capabilities": ["function_calling"], "context_length": 2048},
         {"id": "r", "name": "", "description": "", "state": "", "unlisted": False, "peerID": "p"},
     ]
 
@@ -58,13 +54,13 @@ def test_model_status_payload() -> None:
 async def test_events_burst_then_live_then_closed(serve) -> None:
     hub = EventHub()
     closer = StreamCloser()
-    counter = InflightCounter(hub)
+    tracker = InflightTracker(hub)
     plan = make_plan(model("m"))
     burst = lambda: [  # noqa: E731
         ("logData", {"source": "proxy", "data": "hello\n"}),
         ("modelStatus", model_status(plan, {})),
         ("metrics", []),
-        ("inflight", {"total": counter.total}),
+        ("inflight", tracker.snapshot()),
     ]
     app = web.Application()
     app.router.add_get("/api/events", make_events_handler(hub, burst, closer))
@@ -76,11 +72,15 @@ async def test_events_burst_then_live_then_closed(serve) -> None:
     first = await read_frames(resp, 4)
     assert [f["type"] for f in first] == ["logData", "modelStatus", "metrics", "inflight"]
     assert first[1]["data"][0]["state"] == "stopped"
-    with counter.track():
-        hub.publish("modelStatus", model_status(plan, {"m": ProcessState.STARTING}))
+    assert first[3]["data"] == {"operation": "snapshot"}  # nothing in flight: no `requests`
+    entry = tracker.add(model="m", req_path="/v1/chat/completions", method="POST",
+                        headers={"User-Agent": "t"}, peer="127.0.0.1", cancel=lambda: None)
+    hub.publish("modelStatus", model_status(plan, {"m": ProcessState.STARTING}))
+    tracker.remove(entry)
     live = await read_frames(resp, 3)
     assert [f["type"] for f in live] == ["inflight", "modelStatus", "inflight"]
-    assert live[0]["data"] == {"total": 1} and live[2]["data"] == {"total": 0}
+    assert live[0]["data"]["operation"] == "upsert" and live[0]["data"]["request"]["id"] == "1"
+    assert live[2]["data"] == {"operation": "remove", "id": "1"}
     assert live[1]["data"][0]["state"] == "starting"
     closer.close_all()
     assert await asyncio.wait_for(resp.content.read(), 5) == b""

@@ -25,7 +25,8 @@ from llama_swap.runtime.http.aio.peers import PeerPool
 from llama_swap.runtime.http.aio.proxy import UpstreamPool
 from llama_swap.runtime.http.observe.activity import ActivityLog
 from llama_swap.runtime.http.observe.captures import CaptureStore
-from llama_swap.runtime.http.observe.events import EventHub, InflightCounter
+from llama_swap.runtime.http.observe.events import EventHub
+from llama_swap.runtime.http.observe.inflight import InflightTracker
 from llama_swap.runtime.http.services import EventListener, EventListeners, Services
 
 # Request bodies are read whole only for model extraction (JSON); allow big prompts/images.
@@ -40,6 +41,8 @@ ROUTE_MODULES: tuple[str, ...] = (
     "llama_swap.runtime.http.aio.routes.upstream",
     "llama_swap.runtime.http.aio.routes.config",
     "llama_swap.runtime.http.aio.routes.metrics",
+    "llama_swap.runtime.http.aio.routes.inflight",
+    "llama_swap.runtime.http.aio.routes.hardware",
 )
 
 STATE: web.AppKey[Services] = web.AppKey("llama_swap_services", Services)
@@ -76,7 +79,7 @@ def create_services(
         upstream_log=upstream_log,
         listeners=listeners,
         hub=hub,
-        inflight=InflightCounter(hub),
+        inflight=InflightTracker(hub),
         activity=activity,
         captures=CaptureStore(lambda: router.plan.settings.captureBuffer),
         version=version,

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import cast
 from urllib.parse import urlsplit
@@ -40,7 +40,7 @@ from llama_swap.runtime.core.admission import Admit, admit
 from llama_swap.runtime.core.auth import rejects
 from llama_swap.runtime.core.connections import Phase
 from llama_swap.runtime.core.error_body import ErrorAnswer, route_error_answer
-from llama_swap.runtime.core.errors import RouteFailure
+from llama_swap.runtime.core.errors import RouteFailure, request_cancelled
 from llama_swap.runtime.core.forwarding import (
     IDEMPOTENCY_KEYS,
     RAW,
@@ -403,13 +403,34 @@ class ClientConnection(asyncio.Protocol):
         status, size = CLIENT_CLOSED, 0
         close = head.close
         inflight = lane.inflight
-        inflight.change(+1)
+        task = self.task
+        assert task is not None
+        entry = inflight.add(
+            model=model_id, req_path=head.path, method="POST", headers=headers, peer=self.remote,
+            cancel=task.cancel,
+        )
+        entry.progress = _Progress(self)
         lane.counters.served += 1
         try:
             with recording(lane.services, headers, model_id, head.path, meter, req) as rec:
-                status, size, close = await self._exchange(
-                    head, headers, model_id, cast(BytesBody, req.body).data, upstream, meter, rec
-                )
+                try:
+                    status, size, close = await self._exchange(
+                        head, headers, model_id, cast(BytesBody, req.body).data, upstream, meter,
+                        rec,
+                    )
+                except asyncio.CancelledError:
+                    # cancelled from the in-flight list (and not by the client leaving) before
+                    # anything of the answer went out: say so; else the connection is cut
+                    relay = self.relay
+                    if relay is not None:
+                        relay.detach()  # the upstream sees the disconnect now
+                    if not entry.cancelled or task.uncancel() > 0 or (relay and relay.written):
+                        raise
+                    self.relay = None
+                    status, size, close = self._answer(
+                        route_error_answer(headers.get("Accept", ""), request_cancelled()),
+                        rec, head.close,
+                    )
         except asyncio.CancelledError:
             relay = self.relay
             if relay is not None:
@@ -421,7 +442,7 @@ class ClientConnection(asyncio.Protocol):
             log.exception("fast path: unexpected error serving %s", head.path)
             close = True
         finally:
-            inflight.change(-1)
+            inflight.remove(entry)
             log_access(lane.proxy_log(), "POST", head.path, HTTP_11, headers, self.remote,
                        status, size, started)
         self._finished(close)
@@ -508,6 +529,26 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is not None and not self._closed:
             self.transport.write(answer_bytes(answer, close))
         return answer.status, len(answer.body), close
+
+
+class _Progress:
+    """An in-flight entry's view of the answer: the connection's current relay."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: ClientConnection) -> None:
+        self._conn = conn
+
+    def response_headers(self) -> Iterable[tuple[str, str]] | None:
+        relay = self._conn.relay
+        if relay is None or not relay.started:
+            return None
+        headers = relay.meter.headers if relay.meter is not None else None
+        return () if headers is None else headers.items()  # the upstream's, as received
+
+    def response_bytes(self) -> int:
+        relay = self._conn.relay
+        return 0 if relay is None else relay.body_bytes
 
 
 def _has_idempotency_key(headers: LazyHeaders) -> bool:

@@ -1,7 +1,8 @@
 """The activity log behind `GET /api/metrics` and the `metrics` event.
 
 Why a tee and not a buffer: token counts live in the response (a JSON `usage`
-object, llama-server `timings`, or the last SSE `data:` lines of a stream), but
+object, llama-server `timings`, vLLM `metrics`, or the last SSE `data:` lines of a
+stream; parsed by token_parse.py), but
 the response must reach the client as it is produced.  `ResponseMeter` is fed
 every chunk as it passes through the proxy and parses what it can on the side:
 for SSE it keeps only the current incomplete line, for JSON at most
@@ -26,84 +27,15 @@ from datetime import datetime
 from http import HTTPStatus
 from typing import Any
 
-MAX_BUFFER = 1024 * 1024  # bytes of a JSON body (or of one SSE line) kept for parsing
-ERROR_MSG_LIMIT = 500
-
-TOKEN_FIELDS = (
-    "cache_tokens",
-    "draft_tokens",
-    "draft_acc_tokens",
-    "input_tokens",
-    "output_tokens",
-    "prompt_per_second",
-    "tokens_per_second",
+from llama_swap.runtime.http.observe.token_parse import (
+    TOKEN_FIELDS,
+    has_markers,
+    tokens_from,
+    with_rates,
 )
 
-
-def _num(value: Any) -> float | int | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return value
-
-
-def _first(d: Any, *paths: str) -> Any:
-    for path in paths:
-        cur = d
-        for key in path.split("."):
-            cur = cur.get(key) if isinstance(cur, dict) else None
-        if _num(cur) is not None:
-            return cur
-    return None
-
-
-def tokens_from(doc: Any) -> tuple[dict[str, Any], float | None]:
-    """Token figures found in one JSON document (known fields only) and the
-    llama-server processing time in ms when `timings` carries it."""
-    if isinstance(doc, list):  # /infill answers an array; the last element has the timings
-        doc = doc[-1] if doc else None
-    if not isinstance(doc, dict):
-        return {}, None
-    out: dict[str, Any] = {}
-    usage = None
-    for candidate in (doc.get("usage"), _first_dict(doc, "response"), _first_dict(doc, "message")):
-        if isinstance(candidate, dict):
-            usage = candidate
-            break
-    if usage is not None:
-        pairs = {
-            "input_tokens": _first(usage, "prompt_tokens", "input_tokens"),
-            "output_tokens": _first(usage, "completion_tokens", "output_tokens"),
-            "cache_tokens": _first(
-                usage,
-                "cache_read_input_tokens",
-                "input_tokens_details.cached_tokens",
-                "prompt_tokens_details.cached_tokens",
-            ),
-        }
-        out.update({k: v for k, v in pairs.items() if v is not None})
-    duration = None
-    timings = doc.get("timings")
-    if isinstance(timings, dict):
-        pairs = {
-            "input_tokens": _first(timings, "prompt_n"),
-            "output_tokens": _first(timings, "predicted_n"),
-            "prompt_per_second": _first(timings, "prompt_per_second"),
-            "tokens_per_second": _first(timings, "predicted_per_second"),
-            "cache_tokens": _first(timings, "cache_n"),
-            "draft_tokens": _first(timings, "draft_n"),
-            "draft_acc_tokens": _first(timings, "draft_n_accepted"),
-        }
-        out.update({k: v for k, v in pairs.items() if v is not None})
-        ms = [_first(timings, k) for k in ("prompt_ms", "predicted_ms")]
-        if any(m is not None for m in ms):
-            duration = float(sum(m for m in ms if m is not None))
-    return out, duration
-
-
-def _first_dict(doc: dict[str, Any], key: str) -> dict[str, Any] | None:
-    inner = doc.get(key)
-    usage = inner.get("usage") if isinstance(inner, dict) else None
-    return usage if isinstance(usage, dict) else None
+MAX_BUFFER = 1024 * 1024  # bytes of a JSON body (or of one SSE line) kept for parsing
+ERROR_MSG_LIMIT = 500
 
 
 def error_message(body: bytes, status: int) -> str:
@@ -132,12 +64,7 @@ def error_message(body: bytes, status: int) -> str:
     return str(msg)[:ERROR_MSG_LIMIT]
 
 
-_MARKERS = (b'"usage"', b'"timings"')  # no token figures without one of these keys
 LAZY_LIMIT = 4096  # JSON bodies up to this size are kept and parsed only when read
-
-
-def _has_markers(data: bytes) -> bool:
-    return _MARKERS[0] in data or _MARKERS[1] in data
 
 
 # At most this many (model, status) pairs are counted apart for /metrics; requests for
@@ -184,7 +111,7 @@ class ResponseMeter:
     def tokens(self) -> dict[str, Any]:
         if self._unparsed:
             self._parse_body()
-        return self._tokens
+        return with_rates(self._tokens)
 
     @property
     def timing_ms(self) -> float | None:
@@ -244,7 +171,7 @@ class ResponseMeter:
         if self._overflow:  # the tail of a line that was given up
             self._overflow = False
             return
-        if not line.startswith(b"data:") or not _has_markers(line):
+        if not line.startswith(b"data:") or not has_markers(line):
             return
         payload = line[5:].strip()
         if not payload.startswith((b"{", b"[")):
@@ -263,7 +190,7 @@ class ResponseMeter:
 
     def _parse_body(self) -> None:
         self._unparsed = False
-        if _has_markers(self._body):
+        if has_markers(self._body):
             self._merge(self._body)
 
     def finish(self) -> None:

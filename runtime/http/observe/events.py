@@ -1,11 +1,12 @@
-"""What dashboards watch live: the `/api/events` hub, the in-flight counter, model status.
+"""What dashboards watch live: the `/api/events` hub and model status (the requests in
+flight are observe/inflight.py's).
 
 `EventHub` fans messages out to SSE subscribers (1024-message buffer each;
 overflow dropped, never blocking the publisher).  Frames are
 `event:message\\ndata:{"type":T,"data":"<json string>"}\\n\\n` with T one of
-modelStatus, logData, metrics, inflight (and budget, under the budget router:
+modelStatus, logData, metrics, inflight, uiConfig (and budget, under the budget router:
 capacities and what the loaded models use).  A new subscriber first gets the
-burst (proxy history, upstream history, modelStatus, metrics, inflight), then
+burst (proxy history, upstream history, modelStatus, metrics, the inflight snapshot), then
 live messages.  `StreamCloser` ends every open stream at shutdown so the
 server does not wait for long-lived clients.
 
@@ -81,37 +82,6 @@ class EventHub:
                 queue.put_nowait(None)
 
 
-class InflightCounter:
-    """Requests currently being served by model-dispatched routes; changes go to the hub."""
-
-    def __init__(self, hub: EventHub | None = None):
-        self.total = 0
-        self.hub = hub
-
-    def track(self) -> _Tracked:
-        """`with counter.track():` counts the block as one request in flight."""
-        return _Tracked(self)
-
-    def change(self, delta: int) -> None:
-        self.total += delta
-        hub = self.hub
-        if hub is not None and hub._subscribers:
-            hub.publish("inflight", {"total": self.total})
-
-
-class _Tracked:
-    __slots__ = ("_counter",)
-
-    def __init__(self, counter: InflightCounter) -> None:
-        self._counter = counter
-
-    def __enter__(self) -> None:
-        self._counter.change(+1)
-
-    def __exit__(self, *exc: object) -> None:
-        self._counter.change(-1)
-
-
 class StreamCloser:
     """Tracks the tasks serving long-lived streams so shutdown can end them."""
 
@@ -154,6 +124,8 @@ def model_status(plan: Plan, states: Mapping[str, ProcessState]) -> list[dict[st
             rec["capabilities"] = sorted(flags)
         if m.resources:  # declared sizes (budget router)
             rec["resources"] = dict(m.resources)
+        if m.capabilities.context > 0:
+            rec["context_length"] = m.capabilities.context
         out.append(rec)
     for peer_id, peer in plan.peers.items():  # every field, empty, as Go's struct encodes them
         for name in peer.models:

@@ -1,9 +1,16 @@
-"""`GET /v1/models` records, built from the plan alone.
+"""`GET /v1/models` (and `GET /models`) records, built from the plan and the processes' states.
 
-Pure: `models_list(plan, now)` returns the response document, sorted by id.
+Pure: `models_list(plan, now, states)` returns the response document, sorted by id.
 Local listed models (plus a copy per alias with `includeAliasesInList`), then
 every peer model as `"<peer>: <model>"`; duplicates are kept as the original
 keeps them.
+
+Clients written for llama-server read two things beside the OpenAI fields:
+`status.value` (`loaded` while the model's process is anywhere between starting
+and stopping, else `unloaded`; peers are always `unloaded`, their state is not
+ours to know) and `meta.n_ctx` (the configured context length, when one is).
+`meta.llamaswap` always exists and says what the record is (`type`: model,
+alias or peer); the user's metadata goes in first and these internal keys win.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from llama_swap.compiler.plan import Capabilities, Model, Plan, thaw
+from llama_swap.runtime.core.process_state import ProcessState
 
 _CAPABILITY_META_KEYS = ("architecture", "capabilities", "supported_parameters", "context_length")
 
@@ -34,13 +42,21 @@ def capability_flags(c: Capabilities) -> dict[str, bool]:
     return {k: True for k, v in flags.items() if v}
 
 
-def model_record(record_id: str, model: Model, created: int) -> dict[str, Any]:
+def _record(
+    record_id: str,
+    name: str,
+    description: str,
+    caps: Capabilities,
+    metadata: Mapping[str, Any],
+    created: int,
+    loaded: bool,
+    internal: dict[str, Any],
+) -> dict[str, Any]:
     rec: dict[str, Any] = {"id": record_id, "object": "model", "created": created, "owned_by": "llama-swap"}
-    if name := model.name.strip():
+    if name := name.strip():
         rec["name"] = name
-    if description := model.description.strip():
+    if description := description.strip():
         rec["description"] = description
-    caps = model.capabilities
     if caps.in_ or caps.out:
         arch: dict[str, Any] = {"input_modalities": list(caps.in_), "output_modalities": list(caps.out)}
         if caps.in_ and caps.out:
@@ -52,36 +68,56 @@ def model_record(record_id: str, model: Model, created: int) -> dict[str, Any]:
         rec["supported_parameters"] = ["tools", "tool_choice"]
     if caps.context > 0:
         rec["context_length"] = caps.context
-    meta: Mapping[str, Any] = model.metadata
     if _caps_configured(caps):
-        meta = {k: v for k, v in meta.items() if k not in _CAPABILITY_META_KEYS}
-    if meta:
-        rec["meta"] = {"llamaswap": thaw(meta)}
+        metadata = {k: v for k, v in metadata.items() if k not in _CAPABILITY_META_KEYS}
+    rec["meta"] = {"llamaswap": {**thaw(metadata), **internal}}
+    if caps.context > 0:
+        rec["meta"]["n_ctx"] = caps.context
+    rec["status"] = {"value": "loaded" if loaded else "unloaded"}
     return rec
 
 
-def models_list(plan: Plan, now: int) -> dict[str, Any]:
-    """The `/v1/models` body for `plan` at unix time `now`."""
+def model_record(
+    record_id: str, model: Model, created: int, loaded: bool, internal: dict[str, Any]
+) -> dict[str, Any]:
+    """The record of a local model (or of one of its aliases, by `internal`)."""
+    return _record(
+        record_id, model.name, model.description, model.capabilities, model.metadata,
+        created, loaded, internal,
+    )
+
+
+def is_loaded(state: ProcessState | None) -> bool:
+    """A model counts as loaded from the moment its process starts until it has stopped."""
+    return state is not None and state.occupies_memory
+
+
+def models_list(plan: Plan, now: int, states: Mapping[str, ProcessState]) -> dict[str, Any]:
+    """The `/v1/models` body for `plan` at unix time `now`; `states`: the local processes'
+    states by model id (a missing one is stopped)."""
     data: list[dict[str, Any]] = []
+    no_caps = Capabilities()
     for model_id, model in plan.models.items():
         if model.unlisted:
             continue
-        data.append(model_record(model_id, model, now))
+        loaded = is_loaded(states.get(model_id))
+        internal: dict[str, Any] = {"type": "model"}
+        if model.aliases:
+            internal["aliases"] = list(model.aliases)
+        data.append(model_record(model_id, model, now, loaded, internal))
         if plan.settings.includeAliasesInList:
             for alias in model.aliases:
                 if alias := alias.strip():
-                    data.append(model_record(alias, model, now))
+                    data.append(
+                        model_record(alias, model, now, loaded, {"type": "alias", "modelID": model_id})
+                    )
     for peer_id, peer in plan.peers.items():
         for name in peer.models:
             data.append(
-                {
-                    "id": name,
-                    "object": "model",
-                    "created": now,
-                    "owned_by": "llama-swap",
-                    "name": f"{peer_id}: {name}",
-                    "meta": {"llamaswap": {"peerID": peer_id}},
-                }
+                _record(
+                    name, f"{peer_id}: {name}", "", no_caps, {}, now, False,
+                    {"type": "peer", "peerID": peer_id},
+                )
             )
     data.sort(key=lambda rec: rec["id"])
     return {"object": "list", "data": data}

@@ -7,7 +7,8 @@ else 404.  Local requests wait for the router's grant while holding nothing but 
 request; a streaming chat request to a model that is not ready gets the loading-state
 prelude when the model asks for it.  The versionless `/v/...` routes are forwarded
 without their `/v` prefix.  POST exchanges are recorded in the activity log (and
-captured while captures are on) through `recording`.
+captured while captures are on) through `recording`.  Every request is listed in flight
+while it is served, and can be cancelled from there (runtime/http/aio/inflight.py).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from llama_swap.runtime.core.inference_routes import (
 from llama_swap.runtime.http.aio.app import STATE
 from llama_swap.runtime.http.aio.extract import extract
 from llama_swap.runtime.http.aio.forward import serve_loading, serve_local
+from llama_swap.runtime.http.aio.inflight import tracked
 from llama_swap.runtime.http.observe.activity import ResponseMeter
 from llama_swap.runtime.http.observe.recording import recording
 from llama_swap.runtime.http.render.errors import route_error_response
@@ -41,15 +43,15 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     services = request.app[STATE]
     req = await extract(request, services.plan)
     meter = ResponseMeter() if request.method == "POST" else None
-    inflight = services.inflight
-    inflight.change(+1)
     try:
         with recording(services, request.headers, req.model_id, request.path, meter, req) as rec:
-            resp = await _dispatch(request, services, req, meter)
+            resp = await tracked(
+                request, services.inflight, req.model_id, request.path,
+                lambda: _dispatch(request, services, req, meter),
+            )
             rec.answered(resp.status, resp.headers, getattr(resp, "body", None))
             return resp
     finally:
-        inflight.change(-1)
         req.body.close()
 
 

@@ -1,6 +1,6 @@
 """The rest of the HTTP surface: model list, dashboards' live views, admin and redirects.
 
-`GET /v1/models` (the request's Origin echoed), `GET /unload`, `GET /api/version`,
+`GET /v1/models` and `GET /models` (the request's Origin echoed), `GET /unload`, `GET /api/version`,
 `GET /api/events`, `GET /api/metrics` (the activity log), `GET /logs`,
 `GET /logs/stream[/{id}]`, `GET /wol-health`, `GET /` -> /ui, `GET /upstream` ->
 /ui/models, and the startup preload (runtime/http/aio/preload.py).
@@ -61,7 +61,9 @@ def statuses(state: Services) -> list[dict[str, Any]]:
 
 
 async def list_models(request: web.Request) -> web.Response:
-    doc = models_list(request.app[STATE].plan, int(time.time()))
+    state = request.app[STATE]
+    states = {mid: proc.state for mid, proc in state.router.processes.items()}
+    doc = models_list(state.plan, int(time.time()), states)
     return web.json_response(doc, headers=origin_headers(request.headers))
 
 
@@ -95,7 +97,8 @@ async def _forward_log(buffer: LogBuffer, source: str, hub: EventHub) -> None:
 
 def _burst(services: Services) -> Callable[[], list[tuple[str, Any]]]:
     """What a new /api/events subscriber gets first: both logs' history, model status,
-    the activity log, the in-flight count."""
+    the activity log, the requests in flight, and what the UI is configured to show
+    (`uiConfig`: which request headers are a session)."""
 
     def burst() -> list[tuple[str, Any]]:
         return [
@@ -103,7 +106,8 @@ def _burst(services: Services) -> Callable[[], list[tuple[str, Any]]]:
             ("logData", {"source": "upstream", "data": services.upstream_log.history()}),
             ("modelStatus", statuses(services)),
             ("metrics", services.activity.entries()),
-            ("inflight", {"total": services.inflight.total}),
+            ("inflight", services.inflight.snapshot()),
+            ("uiConfig", {"activity": {"session_id": list(services.plan.settings.uiSessionHeaders)}}),
         ] + _budget_event(services)
 
     return burst
@@ -166,6 +170,7 @@ def register(app: web.Application, services: Services) -> None:
         return web.json_response(services.activity.entries())
 
     app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/models", list_models)  # llama-server's spelling, the same list
     app.router.add_get("/unload", unload)
     app.router.add_get("/api/version", version)
     app.router.add_get("/api/metrics", api_metrics)

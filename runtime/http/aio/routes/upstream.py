@@ -10,7 +10,8 @@ No filters are applied.  The model's server receives the rest of the path exactl
 client encoded it (`%2F`, `%20`, encoded UTF-8 and the query stay as sent): the model is
 found in the decoded path, and the raw suffix is what follows the raw text that decodes
 to `/upstream/<name>` (`raw_suffix`).  POSTs to a model-dispatched path (`/upstream/m/v1/chat/completions`)
-are recorded in the activity log like the dispatched routes.
+are recorded in the activity log like the dispatched routes; requests to a model-dispatched
+path (POST or GET, as the route takes them) are listed in flight.
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ from yarl import URL
 
 from llama_swap.compiler.plan import Model
 from llama_swap.runtime.core.errors import RouteError
-from llama_swap.runtime.core.inference_routes import METERED_PATHS
+from llama_swap.runtime.core.inference_routes import METERED_PATHS, is_model_dispatched
 from llama_swap.runtime.core.process_state import ProcessState
 from llama_swap.runtime.http.aio.app import STATE
 from llama_swap.runtime.http.aio.forward import forward_local, serve_granted
+from llama_swap.runtime.http.aio.inflight import tracked
 from llama_swap.runtime.http.aio.proxy import request_headers
 from llama_swap.runtime.http.observe.activity import ResponseMeter
 from llama_swap.runtime.http.observe.recording import recording
@@ -126,7 +128,13 @@ async def upstream(request: web.Request) -> web.StreamResponse:
     suffix = raw_suffix(request.rel_url.raw_path, f"/upstream/{found.name}")
     target = _Target(found.remaining, raw=False) if suffix is None else _Target(suffix or "/", raw=True)
     with recording(state, request.headers, model_id, found.remaining, meter, source) as rec:
-        resp = await _serve(request, state, model_id, target, meter, body)
+        if is_model_dispatched(request.method, found.remaining):  # listed in flight as the route
+            resp = await tracked(
+                request, state.inflight, model_id, found.remaining,
+                lambda: _serve(request, state, model_id, target, meter, body),
+            )
+        else:
+            resp = await _serve(request, state, model_id, target, meter, body)
         rec.answered(resp.status, resp.headers, getattr(resp, "body", None))
         return resp
 
