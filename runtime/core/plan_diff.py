@@ -46,6 +46,7 @@ LIVE_FIELDS: frozenset[str] = frozenset(
         "sendLoadingState",
         "capabilities",
         "unloadTimeout",  # read when the process is next stopped
+        "ignoreWebsockets",  # read per websocket upgrade
     }
 )
 
