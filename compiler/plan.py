@@ -180,6 +180,9 @@ class Settings:
     includeAliasesInList: bool = False
     apiKeys: tuple[str, ...] = ()
     ignorePaths: tuple[str, ...] = (r".*\.(js|json|css|png|gif|jpg|jpeg|ico|txt)$",)
+    storePath: str | None = None  # None: the default file in the user's state directory
+    storeMaxRows: int = 100_000
+    storeMaxAge: str = "720h0m0s"  # canonical Go duration; "0s": no age limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +318,7 @@ def plan_to_dict(plan: Plan, *, with_models: bool = True) -> dict[str, Any]:
         "captureBuffer": s.captureBuffer,
         "maxRequestBody": s.maxRequestBody,
         "performance": {"disabled": s.performanceDisabled, "every": s.performanceEvery},
+        "store": {"path": s.storePath, "maxRows": s.storeMaxRows, "maxAge": s.storeMaxAge},
         "globalTTL": s.globalTTL,
         "startPort": s.startPort,
         "sendLoadingState": s.sendLoadingState,
@@ -462,6 +466,7 @@ def plan_from_dict(d: Mapping[str, Any]) -> Plan:
             f"unsupported planVersion {d.get('planVersion')!r} (expected {PLAN_VERSION})"
         )
     perf = d.get("performance") or {}
+    store = d.get("store") or {}  # absent from plans written before the store existed
     defaults = Settings()
     settings = Settings(
         healthCheckTimeout=int(d.get("healthCheckTimeout", defaults.healthCheckTimeout)),
@@ -479,6 +484,9 @@ def plan_from_dict(d: Mapping[str, Any]) -> Plan:
         includeAliasesInList=bool(d.get("includeAliasesInList", False)),
         apiKeys=tuple(d.get("apiKeys", ())),
         ignorePaths=tuple((d.get("upstream") or {}).get("ignorePaths", defaults.ignorePaths)),
+        storePath=store.get("path", defaults.storePath),
+        storeMaxRows=int(store.get("maxRows", defaults.storeMaxRows)),
+        storeMaxAge=store.get("maxAge", defaults.storeMaxAge),
     )
     peers = {
         pid: Peer(

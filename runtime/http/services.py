@@ -2,7 +2,7 @@
 
 Why one typed object: route modules, the middleware stack and the fast path all need
 the router, the logs, the in-flight counter, the activity log, the capture store, the
-event hub and the client pools.  Built in one place (`aio.app.create_services`), they
+event hub, the activity store and the client pools.  Built in one place (`aio.app.create_services`), they
 are wired to each other once (the in-flight counter and the activity log publish to the
 hub; router and reload events reach every listener), so no module depends on another
 having registered first, and nothing is looked up by a string key.
@@ -18,6 +18,7 @@ from llama_swap.compiler.plan import Plan
 from llama_swap.runtime.engine.logs import LogBuffer
 from llama_swap.runtime.engine.router import Router
 from llama_swap.runtime.http.observe.activity import ActivityLog
+from llama_swap.runtime.http.observe.activity_store import ActivityStore
 from llama_swap.runtime.http.observe.captures import CaptureStore
 from llama_swap.runtime.http.observe.events import EventHub, InflightCounter
 
@@ -69,6 +70,7 @@ class Services:
     inflight: InflightCounter
     activity: ActivityLog
     captures: CaptureStore
+    store: ActivityStore  # the persistent history the activity log feeds
     version: str = "0"
     reloader: Reloader | None = None  # set when the server can reload its config
     fast_path: FastPathCounters | None = None  # set when the fast path is in front

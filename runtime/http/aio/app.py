@@ -18,12 +18,14 @@ from typing import Any
 
 from aiohttp import web
 
-from llama_swap.compiler.plan import Plan
+from llama_swap.compiler.defaults import parse_duration
+from llama_swap.compiler.plan import Plan, Settings
 from llama_swap.runtime.engine.logs import LogBuffer
 from llama_swap.runtime.engine.router import Router
 from llama_swap.runtime.http.aio.peers import PeerPool
 from llama_swap.runtime.http.aio.proxy import UpstreamPool
 from llama_swap.runtime.http.observe.activity import ActivityLog
+from llama_swap.runtime.http.observe.activity_store import ActivityStore, Retention
 from llama_swap.runtime.http.observe.captures import CaptureStore
 from llama_swap.runtime.http.observe.events import EventHub, InflightCounter
 from llama_swap.runtime.http.services import EventListener, EventListeners, Services
@@ -40,6 +42,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "llama_swap.runtime.http.aio.routes.upstream",
     "llama_swap.runtime.http.aio.routes.config",
     "llama_swap.runtime.http.aio.routes.metrics",
+    "llama_swap.runtime.http.aio.routes.activity",
 )
 
 STATE: web.AppKey[Services] = web.AppKey("llama_swap_services", Services)
@@ -68,6 +71,11 @@ def create_services(
         listener=lambda entry: hub.publish("metrics", [entry]),
         live=hub.has_subscribers,  # entries are rendered lazily while nobody listens
     )
+    store = ActivityStore(
+        lambda: router.plan.settings.storePath,
+        lambda memory: retention(router.plan.settings, memory),
+    )
+    activity.sink = store.record
     return Services(
         router=router,
         upstreams=UpstreamPool(),
@@ -79,8 +87,19 @@ def create_services(
         inflight=InflightCounter(hub),
         activity=activity,
         captures=CaptureStore(lambda: router.plan.settings.captureBuffer),
+        store=store,
         version=version,
     )
+
+
+def retention(settings: Settings, memory: bool) -> Retention:
+    """How much history the store keeps: `store.maxRows` and `store.maxAge`; an
+    in-memory database is also capped at `metricsMaxInMemory` rows."""
+    rows = settings.storeMaxRows
+    if memory:
+        rows = min(rows, settings.metricsMaxInMemory)
+    age = parse_duration(settings.storeMaxAge) / 1e9
+    return Retention(max_rows=rows, max_age=age if age > 0 else None)
 
 
 def build_app(

@@ -1,4 +1,4 @@
-"""The activity log behind `GET /api/metrics` and the `metrics` event.
+"""The in-memory activity log behind `GET /api/metrics` and the `metrics` event.
 
 Why a tee and not a buffer: token counts live in the response (a JSON `usage`
 object, llama-server `timings`, or the last SSE `data:` lines of a stream), but
@@ -14,7 +14,8 @@ each append so a reload resizes it) with a listener for the live event, and
 counts of requests per (model, status) for `/metrics`.  Captures (captures.py)
 hook in through `ResponseMeter.capture_limit` (the meter keeps the
 body it already collects, up to that size) and `record(capture=...)` (files the
-capture under the entry's id: `has_capture`).
+capture under the entry's id: `has_capture`).  Every entry is also handed to `sink`,
+the persistent store (activity_store.py), which renders and writes it off the loop.
 """
 
 from __future__ import annotations
@@ -262,9 +263,12 @@ class ResponseMeter:
             self._timing_ms = ms
 
     def _parse_body(self) -> None:
-        self._unparsed = False
+        # Flag cleared after the merge: the store's writer thread may render the same
+        # entry as the loop; both then merge the same figures, and neither sees a
+        # half-parsed meter.
         if _has_markers(self._body):
             self._merge(self._body)
+        self._unparsed = False
 
     def finish(self) -> None:
         """End of the body: keep what was collected (parsed when first read)."""
@@ -357,6 +361,11 @@ class ActivityLog:
         self.counts: dict[tuple[str, int], int] = {}  # (model, status) -> requests recorded
         self.listener = listener
         self.live = live
+        self.sink: Callable[[dict[str, Any] | _Pending], None] | None = None  # the store
+
+    def continue_after(self, last_id: int) -> None:
+        """Hand out ids after `last_id` (the store's highest, so ids survive restarts)."""
+        self._next_id = max(self._next_id, last_id + 1)
 
     def entries(self) -> list[dict[str, Any]]:
         if any(isinstance(e, _Pending) for e in self._entries):
@@ -399,10 +408,12 @@ class ActivityLog:
             item = item.render()  # type: ignore[union-attr]
             self._entries.append(item)
             listener(item)
-            return
-        if meter.body_size > LAZY_LIMIT:  # bounded memory: render (and drop) big bodies now
-            item = item.render()  # type: ignore[union-attr]
-        self._entries.append(item)
+        else:
+            if meter.body_size > LAZY_LIMIT:  # bounded memory: render (and drop) big bodies now
+                item = item.render()  # type: ignore[union-attr]
+            self._entries.append(item)
+        if self.sink is not None:
+            self.sink(item)
 
 
 class TeeContent:
