@@ -21,6 +21,7 @@ from llama_swap.runtime.http.observe.activity import ActivityLog
 from llama_swap.runtime.http.observe.activity_store import ActivityStore
 from llama_swap.runtime.http.observe.captures import CaptureStore
 from llama_swap.runtime.http.observe.events import EventHub, InflightCounter
+from llama_swap.runtime.http.observe.prom import ProxyMetrics
 
 if TYPE_CHECKING:  # the client pools are the aiohttp front door's; only their types here
     from llama_swap.runtime.engine.reload import Reloader
@@ -71,6 +72,7 @@ class Services:
     activity: ActivityLog
     captures: CaptureStore
     store: ActivityStore  # the persistent history the activity log feeds
+    metrics: ProxyMetrics  # what /metrics exposes
     version: str = "0"
     reloader: Reloader | None = None  # set when the server can reload its config
     fast_path: FastPathCounters | None = None  # set when the fast path is in front

@@ -28,6 +28,7 @@ from llama_swap.runtime.http.observe.activity import ActivityLog
 from llama_swap.runtime.http.observe.activity_store import ActivityStore, Retention
 from llama_swap.runtime.http.observe.captures import CaptureStore
 from llama_swap.runtime.http.observe.events import EventHub, InflightCounter
+from llama_swap.runtime.http.observe.prom import ProxyMetrics
 from llama_swap.runtime.http.services import EventListener, EventListeners, Services
 
 # Request bodies are read whole only for model extraction (JSON); allow big prompts/images.
@@ -62,6 +63,8 @@ def create_services(
     upstream_log = upstream_log if upstream_log is not None else LogBuffer("upstream")
     proxy_log = proxy_log if proxy_log is not None else LogBuffer("proxy")
     listeners = EventListeners()
+    metrics = ProxyMetrics()
+    listeners.add(metrics.on_event)
     if on_event is not None:
         listeners.add(on_event)
     router = Router(plan, upstream_log=upstream_log, on_event=listeners, ttl_interval=ttl_interval)
@@ -76,6 +79,7 @@ def create_services(
         lambda memory: retention(router.plan.settings, memory),
     )
     activity.sink = store.record
+    store.on_written = metrics.tokens
     return Services(
         router=router,
         upstreams=UpstreamPool(),
@@ -88,6 +92,7 @@ def create_services(
         activity=activity,
         captures=CaptureStore(lambda: router.plan.settings.captureBuffer),
         store=store,
+        metrics=metrics,
         version=version,
     )
 

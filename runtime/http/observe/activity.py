@@ -21,6 +21,7 @@ the persistent store (activity_store.py), which renders and writes it off the lo
 from __future__ import annotations
 
 import json
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -160,7 +161,7 @@ class ResponseMeter:
     __slots__ = (
         "status", "content_type", "headers", "capture_limit", "_sse", "_parse", "_buf", "_limit",
         "_chunks", "_size", "_overflow", "_body", "_captured", "_unparsed", "_tokens",
-        "_timing_ms",
+        "_timing_ms", "first_byte",
     )
 
     def __init__(self) -> None:
@@ -180,6 +181,7 @@ class ResponseMeter:
         self._unparsed = False  # `_body` still to be parsed for tokens
         self._tokens: dict[str, Any] = {}
         self._timing_ms: float | None = None
+        self.first_byte = 0.0  # time.monotonic() of the first body byte (0: none yet)
 
     @property
     def tokens(self) -> dict[str, Any]:
@@ -218,6 +220,8 @@ class ResponseMeter:
     def feed(self, chunk: bytes) -> None:
         if not chunk:
             return
+        if not self._size:
+            self.first_byte = time.monotonic()
         self._size += len(chunk)
         if self._limit:
             if self._size > self._limit:  # too big to keep: give it all up

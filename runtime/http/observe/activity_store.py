@@ -107,6 +107,8 @@ class ActivityStore:
         self.last_id = 0
         self._since_prune = 0
         self._pruned_at = 0.0
+        # sees every entry written (on the writer thread): the token counters of /metrics
+        self.on_written: Callable[[dict[str, Any]], None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -214,6 +216,11 @@ class ActivityStore:
     async def page(self, query: ActivityQuery) -> dict[str, Any]:
         return await self._ask(lambda conn: db.list_page(conn, query))
 
+    async def flush(self) -> None:
+        """Return once every entry recorded so far is written (no-op when not open)."""
+        if self._thread is not None and not self._closing:
+            await self._ask(lambda conn: None)
+
     async def stats(self, model: str) -> dict[str, Any]:
         return await self._ask(lambda conn: db.stats(conn, model))
 
@@ -250,19 +257,24 @@ class ActivityStore:
 
     def _write(self, batch: list[Any]) -> None:
         assert self._conn is not None
+        entries: list[dict[str, Any]] = []
         try:
-            rows = [db.row_of(e if isinstance(e, dict) else e.render()) for e in batch]
-            db.insert(self._conn, rows)
+            entries = [e if isinstance(e, dict) else e.render() for e in batch]
+            db.insert(self._conn, [db.row_of(e) for e in entries])
         except (sqlite3.Error, KeyError, TypeError, ValueError) as exc:
             self.dropped += len(batch)
             self.error = f"writing activity failed: {exc}"
             log.warning("activity store: %s entries not written: %s", len(batch), exc)
-            return
-        self.written += len(rows)
-        self._since_prune += len(rows)
-        now = time.monotonic()
-        if self._since_prune >= PRUNE_EVERY or now - self._pruned_at >= PRUNE_INTERVAL:
-            self._prune()
+        else:
+            self.written += len(entries)
+            self._since_prune += len(entries)
+            now = time.monotonic()
+            if self._since_prune >= PRUNE_EVERY or now - self._pruned_at >= PRUNE_INTERVAL:
+                self._prune()
+        hook = self.on_written
+        if hook is not None:
+            for entry in entries:
+                hook(entry)
 
     def _prune(self) -> None:
         assert self._conn is not None
