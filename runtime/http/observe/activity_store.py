@@ -43,6 +43,10 @@ MAX_PENDING = 10_000  # entries waiting for the writer; more are dropped (and co
 BATCH_DELAY = 0.05  # seconds the writer lets entries gather before a transaction
 PRUNE_EVERY = 500  # inserts between retention passes
 PRUNE_INTERVAL = 60.0  # seconds between retention passes while entries arrive
+# Rendering entries is Python work that holds the GIL; a thread that does not give it up
+# keeps the event loop waiting up to the interpreter's switch interval (5 ms).  The
+# writer gives it up after every few entries, so the loop waits microseconds instead.
+YIELD_EVERY = 8
 STATE_DIR = "llama-swap-py"
 DEFAULT_FILE = "activity.sqlite"
 
@@ -258,9 +262,15 @@ class ActivityStore:
     def _write(self, batch: list[Any]) -> None:
         assert self._conn is not None
         entries: list[dict[str, Any]] = []
+        rows: list[db.Row] = []
         try:
-            entries = [e if isinstance(e, dict) else e.render() for e in batch]
-            db.insert(self._conn, [db.row_of(e) for e in entries])
+            for i, item in enumerate(batch):
+                entry = item if isinstance(item, dict) else item.render()
+                entries.append(entry)
+                rows.append(db.row_of(entry))
+                if i % YIELD_EVERY == YIELD_EVERY - 1:
+                    time.sleep(0)  # hand the GIL to the event loop (see YIELD_EVERY)
+            db.insert(self._conn, rows)
         except (sqlite3.Error, KeyError, TypeError, ValueError) as exc:
             self.dropped += len(batch)
             self.error = f"writing activity failed: {exc}"
@@ -273,8 +283,10 @@ class ActivityStore:
                 self._prune()
         hook = self.on_written
         if hook is not None:
-            for entry in entries:
+            for i, entry in enumerate(entries):
                 hook(entry)
+                if i % YIELD_EVERY == YIELD_EVERY - 1:
+                    time.sleep(0)
 
     def _prune(self) -> None:
         assert self._conn is not None
