@@ -272,3 +272,11 @@ async def test_a_database_locked_by_an_outside_writer_is_reported(tmp_path: Path
         outside.rollback()
         outside.close()
         await store.close()
+
+
+async def test_a_store_nobody_opened_keeps_nothing() -> None:
+    store = make_store(db.MEMORY)  # e.g. an app built without the activity routes
+    for i in range(1, 20):
+        store.record(entry(i))
+    assert store.status()["pending"] == 0 and store.status()["state"] == "closed"
+    await store.flush()  # /metrics asks: nothing to wait for

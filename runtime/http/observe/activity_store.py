@@ -100,6 +100,7 @@ class ActivityStore:
         self._pending: list[Any] = []
         self._jobs: list[Callable[[], None]] = []
         self._closing = False
+        self._accepting = False  # from open() on: a store nobody opens keeps nothing
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
         self._lock: _Lock | None = None
@@ -120,6 +121,7 @@ class ActivityStore:
         """Open the database (off the loop) and start the writer; the last id given."""
         if self._thread is not None:
             return self.last_id
+        self._accepting = True
         await asyncio.to_thread(self._open)
         self._thread = threading.Thread(target=self._run, name="activity-store", daemon=True)
         self._thread.start()
@@ -179,6 +181,8 @@ class ActivityStore:
     def record(self, entry: Any) -> None:
         """Queue a finished entry (a rendered dict, or anything with `render()`)."""
         with self._cond:
+            if not self._accepting:
+                return
             if self._closing or len(self._pending) >= MAX_PENDING:
                 self.dropped += 1
                 return
