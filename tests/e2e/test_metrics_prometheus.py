@@ -88,3 +88,33 @@ async def test_counts_and_histograms_match_a_scripted_workload(
     assert value(m, "llamaswap_models_loaded") == 0
     assert value(m, "llamaswap_fast_path_requests_total") >= 3
     assert value(m, "process_cpu_seconds_total") > 0  # the library's process collector
+
+
+async def test_in_flight_and_queued_requests_are_shown_while_they_wait(
+    proxy: Any, record_file: Path,
+) -> None:
+    import asyncio
+
+    plan = surface_plan([fake_model("a", record_file, "--response-delay", "3"),
+                         fake_model("b", record_file)], storePath=":memory:")
+    p: Proxy = proxy(plan)
+    async with aiohttp.ClientSession() as s:
+        slow = asyncio.ensure_future(post(s, p.url + "/v1/chat/completions", {"model": "a"}))
+        waiting = None
+        m: Samples = {}
+        for _ in range(500):  # until a is being served and b waits behind it (serial)
+            m = await scrape(p.url)
+            if waiting is None and value(m, "llamaswap_model_inflight_requests", model="a"):
+                waiting = asyncio.ensure_future(
+                    post(s, p.url + "/v1/chat/completions", {"model": "b"}))
+            if value(m, "llamaswap_model_queued_requests", model="b") == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert value(m, "llamaswap_model_inflight_requests", model="a") == 1
+        assert value(m, "llamaswap_model_queued_requests", model="b") == 1
+        assert value(m, "llamaswap_queued_requests") == 1
+        assert value(m, "llamaswap_inflight_requests") == 2  # in progress: served or waiting
+        assert await slow == 200 and waiting is not None and await waiting == 200
+    after = await scrape(p.url)
+    assert value(after, "llamaswap_queued_requests") == 0
+    assert value(after, "llamaswap_model_evictions_total", model="a", reason="swap") == 1

@@ -107,7 +107,8 @@ def runtime_metrics(services: Services) -> Iterator[Metric]:
     yield ready
     yield inflight
     yield queued
-    yield GaugeMetricFamily("llamaswap_inflight_requests", "Model requests being served",
+    yield GaugeMetricFamily("llamaswap_inflight_requests",
+                            "Model requests in progress (being served or waiting)",
                             value=services.inflight.total)
     yield GaugeMetricFamily("llamaswap_queued_requests", "Model requests waiting",
                             value=sum(waiting.values()))
