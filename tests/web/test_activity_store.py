@@ -3,6 +3,7 @@ databases, and the store's writer thread (activity_store.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from datetime import datetime
@@ -280,3 +281,29 @@ async def test_a_store_nobody_opened_keeps_nothing() -> None:
         store.record(entry(i))
     assert store.status()["pending"] == 0 and store.status()["state"] == "closed"
     await store.flush()  # /metrics asks: nothing to wait for
+
+
+async def test_rows_a_locked_database_refuses_are_written_once_it_is_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(db, "BUSY_TIMEOUT_MS", 50)  # give up on the lock quickly
+    path = str(tmp_path / "a.sqlite")
+    store = make_store(path)
+    await store.open()
+    try:
+        outside = sqlite3.connect(path, isolation_level=None)
+        outside.execute("BEGIN IMMEDIATE")  # another program holds the write lock
+        for i in range(1, 4):
+            store.record(entry(i))
+        for _ in range(200):  # the writer tries, and is refused
+            if store.status()["error"] is not None:
+                break
+            await asyncio.sleep(0.01)
+        status = store.status()
+        assert "locked" in status["error"] and status["pending"] == 3 and status["dropped"] == 0
+        outside.rollback()
+        outside.close()
+        assert ids(await store.page(ActivityQuery())) == [3, 2, 1]  # a read writes them first
+        assert store.status()["error"] is None
+    finally:
+        await store.close()

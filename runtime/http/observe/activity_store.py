@@ -41,6 +41,7 @@ T = TypeVar("T")
 
 MAX_PENDING = 10_000  # entries waiting for the writer; more are dropped (and counted)
 BATCH_DELAY = 0.05  # seconds the writer lets entries gather before a transaction
+RETRY_DELAY = 1.0  # seconds before rows the database refused are tried again
 PRUNE_EVERY = 500  # inserts between retention passes
 PRUNE_INTERVAL = 60.0  # seconds between retention passes while entries arrive
 # Rendering entries is Python work that holds the GIL; a thread that does not give it up
@@ -98,6 +99,7 @@ class ActivityStore:
         self._retention = retention
         self._cond = threading.Condition()
         self._pending: list[Any] = []
+        self._retry: list[db.Row] = []  # rows the database refused, tried again next time
         self._jobs: list[Callable[[], None]] = []
         self._closing = False
         self._accepting = False  # from open() on: a store nobody opens keeps nothing
@@ -239,7 +241,8 @@ class ActivityStore:
             state = "fallback"
         return {
             "state": state, "path": self.path, "configured": self.wanted, "error": self.error,
-            "pending": len(self._pending), "written": self.written, "dropped": self.dropped,
+            "pending": len(self._pending) + len(self._retry), "written": self.written,
+            "dropped": self.dropped,
         }
 
     # -- the writer thread -----------------------------------------------------------
@@ -248,49 +251,74 @@ class ActivityStore:
         while True:
             with self._cond:
                 while not (self._pending or self._jobs or self._closing):
+                    if self._retry:  # refused rows: try again after a pause
+                        self._cond.wait(RETRY_DELAY)
+                        break
                     self._cond.wait()
                 if self._pending and not (self._jobs or self._closing):
                     self._cond.wait(BATCH_DELAY)  # let a burst gather into one transaction
                 batch, self._pending = self._pending, []
                 jobs, self._jobs = self._jobs, []
                 closing = self._closing
-            if batch:
+            if batch or self._retry:
                 self._write(batch)
             for job in jobs:
                 job()
             if closing:
                 with self._cond:
                     if not self._pending and not self._jobs:
-                        return
+                        break
+        if self._retry:
+            self.dropped += len(self._retry)
+            log.warning("activity store: %s entries could not be written before exit",
+                        len(self._retry))
+            self._retry = []
 
     def _write(self, batch: list[Any]) -> None:
+        """Render and insert a batch.  Rows a busy or failing database refused are kept
+        and tried again with the next batch (at most MAX_PENDING of them)."""
         assert self._conn is not None
         entries: list[dict[str, Any]] = []
         rows: list[db.Row] = []
-        try:
-            for i, item in enumerate(batch):
+        for i, item in enumerate(batch):
+            try:
                 entry = item if isinstance(item, dict) else item.render()
-                entries.append(entry)
                 rows.append(db.row_of(entry))
-                if i % YIELD_EVERY == YIELD_EVERY - 1:
-                    time.sleep(0)  # hand the GIL to the event loop (see YIELD_EVERY)
-            db.insert(self._conn, rows)
-        except (sqlite3.Error, KeyError, TypeError, ValueError) as exc:
-            self.dropped += len(batch)
-            self.error = f"writing activity failed: {exc}"
-            log.warning("activity store: %s entries not written: %s", len(batch), exc)
-        else:
-            self.written += len(entries)
-            self._since_prune += len(entries)
-            now = time.monotonic()
-            if self._since_prune >= PRUNE_EVERY or now - self._pruned_at >= PRUNE_INTERVAL:
-                self._prune()
+            except (KeyError, TypeError, ValueError) as exc:  # a malformed entry: skip it
+                self.dropped += 1
+                log.warning("activity store: entry not written: %s", exc)
+                continue
+            entries.append(entry)
+            if i % YIELD_EVERY == YIELD_EVERY - 1:
+                time.sleep(0)  # hand the GIL to the event loop (see YIELD_EVERY)
         hook = self.on_written
         if hook is not None:
             for i, entry in enumerate(entries):
                 hook(entry)
                 if i % YIELD_EVERY == YIELD_EVERY - 1:
                     time.sleep(0)
+        if self._retry:
+            rows = self._retry + rows
+            self._retry = []
+        if len(rows) > MAX_PENDING:
+            self.dropped += len(rows) - MAX_PENDING
+            rows = rows[-MAX_PENDING:]
+        try:
+            db.insert(self._conn, rows)
+        except sqlite3.Error as exc:
+            self._retry = rows
+            if self.error is None or not self.error.startswith("writing"):
+                log.warning("activity store: writing failed, will retry: %s", exc)
+            self.error = f"writing activity failed: {exc}"
+            return
+        if self.error is not None and self.error.startswith("writing"):
+            log.info("activity store: writing works again")
+            self.error = None
+        self.written += len(rows)
+        self._since_prune += len(rows)
+        now = time.monotonic()
+        if self._since_prune >= PRUNE_EVERY or now - self._pruned_at >= PRUNE_INTERVAL:
+            self._prune()
 
     def _prune(self) -> None:
         assert self._conn is not None
