@@ -134,14 +134,20 @@ class ActivityStore:
         self.wanted = wanted = wanted if wanted is not None else default_path()
         try:
             self._conn = self._connect(wanted)
+            self.last_id = db.last_id(self._conn)
             self.path = wanted
-        except (db.StoreError, OSError) as exc:
+        except (db.StoreError, OSError, sqlite3.Error) as exc:
             self.error = str(exc)
             log.error("activity store unavailable, keeping this run's history in memory: %s",
                       exc)
+            if self._conn is not None:
+                self._conn.close()
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
             self._conn = db.connect(db.MEMORY)
             self.path = db.MEMORY
-        self.last_id = db.last_id(self._conn)
+            self.last_id = 0
         self._prune()
 
     def _connect(self, path: str) -> sqlite3.Connection:
