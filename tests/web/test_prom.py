@@ -71,3 +71,17 @@ def test_scrape_time_families_are_read_at_each_render() -> None:
     assert samples(m)[("llamaswap_queued_requests", ())] == 2
     depth[0] = 0
     assert samples(m)[("llamaswap_queued_requests", ())] == 0
+
+
+def test_loop_histograms_count_a_value_in_the_first_bucket_it_fits_cumulatively() -> None:
+    from llama_swap.runtime.http.observe.prom import LoopHistogram
+
+    h = LoopHistogram("h_seconds", "h", (0.1, 1.0))
+    for v in (0.05, 0.1, 0.5, 1.0, 7.0):
+        h.observe("m", v)
+    (sample_set,) = [h.family()]
+    got = {(s.name, s.labels.get("le")): s.value for s in sample_set.samples}
+    assert got[("h_seconds_bucket", "0.1")] == 2  # upper bounds are inclusive
+    assert got[("h_seconds_bucket", "1.0")] == 4
+    assert got[("h_seconds_bucket", "+Inf")] == 5
+    assert got[("h_seconds_count", None)] == 5 and got[("h_seconds_sum", None)] == 8.65

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -34,10 +35,11 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.gc_collector import GCCollector
-from prometheus_client.metrics_core import Metric
+from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from llama_swap.runtime.http.observe.activity import MAX_COUNTED_SERIES, OTHER_SERIES
 
@@ -68,6 +70,41 @@ class ModelLabels:
         return model
 
 
+class LoopHistogram:
+    """A histogram per model label, updated only on the event loop.
+
+    Why not the library's `Histogram` for these two: it takes a lock per bucket and per
+    label lookup, ~8 us per observation on the reference machine, and every request
+    observes two; this costs a dict lookup and a C bisect.  The library still writes the
+    exposition (a `HistogramMetricFamily` built at scrape time, also on the loop)."""
+
+    def __init__(self, name: str, documentation: str, bounds: tuple[float, ...]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.bounds = bounds
+        # per label: a count per bucket (the last one past every bound), then the sum
+        self._rows: dict[str, list[float]] = {}
+
+    def observe(self, label: str, value: float) -> None:
+        row = self._rows.get(label)
+        if row is None:
+            row = self._rows[label] = [0.0] * (len(self.bounds) + 2)
+        row[bisect_left(self.bounds, value)] += 1
+        row[-1] += value
+
+    def family(self) -> HistogramMetricFamily:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=["model"])
+        for label, row in sorted(self._rows.items()):
+            buckets: list[tuple[str, float]] = []
+            total = 0.0
+            for bound, count in zip((*map(floatToGoString, self.bounds), "+Inf"), row[:-1],
+                                    strict=True):
+                total += count
+                buckets.append((bound, total))
+            family.add_metric([label], buckets, sum_value=row[-1])
+        return family
+
+
 class _Scrape(Collector):
     """Metric families computed from live state when /metrics is read."""
 
@@ -90,15 +127,16 @@ class ProxyMetrics:
         PlatformCollector(registry=registry)
         GCCollector(registry=registry)
         self.label = ModelLabels()
-        self.duration = Histogram(
+        self.duration = LoopHistogram(
             "llamaswap_request_duration_seconds",
             "Time from a model request's arrival to the end of its answer, per model",
-            ["model"], buckets=REQUEST_BUCKETS, registry=registry)
-        self.ttfb = Histogram(
+            REQUEST_BUCKETS)
+        self.ttfb = LoopHistogram(
             "llamaswap_time_to_first_byte_seconds",
             "Time from a model request's arrival to the first byte of its answer's body "
             "(the first token of a stream), per model",
-            ["model"], buckets=REQUEST_BUCKETS, registry=registry)
+            REQUEST_BUCKETS)
+        self.add_collector(lambda: (self.duration.family(), self.ttfb.family()))
         self.input_tokens = Counter(
             "llamaswap_input_tokens", "Prompt tokens the upstreams reported, per model",
             ["model"], registry=registry)
@@ -134,8 +172,8 @@ class ProxyMetrics:
     def request(self, model: str, seconds: float, first_byte: float | None) -> None:
         """A model request answered (on the loop)."""
         name = self.label(model)
-        self.duration.labels(name).observe(seconds)
-        self.ttfb.labels(name).observe(seconds if first_byte is None else first_byte)
+        self.duration.observe(name, seconds)
+        self.ttfb.observe(name, seconds if first_byte is None else first_byte)
 
     def tokens(self, entry: Mapping[str, Any]) -> None:
         """An activity entry written by the store (on its thread): its known token counts."""
