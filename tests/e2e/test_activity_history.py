@@ -80,6 +80,22 @@ async def test_pages_filters_and_refusals(proxy: Any, record_file: Path, tmp_pat
     assert (status["state"], status["path"], status["error"]) == ("open", ":memory:", None)
 
 
+async def test_each_recorded_request_is_announced_by_id(
+    proxy: Any, record_file: Path,
+) -> None:
+    from tests.e2e.test_surface_live import next_events
+
+    p: Proxy = proxy(surface_plan([fake_model("a", record_file)], storePath=":memory:"))
+    async with aiohttp.ClientSession() as s, s.get(p.url + "/api/events") as events:
+        buf = [b""]
+        await next_events(events, buf, lambda f: len(f) >= 5)  # the initial burst
+        await chat(p.url, n=2)
+        frames = await next_events(
+            events, buf, lambda f: sum(x["type"] == "activity" for x in f) >= 2)
+    assert [f["data"] for f in frames if f["type"] == "activity"] == [{"id": 1}, {"id": 2}]
+    assert ids(await get(p.url, "/api/metrics/activity")) == [2, 1]
+
+
 async def test_a_corrupt_database_does_not_stop_the_proxy(
     proxy: Any, record_file: Path, tmp_path: Path,
 ) -> None:

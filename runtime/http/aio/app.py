@@ -71,7 +71,7 @@ def create_services(
     hub = EventHub()
     activity = ActivityLog(
         lambda: router.plan.settings.metricsMaxInMemory,
-        listener=lambda entry: hub.publish("metrics", [entry]),
+        listener=lambda entry: _publish_entry(hub, entry),
         live=hub.has_subscribers,  # entries are rendered lazily while nobody listens
     )
     store = ActivityStore(
@@ -95,6 +95,13 @@ def create_services(
         metrics=metrics,
         version=version,
     )
+
+
+def _publish_entry(hub: EventHub, entry: dict[str, Any]) -> None:
+    """A recorded request on the events stream: the whole entry (`metrics`, the in-memory
+    log's live view) and its id (`activity`: a history view fetches the page again)."""
+    hub.publish("metrics", [entry])
+    hub.publish("activity", {"id": entry["id"]})
 
 
 def retention(settings: Settings, memory: bool) -> Retention:

@@ -3,7 +3,8 @@
 `EventHub` fans messages out to SSE subscribers (1024-message buffer each;
 overflow dropped, never blocking the publisher).  Frames are
 `event:message\\ndata:{"type":T,"data":"<json string>"}\\n\\n` with T one of
-modelStatus, logData, metrics, inflight.  A new subscriber first gets the
+modelStatus, logData, metrics, activity (`{"id": n}` per recorded request),
+inflight.  A new subscriber first gets the
 burst (proxy history, upstream history, modelStatus, metrics, inflight), then
 live messages.  `StreamCloser` ends every open stream at shutdown so the
 server does not wait for long-lived clients.
