@@ -4,6 +4,7 @@ with a database file that cannot be used."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -109,3 +110,33 @@ async def test_a_corrupt_database_does_not_stop_the_proxy(
     assert ids(await get(p.url, "/api/metrics/activity")) == [2, 1]  # kept in memory
     assert "activity store unavailable" in p.log_text()
     assert path.read_bytes() == b"not a database " * 1000
+
+
+async def test_a_reload_that_names_another_file_keeps_the_open_one_until_restart(
+    tmp_path: Path,
+) -> None:
+    from tests.e2e.conftest import LLAMA_SWAP, launch
+
+    first, second = tmp_path / "one.sqlite", tmp_path / "two.sqlite"
+    config = tmp_path / "config.yaml"
+    config.write_text(f"store:\n  path: {first}\nmodels: {{}}\n")
+    started: list[Proxy] = []
+    try:
+        p = launch([LLAMA_SWAP, "--config", str(config), "--listen", "127.0.0.1:0"],
+                   tmp_path / "unused.jsonl", started)
+        config.write_text(f"store:\n  path: {second}\n  maxRows: 5\nmodels: {{}}\n")
+        async with aiohttp.ClientSession() as s, s.post(p.url + "/api/config/reload") as r:
+            outcome = await r.json()
+        assert sorted(outcome["diff"]["settingsChanged"]) == ["storeMaxRows", "storePath"]
+        status = await get(p.url, "/api/store/status")
+        assert (status["state"], status["path"]) == ("open", str(first))
+        note = f"store.path changed to {second}; it applies after a restart"
+        for _ in range(500):  # the log reaches us through a pipe
+            if note in p.log_text():
+                break
+            await asyncio.sleep(0.01)
+        assert note in p.log_text()
+        assert not second.exists()
+    finally:
+        for proc in started:
+            proc.stop()

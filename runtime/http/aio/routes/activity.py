@@ -14,6 +14,7 @@ import logging
 from aiohttp import web
 
 from llama_swap.runtime.http.observe.activity_query import QueryError, parse_activity_query
+from llama_swap.runtime.http.observe.activity_store import default_path
 from llama_swap.runtime.http.render.errors import error_response
 from llama_swap.runtime.http.services import Services
 
@@ -42,8 +43,9 @@ def _changed_path_is_noted(services: Services) -> None:
         if event.get("type") != "configReload":
             return
         store = services.store
-        wanted = services.plan.settings.storePath
-        if store.wanted and wanted is not None and wanted != store.wanted:
+        configured = services.plan.settings.storePath
+        wanted = configured if configured is not None else default_path()
+        if store.wanted and wanted != store.wanted:
             log.warning("store.path changed to %s; it applies after a restart", wanted)
 
     services.listeners.add(on_event)
