@@ -124,6 +124,44 @@ def _performance_every(c: Collector, raw: Any) -> str:
     return format_duration(ns)
 
 
+def _store(c: Collector, raw: Any) -> tuple[str | None, int, str]:
+    """`store`: the activity history's file (None: the runtime's default file), the
+    newest rows kept, and the age past which rows are deleted (canonical duration).
+    Only the values are checked here; whether the file can be opened is the runtime's
+    business when it starts (it reports a failure and keeps the history in memory)."""
+    d = DEFAULTS
+    store = get_map(c, ("store",), raw)
+    path: str | None = None
+    if store.get("path") is not None:
+        path = get_str(c, ("store", "path"), store.get("path"), "")
+        if not path.strip():
+            c.error(("store", "path"), "store.path must not be empty")
+            path = None
+        else:
+            path = path.strip()
+    max_rows = get_int(c, ("store", "maxRows"), store.get("maxRows"), d.storeMaxRows)
+    if max_rows < 1:
+        c.error(("store", "maxRows"), f"store.maxRows must be >= 1, got {max_rows}")
+        max_rows = d.storeMaxRows
+    max_age = d.storeMaxAge
+    raw_age = store.get("maxAge")
+    if raw_age is not None:
+        if not isinstance(raw_age, str):
+            c.error(("store", "maxAge"),
+                    f"expected a duration string such as '720h', got {type_name(raw_age)}")
+        else:
+            try:
+                ns = parse_duration(raw_age.strip())
+            except ValueError as e:
+                c.error(("store", "maxAge"), str(e))
+            else:
+                if ns < 0:
+                    c.error(("store", "maxAge"), f"store.maxAge must be >= 0, got {raw_age}")
+                else:
+                    max_age = format_duration(ns)
+    return path, max_rows, max_age
+
+
 def _ignore_paths(c: Collector, upstream: dict[str, Any]) -> tuple[str, ...]:
     keys = ("upstream", "ignorePaths")
     patterns = get_list(c, keys, upstream.get("ignorePaths"))
@@ -218,6 +256,8 @@ def resolve_settings(c: Collector, doc: dict[str, Any]) -> Settings:
         c.error(("maxRequestBody",), f"maxRequestBody must be >= 0 (0 = no limit), got {max_body}")
         max_body = d.maxRequestBody
 
+    store_path, store_rows, store_age = _store(c, doc.get("store"))
+
     return Settings(
         healthCheckTimeout=hct,
         logLevel=get_str(c, ("logLevel",), doc.get("logLevel"), d.logLevel),
@@ -238,4 +278,7 @@ def resolve_settings(c: Collector, doc: dict[str, Any]) -> Settings:
         ignorePaths=ignore_paths,
         unloadTimeout=unload_timeout,
         uiSessionHeaders=_session_headers(c, doc),
+        storePath=store_path,
+        storeMaxRows=store_rows,
+        storeMaxAge=store_age,
     )

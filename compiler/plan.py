@@ -263,6 +263,9 @@ class Settings:
     unloadTimeout: int = 10
     # headers whose value the activity views show as a request's session (`ui.activity.session_id`)
     uiSessionHeaders: tuple[str, ...] = ("X-Session-ID", "X-Litellm-Session-Id")
+    storePath: str | None = None  # None: the default file in the user's state directory
+    storeMaxRows: int = 100_000
+    storeMaxAge: str = "720h0m0s"  # canonical Go duration; "0s": no age limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,6 +431,7 @@ def plan_to_dict(plan: Plan, *, with_models: bool = True) -> dict[str, Any]:
         "captureBuffer": s.captureBuffer,
         "maxRequestBody": s.maxRequestBody,
         "performance": {"disabled": s.performanceDisabled, "every": s.performanceEvery},
+        "store": {"path": s.storePath, "maxRows": s.storeMaxRows, "maxAge": s.storeMaxAge},
         "globalTTL": s.globalTTL,
         "unloadTimeout": s.unloadTimeout,
         "startPort": s.startPort,
@@ -609,6 +613,7 @@ def plan_from_dict(d: Mapping[str, Any]) -> Plan:
             f"unsupported planVersion {d.get('planVersion')!r} (expected {PLAN_VERSION})"
         )
     perf = d.get("performance") or {}
+    store = d.get("store") or {}  # absent from plans written before the store existed
     defaults = Settings()
     settings = Settings(
         healthCheckTimeout=int(d.get("healthCheckTimeout", defaults.healthCheckTimeout)),
@@ -630,6 +635,9 @@ def plan_from_dict(d: Mapping[str, Any]) -> Plan:
         uiSessionHeaders=tuple(
             ((d.get("ui") or {}).get("activity") or {}).get("session_id", defaults.uiSessionHeaders)
         ),
+        storePath=store.get("path", defaults.storePath),
+        storeMaxRows=int(store.get("maxRows", defaults.storeMaxRows)),
+        storeMaxAge=store.get("maxAge", defaults.storeMaxAge),
     )
     peers = {
         pid: Peer(

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,26 @@ VENV_BIN = Path(sys.executable).parent
 # interpreter running the tests; child processes must find them on PATH.
 if str(VENV_BIN) not in os.environ.get("PATH", "").split(os.pathsep):
     os.environ["PATH"] = f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+# The activity store's default file lives in the user's state directory: servers the
+# tests start (in-process or as child processes) keep their history in a scratch one,
+# a fresh directory per test, and one per module for the servers a module shares.
+os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="llama-swap-test-state-")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _module_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Servers a module shares (module-scoped fixtures) get a directory of their own."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _fresh_state_dir(tmp_path_factory: pytest.TempPathFactory,
+                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
 
 
 @pytest.fixture(scope="session")

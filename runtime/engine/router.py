@@ -201,6 +201,7 @@ class Router:
         if not targets:
             return
         if not self._closing:
+            self._evicted(targets, "unload")
             error = (
                 errors.model_unloaded(targets[0])
                 if len(targets) == 1
@@ -329,6 +330,7 @@ class Router:
         # Swaps to one model run one after another, so their SwapDone events arrive in the
         # order they were started: a scheduler that released a swap (unload) can tell its
         # late outcome from the outcome of a swap started after it.
+        self._evicted(evict, "swap")
         previous = self._swaps.get(model)
         task = self.spawn(
             self._swap(model, evict, previous, self._generation), f"swap:{model}"
@@ -530,6 +532,7 @@ class Router:
                 and now - self._last_use.get(mid, 0.0) > ttl
             ):
                 log.info("unloading model %s, TTL of %ss reached", mid, ttl)
+                self._evicted((mid,), "ttl")
                 self.scheduler.on_ttl_expired(mid)
 
     # ------------------------------------------------------------------ tasks
@@ -626,6 +629,15 @@ class Router:
 
     def _state_callback(self, model: str, old: ProcessState, new: ProcessState) -> None:
         self.post(StateChanged(model, old, new))
+
+    def _evicted(self, models: Sequence[str], reason: str) -> None:
+        """Tell listeners which running models are being stopped, and why (`/metrics`)."""
+        if self._on_event is None:
+            return
+        for model in models:
+            proc = self.processes.get(model)
+            if proc is not None and proc.state.occupies_memory:
+                self._on_event({"type": "evict", "model": model, "reason": reason})
 
     def _emit_inflight(self) -> None:
         if self._on_event is not None:

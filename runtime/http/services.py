@@ -2,7 +2,7 @@
 
 Why one typed object: route modules, the middleware stack and the fast path all need
 the router, the logs, the in-flight counter, the activity log, the capture store, the
-event hub and the client pools.  Built in one place (`aio.app.create_services`), they
+event hub, the activity store and the client pools.  Built in one place (`aio.app.create_services`), they
 are wired to each other once (the in-flight counter and the activity log publish to the
 hub; router and reload events reach every listener), so no module depends on another
 having registered first, and nothing is looked up by a string key.
@@ -18,9 +18,11 @@ from llama_swap.compiler.plan import Plan
 from llama_swap.runtime.engine.logs import LogBuffer
 from llama_swap.runtime.engine.router import Router
 from llama_swap.runtime.http.observe.activity import ActivityLog
+from llama_swap.runtime.http.observe.activity_store import ActivityStore
 from llama_swap.runtime.http.observe.captures import CaptureStore
 from llama_swap.runtime.http.observe.events import EventHub
 from llama_swap.runtime.http.observe.inflight import InflightTracker
+from llama_swap.runtime.http.observe.prom import ProxyMetrics
 
 if TYPE_CHECKING:  # the client pools are the aiohttp front door's; only their types here
     from llama_swap.runtime.engine.reload import Reloader
@@ -70,6 +72,8 @@ class Services:
     inflight: InflightTracker
     activity: ActivityLog
     captures: CaptureStore
+    store: ActivityStore  # the persistent history the activity log feeds
+    metrics: ProxyMetrics  # what /metrics exposes
     version: str = "0"
     reloader: Reloader | None = None  # set when the server can reload its config
     fast_path: FastPathCounters | None = None  # set when the fast path is in front

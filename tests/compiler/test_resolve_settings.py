@@ -283,3 +283,34 @@ def test_compat_ignore_websockets_defaults_off_and_is_forced_on_for_comfyui_auto
         "comfyui_auto"]["compat"] == {"ignoreWebsockets": True}
     assert plan_of("models: {comfyui_auto: {cmd: 'srv ${PORT}', concurrencyLimit: 90}}").models[
         "comfyui_auto"].concurrencyLimit == 90
+
+
+def test_store_defaults_to_the_runtime_state_file_with_bounded_retention() -> None:
+    s = plan_of("").settings
+    assert (s.storePath, s.storeMaxRows, s.storeMaxAge) == (None, 100_000, "720h0m0s")
+    assert plan_of("store:").settings.storePath is None
+
+
+def test_store_path_rows_and_age_are_read_and_normalised() -> None:
+    s = plan_of("store: {path: ' /var/lib/a.sqlite ', maxRows: 50, maxAge: 90m}").settings
+    assert (s.storePath, s.storeMaxRows, s.storeMaxAge) == ("/var/lib/a.sqlite", 50, "1h30m0s")
+    assert plan_of("store: {path: ':memory:', maxAge: 0s}").settings.storeMaxAge == "0s"
+
+
+def test_store_refuses_a_blank_path_and_bad_retention() -> None:
+    assert errors_of("store: {path: '  '}") == [("store.path", "store.path must not be empty")]
+    assert errors_of("store: {maxAge: soon}") == [("store.maxAge", 'invalid duration "soon"')]
+    assert errors_of("store: {maxAge: -1h}") == [
+        ("store.maxAge", "store.maxAge must be >= 0, got -1h")
+    ]
+
+
+def test_store_settings_survive_the_plan_json_round_trip() -> None:
+    from llama_swap.compiler.plan import plan_from_dict, plan_to_dict
+
+    plan = plan_of("store: {path: /tmp/a.sqlite, maxRows: 7, maxAge: 1h}")
+    again = plan_from_dict(plan_to_dict(plan))
+    assert again.settings == plan.settings
+    legacy = plan_to_dict(plan)
+    del legacy["store"]  # a plan written before the store existed
+    assert plan_from_dict(legacy).settings.storeMaxRows == Settings().storeMaxRows

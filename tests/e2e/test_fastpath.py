@@ -201,7 +201,7 @@ async def fast_path_counters(url: str) -> dict[str, int]:
     for line in text.splitlines():
         if line.startswith("llamaswap_fast_path_"):
             name, value = line.split()
-            out[name.removeprefix("llamaswap_fast_path_").removesuffix("_total")] = int(value)
+            out[name.removeprefix("llamaswap_fast_path_").removesuffix("_total")] = int(float(value))
     return out
 
 

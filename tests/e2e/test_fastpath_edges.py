@@ -91,7 +91,7 @@ async def tls_fast_path_requests(host: str, port: int, ctx: ssl.SSLContext) -> i
     finally:
         writer.close()
     line = next(x for x in text.splitlines() if x.startswith("llamaswap_fast_path_requests"))
-    return int(line.split()[1])
+    return int(float(line.split()[1]))
 
 
 # --- shutdown ------------------------------------------------------------------------
@@ -412,7 +412,7 @@ async def test_a_client_that_leaves_mid_body_starts_nothing(
         stuck_w.write(data[:-1])
         assert (await one(p.url, chat("b", connection="close"))).status == 404  # handed off
         assert json.loads((await one(p.url, GET_RUNNING)).body) == {"running": []}
-        assert await inflight(p.url) == "llamaswap_inflight_requests 0"
+        assert await inflight(p.url) == "llamaswap_inflight_requests 0.0"
         assert p.records() == []
         assert (await one(p.url, chat("a", connection="close"))).status == 200
     finally:
@@ -451,6 +451,6 @@ async def test_a_half_closed_connection_is_treated_as_the_aiohttp_path_treats_it
     assert (await fast_path_counters(fast.url))["requests"] == 2
     for url in (fast.url, slow.url):
         async with asyncio.timeout(WAIT):
-            while await inflight(url) != "llamaswap_inflight_requests 0":
+            while await inflight(url) != "llamaswap_inflight_requests 0.0":
                 await asyncio.sleep(0.05)
         assert (await one(url, complete)).status == 200  # and the model still answers

@@ -316,7 +316,7 @@ async def test_many_exchanges_with_random_disconnects_leave_nothing_behind(
     async def settled() -> str | None:
         text = (await one(p.url, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
         body = text.body.decode()
-        return body if "llamaswap_inflight_requests 0" in body else None
+        return body if "llamaswap_inflight_requests 0.0" in body else None
 
     async with asyncio.timeout(20):
         while await settled() is None:

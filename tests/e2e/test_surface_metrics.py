@@ -46,7 +46,7 @@ async def test_requests_are_recorded_with_tokens_and_published(proxy: Any, recor
         published = [e for f in frames if f["type"] == "metrics" for e in f["data"]]
         entries = await metrics(s, p.url)
 
-    assert [e["id"] for e in published] == [0, 1, 2, 3]
+    assert [e["id"] for e in published] == [1, 2, 3, 4]  # a fresh history starts at 1
     assert entries == published[1:]  # metricsMaxInMemory: 3
     plain, streamed, upstream, unknown = published
     assert (plain["model"], plain["req_path"], plain["resp_status_code"]) == (

@@ -91,10 +91,10 @@ async def test_performance_samples_and_prometheus_text(proxy: Any, record_file: 
     assert 'llamaswap_cpu_util_percent{core="0"}' in text.decode()
     assert any(line.startswith("llamaswap_memory_total_bytes ") for line in lines)
     assert 'llamaswap_load_average{interval="15m"}' in text.decode()
-    assert "llamaswap_models_loaded 1" in lines
-    assert 'llamaswap_model_ready{model="a"} 1' in lines
-    assert 'llamaswap_requests_total{model="a",status="200"} 1' in lines
-    assert "llamaswap_inflight_requests 0" in lines
+    assert "llamaswap_models_loaded 1.0" in lines
+    assert 'llamaswap_model_ready{model="a"} 1.0' in lines
+    assert 'llamaswap_requests_total{model="a",status="200"} 1.0' in lines
+    assert "llamaswap_inflight_requests 0.0" in lines
 
 
 async def test_disabled_monitor_and_captures(proxy: Any, record_file: Path) -> None:

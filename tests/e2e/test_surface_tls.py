@@ -68,7 +68,7 @@ async def test_https_keeps_one_connection_across_the_fast_path_and_aiohttp(
         status, _, raw = await fetch(s, "GET", p.url + "/metrics")
         assert status == 200
     counters = {
-        line.split()[0]: int(line.split()[1])
+        line.split()[0]: int(float(line.split()[1]))
         for line in raw.decode().splitlines() if line.startswith("llamaswap_fast_path_")
     }
     # the one connection served four requests on the fast path, then /metrics moved it

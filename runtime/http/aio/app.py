@@ -18,15 +18,18 @@ from typing import Any
 
 from aiohttp import web
 
-from llama_swap.compiler.plan import Plan
+from llama_swap.compiler.defaults import parse_duration
+from llama_swap.compiler.plan import Plan, Settings
 from llama_swap.runtime.engine.logs import LogBuffer
 from llama_swap.runtime.engine.router import Router
 from llama_swap.runtime.http.aio.peers import PeerPool
 from llama_swap.runtime.http.aio.proxy import UpstreamPool
 from llama_swap.runtime.http.observe.activity import ActivityLog
+from llama_swap.runtime.http.observe.activity_store import ActivityStore, Retention
 from llama_swap.runtime.http.observe.captures import CaptureStore
 from llama_swap.runtime.http.observe.events import EventHub
 from llama_swap.runtime.http.observe.inflight import InflightTracker
+from llama_swap.runtime.http.observe.prom import ProxyMetrics
 from llama_swap.runtime.http.services import EventListener, EventListeners, Services
 
 # Request bodies are read whole only for model extraction (JSON); allow big prompts/images.
@@ -43,6 +46,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "llama_swap.runtime.http.aio.routes.metrics",
     "llama_swap.runtime.http.aio.routes.inflight",
     "llama_swap.runtime.http.aio.routes.hardware",
+    "llama_swap.runtime.http.aio.routes.activity",
 )
 
 STATE: web.AppKey[Services] = web.AppKey("llama_swap_services", Services)
@@ -62,15 +66,23 @@ def create_services(
     upstream_log = upstream_log if upstream_log is not None else LogBuffer("upstream")
     proxy_log = proxy_log if proxy_log is not None else LogBuffer("proxy")
     listeners = EventListeners()
+    metrics = ProxyMetrics()
+    listeners.add(metrics.on_event)
     if on_event is not None:
         listeners.add(on_event)
     router = Router(plan, upstream_log=upstream_log, on_event=listeners, ttl_interval=ttl_interval)
     hub = EventHub()
     activity = ActivityLog(
         lambda: router.plan.settings.metricsMaxInMemory,
-        listener=lambda entry: hub.publish("metrics", [entry]),
+        listener=lambda entry: _publish_entry(hub, entry),
         live=hub.has_subscribers,  # entries are rendered lazily while nobody listens
     )
+    store = ActivityStore(
+        lambda: router.plan.settings.storePath,
+        lambda memory: retention(router.plan.settings, memory),
+    )
+    activity.sink = store.record
+    store.on_written = metrics.tokens
     return Services(
         router=router,
         upstreams=UpstreamPool(),
@@ -82,8 +94,27 @@ def create_services(
         inflight=InflightTracker(hub),
         activity=activity,
         captures=CaptureStore(lambda: router.plan.settings.captureBuffer),
+        store=store,
+        metrics=metrics,
         version=version,
     )
+
+
+def _publish_entry(hub: EventHub, entry: dict[str, Any]) -> None:
+    """A recorded request on the events stream: the whole entry (`metrics`, the in-memory
+    log's live view) and its id (`activity`: a history view fetches the page again)."""
+    hub.publish("metrics", [entry])
+    hub.publish("activity", {"id": entry["id"]})
+
+
+def retention(settings: Settings, memory: bool) -> Retention:
+    """How much history the store keeps: `store.maxRows` and `store.maxAge`; an
+    in-memory database is also capped at `metricsMaxInMemory` rows."""
+    rows = settings.storeMaxRows
+    if memory:
+        rows = min(rows, settings.metricsMaxInMemory)
+    age = parse_duration(settings.storeMaxAge) / 1e9
+    return Retention(max_rows=rows, max_age=age if age > 0 else None)
 
 
 def build_app(

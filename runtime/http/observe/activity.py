@@ -1,4 +1,4 @@
-"""The activity log behind `GET /api/metrics` and the `metrics` event.
+"""The in-memory activity log behind `GET /api/metrics` and the `metrics` event.
 
 Why a tee and not a buffer: token counts live in the response (a JSON `usage`
 object, llama-server `timings`, vLLM `metrics`, or the last SSE `data:` lines of a
@@ -15,12 +15,14 @@ each append so a reload resizes it) with a listener for the live event, and
 counts of requests per (model, status) for `/metrics`.  Captures (captures.py)
 hook in through `ResponseMeter.capture_limit` (the meter keeps the
 body it already collects, up to that size) and `record(capture=...)` (files the
-capture under the entry's id: `has_capture`).
+capture under the entry's id: `has_capture`).  Every entry is also handed to `sink`,
+the persistent store (activity_store.py), which renders and writes it off the loop.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -86,7 +88,7 @@ class ResponseMeter:
     __slots__ = (
         "status", "content_type", "headers", "capture_limit", "_sse", "_parse", "_buf", "_limit",
         "_chunks", "_size", "_overflow", "_body", "_captured", "_unparsed", "_tokens",
-        "_timing_ms",
+        "_timing_ms", "first_byte",
     )
 
     def __init__(self) -> None:
@@ -106,6 +108,7 @@ class ResponseMeter:
         self._unparsed = False  # `_body` still to be parsed for tokens
         self._tokens: dict[str, Any] = {}
         self._timing_ms: float | None = None
+        self.first_byte = 0.0  # time.monotonic() of the first body byte (0: none yet)
 
     @property
     def tokens(self) -> dict[str, Any]:
@@ -144,6 +147,8 @@ class ResponseMeter:
     def feed(self, chunk: bytes) -> None:
         if not chunk:
             return
+        if not self._size:
+            self.first_byte = time.monotonic()
         self._size += len(chunk)
         if self._limit:
             if self._size > self._limit:  # too big to keep: give it all up
@@ -189,9 +194,12 @@ class ResponseMeter:
             self._timing_ms = ms
 
     def _parse_body(self) -> None:
-        self._unparsed = False
+        # Flag cleared after the merge: the store's writer thread may render the same
+        # entry as the loop; both then merge the same figures, and neither sees a
+        # half-parsed meter.
         if has_markers(self._body):
             self._merge(self._body)
+        self._unparsed = False
 
     def finish(self) -> None:
         """End of the body: keep what was collected (parsed when first read)."""
@@ -284,6 +292,11 @@ class ActivityLog:
         self.counts: dict[tuple[str, int], int] = {}  # (model, status) -> requests recorded
         self.listener = listener
         self.live = live
+        self.sink: Callable[[dict[str, Any] | _Pending], None] | None = None  # the store
+
+    def continue_after(self, last_id: int) -> None:
+        """Hand out ids after `last_id` (the store's highest, so ids survive restarts)."""
+        self._next_id = max(self._next_id, last_id + 1)
 
     def entries(self) -> list[dict[str, Any]]:
         if any(isinstance(e, _Pending) for e in self._entries):
@@ -326,10 +339,12 @@ class ActivityLog:
             item = item.render()  # type: ignore[union-attr]
             self._entries.append(item)
             listener(item)
-            return
-        if meter.body_size > LAZY_LIMIT:  # bounded memory: render (and drop) big bodies now
-            item = item.render()  # type: ignore[union-attr]
-        self._entries.append(item)
+        else:
+            if meter.body_size > LAZY_LIMIT:  # bounded memory: render (and drop) big bodies now
+                item = item.render()  # type: ignore[union-attr]
+            self._entries.append(item)
+        if self.sink is not None:
+            self.sink(item)
 
 
 class TeeContent:

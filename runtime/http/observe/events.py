@@ -4,8 +4,9 @@ flight are observe/inflight.py's).
 `EventHub` fans messages out to SSE subscribers (1024-message buffer each;
 overflow dropped, never blocking the publisher).  Frames are
 `event:message\\ndata:{"type":T,"data":"<json string>"}\\n\\n` with T one of
-modelStatus, logData, metrics, inflight, uiConfig (and budget, under the budget router:
-capacities and what the loaded models use).  A new subscriber first gets the
+modelStatus, logData, metrics, activity (`{"id": n}` per recorded request), inflight,
+uiConfig (and budget, under the budget router: capacities and what the loaded models
+use).  A new subscriber first gets the
 burst (proxy history, upstream history, modelStatus, metrics, the inflight snapshot), then
 live messages.  `StreamCloser` ends every open stream at shutdown so the
 server does not wait for long-lived clients.

@@ -2,7 +2,8 @@
 
 POST requests to model routes are recorded in the activity log: the upstream's answer is
 shown to a `ResponseMeter` as it is relayed (never delayed), and one entry is appended
-when the answer is finished or aborted.  While `captureBuffer` > 0 the exchange is also
+when the answer is finished or aborted, and its duration and time to first byte are
+observed for `/metrics`.  While `captureBuffer` > 0 the exchange is also
 captured, by reference to the bytes and headers already at hand: nothing is copied or
 encoded until `/api/captures` asks.  Both front doors record through this, with the
 request's headers as whatever case-insensitive mapping they have.
@@ -68,9 +69,13 @@ class recording:  # noqa: N801 -- used like a function: `with recording(...) as 
             return
         meter.finish()
         services = self._services
+        t0 = self._t0
+        seconds = time.monotonic() - t0
+        services.metrics.request(
+            self._model_id, seconds, meter.first_byte - t0 if meter.first_byte else None)
         services.activity.record(
             started=self._wall,
-            duration_ms=(time.monotonic() - self._t0) * 1000,
+            duration_ms=seconds * 1000,
             model=self._model_id,
             req_path=self._req_path,
             meter=meter,

@@ -3,9 +3,11 @@
 The system sampler (runtime/http/observe/perf.py) runs as an
 application task: started with the app, cancelled and awaited at cleanup, and
 idle while `performance.disabled` is set (both routes then answer 503).
-`/metrics` is Prometheus text: the latest system sample (the Go original's
-`llamaswap_*` gauges) plus the proxy's own state: models loaded, requests in
-flight, requests recorded per model and status.  Captures are filed by the
+`/metrics` is Prometheus text from the services' own registry
+(runtime/http/observe/prom.py): request and load histograms and counters, plus the
+families read here at every scrape -- the latest system sample (the Go original's
+`llamaswap_*` gauges), the GPUs, and the proxy's state: models loaded, requests in
+flight and queued, requests recorded per model and status.  Captures are filed by the
 activity recorder (runtime/http/observe/recording.py) into the services' store,
 served here.
 """
@@ -16,46 +18,36 @@ import asyncio
 import contextlib
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
 
 from aiohttp import web
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 
 from llama_swap.runtime.core.limits import parse_id
 from llama_swap.runtime.core.process_state import ProcessState
 from llama_swap.runtime.http.aio.app import STATE
 from llama_swap.runtime.http.observe.captures import Capture
 from llama_swap.runtime.http.observe.perf import Sampler, SysStat, every_seconds, parse_after
+from llama_swap.runtime.http.observe.prom import CONTENT_TYPE
 from llama_swap.runtime.http.render.errors import error_response
 from llama_swap.runtime.http.services import Services
 
 SAMPLER = web.AppKey("llama_swap_sampler", Sampler)
-PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 NOT_AVAILABLE = "# performance monitor not available\n"
 MB = 1024 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _INT = re.compile(r"[+-]?[0-9]+")  # what Go's strconv.Atoi accepts
 
 
-def label(value: str) -> str:
-    """A Prometheus label value, escaped."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _num(value: float) -> str:
-    return repr(float(value)) if isinstance(value, float) else str(value)
-
-
-def gauge(out: list[str], name: str, help_text: str, samples: list[tuple[str, float]],
-          kind: str = "gauge") -> None:
-    """One metric family: `samples` are (label text such as `{core="0"}`, value)."""
-    out.append(f"# HELP {name} {help_text}")
-    out.append(f"# TYPE {name} {kind}")
-    out.extend(f"{name}{labels} {_num(value)}" for labels, value in samples)
-
-
-def system_metrics(out: list[str], stat: SysStat) -> None:
-    cores = [(f'{{core="{i}"}}', pct) for i, pct in enumerate(stat.cpu_util_per_core)]
-    gauge(out, "llamaswap_cpu_util_percent", "CPU utilization per core (0-100)", cores)
+def system_metrics(stat: SysStat) -> Iterator[Metric]:
+    """The latest system sample (the Go original's gauges and names)."""
+    cores = GaugeMetricFamily("llamaswap_cpu_util_percent", "CPU utilization per core (0-100)",
+                              labels=["core"])
+    for i, pct in enumerate(stat.cpu_util_per_core):
+        cores.add_metric([str(i)], pct)
+    yield cores
     for name, help_text, value in (
         ("llamaswap_memory_total_bytes", "Total memory in bytes", stat.mem_total_mb),
         ("llamaswap_memory_used_bytes", "Used memory in bytes", stat.mem_used_mb),
@@ -63,12 +55,12 @@ def system_metrics(out: list[str], stat: SysStat) -> None:
         ("llamaswap_swap_total_bytes", "Total swap in bytes", stat.swap_total_mb),
         ("llamaswap_swap_used_bytes", "Used swap in bytes", stat.swap_used_mb),
     ):
-        gauge(out, name, help_text, [("", value * MB)])
-    gauge(out, "llamaswap_load_average", "Load average", [
-        ('{interval="1m"}', stat.load_avg_1),
-        ('{interval="5m"}', stat.load_avg_5),
-        ('{interval="15m"}', stat.load_avg_15),
-    ])
+        yield GaugeMetricFamily(name, help_text, value=value * MB)
+    load = GaugeMetricFamily("llamaswap_load_average", "Load average", labels=["interval"])
+    for interval, avg in (("1m", stat.load_avg_1), ("5m", stat.load_avg_5),
+                          ("15m", stat.load_avg_15)):
+        load.add_metric([interval], avg)
+    yield load
 
 
 GPU_GAUGES = (
@@ -83,63 +75,84 @@ GPU_GAUGES = (
 )
 
 
-def gpu_metrics(out: list[str], sampler: Sampler) -> None:
+def gpu_metrics(sampler: Sampler) -> Iterator[Metric]:
     if not sampler.gpu_stats:
         return
     gpus = sorted(sampler.gpu_stats[-1], key=lambda g: g["id"])
     for name, help_text, key, scale in GPU_GAUGES:
-        gauge(out, name, help_text, [
-            (f'{{id="{g["id"]}",name="{label(g["name"])}",uuid="{label(g["uuid"])}"}}',
-             g[key] * scale)
-            for g in gpus
-        ])
+        family = GaugeMetricFamily(name, help_text, labels=["id", "name", "uuid"])
+        for g in gpus:
+            family.add_metric([str(g["id"]), str(g["name"]), str(g["uuid"])], g[key] * scale)
+        yield family
 
 
-def runtime_metrics(out: list[str], services: Services) -> None:
-    """The proxy's own state: models loaded and ready, requests in flight, requests
-    recorded per model and status, and what the fast path did (when it is in front)."""
+def runtime_metrics(services: Services) -> Iterator[Metric]:
+    """The proxy's own state, read at scrape time: models loaded and ready, requests
+    recorded per model and status, in flight and queued, and what the fast path did."""
     states = {mid: proc.state for mid, proc in services.router.processes.items()}
-    gauge(out, "llamaswap_models_loaded", "Local models whose server is ready",
-          [("", sum(s is ProcessState.READY for s in states.values()))])
-    gauge(out, "llamaswap_model_ready", "1 while the model's server is ready, else 0",
-          [(f'{{model="{label(mid)}"}}', int(s is ProcessState.READY))
-           for mid, s in sorted(states.items())])
-    gauge(out, "llamaswap_inflight_requests", "Model requests being served",
-          [("", services.inflight.total)])
-    gauge(out, "llamaswap_requests_total", "Requests recorded per model and status", [
-        (f'{{model="{label(model)}",status="{status}"}}', count)
-        for (model, status), count in sorted(services.activity.counts.items())
-    ], kind="counter")
+    yield GaugeMetricFamily("llamaswap_models_loaded", "Local models whose server is ready",
+                            value=sum(s is ProcessState.READY for s in states.values()))
+    ready = GaugeMetricFamily("llamaswap_model_ready",
+                              "1 while the model's server is ready, else 0", labels=["model"])
+    inflight = GaugeMetricFamily("llamaswap_model_inflight_requests",
+                                 "Requests being served, per local model", labels=["model"])
+    queued = GaugeMetricFamily("llamaswap_model_queued_requests",
+                               "Requests waiting for the model (to load, or for a slot)",
+                               labels=["model"])
+    waiting = Counter(r.model for r in services.router.waiting_requests())
+    for mid, state in sorted(states.items()):
+        ready.add_metric([mid], int(state is ProcessState.READY))
+        inflight.add_metric([mid], services.router.in_flight(mid))
+        queued.add_metric([mid], waiting.get(mid, 0))
+    yield ready
+    yield inflight
+    yield queued
+    yield GaugeMetricFamily("llamaswap_inflight_requests",
+                            "Model requests in progress (being served or waiting)",
+                            value=services.inflight.total)
+    yield GaugeMetricFamily("llamaswap_queued_requests", "Model requests waiting",
+                            value=sum(waiting.values()))
+    requests = CounterMetricFamily("llamaswap_requests", "Requests recorded per model and status",
+                                   labels=["model", "status"])
+    for (model, status), count in sorted(services.activity.counts.items()):
+        requests.add_metric([model, str(status)], count)
+    yield requests
     fast = services.fast_path
     if fast is not None:
-        gauge(out, "llamaswap_fast_path_requests_total",
-              "Inference requests served by the fast path (runtime/http/fast)",
-              [("", fast.served)], kind="counter")
-        gauge(out, "llamaswap_fast_path_handoffs_total",
-              "Client connections the fast path handed to the aiohttp server",
-              [("", fast.handed_off)], kind="counter")
+        yield CounterMetricFamily("llamaswap_fast_path_requests",
+                                  "Inference requests served by the fast path (runtime/http/fast)",
+                                  value=fast.served)
+        yield CounterMetricFamily("llamaswap_fast_path_handoffs",
+                                  "Client connections the fast path handed to the aiohttp server",
+                                  value=fast.handed_off)
 
 
-def budget_metrics(out: list[str], services: Services) -> None:
-    """Evictions by reason (every policy), and under the budget router its capacities and
-    what the loaded models use of them by their declared sizes."""
+def budget_metrics(services: Services) -> Iterator[Metric]:
+    """Evictions by the policy's reason (every policy), and under the budget router its
+    capacities and what the loaded models use of them by their declared sizes."""
     router = services.router
-    gauge(out, "llamaswap_evictions_total", "Models evicted to make room, by reason", [
-        (f'{{reason="{label(reason)}"}}', count) for reason, count in sorted(router.evictions.items())
-    ], kind="counter")
+    evictions = CounterMetricFamily("llamaswap_evictions", "Models evicted to make room, by reason",
+                                    labels=["reason"])
+    for reason, count in sorted(router.evictions.items()):
+        evictions.add_metric([reason], count)
+    yield evictions
     usage = router.budget_usage()
     if usage is None:
         return
-    gauge(out, "llamaswap_budget_max_loaded", "The budget's maxLoaded (0: no count limit)",
-          [("", usage.max_loaded)])
-    gauge(out, "llamaswap_budget_loaded", "Models holding memory (starting, ready, stopping)",
-          [("", len(usage.loaded))])
-    gauge(out, "llamaswap_budget_capacity", "Capacity per budget resource, in its units", [
-        (f'{{resource="{label(r)}"}}', c) for r, c in usage.capacity.items()
-    ])
-    gauge(out, "llamaswap_budget_used", "Declared use of the loaded models per resource", [
-        (f'{{resource="{label(r)}"}}', usage.used.get(r, 0)) for r in usage.capacity
-    ])
+    yield GaugeMetricFamily("llamaswap_budget_max_loaded",
+                            "The budget's maxLoaded (0: no count limit)", value=usage.max_loaded)
+    yield GaugeMetricFamily("llamaswap_budget_loaded",
+                            "Models holding memory (starting, ready, stopping)",
+                            value=len(usage.loaded))
+    capacity = GaugeMetricFamily("llamaswap_budget_capacity",
+                                 "Capacity per budget resource, in its units", labels=["resource"])
+    used = GaugeMetricFamily("llamaswap_budget_used",
+                             "Declared use of the loaded models per resource", labels=["resource"])
+    for resource, amount in usage.capacity.items():
+        capacity.add_metric([resource], amount)
+        used.add_metric([resource], usage.used.get(resource, 0))
+    yield capacity
+    yield used
 
 
 def render_json(capture: Capture) -> bytes:
@@ -147,21 +160,14 @@ def render_json(capture: Capture) -> bytes:
     return json.dumps(capture.render()).encode()
 
 
-def _prometheus(services: Services, sampler: Sampler) -> Handler:
-    """`GET /metrics`: the latest system sample, the GPUs, the proxy's own state."""
+def _prometheus(services: Services) -> Handler:
+    """`GET /metrics`: the services' registry (counters, histograms, live state, process)."""
 
     async def prometheus(request: web.Request) -> web.Response:
         if services.plan.settings.performanceDisabled:
             return web.Response(status=503, text=NOT_AVAILABLE, content_type="text/plain")
-        out: list[str] = []
-        latest = sampler.latest()
-        if latest is not None:
-            system_metrics(out, latest)
-        gpu_metrics(out, sampler)
-        runtime_metrics(out, services)
-        budget_metrics(out, services)
-        body = ("\n".join(out) + "\n").encode()
-        return web.Response(body=body, headers={"Content-Type": PROMETHEUS_TYPE})
+        await services.store.flush()  # token counters include every request answered so far
+        return web.Response(body=services.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     return prometheus
 
@@ -228,6 +234,15 @@ def register(app: web.Application, services: Services) -> None:
     sampler = Sampler.for_gpu_tools(sampling)
     app[SAMPLER] = sampler
     _run_with_app(app, sampler)
-    app.router.add_get("/metrics", _prometheus(services, sampler))
+    def scraped() -> Iterator[Metric]:
+        latest = sampler.latest()
+        if latest is not None:
+            yield from system_metrics(latest)
+        yield from gpu_metrics(sampler)
+        yield from runtime_metrics(services)
+        yield from budget_metrics(services)
+
+    services.metrics.add_collector(scraped)
+    app.router.add_get("/metrics", _prometheus(services))
     app.router.add_get("/api/performance", _performance(services, sampler))
     app.router.add_get("/api/captures/{id}", capture)
