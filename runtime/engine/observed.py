@@ -33,6 +33,7 @@ log = logging.getLogger("llama_swap.router")
 
 PROBE_TIMEOUT = 5.0  # seconds a probe may run before it is killed (and counts as failed)
 PROBE_MAX_AGE = 2.0  # seconds a probe result stays usable when nothing changed meanwhile
+_NO_PROBES: Mapping[str, float | None] = MappingProxyType({})
 _NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)")
 
 
@@ -99,8 +100,8 @@ class Observations:
         return Observed(
             now=now,
             last_used=MappingProxyType(last_used),
-            pinned=self.pinned | plan_pins,
-            free=MappingProxyType(free),
+            pinned=self.pinned | plan_pins if self.pinned else plan_pins,
+            free=MappingProxyType(free) if free else _NO_PROBES,
         )
 
     # -- probes ---------------------------------------------------------------

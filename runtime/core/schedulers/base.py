@@ -72,8 +72,8 @@ class EvictionContext:
     `running`: models holding or about to hold memory (running processes and the
     targets of active swaps), the target excluded, sorted.  `target_loaded`: the
     target itself is starting or ready.  `busy`: models that must not be evicted now
-    (serving, with requests queued ahead or waiting on their swap, starting,
-    stopping, or being evicted by another swap).  `pinned`: never evicted where the
+    (serving, with requests queued ahead or waiting on their swap, starting, or
+    being evicted by another swap).  `pinned`: never evicted where the
     policy has a choice.  `last_used`, `free`, `now`: as in `Observed`.
 
     group and matrix read `running` and `pinned` only; budget reads everything.

@@ -301,11 +301,10 @@ class FifoScheduler:
         busy = {m for m in running if self.in_flight(m) > 0}
         busy.update(r.model for r in self._book.queue)  # queued ahead of this request
         busy.update(self._active)
-        for sw in self._active.values():
+        for sw in self._active.values():  # starting, and being stopped by a swap
             busy.update(sw.evict)
-        for m in running:
-            if self._fx.model_state(m) in (ProcessState.STARTING, ProcessState.STOPPING):
-                busy.add(m)
+        # A model stopping outside a swap (TTL, unload) stays a candidate: evicting it only
+        # makes the swap wait for its exit, and its memory is counted until then.
         seen = self._fx.observe()
         return EvictionContext(
             running=tuple(running),
