@@ -208,10 +208,10 @@ class StubSwapper:
     def decide(self, target: str, ctx: EvictionContext) -> Eviction:
         self.described.append((target, tuple(ctx.running)))
         evict = self.evict.get(target, ())
-        return Eviction(
-            tuple(Evicted(m, "stub", f"stub: evicting {m}") for m in evict),
-            line=f"stub: model={target} evict={list(evict)}",
-        )
+        return Eviction(tuple(Evicted(m, "stub", f"stub: evicting {m}") for m in evict))
+
+    def explain(self, target: str, ctx: EvictionContext) -> str:
+        return f"stub: model={target} evict={list(self.evict.get(target, ()))}"
 
 
 class FakeRouter:

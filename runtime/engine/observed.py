@@ -27,13 +27,12 @@ import signal
 from collections.abc import Callable, Coroutine, Mapping
 from types import MappingProxyType
 
-from llama_swap.runtime.core.schedulers.base import Evicted, Observed
+from llama_swap.runtime.core.schedulers.base import NO_PROBES, Evicted, Observed
 
 log = logging.getLogger("llama_swap.router")
 
 PROBE_TIMEOUT = 5.0  # seconds a probe may run before it is killed (and counts as failed)
 PROBE_MAX_AGE = 2.0  # seconds a probe result stays usable when nothing changed meanwhile
-_NO_PROBES: Mapping[str, float | None] = MappingProxyType({})
 _NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)")
 
 
@@ -101,7 +100,7 @@ class Observations:
             now=now,
             last_used=MappingProxyType(last_used),
             pinned=self.pinned | plan_pins if self.pinned else plan_pins,
-            free=MappingProxyType(free) if free else _NO_PROBES,
+            free=MappingProxyType(free) if free else NO_PROBES,
         )
 
     # -- probes ---------------------------------------------------------------

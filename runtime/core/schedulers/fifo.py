@@ -275,7 +275,7 @@ class FifoScheduler:
         ctx = self._context(model, state)
         decision = self._swapper.decide(model, ctx)
         if decision.refuse:
-            log.warning("%s", decision.line)
+            log.warning("%s", self._swapper.explain(model, ctx))
             self._fail(request, RouteError(503, decision.refuse))
             return True
         evict = decision.models
@@ -289,7 +289,7 @@ class FifoScheduler:
         if decision.wait or collides or any(self.in_flight(m) > 0 for m in evict):
             return False
         self._active[model] = _ActiveSwap(evict, [request])
-        log.info("%s", decision.line)
+        log.info("%s", self._swapper.explain(model, ctx))
         if decision.evict:
             self._fx.evicting(model, decision.evict)
         self._fx.start_swap(model, evict)
@@ -298,18 +298,21 @@ class FifoScheduler:
     def _context(self, model: str, state: ProcessState) -> EvictionContext:
         """What the swapper sees when it decides for `model` (see EvictionContext)."""
         running = self._running_set(exclude=model)
-        busy = {m for m in running if self.in_flight(m) > 0}
-        busy.update(r.model for r in self._book.queue)  # queued ahead of this request
-        busy.update(self._active)
-        for sw in self._active.values():  # starting, and being stopped by a swap
-            busy.update(sw.evict)
+        busy = self._book.serving()
+        if self._book.queue or self._active:
+            more = set(busy)
+            more.update(r.model for r in self._book.queue)  # queued ahead of this request
+            more.update(self._active)
+            for sw in self._active.values():  # starting, and being stopped by a swap
+                more.update(sw.evict)
+            busy = frozenset(more)
         # A model stopping outside a swap (TTL, unload) stays a candidate: evicting it only
         # makes the swap wait for its exit, and its memory is counted until then.
         seen = self._fx.observe()
         return EvictionContext(
             running=tuple(running),
             target_loaded=state in (ProcessState.READY, ProcessState.STARTING),
-            busy=frozenset(busy),
+            busy=busy,
             pinned=seen.pinned,
             last_used=seen.last_used,
             free=seen.free,
