@@ -214,3 +214,31 @@ def test_a_budget_plan_matches_the_plan_schema() -> None:
     assert [e.message for e in validator.iter_errors(plan_json)] == []
     plan_json["routing"]["router"]["settings"] = {}
     assert list(validator.iter_errors(plan_json))  # use: budget needs its settings
+
+
+def test_under_the_budget_persistent_groups_pin_their_members_and_other_groups_warn() -> None:
+    text = BUDGET.replace(
+        "      budget:\n",
+        "      groups:\n        keep: {members: [small], persistent: true}\n"
+        "        chat: {members: [big]}\n      budget:\n",
+    )
+    plan = plan_of(text)
+    assert list(plan.routing.groups) == ["keep"]
+    assert plan.routing.groups["keep"].members == ("small",)
+    assert (
+        "routing.router.settings.groups.chat",
+        "has no effect under routing.router.use: budget, where only persistent groups matter "
+        "(their members are never evicted)",
+    ) in warnings_of(text)
+    d = plan_to_dict(plan)
+    assert d["routing"]["router"]["settings"]["groups"] == {
+        "keep": {"members": ["small"], "swap": True, "exclusive": True, "persistent": True}
+    }
+    assert plan_from_dict(d).routing.groups == plan.routing.groups
+    import json
+    from pathlib import Path
+
+    import jsonschema
+
+    schema = json.loads((Path(__file__).resolve().parents[2] / "schema" / "plan.schema.json").read_text())
+    assert list(jsonschema.Draft202012Validator(schema).iter_errors(d)) == []
