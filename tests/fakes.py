@@ -249,7 +249,7 @@ class FakeRouter:
     def request(self, model: str) -> None:
         self.next_id += 1
         self.requests[self.next_id] = model
-        self.s.on_request(Request(self.next_id, model))
+        self.s.on_request(Request(self.next_id, model, self.fx.now))
         self.collect()
 
     def cancel(self, index: int) -> None:
