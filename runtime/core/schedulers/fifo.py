@@ -355,7 +355,8 @@ class FifoScheduler:
             now = self._fx.observe().now
             late = sorted((r for r in pending if self._is_overdue(r, now)), key=lambda r: r.id)
             if late:
-                self._drain_overdue(late, [r for r in pending if r not in late])
+                late_ids = {r.id for r in late}
+                self._drain_overdue(late, [r for r in pending if r.id not in late_ids])
                 return
         for request in pending:
             if book.closed is not None or not self._decide(request):
@@ -372,8 +373,7 @@ class FifoScheduler:
                 blocked.append(request)
                 book.queue.append(request)
         if blocked:
-            # everything else stays queued behind them, in its order
-            book.queue = [r for r in [*late, *rest] if r in blocked or r in rest]
+            book.queue.extend(rest)  # everything else stays queued behind them, in its order
         else:
             for request in rest:
                 if book.closed is not None or not self._decide(request):
