@@ -126,7 +126,11 @@ class Observations:
         command: str,
         report: Callable[[tuple[tuple[str, float | None], ...]], None],
     ) -> None:
-        value = await run_probe(resource, command)
+        value: float | None = None
+        try:
+            value = await run_probe(resource, command)
+        except Exception:  # never leave the resource marked as being probed
+            log.exception("budget probe %s failed; using declared sizes", resource)
         report(((resource, value),))
 
     def store(self, results: tuple[tuple[str, float | None], ...]) -> None:
