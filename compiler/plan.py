@@ -366,6 +366,18 @@ def _model_to_dict(m: Model) -> dict[str, Any]:
     } | ({"resources": dict(m.resources)} if m.resources else {})
 
 
+def _groups_to_dict(groups: Mapping[str, Group]) -> dict[str, Any]:
+    return {
+        name: {
+            "members": list(g.members),
+            "swap": g.swap,
+            "exclusive": g.exclusive,
+            "persistent": g.persistent,
+        }
+        for name, g in groups.items()
+    }
+
+
 def _routing_to_dict(r: Routing) -> dict[str, Any]:
     settings: dict[str, Any]
     if r.router == "matrix" and r.matrix is not None:
@@ -393,18 +405,10 @@ def _routing_to_dict(r: Routing) -> dict[str, Any]:
                 "evictCosts": dict(b.evictCosts),
             }
         }
+        if r.groups:  # persistent groups: their members are pinned
+            settings["groups"] = _groups_to_dict(r.groups)
     else:
-        settings = {
-            "groups": {
-                name: {
-                    "members": list(g.members),
-                    "swap": g.swap,
-                    "exclusive": g.exclusive,
-                    "persistent": g.persistent,
-                }
-                for name, g in r.groups.items()
-            }
-        }
+        settings = {"groups": _groups_to_dict(r.groups)}
     return {
         "scheduler": {
             "use": r.scheduler,
@@ -571,7 +575,7 @@ def _routing_from(d: Mapping[str, Any]) -> Routing:
             probes=freeze(b.get("probes", {})),
             evictCosts=freeze(b.get("evictCosts", {})),
         )
-    elif use == "matrix":
+    if use == "matrix":
         m = settings["matrix"]
         matrix = Matrix(
             vars=freeze(m.get("vars", {})),
@@ -585,7 +589,7 @@ def _routing_from(d: Mapping[str, Any]) -> Routing:
                 for s in m.get("sets", ())
             ),
         )
-    else:
+    else:  # group, and budget's persistent groups
         for name, g in (settings.get("groups") or {}).items():
             groups[name] = Group(
                 name=name,

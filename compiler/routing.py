@@ -306,11 +306,24 @@ def _budget_router(
             "routing.router.use is 'budget' but routing.router.settings.budget is not set",
         )
         return "budget", {}, None, Budget(maxLoaded=1)
-    for other in ("groups", "matrix"):
-        if settings.get(other):
-            c.warn((*ROUTER_SETTINGS, other), "ignored: routing.router.use is 'budget'")
+    if settings.get("matrix"):
+        c.warn((*ROUTER_SETTINGS, "matrix"), "ignored: routing.router.use is 'budget'")
+    # Under the budget only persistent groups mean something: their members are pinned.
+    groups: dict[str, Group] = {}
+    if settings.get("groups"):
+        gkeys = (*ROUTER_SETTINGS, "groups")
+        resolved = resolve_groups(c, gkeys, settings["groups"], aliases)
+        for name, group in resolved.items():
+            if group.persistent:
+                groups[name] = group
+            elif name != DEFAULT_GROUP:
+                c.warn(
+                    (*gkeys, name),
+                    "has no effect under routing.router.use: budget, where only persistent "
+                    "groups matter (their members are never evicted)",
+                )
     keys = (*ROUTER_SETTINGS, "budget")
-    return "budget", {}, None, resolve_budget(c, keys, settings["budget"], aliases)
+    return "budget", groups, None, resolve_budget(c, keys, settings["budget"], aliases)
 
 
 def _router(
@@ -437,7 +450,7 @@ def resolve_routing(c: Collector, doc: dict[str, Any], aliases: AliasTable) -> R
         scheduler=use if use in SCHEDULERS else "serial",
         priority=freeze({k: priority[k] for k in sorted(priority)}),
         router=router,
-        groups=freeze(groups) if router == "group" else freeze({}),
+        groups=freeze(groups) if router in ("group", "budget") else freeze({}),
         matrix=matrix,
         budget=budget,
         maxWait=max_wait,

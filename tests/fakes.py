@@ -208,10 +208,10 @@ class StubSwapper:
     def decide(self, target: str, ctx: EvictionContext) -> Eviction:
         self.described.append((target, tuple(ctx.running)))
         evict = self.evict.get(target, ())
-        return Eviction(
-            tuple(Evicted(m, "stub", f"stub: evicting {m}") for m in evict),
-            line=f"stub: model={target} evict={list(evict)}",
-        )
+        return Eviction(tuple(Evicted(m, "stub", f"stub: evicting {m}") for m in evict))
+
+    def explain(self, target: str, ctx: EvictionContext) -> str:
+        return f"stub: model={target} evict={list(self.evict.get(target, ()))}"
 
 
 class FakeRouter:
@@ -249,7 +249,7 @@ class FakeRouter:
     def request(self, model: str) -> None:
         self.next_id += 1
         self.requests[self.next_id] = model
-        self.s.on_request(Request(self.next_id, model))
+        self.s.on_request(Request(self.next_id, model, self.fx.now))
         self.collect()
 
     def cancel(self, index: int) -> None:

@@ -27,7 +27,7 @@ import signal
 from collections.abc import Callable, Coroutine, Mapping
 from types import MappingProxyType
 
-from llama_swap.runtime.core.schedulers.base import Evicted, Observed
+from llama_swap.runtime.core.schedulers.base import NO_PROBES, Evicted, Observed
 
 log = logging.getLogger("llama_swap.router")
 
@@ -99,8 +99,8 @@ class Observations:
         return Observed(
             now=now,
             last_used=MappingProxyType(last_used),
-            pinned=self.pinned | plan_pins,
-            free=MappingProxyType(free),
+            pinned=self.pinned | plan_pins if self.pinned else plan_pins,
+            free=MappingProxyType(free) if free else NO_PROBES,
         )
 
     # -- probes ---------------------------------------------------------------
@@ -126,7 +126,11 @@ class Observations:
         command: str,
         report: Callable[[tuple[tuple[str, float | None], ...]], None],
     ) -> None:
-        value = await run_probe(resource, command)
+        value: float | None = None
+        try:
+            value = await run_probe(resource, command)
+        except Exception:  # never leave the resource marked as being probed
+            log.exception("budget probe %s failed; using declared sizes", resource)
         report(((resource, value),))
 
     def store(self, results: tuple[tuple[str, float | None], ...]) -> None:

@@ -117,6 +117,7 @@ class Router:
         self._admitted: set[int] = set()  # waiters whose on_admitted was called
         self._last_use: dict[str, float] = {}
         self.observations = Observations(clock)  # pins, probe results, eviction counts
+        self._pins_of: tuple[Plan, frozenset[str]] = (plan, pinned_by_plan(plan))
         self._tasks: set[asyncio.Task[None]] = set()
         self._swaps: dict[str, asyncio.Task[None]] = {}  # the newest swap task per model
         self._loop_task: asyncio.Task[None] | None = None
@@ -392,7 +393,9 @@ class Router:
                     log.exception("queue position callback failed")
 
     def observe(self) -> Observed:
-        return self.observations.observe(self._last_use, pinned_by_plan(self.plan))
+        if self._pins_of[0] is not self.plan:  # the plan's own pins, once per plan
+            self._pins_of = (self.plan, pinned_by_plan(self.plan))
+        return self.observations.observe(self._last_use, self._pins_of[1])
 
     def run_probes(self, resources: tuple[str, ...]) -> None:
         budget = self.plan.routing.budget

@@ -7,10 +7,17 @@ catches the shape (types, signs), the resolver what needs the whole document
 
 from __future__ import annotations
 
-from llama_swap.compiler.plan import Budget, plan_from_dict, plan_to_dict
+import json
+from pathlib import Path
+
+import jsonschema
+
+from llama_swap.compiler.plan import Budget, plan_from_dict, plan_to_dict, plan_to_json
 
 from .frontend_util import compile_err, compile_ok, src, where
 from .resolve_util import errors_of, json_of, plan_of, warnings_of
+
+PLAN_SCHEMA = Path(__file__).resolve().parents[2] / "schema" / "plan.schema.json"
 
 BUDGET = """
 routing:
@@ -200,17 +207,33 @@ def test_max_wait_is_read_in_seconds_and_kept_out_of_the_plan_when_off() -> None
 
 
 def test_a_budget_plan_matches_the_plan_schema() -> None:
-    import json
-    from pathlib import Path
-
-    import jsonschema
-
-    from llama_swap.compiler.plan import plan_to_json
-
-    schema = json.loads((Path(__file__).resolve().parents[2] / "schema" / "plan.schema.json").read_text())
+    schema = json.loads(PLAN_SCHEMA.read_text())
     validator = jsonschema.Draft202012Validator(schema)
     text = BUDGET.replace("scheduler: {use: fifo}", "scheduler: {use: fifo, settings: {fifo: {maxWait: 3}}}")
     plan_json = json.loads(plan_to_json(plan_of(text)))
     assert [e.message for e in validator.iter_errors(plan_json)] == []
     plan_json["routing"]["router"]["settings"] = {}
     assert list(validator.iter_errors(plan_json))  # use: budget needs its settings
+
+
+def test_under_the_budget_persistent_groups_pin_their_members_and_other_groups_warn() -> None:
+    text = BUDGET.replace(
+        "      budget:\n",
+        "      groups:\n        keep: {members: [small], persistent: true}\n"
+        "        chat: {members: [big]}\n      budget:\n",
+    )
+    plan = plan_of(text)
+    assert list(plan.routing.groups) == ["keep"]
+    assert plan.routing.groups["keep"].members == ("small",)
+    assert (
+        "routing.router.settings.groups.chat",
+        "has no effect under routing.router.use: budget, where only persistent groups matter "
+        "(their members are never evicted)",
+    ) in warnings_of(text)
+    d = plan_to_dict(plan)
+    assert d["routing"]["router"]["settings"]["groups"] == {
+        "keep": {"members": ["small"], "swap": True, "exclusive": True, "persistent": True}
+    }
+    assert plan_from_dict(d).routing.groups == plan.routing.groups
+    schema = json.loads(PLAN_SCHEMA.read_text())
+    assert list(jsonschema.Draft202012Validator(schema).iter_errors(d)) == []

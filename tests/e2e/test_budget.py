@@ -8,6 +8,7 @@ process table sampled throughout.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import threading
 import time
@@ -218,3 +219,28 @@ async def test_a_thousand_requests_over_four_models_keep_the_budget_in_the_proce
     assert [alive for alive in sampler.seen if len(alive) > MAX_LOADED] == []
     assert max(len(alive) for alive in sampler.seen) >= 2  # models did share the budget
     assert len(p.records()) == 1000
+
+
+async def test_api_events_carries_the_budget_in_use_and_the_declared_sizes(
+    proxy: Any, record_file: Path
+) -> None:
+    models = [sized(fake_model(m, record_file), vram=10) for m in ("a", "b")]
+    p = proxy(budget_plan(models, max_loaded=2, vram=20))
+    async with aiohttp.ClientSession() as s:
+        assert (await post_chat(s, p.url, "a"))[0] == 200
+        frames: dict[str, Any] = {}
+        async with s.get(f"{p.url}/api/events") as events:
+            async for raw in events.content:
+                line = raw.decode().strip()
+                if line.startswith("data:"):
+                    frame = json.loads(line[len("data:") :])
+                    frames[frame["type"]] = json.loads(frame["data"])
+                if "budget" in frames and "modelStatus" in frames:
+                    break
+    assert frames["budget"] == {
+        "maxLoaded": 2,
+        "loaded": 1,
+        "models": ["a"],
+        "resources": {"vram": {"capacity": 20, "used": 10}},
+    }
+    assert [m["resources"] for m in frames["modelStatus"]] == [{"vram": 10}, {"vram": 10}]

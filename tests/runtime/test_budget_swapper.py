@@ -50,7 +50,9 @@ def vram_swapper(**kw: object) -> BudgetSwapper:
 def test_a_target_that_fits_beside_what_runs_starts_without_evicting() -> None:
     d = vram_swapper().decide("small", ctx("big"))
     assert (d.evict, d.wait, d.refuse) == ((), False, "")
-    assert d.line == "budget: model=small evict=[] vram 23000/24000 ram 4000/64000"
+    assert vram_swapper().explain("small", ctx("big")) == (
+        "budget: model=small evict=[] vram 23000/24000 ram 4000/64000"
+    )
 
 
 def test_a_model_without_resources_counts_zero_of_each_and_one_toward_max_loaded() -> None:
@@ -131,7 +133,9 @@ def test_when_only_busy_models_could_make_room_the_target_waits_and_nothing_is_e
         "mid", ctx("big", "small", busy=frozenset({"big"}), last_used={"small": 0.0})
     )
     assert d.wait and d.evict == () and not d.refuse
-    assert d.line == "budget: model=mid waits: budget vram 18000/24000 needs 9000"
+    assert vram_swapper().explain("mid", ctx("big", "small", busy=frozenset({"big"}))) == (
+        "budget: model=mid waits: budget vram 23000/24000 needs 9000"
+    )
 
 
 def test_a_target_that_cannot_fit_beside_the_pinned_models_is_refused() -> None:

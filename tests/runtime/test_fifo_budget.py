@@ -201,6 +201,7 @@ class BudgetRouter(FakeRouter):
         super().__init__(s, fx, {m: 10 for m in SIZES})
         self.budget = b
         self._probes_seen = 0
+        self.killed: list[StartSwap] = []  # swaps whose target an unload stopped
 
     def check_budget(self) -> None:
         live = [m for m, st_ in self.fx.states.items() if st_ in LIVE]
@@ -225,10 +226,22 @@ class BudgetRouter(FakeRouter):
             self.s.on_conditions_changed()
             self.collect()
 
+    def unload(self, models: tuple[str, ...], error: RouteError) -> None:
+        # the router stops an unloaded model even while a swap starts it: that start
+        # fails (its outcome goes to a scheduler that already dropped the swap)
+        self.killed.extend(sw for sw in self.swaps if sw.model in models)
+        super().unload(models, error)
+
     def finish_swap(self, index: int, error: RouteError | None) -> None:
-        if self.swaps:
-            self.fx.free = {}
-        super().finish_swap(index, error)
+        if not self.swaps:
+            return
+        self.fx.free = {}
+        model = self.swaps[index % len(self.swaps)].model
+        swap = next(sw for sw in self.swaps if sw.model == model)
+        if any(sw is swap for sw in self.killed):
+            self.killed = [sw for sw in self.killed if sw is not swap]
+            error = error or RouteError(503, "unloaded while starting")
+        super().finish_swap(self.swaps.index(swap), error)
 
     def finish_stop(self, index: int) -> None:
         if self.stopping:
@@ -272,9 +285,10 @@ def actions() -> st.SearchStrategy[tuple[str, str | int]]:
     st.sets(st.sampled_from(tuple(SIZES))),
     st.sets(st.sampled_from(tuple(SIZES)), max_size=2),
     st.sampled_from(["count", "resources", "both", "probed"]),
+    st.sampled_from([0.0, 3.0]),
 )
 def test_any_event_order_keeps_the_budget_and_answers_everyone(
-    steps: list[tuple[str, str | int]], ready: set[str], pinned: set[str], kind: str
+    steps: list[tuple[str, str | int]], ready: set[str], pinned: set[str], kind: str, wait: float
 ) -> None:
     b = {
         "count": make_budget(max_loaded=2),
@@ -293,8 +307,10 @@ def test_any_event_order_keeps_the_budget_and_answers_everyone(
             start = trial
     fx = FakeEffects(*models, ready=start)
     fx.pinned = set(pinned)
-    router = BudgetRouter(FifoScheduler(models, fx, BudgetSwapper(b, models)), fx, b)
+    scheduler = FifoScheduler(models, fx, BudgetSwapper(b, models), max_wait=wait)
+    router = BudgetRouter(scheduler, fx, b)
     for step in steps:
+        fx.now += 1.0  # each step takes a second: with maxWait 3, requests become overdue
         if step[0] == "probe":
             value = int(step[1])
             router.report_probe(None if value < 0 else float(value))

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from llama_swap.compiler.plan import Model, Plan, Routing, Settings
+from llama_swap.compiler.plan import Budget, Model, Plan, Routing, Settings
 from llama_swap.runtime.core.errors import RouteFailure
 from llama_swap.runtime.core.process_state import ProcessState
 from llama_swap.runtime.engine.logs import LogBuffer
@@ -236,3 +236,34 @@ async def test_a_plan_the_router_cannot_use_changes_nothing(make_router: Any) ->
         await router.apply_plan(bad)
     assert set(router.processes) == {"a"}
     assert router.plan.routing.router == "group"
+
+
+async def test_new_declared_sizes_rebuild_the_budget_without_restarting_the_models(
+    make_router: Any,
+) -> None:
+    def budget_plan(size_b: float) -> Plan:
+        a = fake("a", port=ports["a"], resources=MappingProxyType({"vram": 10}))
+        b = fake("b", port=ports["b"], resources=MappingProxyType({"vram": size_b}))
+        return Plan(
+            settings=Settings(healthCheckTimeout=15),
+            routing=Routing(
+                scheduler="fifo",
+                router="budget",
+                budget=Budget(resources=MappingProxyType({"vram": 20})),
+            ),
+            models=MappingProxyType({"a": a, "b": b}),
+        )
+
+    ports = {"a": free_port(), "b": free_port()}
+    router = await make_router(budget_plan(10))
+    for m in ("a", "b"):
+        (await router.acquire(m)).release()
+    assert router.running_models() == ["a", "b"]  # 10 + 10 fit in 20
+    pid_a = router.processes["a"].pid
+    diff = await router.apply_plan(budget_plan(15))
+    assert diff.changed_live == ("b",) and diff.changed_restart == ()
+    assert router.processes["a"].pid == pid_a  # a size is not a reason to restart
+    await router.unload(["b"])
+    (await router.acquire("a")).release()
+    (await router.acquire("b")).release()  # 10 + 15 > 20 now: a makes room
+    assert router.running_models() == ["b"]

@@ -22,9 +22,9 @@ Invariants every scheduler keeps:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from llama_swap.runtime.core.errors import RouteError
 from llama_swap.runtime.core.process_state import ProcessState
@@ -40,16 +40,11 @@ class Request:
     arrived: float = 0.0
 
 
-def _no_times() -> Mapping[str, float]:
-    return MappingProxyType({})
+NO_TIMES: Mapping[str, float] = MappingProxyType({})
+NO_PROBES: Mapping[str, float | None] = MappingProxyType({})
 
 
-def _no_probes() -> Mapping[str, float | None]:
-    return MappingProxyType({})
-
-
-@dataclass(frozen=True, slots=True)
-class Observed:
+class Observed(NamedTuple):
     """What only the router can know, handed to the scheduler as a value when it decides.
 
     The scheduler has no clock and does no I/O: the time, when each model was last
@@ -57,23 +52,26 @@ class Observed:
     `free` holds fresh probe results by resource: a number (the free amount now) or
     None (the probe failed: use the declared sizes alone); a resource with no fresh
     result is absent.
+
+    A NamedTuple rather than a frozen dataclass, like `EvictionContext`: one is built
+    for every request decided, and a frozen dataclass costs several microseconds to
+    construct there; a NamedTuple is just as immutable at a tenth of that.
     """
 
     now: float = 0.0
-    last_used: Mapping[str, float] = field(default_factory=_no_times)
+    last_used: Mapping[str, float] = NO_TIMES
     pinned: frozenset[str] = frozenset()
-    free: Mapping[str, float | None] = field(default_factory=_no_probes)
+    free: Mapping[str, float | None] = NO_PROBES
 
 
-@dataclass(frozen=True, slots=True)
-class EvictionContext:
+class EvictionContext(NamedTuple):
     """Everything an eviction policy may look at, built by the scheduler for each decision.
 
     `running`: models holding or about to hold memory (running processes and the
     targets of active swaps), the target excluded, sorted.  `target_loaded`: the
     target itself is starting or ready.  `busy`: models that must not be evicted now
-    (serving, with requests queued ahead or waiting on their swap, starting,
-    stopping, or being evicted by another swap).  `pinned`: never evicted where the
+    (serving, with requests queued ahead or waiting on their swap, starting, or
+    being evicted by another swap).  `pinned`: never evicted where the
     policy has a choice.  `last_used`, `free`, `now`: as in `Observed`.
 
     group and matrix read `running` and `pinned` only; budget reads everything.
@@ -83,8 +81,8 @@ class EvictionContext:
     target_loaded: bool = False
     busy: frozenset[str] = frozenset()
     pinned: frozenset[str] = frozenset()
-    last_used: Mapping[str, float] = field(default_factory=_no_times)
-    free: Mapping[str, float | None] = field(default_factory=_no_probes)
+    last_used: Mapping[str, float] = NO_TIMES
+    free: Mapping[str, float | None] = NO_PROBES
     now: float = 0.0
 
 
@@ -107,19 +105,23 @@ class Eviction:
       the scheduler defers it, as it defers a swap that would evict a busy model;
     - `probe`: run these resources' probes first; the target waits for their results;
     - `refuse`: the target can never be placed as things are (e.g. beside the pinned
-      models): the request fails with 503 and this message;
-    - `line`: one log line describing the decision (logged when a swap starts).
+      models): the request fails with 503 and this message.
+
+    No log text here: most decisions are fast-path grants nobody logs, so the line
+    describing a decision is built only when needed (`Swapper.explain`).
     """
 
     evict: tuple[Evicted, ...] = ()
     wait: bool = False
     probe: tuple[str, ...] = ()
     refuse: str = ""
-    line: str = ""
 
     @property
     def models(self) -> tuple[str, ...]:
         return tuple(e.model for e in self.evict)
+
+
+NOTHING = Eviction()  # start the target (or serve it), evicting nothing
 
 
 class Effects(Protocol):
@@ -169,6 +171,9 @@ class Swapper(Protocol):
 
     def decide(self, target: str, ctx: EvictionContext) -> Eviction:
         """What must happen before `target` may run, given `ctx` (see `Eviction`)."""
+
+    def explain(self, target: str, ctx: EvictionContext) -> str:
+        """One log line describing `decide(target, ctx)` (logged when a swap starts)."""
 
 
 class Scheduler(Protocol):

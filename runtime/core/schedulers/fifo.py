@@ -275,7 +275,7 @@ class FifoScheduler:
         ctx = self._context(model, state)
         decision = self._swapper.decide(model, ctx)
         if decision.refuse:
-            log.warning("%s", decision.line)
+            log.warning("%s", self._swapper.explain(model, ctx))
             self._fail(request, RouteError(503, decision.refuse))
             return True
         evict = decision.models
@@ -289,7 +289,7 @@ class FifoScheduler:
         if decision.wait or collides or any(self.in_flight(m) > 0 for m in evict):
             return False
         self._active[model] = _ActiveSwap(evict, [request])
-        log.info("%s", decision.line)
+        log.info("%s", self._swapper.explain(model, ctx))
         if decision.evict:
             self._fx.evicting(model, decision.evict)
         self._fx.start_swap(model, evict)
@@ -298,19 +298,21 @@ class FifoScheduler:
     def _context(self, model: str, state: ProcessState) -> EvictionContext:
         """What the swapper sees when it decides for `model` (see EvictionContext)."""
         running = self._running_set(exclude=model)
-        busy = {m for m in running if self.in_flight(m) > 0}
-        busy.update(r.model for r in self._book.queue)  # queued ahead of this request
-        busy.update(self._active)
-        for sw in self._active.values():
-            busy.update(sw.evict)
-        for m in running:
-            if self._fx.model_state(m) in (ProcessState.STARTING, ProcessState.STOPPING):
-                busy.add(m)
+        busy = self._book.serving()
+        if self._book.queue or self._active:
+            more = set(busy)
+            more.update(r.model for r in self._book.queue)  # queued ahead of this request
+            more.update(self._active)
+            for sw in self._active.values():  # starting, and being stopped by a swap
+                more.update(sw.evict)
+            busy = frozenset(more)
+        # A model stopping outside a swap (TTL, unload) stays a candidate: evicting it only
+        # makes the swap wait for its exit, and its memory is counted until then.
         seen = self._fx.observe()
         return EvictionContext(
             running=tuple(running),
             target_loaded=state in (ProcessState.READY, ProcessState.STARTING),
-            busy=frozenset(busy),
+            busy=busy,
             pinned=seen.pinned,
             last_used=seen.last_used,
             free=seen.free,
@@ -353,7 +355,8 @@ class FifoScheduler:
             now = self._fx.observe().now
             late = sorted((r for r in pending if self._is_overdue(r, now)), key=lambda r: r.id)
             if late:
-                self._drain_overdue(late, [r for r in pending if r not in late])
+                late_ids = {r.id for r in late}
+                self._drain_overdue(late, [r for r in pending if r.id not in late_ids])
                 return
         for request in pending:
             if book.closed is not None or not self._decide(request):
@@ -370,8 +373,7 @@ class FifoScheduler:
                 blocked.append(request)
                 book.queue.append(request)
         if blocked:
-            # everything else stays queued behind them, in its order
-            book.queue = [r for r in [*late, *rest] if r in blocked or r in rest]
+            book.queue.extend(rest)  # everything else stays queued behind them, in its order
         else:
             for request in rest:
                 if book.closed is not None or not self._decide(request):

@@ -38,6 +38,10 @@ class QueueBookkeeping:
     def any_in_flight(self) -> bool:
         return bool(self._in_flight)
 
+    def serving(self) -> frozenset[str]:
+        """The models with requests in flight."""
+        return frozenset(self._in_flight)
+
     def count_grant(self, model: str) -> None:
         """A request of `model` was granted (and delivered): one more in flight."""
         self._in_flight[model] = self.in_flight(model) + 1

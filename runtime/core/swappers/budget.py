@@ -38,7 +38,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from llama_swap.compiler.plan import Budget, Model
-from llama_swap.runtime.core.schedulers.base import Evicted, Eviction, EvictionContext
+from llama_swap.runtime.core.schedulers.base import NOTHING, Evicted, Eviction, EvictionContext
 
 
 def amount(value: float) -> str:
@@ -108,14 +108,12 @@ class BudgetSwapper:
 
     def decide(self, target: str, ctx: EvictionContext) -> Eviction:
         if ctx.target_loaded:
-            return Eviction(line=f"budget: model={target} already loaded")
+            return NOTHING
         missing = tuple(
             r for r in self.probed if self.size(target, r) > 0 and r not in ctx.free
         )
         if missing:
-            return Eviction(
-                probe=missing, line=f"budget: model={target} waits for probes {list(missing)}"
-            )
+            return Eviction(probe=missing)
         kept = list(ctx.running)
         evicted: list[Evicted] = []
         candidates = self._candidates(ctx)
@@ -128,24 +126,34 @@ class BudgetSwapper:
             evicted.append(Evicted(model, short[0], f"{short[1]}: evicting {model}, {since}"))
             short = self._shortfall(target, kept, [e.model for e in evicted], ctx.free)
         if short is None:
-            return Eviction(tuple(evicted), line=self._line(target, ctx, evicted))
+            return Eviction(tuple(evicted)) if evicted else NOTHING
         pinned = [m for m in ctx.running if m in ctx.pinned]
         never = self._shortfall(target, pinned, (), {})
         if never is not None:
             return Eviction(
                 refuse=f"model {target} does not fit beside the pinned models "
-                f"{', '.join(pinned)}: {never[1]}",
-                line=f"budget: model={target} refused: {never[1]} (pinned: {', '.join(pinned)})",
+                f"{', '.join(pinned)}: {never[1]}"
             )
-        return Eviction(wait=True, line=f"budget: model={target} waits: {short[1]}")
+        return Eviction(wait=True)
 
-    def _line(self, target: str, ctx: EvictionContext, evicted: Sequence[Evicted]) -> str:
-        kept = [m for m in ctx.running if m not in {e.model for e in evicted}]
+    def explain(self, target: str, ctx: EvictionContext) -> str:
+        d = self.decide(target, ctx)
+        if d.refuse:
+            return f"budget: {d.refuse}"
+        if d.probe:
+            return f"budget: model={target} waits for probes {list(d.probe)}"
+        if d.wait:
+            short = self._shortfall(target, ctx.running, (), ctx.free)
+            return f"budget: model={target} waits: {short[1] if short else 'busy'}"
+        if ctx.target_loaded:
+            return f"budget: model={target} already loaded"
+        evicted = {e.model for e in d.evict}
+        kept = [m for m in ctx.running if m not in evicted]
         use = self.used([*kept, target])
         parts = [f"{r} {amount(use[r])}/{amount(c)}" for r, c in self.capacity.items()]
         if self.max_loaded:
             parts.insert(0, f"loaded {len(kept) + 1}/{self.max_loaded}")
-        evict = "[" + " ".join(e.model for e in evicted) + "]"
+        evict = "[" + " ".join(e.model for e in d.evict) + "]"
         return f"budget: model={target} evict={evict} {' '.join(parts)}".rstrip()
 
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from llama_swap.compiler.plan import Group
-from llama_swap.runtime.core.schedulers.base import Evicted, Eviction, EvictionContext
+from llama_swap.runtime.core.schedulers.base import NOTHING, Evicted, Eviction, EvictionContext
 
 DEFAULT_GROUP = "(default)"
 
@@ -78,6 +78,8 @@ class GroupSwapper:
 
     def decide(self, target: str, ctx: EvictionContext) -> Eviction:
         evict = self.eviction_for(target, ctx.running, ctx.pinned)
+        if not evict:
+            return NOTHING
         group = self.group_of(target).name
         notes = []
         for model in evict:
@@ -86,7 +88,10 @@ class GroupSwapper:
             notes.append(
                 Evicted(model, "group", f"group {group} ({how}{pin}): evicting {model} for {target}")
             )
-        return Eviction(tuple(notes), line=self.describe(target, ctx.running, ctx.pinned))
+        return Eviction(tuple(notes))
+
+    def explain(self, target: str, ctx: EvictionContext) -> str:
+        return self.describe(target, ctx.running, ctx.pinned)
 
     def describe(
         self, target: str, running: Sequence[str], pinned: frozenset[str] = frozenset()

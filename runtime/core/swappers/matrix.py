@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from llama_swap.compiler.plan import Matrix
-from llama_swap.runtime.core.schedulers.base import Evicted, Eviction, EvictionContext
+from llama_swap.runtime.core.schedulers.base import NOTHING, Evicted, Eviction, EvictionContext
 from llama_swap.runtime.core.swappers.group import format_list
 
 
@@ -97,6 +97,8 @@ class MatrixSwapper:
 
     def decide(self, target: str, ctx: EvictionContext) -> Eviction:
         d = self.solve(target, ctx.running, ctx.pinned)
+        if not d.evict:
+            return NOTHING
         set_name = d.set_name or "(none)"
         notes = tuple(
             Evicted(
@@ -108,7 +110,10 @@ class MatrixSwapper:
             )
             for model in d.evict
         )
-        return Eviction(notes, line=self._describe(target, ctx.running, d))
+        return Eviction(notes)
+
+    def explain(self, target: str, ctx: EvictionContext) -> str:
+        return self._describe(target, ctx.running, self.solve(target, ctx.running, ctx.pinned))
 
     def describe(self, target: str, running: Sequence[str]) -> str:
         return self._describe(target, running, self.solve(target, running))
