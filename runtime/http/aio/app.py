@@ -40,6 +40,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "llama_swap.runtime.http.aio.routes.upstream",
     "llama_swap.runtime.http.aio.routes.config",
     "llama_swap.runtime.http.aio.routes.metrics",
+    "llama_swap.runtime.http.aio.routes.profiles",
 )
 
 STATE: web.AppKey[Services] = web.AppKey("llama_swap_services", Services)

@@ -61,7 +61,10 @@ def statuses(state: Services) -> list[dict[str, Any]]:
 
 
 async def list_models(request: web.Request) -> web.Response:
-    doc = models_list(request.app[STATE].plan, int(time.time()))
+    state = request.app[STATE]
+    router = state.router
+    states = {mid: proc.state for mid, proc in router.processes.items()}
+    doc = models_list(state.plan, int(time.time()), router.active_profile, states)
     return web.json_response(doc, headers=origin_headers(request.headers))
 
 
@@ -95,13 +98,14 @@ async def _forward_log(buffer: LogBuffer, source: str, hub: EventHub) -> None:
 
 def _burst(services: Services) -> Callable[[], list[tuple[str, Any]]]:
     """What a new /api/events subscriber gets first: both logs' history, model status,
-    the activity log, the in-flight count."""
+    the active profile, the activity log, the in-flight count."""
 
     def burst() -> list[tuple[str, Any]]:
         return [
             ("logData", {"source": "proxy", "data": services.proxy_log.history()}),
             ("logData", {"source": "upstream", "data": services.upstream_log.history()}),
             ("modelStatus", statuses(services)),
+            ("profileChanged", {"active": services.router.active_profile}),
             ("metrics", services.activity.entries()),
             ("inflight", {"total": services.inflight.total}),
         ]
@@ -114,7 +118,10 @@ def _publish_model_status(services: Services) -> None:
     the hub as modelStatus."""
 
     def on_router_event(event: dict[str, Any]) -> None:
-        if event.get("type") in ("state", "configReload"):
+        kind = event.get("type")
+        if kind == "profileChanged":
+            services.hub.publish("profileChanged", {"active": event.get("active")})
+        if kind in ("state", "configReload", "profileChanged"):
             services.hub.publish("modelStatus", statuses(services))
 
     services.listeners.add(on_router_event)
