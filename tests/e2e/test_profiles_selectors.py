@@ -25,7 +25,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from llama_swap.compiler.plan import Filters, Group, Plan, Profile, Selector
+from llama_swap.compiler.plan import Filters, Group, Peer, Plan, Profile, Selector
+from tests.e2e import surface_fixtures
 from tests.e2e.conftest import fake_model, make_plan
 from tests.e2e.test_serial import post_chat
 
@@ -223,3 +224,34 @@ async def _next_of(events: aiohttp.ClientResponse, kind: str) -> Any:
                 frame = json.loads(line[5:])
                 if frame["type"] == kind:
                     return json.loads(frame["data"])
+
+
+peer_server = surface_fixtures.peer_server
+
+
+@DOORS
+async def test_peer_models_by_full_name_and_a_spillover_selector_over_peers(
+    proxy: Any, record_file: Path, peer_server: Any, door: tuple[str, ...]
+) -> None:
+    # Two peers offer `shared`, a local model is called `shared` too: the bare name is the
+    # local model's, `p1/shared` and `p2/shared` reach the peers, under the peers' own id.
+    p1, p2 = peer_server("p1-fake"), peer_server("p2-fake")
+    plan = make_plan([fake_model("shared", record_file)], scheduler="fifo")
+    peers = {
+        "p1": Peer("p1", p1, models=("shared", "only-p1")),
+        "p2": Peer("p2", p2, models=("shared",)),
+    }
+    sel = {"both": selector("both", "spillover", "p1/shared", "p2/shared")}
+    plan = dataclasses.replace(plan, peers=MappingProxyType(peers), selectors=MappingProxyType(sel))
+    p = proxy(plan, *door)
+    async with aiohttp.ClientSession() as s:
+        assert await served_by(s, p.url, "shared") == ("shared", "shared")
+        assert await served_by(s, p.url, "p1/shared") == ("p1-fake", "shared")
+        assert await served_by(s, p.url, "p2/shared") == ("p2-fake", "shared")
+        assert await served_by(s, p.url, "only-p1") == ("p1-fake", "only-p1")
+        both = await asyncio.gather(
+            served_by(s, p.url, "both", fake_delay=0.5), served_by(s, p.url, "both", fake_delay=0.5)
+        )
+        assert sorted(both) == [("p1-fake", "shared"), ("p2-fake", "shared")]
+        async with s.get(f"{p.url}/upstream/p2/shared/v1/models") as resp:
+            assert resp.status == 200 and (await resp.json())["data"][0]["id"] == "p2-fake"

@@ -20,11 +20,13 @@ def test_record_shape_and_order() -> None:
     doc = models_list(plan, 1700000000)
     assert doc["object"] == "list"
     ids = [r["id"] for r in doc["data"]]
-    assert ids == ["a-plain", "a-plain", "b-vision", "z-remote"]
-    local, peer_dup, vision, remote = doc["data"]
+    # peer models under their full names: a local model and a peer's may share a bare id
+    assert ids == ["a-plain", "b-vision", "cloud/a-plain", "cloud/z-remote"]
+    local, vision, peer_dup, remote = doc["data"]
     assert local == {"id": "a-plain", "object": "model", "created": 1700000000, "owned_by": "llama-swap",
                      "meta": {"llamaswap": {"k": [1, 2]}}}
-    assert peer_dup["meta"] == {"llamaswap": {"peerID": "cloud"}} and peer_dup["name"] == "cloud: a-plain"
+    assert peer_dup["meta"] == {"llamaswap": {"type": "peer", "peerID": "cloud"}}
+    assert peer_dup["name"] == "cloud: a-plain" and peer_dup["status"] == {"value": "unloaded"}
     assert vision["name"] == "Vision" and vision["description"] == "sees"
     assert vision["architecture"] == {"input_modalities": ["text", "image"], "output_modalities": ["text"],
                                       "modality": "text+image->text"}
