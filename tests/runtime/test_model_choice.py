@@ -234,3 +234,27 @@ def test_no_profile_lists_no_pins(plan: Plan) -> None:
     assert plan.profiles["coding"].pins == MappingProxyType(
         {"a": "c", "image-gen": "", "llm-code": "big", "llm-plan": "spill", "remote": "b"}
     )
+
+
+def test_the_router_holds_the_active_profile_and_a_reload_keeps_it_while_it_exists(
+    plan: Plan,
+) -> None:
+    from llama_swap.runtime.engine.logs import LogBuffer
+    from llama_swap.runtime.engine.router import Router
+
+    events: list[dict[str, object]] = []
+    router = Router(plan, upstream_log=LogBuffer("upstream"), on_event=events.append)
+    assert router.active_profile is None and router.pinned_models() == frozenset()
+    assert router.set_active_profile("coding") is True
+    assert router.set_active_profile("coding") is False  # the same value: no event
+    assert router.pinned_models() == frozenset({"big", "a", "b", "c"})
+    with pytest.raises(KeyError):
+        router.set_active_profile("nope")
+    router.plan = compile_sources([("c.yaml", CONFIG + "  other: {pins: {x: a}}\n")], env={}).plan
+    assert router.active_profile == "coding"  # still defined: kept
+    router.plan = compile_sources([("c.yaml", CONFIG.split("profiles:")[0])], env={}).plan
+    assert router.active_profile is None and router.pinned_models() == frozenset()
+    assert [e for e in events if e["type"] == "profileChanged"] == [
+        {"type": "profileChanged", "active": "coding"},
+        {"type": "profileChanged", "active": None},
+    ]
