@@ -154,5 +154,7 @@ def apply_macros(
             out[key] = value
         else:
             check = key != "peers" and (checked is None or key in checked)
-            out[key] = _substitute(c, value, globals_, (key,), broken, check)
+            if check or globals_:
+                value = _substitute(c, value, globals_, (key,), broken, check)
+            out[key] = value
     return out, c.diagnostics
