@@ -255,3 +255,21 @@ async def test_peer_models_by_full_name_and_a_spillover_selector_over_peers(
         assert sorted(both) == [("p1-fake", "shared"), ("p2-fake", "shared")]
         async with s.get(f"{p.url}/upstream/p2/shared/v1/models") as resp:
             assert resp.status == 200 and (await resp.json())["data"][0]["id"] == "p2-fake"
+
+
+async def test_a_pin_rewrites_the_model_field_of_a_multipart_upload(
+    proxy: Any, record_file: Path
+) -> None:
+    p = proxy(the_plan(record_file))
+    async with aiohttp.ClientSession() as s:
+        assert (await set_profile(s, p.url, "coding"))[0] == 200
+        form = aiohttp.FormData()
+        form.add_field("model", "llm")
+        form.add_field("file", b"RIFF....WAVE", filename="a.wav", content_type="audio/wav")
+        async with s.post(f"{p.url}/v1/audio/transcriptions", data=form) as resp:
+            assert resp.status == 200
+            fake = (await resp.json())["fake"]
+    assert fake["model"] == "b"
+    parts = {part["name"]: part for part in fake["parts"]}
+    assert parts["model"]["value"] == "b"
+    assert parts["file"]["bytes"] == len(b"RIFF....WAVE")
