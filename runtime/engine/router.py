@@ -230,22 +230,34 @@ class Router:
             raise
 
     async def unload(self, models: Sequence[str] | None = None) -> None:
-        """Fail waiters for `models` (default: all), stop them; return once they exited."""
+        """Fail waiters for `models` (default: all), stop them; return once they exited.
+
+        As in the Go original, the models are grouped by their unloadTimeout and the groups
+        are stopped one after another, the smallest timeout first, the members of a group
+        in parallel: quick models are gone before a slow one is waited for.
+        """
         targets = tuple(models) if models is not None else tuple(sorted(self.processes))
         targets = tuple(m for m in targets if m in self.processes)
         if not targets:
             return
+        error = (
+            errors.model_unloaded(targets[0])
+            if len(targets) == 1
+            else RouteError(503, "model unloaded while the request waited")
+        )
+        groups: dict[float, list[str]] = {}
+        for model in targets:
+            groups.setdefault(self.unload_grace(model), []).append(model)
+        for grace in sorted(groups):
+            await self._unload_group(tuple(groups[grace]), error, grace)
+
+    async def _unload_group(self, targets: tuple[str, ...], error: RouteError, grace: float) -> None:
         if not self._closing:
-            error = (
-                errors.model_unloaded(targets[0])
-                if len(targets) == 1
-                else RouteError(503, "model unloaded while the request waited")
-            )
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self.post(UnloadRequested(targets, error, done))
             await done
         procs = [p for p in (self.processes.get(m) for m in targets) if p is not None]
-        await asyncio.gather(*(p.stop(self.unload_grace(p.model.id)) for p in procs))
+        await asyncio.gather(*(p.stop(grace) for p in procs))
 
     async def shutdown(self, timeout: float) -> None:
         """Fail every waiter, stop every child within `timeout` s; idempotent."""
