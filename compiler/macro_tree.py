@@ -70,6 +70,17 @@ def _valid_macros(raw: Any) -> tuple[list[Macro], set[str]]:
     return macros, broken
 
 
+def _mentions(value: Any) -> bool:
+    """Whether any string in a nested value holds `${`."""
+    if isinstance(value, str):
+        return "${" in value
+    if isinstance(value, Mapping):
+        return any(_mentions(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_mentions(v) for v in value)
+    return False
+
+
 def _leftovers(value: Any, keys: Keys) -> list[tuple[Keys, str]]:
     """(key path, macro name) for each `${name}` left in a nested value, in document order."""
     if isinstance(value, str):
@@ -85,6 +96,8 @@ def _substitute(
     c: Collector, value: Any, macros: list[Macro], keys: Keys, skip: set[str], check: bool = True
 ) -> Any:
     """Typed substitution with leftover reports; a runaway expansion keeps the value as written."""
+    if not _mentions(value):
+        return value  # the common case: nothing to substitute or report
     try:
         out = substitute_value(value, macros, Budget()) if macros else value
     except ExpansionTooLarge as e:
@@ -141,5 +154,7 @@ def apply_macros(
             out[key] = value
         else:
             check = key != "peers" and (checked is None or key in checked)
-            out[key] = _substitute(c, value, globals_, (key,), broken, check)
+            if check or globals_:
+                value = _substitute(c, value, globals_, (key,), broken, check)
+            out[key] = value
     return out, c.diagnostics

@@ -5,7 +5,7 @@ must merge to the same document (or fail the same way) under both.
 
 The rules, applied key path by key path with `deepmerge` strategies:
 
-- identity maps (`models`, `peers`, `groups`, `matrix`, `profiles`,
+- identity maps (`models`, `peers`, `groups`, `matrix`, `profiles`, `selectors`,
   `routing.router.settings.groups`, `routing.router.settings.matrix`) hold
   entities: an entity may be defined in one fragment only, never split;
 - other mappings merge recursively; keys new in a later fragment are appended;
@@ -43,6 +43,7 @@ IDENTITY_MAPS: frozenset[KeyPath] = frozenset(
         ("groups",),
         ("matrix",),
         ("profiles",),
+        ("selectors",),
         ("routing", "router", "settings", "groups"),
         ("routing", "router", "settings", "matrix"),
     }

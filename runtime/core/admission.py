@@ -8,11 +8,14 @@ The rules, in order:
   last requests; it is no longer the plan's, so new requests treat it as unknown;
 - a local streaming chat request whose model is not ready, when the model asks for
   `sendLoadingState`, first gets the loading-state prelude in its event stream;
-- else the first peer listing the name serves it;
+- else the peer model the name means serves it: a `peer/model` name, or a bare id
+  exactly one peer offers (`Plan.peer_model`);
 - else the name is unknown (404).
 
-Both front doors ask `admit`; the fast path serves only `Admit.LOCAL` and hands every
-other outcome to the general (aiohttp) path, which answers it.
+Before `admit`, both front doors apply the active profile's pins and selectors
+(runtime/core/model_choice.py), so `model_id` is already the name the request is
+really for.  Both front doors ask `admit`; the fast path serves only `Admit.LOCAL` and
+hands every other outcome to the general (aiohttp) path, which answers it.
 """
 
 from __future__ import annotations

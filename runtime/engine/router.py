@@ -44,8 +44,10 @@ from llama_swap.runtime.core.auth import secrets_of
 from llama_swap.runtime.core.errors import RouteError, RouteFailure
 from llama_swap.runtime.core.plan_diff import PlanDiff
 from llama_swap.runtime.core.process_state import ProcessState
+from llama_swap.runtime.core.profiles import pinned_models
 from llama_swap.runtime.core.schedulers import make_scheduler
 from llama_swap.runtime.core.schedulers.base import Evicted, Observed, Request, Scheduler
+from llama_swap.runtime.core.selectors import SpilloverCounts
 from llama_swap.runtime.core.swappers import make_swapper, pinned_by_plan
 from llama_swap.runtime.core.swappers.budget import BudgetUsage, budget_usage
 from llama_swap.runtime.engine.events import (
@@ -106,7 +108,11 @@ class Router:
         ttl_interval: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.plan = plan
+        self._plan = plan
+        # The active profile (none at start) and the spillover selectors' counts: request
+        # routing state of this server (runtime/core/profiles.py, selectors.py).
+        self._active_profile: str | None = None
+        self.spillover = SpilloverCounts()
         self.upstream_log = upstream_log
         self._on_event = on_event
         self._ttl_interval = ttl_interval
@@ -137,6 +143,40 @@ class Router:
         self._hotswap = HotSwap(self)
 
     # ------------------------------------------------------------------ public API
+
+    @property
+    def plan(self) -> Plan:
+        return self._plan
+
+    @plan.setter
+    def plan(self, plan: Plan) -> None:
+        """Replaced only on the loop (hot swap); a profile the new plan lacks is cleared."""
+        self._plan = plan
+        if self._active_profile is not None and self._active_profile not in plan.profiles:
+            self.set_active_profile(None)
+
+    @property
+    def active_profile(self) -> str | None:
+        return self._active_profile
+
+    def set_active_profile(self, name: str | None) -> bool:
+        """Make `name` (a profile of the plan, or None) the active profile; True if it changed.
+
+        A change is logged and announced to the event listeners (`profileChanged`).
+        """
+        if name is not None and name not in self._plan.profiles:
+            raise KeyError(name)
+        if name == self._active_profile:
+            return False
+        self._active_profile = name
+        log.info("active profile changed to %s", f'"{name}"' if name else "none")
+        if self._on_event is not None:
+            self._on_event({"type": "profileChanged", "active": name})
+        return True
+
+    def pinned_models(self) -> frozenset[str]:
+        """Local model ids the active profile pins: never to be evicted while it is active."""
+        return pinned_models(self._plan, self._active_profile)
 
     async def start(self) -> None:
         """Spawn the run loop and the TTL ticker."""
@@ -196,23 +236,35 @@ class Router:
             raise
 
     async def unload(self, models: Sequence[str] | None = None) -> None:
-        """Fail waiters for `models` (default: all), stop them; return once they exited."""
+        """Fail waiters for `models` (default: all), stop them; return once they exited.
+
+        As in the Go original, the models are grouped by their unloadTimeout and the groups
+        are stopped one after another, the smallest timeout first, the members of a group
+        in parallel: quick models are gone before a slow one is waited for.
+        """
         targets = tuple(models) if models is not None else tuple(sorted(self.processes))
         targets = tuple(m for m in targets if m in self.processes)
         if not targets:
             return
+        error = (
+            errors.model_unloaded(targets[0])
+            if len(targets) == 1
+            else RouteError(503, "model unloaded while the request waited")
+        )
+        groups: dict[float, list[str]] = {}
+        for model in targets:
+            groups.setdefault(self.unload_grace(model), []).append(model)
+        for grace in sorted(groups):
+            await self._unload_group(tuple(groups[grace]), error, grace)
+
+    async def _unload_group(self, targets: tuple[str, ...], error: RouteError, grace: float) -> None:
         if not self._closing:
             self._evicted(targets, "unload")
-            error = (
-                errors.model_unloaded(targets[0])
-                if len(targets) == 1
-                else RouteError(503, "model unloaded while the request waited")
-            )
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self.post(UnloadRequested(targets, error, done))
             await done
         procs = [p for p in (self.processes.get(m) for m in targets) if p is not None]
-        await asyncio.gather(*(p.stop(self.unload_grace(p.model.id)) for p in procs))
+        await asyncio.gather(*(p.stop(grace) for p in procs))
 
     async def shutdown(self, timeout: float) -> None:
         """Fail every waiter, stop every child within `timeout` s; idempotent."""

@@ -139,3 +139,22 @@ def test_the_example_plan_is_frozen_round_trips_and_matches_the_plan_schema() ->
     with pytest.raises(TypeError):
         model.metadata["x"] = 1  # type: ignore[index]
     assert isinstance(model.cmd, tuple)
+
+
+def test_plans_with_selectors_profiles_and_peer_names_round_trip_and_match_the_schema() -> None:
+    from llama_swap.compiler.pipeline import compile_paths
+    from llama_swap.compiler.plan import PeerModel, plan_from_json
+
+    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text()))
+    cases = Path(__file__).parent / "cases"
+    for name in ("selectors-fields", "profiles-map", "peers-namespaces", "macros-everywhere"):
+        plan = compile_paths(str(cases / name / "config.yaml"), None, env={}).plan
+        text = plan_to_json(plan)
+        again = plan_from_json(text)
+        assert again == plan and plan_to_json(again) == text, name
+        assert dict(again.peerNames) == dict(plan.peerNames), name
+        assert [e.message for e in validator.iter_errors(json.loads(text))] == [], name
+    peers = compile_paths(str(cases / "peers-namespaces" / "config.yaml"), None, env={}).plan
+    assert peers.selectors["pick"].resolved == ("p1/shared", "p2/unique", "p2/p1/model", "p1/model")
+    assert peers.peer_model("shared") is None  # offered by two peers: only by full name
+    assert peers.peer_model("p2/p1/model") == PeerModel("p2", "p1/model")

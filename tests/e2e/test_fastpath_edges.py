@@ -411,7 +411,7 @@ async def test_a_client_that_leaves_mid_body_starts_nothing(
     try:
         stuck_w.write(data[:-1])
         assert (await one(p.url, chat("b", connection="close"))).status == 404  # handed off
-        assert json.loads((await one(p.url, GET_RUNNING)).body) == {"running": []}
+        assert json.loads((await one(p.url, GET_RUNNING)).body) == {"running": [], "profile": None}
         assert await inflight(p.url) == "llamaswap_inflight_requests 0.0"
         assert p.records() == []
         assert (await one(p.url, chat("a", connection="close"))).status == 200

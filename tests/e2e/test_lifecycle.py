@@ -35,7 +35,7 @@ async def test_health_and_running_report_the_loaded_model(proxy: Any, record_fil
     async with aiohttp.ClientSession() as s:
         async with s.get(f"{p.url}/health") as resp:
             assert resp.status == 200 and await resp.text() == "OK"
-        assert await get_json(s, f"{p.url}/running") == {"running": []}
+        assert await get_json(s, f"{p.url}/running") == {"running": [], "profile": None}
         assert (await post_chat(s, p.url, "a"))[0] == 200
         running = (await get_json(s, f"{p.url}/running"))["running"]
     assert running == [
@@ -71,7 +71,7 @@ async def test_unload_returns_only_after_the_process_exited(proxy: Any, record_f
         async with s.post(f"{p.url}/api/models/unload/alpha") as resp:
             assert resp.status == 200 and await resp.text() == "OK"
         assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
-        assert await get_json(s, f"{p.url}/running") == {"running": []}
+        assert await get_json(s, f"{p.url}/running") == {"running": [], "profile": None}
 
         status, body = await post_chat(s, p.url, "a")
         child = psutil.Process(body["fake"]["pid"])

@@ -42,10 +42,13 @@ async def test_events_follow_loads_and_unloads(proxy: Any, record_file: Path) ->
     async with aiohttp.ClientSession() as s, s.get(p.url + "/api/events") as events:
         assert events.headers["Content-Type"] == "text/event-stream"
         buf = [b""]
-        burst = await next_events(events, buf, lambda f: len(f) >= 5)
-        assert [f["type"] for f in burst[:5]] == ["logData", "logData", "modelStatus", "metrics", "inflight"]
+        burst = await next_events(events, buf, lambda f: len(f) >= 6)
+        assert [f["type"] for f in burst[:6]] == [
+            "logData", "logData", "modelStatus", "profileChanged", "metrics", "inflight"
+        ]
         assert [r["state"] for r in burst[2]["data"]] == ["stopped", "stopped"]
-        assert burst[4]["data"] == {"operation": "snapshot"}  # nothing in flight
+        assert burst[3]["data"] == {"active": None}
+        assert burst[5]["data"] == {"operation": "snapshot"}  # nothing in flight
 
         async with s.post(p.url + "/v1/chat/completions", json={"model": "a"}) as r:
             assert r.status == 200

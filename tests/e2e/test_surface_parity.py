@@ -130,7 +130,7 @@ async def test_model_status_lists_peer_models_with_every_field(
                 msg = json.loads(frame.split(b"data:", 1)[1])
                 if msg["type"] == "modelStatus":
                     statuses = json.loads(msg["data"])
-    assert statuses[-1] == {"id": "remote", "name": "", "description": "", "state": "",
+    assert statuses[-1] == {"id": "far/remote", "name": "", "description": "", "state": "",
                             "unlisted": False, "peerID": "far"}
 
 

@@ -111,9 +111,9 @@ async def test_models_list_and_cors(proxy: Any, record_file: Path, peer_server: 
         status, headers, raw = await fetch(s, "GET", p.url + "/v1/models", headers={"Origin": "http://ui"})
         assert status == 200 and headers["Access-Control-Allow-Origin"] == "http://ui"
         data = json.loads(raw)["data"]
-        assert [r["id"] for r in data] == ["m", "m2", "remote-1"]
-        assert data[0]["name"] == "Model M" and data[0]["capabilities"] == {"function_calling": True}
-        assert data[2]["meta"] == {"llamaswap": {"type": "peer", "peerID": "far"}}
+        assert [r["id"] for r in data] == ["far/remote-1", "m", "m2"]  # peers by full name
+        assert data[1]["name"] == "Model M" and data[1]["capabilities"] == {"function_calling": True}
+        assert data[0]["meta"] == {"llamaswap": {"type": "peer", "peerID": "far"}}
         status, headers, _ = await fetch(s, "OPTIONS", p.url + "/v1/chat/completions",
                                          headers={"Access-Control-Request-Headers": "authorization, x-b"})
         assert status == 204 and headers["Access-Control-Allow-Headers"] == "authorization, x-b"
@@ -157,7 +157,7 @@ async def test_admin_routes(proxy: Any, record_file: Path) -> None:
         assert [r["model"] for r in json.loads(raw)["running"]] == ["a"]
         assert (await fetch(s, "GET", p.url + "/unload"))[::2] == (200, b"OK")
         status, _, raw = await fetch(s, "GET", p.url + "/running")
-        assert json.loads(raw) == {"running": []}
+        assert json.loads(raw) == {"running": [], "profile": None}
         status, _, raw = await fetch(s, "GET", p.url + "/logs")
         assert status == 200 and b'"GET /running HTTP/1.1" 200' in raw
         status, headers, _ = await fetch(s, "GET", p.url + "/logs", headers={"Accept": "text/html"})

@@ -169,16 +169,16 @@ async def test_a_request_right_after_a_crash_restarts_the_model_instead_of_faili
     assert router.processes["a"].pid not in (None, old_pid)
 
 
-async def test_an_unload_gives_each_model_its_own_unload_timeout_before_sigkill(
+async def test_an_unload_stops_models_by_unload_timeout_smallest_first_each_before_sigkill(
     router_for: list[Router], tmp_path: Path
 ) -> None:
     # Both models ignore SIGTERM, so each is killed when its own unloadTimeout runs out;
-    # the log says which window applied.
+    # b (1 s) is stopped, and killed, before a (2 s) is even asked to stop.
     a = dataclasses.replace(
-        fake_model("a", tmp_path / "a.jsonl", "--ignore-sigterm"), unloadTimeout=1
+        fake_model("a", tmp_path / "a.jsonl", "--ignore-sigterm"), unloadTimeout=2
     )
     b = dataclasses.replace(
-        fake_model("b", tmp_path / "b.jsonl", "--ignore-sigterm"), unloadTimeout=2
+        fake_model("b", tmp_path / "b.jsonl", "--ignore-sigterm"), unloadTimeout=1
     )
     log = LogBuffer("upstream")
     together = {"g": Group("g", ("a", "b"), swap=False, exclusive=False)}
@@ -189,7 +189,14 @@ async def test_an_unload_gives_each_model_its_own_unload_timeout_before_sigkill(
         lease = await asyncio.wait_for(router.acquire(model), 20)
         lease.release()
     await asyncio.wait_for(router.unload(), 20)
-    history = log.history()
-    assert "[a] pid" in history and "still alive after 1s: SIGKILL" in history
-    assert "still alive after 2s: SIGKILL" in history
-    assert router.unload_grace("a") == 1.0 and router.unload_grace("b") == 2.0
+    lines = [
+        line for line in log.history().splitlines() if "stopping pid" in line or "SIGKILL" in line
+    ]
+    assert [(line.split("]")[1].strip("[ "), "SIGKILL" in line) for line in lines] == [
+        ("b", False),
+        ("b", True),
+        ("a", False),
+        ("a", True),
+    ]
+    assert "still alive after 1s: SIGKILL" in lines[1] and "still alive after 2s" in lines[3]
+    assert router.unload_grace("a") == 2.0 and router.unload_grace("b") == 1.0

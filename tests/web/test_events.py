@@ -47,7 +47,7 @@ def test_model_status_payload() -> None:
         {"id": "a", "name": "", "description": "", "state": "stopped", "unlisted": True, "peerID": ""},
         {"id": "b", "name": "", "description": "", "state": "ready", "unlisted": False, "peerID": "",
          "aliases": ["bb"], "capabilities": ["function_calling"], "context_length": 2048},
-        {"id": "r", "name": "", "description": "", "state": "", "unlisted": False, "peerID": "p"},
+        {"id": "p/r", "name": "", "description": "", "state": "", "unlisted": False, "peerID": "p"},
     ]
 
 

@@ -47,6 +47,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "llama_swap.runtime.http.aio.routes.inflight",
     "llama_swap.runtime.http.aio.routes.hardware",
     "llama_swap.runtime.http.aio.routes.activity",
+    "llama_swap.runtime.http.aio.routes.profiles",
 )
 
 STATE: web.AppKey[Services] = web.AppKey("llama_swap_services", Services)

@@ -7,6 +7,7 @@ throughput.  This module puts an `asyncio.Protocol` in front of the aiohttp app:
 - it reads the first request of a connection; if it is a plain JSON `POST` to an
   inference route (request_head.py), with a valid API key when keys are set and a
   body within `maxRequestBody` (both judged from the head, before the body is read), that
+  (after the active profile's pins and selectors, runtime/http/request/choose.py)
   admission (runtime/core/admission.py) routes to a local model without the
   loading-state prelude, and whose upstream is plain http, it is served here, end to end;
 - anything else -- another route, a peer, an unknown model, a failed auth, a
@@ -53,6 +54,7 @@ from llama_swap.runtime.core.forwarding import (
 )
 from llama_swap.runtime.core.inference_routes import JSON_BODY_PATHS, forward_path
 from llama_swap.runtime.core.limits import exceeds
+from llama_swap.runtime.core.model_choice import ModelChoice
 from llama_swap.runtime.http.connections import ConnectionTable, Tracked
 from llama_swap.runtime.http.fast.headers import LazyHeaders
 from llama_swap.runtime.http.fast.relay import Relay, answer_bytes
@@ -63,6 +65,7 @@ from llama_swap.runtime.http.observe.access_log import log_access, proxy_log_of
 from llama_swap.runtime.http.observe.activity import ResponseMeter
 from llama_swap.runtime.http.observe.recording import recording
 from llama_swap.runtime.http.request.body import BytesBody
+from llama_swap.runtime.http.request.choose import choose_for, release
 from llama_swap.runtime.http.request.extract import Extracted, from_json_body
 from llama_swap.runtime.http.request.filters import filter_request
 from llama_swap.runtime.http.services import FastPathCounters, Services
@@ -341,7 +344,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _admit(
         self, head: Head, msg: bytes
-    ) -> tuple[LazyHeaders, str, Extracted, tuple[UpstreamPool, Target]] | None:
+    ) -> tuple[LazyHeaders, str, Extracted, tuple[UpstreamPool, Target], ModelChoice] | None:
         """Decide, before anything is acquired or answered, whether this request is the
         fast path's; None hands it to aiohttp, which answers whatever it is."""
         services = self.lane.services
@@ -351,15 +354,20 @@ class ClientConnection(asyncio.Protocol):
             req = from_json_body(plan, msg[head.head_len :])
         except RouteFailure:
             return None
+        try:
+            chosen = choose_for(services.router, req)  # profile pins, then selectors
+        except RouteFailure:
+            return None  # aiohttp answers the error
         req = filter_request(plan, req)
         model_id = req.model_id
         path = forward_path(head.path)
-        if admit(plan, services.router.processes, model_id, path, req.streaming) is not Admit.LOCAL:
+        upstream = None
+        if admit(plan, services.router.processes, model_id, path, req.streaming) is Admit.LOCAL:
+            upstream = self.lane.pool_for(plan.models[model_id])
+        if upstream is None:  # not local, or not plain http: aiohttp decides afresh
+            release(services.router, chosen)
             return None
-        upstream = self.lane.pool_for(plan.models[model_id])
-        if upstream is None:  # not plain http
-            return None
-        return headers, model_id, req, upstream
+        return headers, model_id, req, upstream, chosen
 
     def _handoff(self, msg: bytes) -> None:
         """Give this connection, from the first byte of the current request on, to aiohttp."""
@@ -395,7 +403,7 @@ class ClientConnection(asyncio.Protocol):
 
     async def _serve(
         self, head: Head, headers: LazyHeaders, model_id: str, req: Extracted,
-        upstream: tuple[UpstreamPool, Target],
+        upstream: tuple[UpstreamPool, Target], chosen: ModelChoice,
     ) -> None:
         lane = self.lane
         started = time.perf_counter()
@@ -443,6 +451,7 @@ class ClientConnection(asyncio.Protocol):
             close = True
         finally:
             inflight.remove(entry)
+            release(lane.services.router, chosen)
             log_access(lane.proxy_log(), "POST", head.path, HTTP_11, headers, self.remote,
                        status, size, started)
         self._finished(close)

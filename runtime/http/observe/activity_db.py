@@ -18,13 +18,13 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from llama_swap.runtime.http.observe.token_parse import TOKEN_FIELDS
 from llama_swap.runtime.http.observe.activity_query import (
     SORT_COLUMNS,
     ActivityQuery,
     histogram,
     total_pages,
 )
+from llama_swap.runtime.http.observe.token_parse import TOKEN_FIELDS
 
 MEMORY = ":memory:"
 SCHEMA_VERSION = 1

@@ -108,7 +108,7 @@ class StreamCloser:
 
 def model_status(plan: Plan, states: Mapping[str, ProcessState]) -> list[dict[str, Any]]:
     """The modelStatus payload: local models by id (state default stopped), then peers' models
-    (state "")."""
+    under their full `peer/model` names (state "")."""
     out: list[dict[str, Any]] = []
     for model_id, m in plan.models.items():
         rec: dict[str, Any] = {
@@ -130,6 +130,6 @@ def model_status(plan: Plan, states: Mapping[str, ProcessState]) -> list[dict[st
         out.append(rec)
     for peer_id, peer in plan.peers.items():  # every field, empty, as Go's struct encodes them
         for name in peer.models:
-            out.append({"id": name, "name": "", "description": "", "state": "", "unlisted": False,
-                        "peerID": peer_id})
+            out.append({"id": f"{peer_id}/{name}", "name": "", "description": "", "state": "",
+                        "unlisted": False, "peerID": peer_id})  # full `peer/model` names
     return out

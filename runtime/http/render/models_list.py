@@ -1,9 +1,12 @@
 """`GET /v1/models` (and `GET /models`) records, built from the plan and the processes' states.
 
-Pure: `models_list(plan, now, states)` returns the response document, sorted by id.
-Local listed models (plus a copy per alias with `includeAliasesInList`), then
-every peer model as `"<peer>: <model>"`; duplicates are kept as the original
-keeps them.
+Pure: `models_list(plan, now, ...)` returns the response document, sorted by id.
+Local listed models (plus a copy per alias with `includeAliasesInList`), every
+peer model under its full name `<peer>/<model>` (named `"<peer>: <model>"`),
+every listed selector (`meta.llamaswap.type: "selector"`, its strategy and
+targets; `status` loaded when a local target is ready or starting, for `pin`
+the first target only), and the active profile's pins whose keys are new names
+(`type: "profile"`, status unloaded, target not shown).
 
 Clients written for llama-server read two things beside the OpenAI fields:
 `status.value` (`loaded` while the model's process is anywhere between starting
@@ -18,8 +21,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from llama_swap.compiler.plan import Capabilities, Model, Plan, thaw
+from llama_swap.compiler.plan import Capabilities, Model, Plan, Selector, thaw
 from llama_swap.runtime.core.process_state import ProcessState
+from llama_swap.runtime.core.profiles import listed_pins
 
 _CAPABILITY_META_KEYS = ("architecture", "capabilities", "supported_parameters", "context_length")
 
@@ -92,9 +96,41 @@ def is_loaded(state: ProcessState | None) -> bool:
     return state is not None and state.occupies_memory
 
 
-def models_list(plan: Plan, now: int, states: Mapping[str, ProcessState]) -> dict[str, Any]:
+def _selector_loaded(plan: Plan, sel: Selector, states: Mapping[str, ProcessState]) -> bool:
+    considered = sel.resolved[:1] if sel.strategy == "pin" else sel.resolved
+    return any(
+        r in plan.models and states.get(r) in (ProcessState.READY, ProcessState.STARTING)
+        for r in considered
+    )
+
+
+def selector_record(
+    plan: Plan, sel: Selector, states: Mapping[str, ProcessState], now: int
+) -> dict[str, Any]:
+    rec: dict[str, Any] = {"id": sel.id, "object": "model", "created": now, "owned_by": "llama-swap"}
+    if sel.name:
+        rec["name"] = sel.name
+    if sel.description:
+        rec["description"] = sel.description
+    loaded = _selector_loaded(plan, sel, states)
+    rec["status"] = {"value": "loaded" if loaded else "unloaded"}
+    meta: dict[str, Any] = dict(thaw(sel.metadata))
+    meta.update({"type": "selector", "strategy": sel.strategy, "targets": list(sel.targets)})
+    if sel.strategy == "spillover":
+        meta["spillover"] = sel.spillover
+    rec["meta"] = {"llamaswap": meta}
+    return rec
+
+
+def models_list(
+    plan: Plan,
+    now: int,
+    active_profile: str | None = None,
+    states: Mapping[str, ProcessState] | None = None,
+) -> dict[str, Any]:
     """The `/v1/models` body for `plan` at unix time `now`; `states`: the local processes'
     states by model id (a missing one is stopped)."""
+    states = states or {}
     data: list[dict[str, Any]] = []
     no_caps = Capabilities()
     for model_id, model in plan.models.items():
@@ -112,12 +148,26 @@ def models_list(plan: Plan, now: int, states: Mapping[str, ProcessState]) -> dic
                         model_record(alias, model, now, loaded, {"type": "alias", "modelID": model_id})
                     )
     for peer_id, peer in plan.peers.items():
-        for name in peer.models:
+        for name in dict.fromkeys(peer.models):
             data.append(
                 _record(
-                    name, f"{peer_id}: {name}", "", no_caps, {}, now, False,
+                    f"{peer_id}/{name}", f"{peer_id}: {name}", "", no_caps, {}, now, False,
                     {"type": "peer", "peerID": peer_id},
                 )
             )
+    for sel in plan.selectors.values():
+        if not sel.unlisted:
+            data.append(selector_record(plan, sel, states, now))
+    for pin in listed_pins(plan, active_profile):
+        data.append(
+            {
+                "id": pin,
+                "object": "model",
+                "created": now,
+                "owned_by": "llama-swap",
+                "status": {"value": "unloaded"},
+                "meta": {"llamaswap": {"type": "profile"}},
+            }
+        )
     data.sort(key=lambda rec: rec["id"])
     return {"object": "list", "data": data}

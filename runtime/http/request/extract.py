@@ -21,7 +21,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from llama_swap.compiler.plan import Plan
+from llama_swap.compiler.plan import PeerModel, Plan
 from llama_swap.runtime.core.error_body import NO_MODEL, well_formed
 from llama_swap.runtime.core.errors import RouteError, RouteFailure
 from llama_swap.runtime.core.limits import too_deeply_nested
@@ -33,15 +33,18 @@ _NOTHING = object()
 
 @dataclass(frozen=True, slots=True)
 class PathMatch:
-    """`/upstream` path resolution: the name as given, its model id and the rest of the path."""
+    """`/upstream` path resolution: the name as given, its model id (a peer model's
+    name when `peer` is set) and the rest of the path."""
 
     name: str
     model_id: str
     remaining: str
+    peer: PeerModel | None = None
 
 
 def find_model_in_path(plan: Plan, path: str) -> PathMatch | None:
-    """Longest `a`, `a/b`, `a/b/c`... prefix of `path` that is a local model id or alias."""
+    """Longest `a`, `a/b`, `a/b/c`... prefix of `path` that is a local model id or alias
+    or, failing that, a peer model name (`peer/model`, or a bare id one peer offers)."""
     parts = path.strip().split("/")
     name = ""
     found: PathMatch | None = None
@@ -50,8 +53,11 @@ def find_model_in_path(plan: Plan, path: str) -> PathMatch | None:
             continue
         name = f"{name}/{part}" if name else part
         model_id = plan.resolve(name)
+        rest = "/" + "/".join(parts[i + 1 :])
         if model_id is not None:
-            found = PathMatch(name, model_id, "/" + "/".join(parts[i + 1 :]))
+            found = PathMatch(name, model_id, rest)
+        elif (peer := plan.peer_model(name)) is not None:
+            found = PathMatch(name, name, rest, peer)
     return found
 
 

@@ -50,9 +50,11 @@ def filters_for(plan: Plan, requested: str) -> FilterSpec | None:
     if model_id is not None:
         model = plan.models[model_id]
         return FilterSpec(model.useModelName, model.filters, requested)
-    peer = plan.peer_for(requested)
-    if peer is not None:
-        return FilterSpec("", peer.filters, requested)
+    found = plan.peer_model(requested)
+    if found is not None:
+        # a `peer/model` name goes to the peer as the peer's own id
+        bare = found.model if found.model != requested else ""
+        return FilterSpec(bare, plan.peers[found.peer].filters, requested)
     return None
 
 

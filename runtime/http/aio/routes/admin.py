@@ -1,7 +1,7 @@
 """Operational routes: `GET /health`, `GET /running`, `POST /api/models/unload[/{model}]`.
 
 Shapes follow the Go original: `/running` lists processes that are not stopped, sorted
-by id; the unload routes return only after the processes
+by id (plus `profile`, the active profile or null, which the original does not show); the unload routes return only after the processes
 have exited (the router's `unload` waits for them).  A configured key quoted in a
 model's command line is shown as `[REDACTED]` in `/running`.  Under the budget router
 each record carries the model's declared `resources` and the answer a `budget` object
@@ -33,7 +33,9 @@ async def running(request: web.Request) -> web.Response:
         records = [{**r, "cmd": redact(str(r["cmd"]), secrets)} for r in records]
     budget = state.router.budget_usage()
     extra = {"budget": budget.to_json()} if budget is not None else {}
-    return web.json_response({"running": records} | extra)
+    return web.json_response(
+        {"running": records, "profile": state.router.active_profile} | extra
+    )
 
 
 async def unload_all(request: web.Request) -> web.Response:

@@ -1,7 +1,8 @@
 """Every model-dispatched route, served by one handler.
 
 Find the model (JSON body, multipart form read only up to its `model` field, `?model=`
-for GET), apply the filters, then ask admission (runtime/core/admission.py) where the
+for GET), apply the active profile's pins and selectors (runtime/http/request/choose.py,
+shared with the fast path), apply the filters, then ask admission (runtime/core/admission.py) where the
 request goes: a local model (id or alias) wins, else the first peer listing the name,
 else 404.  Local requests wait for the router's grant while holding nothing but the
 request; a streaming chat request to a model that is not ready gets the loading-state
@@ -34,6 +35,7 @@ from llama_swap.runtime.http.aio.inflight import tracked
 from llama_swap.runtime.http.observe.activity import ResponseMeter
 from llama_swap.runtime.http.observe.recording import recording
 from llama_swap.runtime.http.render.errors import route_error_response
+from llama_swap.runtime.http.request.choose import choose_for, release
 from llama_swap.runtime.http.request.extract import Extracted
 from llama_swap.runtime.http.request.filters import filter_request
 from llama_swap.runtime.http.services import Services
@@ -42,6 +44,11 @@ from llama_swap.runtime.http.services import Services
 async def dispatch(request: web.Request) -> web.StreamResponse:
     services = request.app[STATE]
     req = await extract(request, services.plan)
+    try:
+        chosen = choose_for(services.router, req)  # profile pins, then selectors
+    except BaseException:
+        req.body.close()
+        raise
     meter = ResponseMeter() if request.method == "POST" else None
     try:
         with recording(services, request.headers, req.model_id, request.path, meter, req) as rec:
@@ -52,6 +59,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
             rec.answered(resp.status, resp.headers, getattr(resp, "body", None))
             return resp
     finally:
+        release(services.router, chosen)
         req.body.close()
 
 

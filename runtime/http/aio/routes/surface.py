@@ -62,8 +62,9 @@ def statuses(state: Services) -> list[dict[str, Any]]:
 
 async def list_models(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    states = {mid: proc.state for mid, proc in state.router.processes.items()}
-    doc = models_list(state.plan, int(time.time()), states)
+    router = state.router
+    states = {mid: proc.state for mid, proc in router.processes.items()}
+    doc = models_list(state.plan, int(time.time()), router.active_profile, states)
     return web.json_response(doc, headers=origin_headers(request.headers))
 
 
@@ -97,14 +98,15 @@ async def _forward_log(buffer: LogBuffer, source: str, hub: EventHub) -> None:
 
 def _burst(services: Services) -> Callable[[], list[tuple[str, Any]]]:
     """What a new /api/events subscriber gets first: both logs' history, model status,
-    the activity log, the requests in flight, and what the UI is configured to show
-    (`uiConfig`: which request headers are a session)."""
+    the active profile, the activity log, the requests in flight, and what the UI is
+    configured to show (`uiConfig`: which request headers are a session)."""
 
     def burst() -> list[tuple[str, Any]]:
         return [
             ("logData", {"source": "proxy", "data": services.proxy_log.history()}),
             ("logData", {"source": "upstream", "data": services.upstream_log.history()}),
             ("modelStatus", statuses(services)),
+            ("profileChanged", {"active": services.router.active_profile}),
             ("metrics", services.activity.entries()),
             ("inflight", services.inflight.snapshot()),
             ("uiConfig", {"activity": {"session_id": list(services.plan.settings.uiSessionHeaders)}}),
@@ -124,7 +126,10 @@ def _publish_model_status(services: Services) -> None:
     the hub as modelStatus."""
 
     def on_router_event(event: dict[str, Any]) -> None:
-        if event.get("type") in ("state", "configReload"):
+        kind = event.get("type")
+        if kind == "profileChanged":
+            services.hub.publish("profileChanged", {"active": event.get("active")})
+        if kind in ("state", "configReload", "profileChanged"):
             services.hub.publish("modelStatus", statuses(services))
             for kind, data in _budget_event(services):
                 services.hub.publish(kind, data)

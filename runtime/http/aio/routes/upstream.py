@@ -9,7 +9,10 @@ then proxied with the body streamed; websocket upgrades are bridged both ways.
 No filters are applied.  The model's server receives the rest of the path exactly as the
 client encoded it (`%2F`, `%20`, encoded UTF-8 and the query stay as sent): the model is
 found in the decoded path, and the raw suffix is what follows the raw text that decodes
-to `/upstream/<name>` (`raw_suffix`).  POSTs to a model-dispatched path (`/upstream/m/v1/chat/completions`)
+to `/upstream/<name>` (`raw_suffix`).  Under an active profile the longest pin key the path
+starts with is replaced by its target first (a disabled pin, or one naming a selector: 404).
+A peer model's name (`peer/model`, or a bare id one peer offers) reaches that peer, with the
+rest of the path and the body as sent.  POSTs to a model-dispatched path (`/upstream/m/v1/chat/completions`)
 are recorded in the activity log like the dispatched routes; requests to a model-dispatched
 path (POST or GET, as the route takes them) are listed in flight.
 """
@@ -28,10 +31,11 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from llama_swap.compiler.plan import Model
+from llama_swap.compiler.plan import Model, Plan
 from llama_swap.runtime.core.errors import RouteError
 from llama_swap.runtime.core.inference_routes import METERED_PATHS, is_model_dispatched
 from llama_swap.runtime.core.process_state import ProcessState
+from llama_swap.runtime.core.profiles import upstream_pin
 from llama_swap.runtime.http.aio.app import STATE
 from llama_swap.runtime.http.aio.forward import forward_local, serve_granted
 from llama_swap.runtime.http.aio.inflight import tracked
@@ -40,7 +44,7 @@ from llama_swap.runtime.http.observe.activity import ResponseMeter
 from llama_swap.runtime.http.observe.recording import recording
 from llama_swap.runtime.http.render.errors import error_response, route_error_response
 from llama_swap.runtime.http.request.body import StreamBody, TeeBody
-from llama_swap.runtime.http.request.extract import find_model_in_path
+from llama_swap.runtime.http.request.extract import PathMatch, find_model_in_path
 from llama_swap.runtime.http.services import Services
 
 _HEX = re.compile(r"[0-9A-Fa-f]{2}")
@@ -93,12 +97,36 @@ def raw_suffix(raw_path: str, prefix: str) -> str | None:
     return None
 
 
+def _pinned(
+    plan: Plan, active: str | None, tail: str, raw_path: str
+) -> tuple[str, str] | None:
+    """Under the active profile, the (decoded, raw) path after `/upstream/` with the
+    longest matching pin key replaced by its target; ("", "") when the pin is disabled
+    or names a selector (no selectors here)."""
+    pin = upstream_pin(plan, active, tail)
+    if pin is None:
+        return None
+    if not pin.target or pin.target in plan.selectors:
+        return "", ""
+    rest = tail[len(pin.pin) :]
+    raw_rest = raw_suffix(raw_path, f"/upstream/{pin.pin}")
+    return pin.target + rest, pin.target + (rest if raw_rest is None else raw_rest)
+
+
 async def upstream(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     plan = state.plan
-    found = find_model_in_path(plan, "/" + request.match_info["tail"])
+    tail = request.match_info["tail"]
+    raw_path = request.rel_url.raw_path
+    pinned = _pinned(plan, state.router.active_profile, tail, raw_path)
+    if pinned is not None:
+        tail, raw_tail = pinned
+        raw_path = "/upstream/" + raw_tail
+    found = find_model_in_path(plan, "/" + tail) if tail else None
     if found is None:
         return error_response(request.headers, 404, "model not found")
+    if found.peer is not None:
+        return await _to_peer(request, state, found)
     if found.remaining == "/" and not request.path.endswith("/"):
         location = f"/upstream/{found.name}/"
         if request.query_string:
@@ -125,7 +153,7 @@ async def upstream(request: web.Request) -> web.StreamResponse:
             body = TeeBody(body, capacity)  # kept for the capture while it is forwarded
     source = SimpleNamespace(body=body)
     # the model's server gets the suffix as sent; decisions above use the decoded remainder
-    suffix = raw_suffix(request.rel_url.raw_path, f"/upstream/{found.name}")
+    suffix = raw_suffix(raw_path, f"/upstream/{found.name}")
     target = _Target(found.remaining, raw=False) if suffix is None else _Target(suffix or "/", raw=True)
     with recording(state, request.headers, model_id, found.remaining, meter, source) as rec:
         if is_model_dispatched(request.method, found.remaining):  # listed in flight as the route
@@ -137,6 +165,16 @@ async def upstream(request: web.Request) -> web.StreamResponse:
             resp = await _serve(request, state, model_id, target, meter, body)
         rec.answered(resp.status, resp.headers, getattr(resp, "body", None))
         return resp
+
+
+async def _to_peer(request: web.Request, state: Services, found: PathMatch) -> web.StreamResponse:
+    """`/upstream/<peer model>/<rest>`: the peer gets `<rest>` (the body as sent)."""
+    assert found.peer is not None
+    peer = state.plan.peers[found.peer.peer]
+    body: Any = None
+    if request.body_exists:
+        body = StreamBody(request.content, request.content_length, state.plan.settings.maxRequestBody)
+    return await state.peers.forward(request, peer, found.remaining, body)
 
 
 @dataclass(frozen=True, slots=True)
