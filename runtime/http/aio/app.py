@@ -43,6 +43,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "llama_swap.runtime.http.aio.routes.metrics",
     "llama_swap.runtime.http.aio.routes.inflight",
     "llama_swap.runtime.http.aio.routes.hardware",
+    "llama_swap.runtime.http.aio.routes.comfyui",
 )
 
 STATE: web.AppKey[Services] = web.AppKey("llama_swap_services", Services)
