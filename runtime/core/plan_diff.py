@@ -44,6 +44,7 @@ LIVE_FIELDS: frozenset[str] = frozenset(
         "useModelName",
         "sendLoadingState",
         "capabilities",
+        "ignoreWebsockets",
     }
 )
 
