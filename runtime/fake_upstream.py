@@ -11,7 +11,9 @@ streaming, embeddings, multipart audio/image uploads) and adds what tests need t
 - `--record FILE` appends one JSON line {pid, model, path, raw_path, start, end} per served
   request (`raw_path`: the request target exactly as it arrived, percent-encoding and query kept),
   written with a single O_APPEND write, so several processes can share one file;
-- failure modes: `exit-on-start`, `never-healthy`, `crash-mid-stream`.
+- failure modes: `exit-on-start`, `never-healthy`, `crash-mid-stream`;
+- `--vllm-metrics`: answers carry vLLM's per-request `metrics` (a body's top level, a
+  stream's last content chunk), for the activity log's vLLM parsing.
 
 Per request, a JSON body may set `max_tokens` (token count) and `fake_delay` (seconds to wait
 before answering).  Start-up is kept fast: argparse first, aiohttp only when about to listen.
@@ -39,6 +41,8 @@ if TYPE_CHECKING:
 _T0 = time.monotonic()
 FAILURES = ("exit-on-start", "never-healthy", "crash-mid-stream")
 UNCOUNTED = ("/health", "/fake/")  # not "served work": excluded from stats and --record
+VLLM_METRICS = {"time_to_first_token_ms": 50.0, "mean_itl_ms": 10.0, "tokens_per_second": 1.0,
+                "speculative_decoding": {"num_draft_tokens": 8, "num_accepted_draft_tokens": 6}}
 
 
 @dataclass
@@ -53,6 +57,7 @@ class Options:
     fail: str | None = None
     record: str | None = None
     ignore_sigterm: bool = False
+    vllm_metrics: bool = False
 
 
 @dataclass
@@ -77,6 +82,9 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--fail", choices=FAILURES, default=None, help="failure mode")
     p.add_argument("--record", default=None, help="append one JSON line per served request")
     p.add_argument("--ignore-sigterm", action="store_true", help="keep running on SIGTERM")
+    p.add_argument("--vllm-metrics", action="store_true",
+                   help="answer vLLM's per-request `metrics` (ttft 50 ms, inter-token 10 ms, "
+                        "speculative decoding 8 drafted / 6 accepted) beside `usage`")
     ns = p.parse_args(argv)
     return Options(**vars(ns))
 
@@ -306,9 +314,11 @@ class FakeUpstream:
         model = parsed.get("model") or self.opts.model
         ident = f"{'chatcmpl' if chat else 'cmpl'}-fake-{self.stats.requests}"
         usage = {"prompt_tokens": 1, "completion_tokens": n, "total_tokens": n + 1}
+        extra = {"metrics": VLLM_METRICS} if self.opts.vllm_metrics else {}
         if parsed.get("stream"):
             include_usage = bool((parsed.get("stream_options") or {}).get("include_usage"))
-            return await self.stream(request, body, ident, model, toks, chat, usage, include_usage)
+            return await self.stream(request, body, ident, model, toks, chat, usage, include_usage,
+                                     extra)
         if self.opts.token_delay > 0 and n:
             await asyncio.sleep(self.opts.token_delay * n)
         text = "".join(toks)
@@ -319,12 +329,12 @@ class FakeUpstream:
         else:
             choice["text"] = text
         payload = {"id": ident, "object": obj, "created": int(time.time()), "model": model,
-                   "choices": [choice], "usage": usage}
+                   "choices": [choice], "usage": usage, **extra}
         return self.json(request, body, payload)
 
     async def stream(self, request: web.Request, body: dict[str, Any], ident: str, model: str,
                      toks: list[str], chat: bool, usage: dict[str, int],
-                     include_usage: bool) -> web.StreamResponse:
+                     include_usage: bool, last: dict[str, Any]) -> web.StreamResponse:
         from aiohttp import web
 
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
@@ -360,7 +370,7 @@ class FakeUpstream:
             await resp.write(chunk({"content": tok} if chat else tok, extra=extra))
         if crash_at == 0:  # zero tokens: crash before the end all the same
             os._exit(3)
-        await resp.write(chunk({} if chat else "", finish="stop"))
+        await resp.write(chunk({} if chat else "", finish="stop", extra=last))
         if include_usage:
             data = {"id": ident, "object": obj, "created": created, "model": model,
                     "choices": [], "usage": usage}

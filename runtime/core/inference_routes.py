@@ -3,7 +3,7 @@
 A route table, not handlers: the aiohttp front door registers these paths, the fast path
 recognises the JSON ones in a request head, and the activity log meters their exchanges
 (on `/upstream/<model><path>` too).  The versionless `/v/...` spellings are forwarded
-without their `/v` prefix.
+without their `/v` prefix, audio.cpp's `/audioapi/...` without `/audioapi`.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ JSON_ROUTES: tuple[str, ...] = (
     "/v1/images/generations",
     "/sdapi/v1/txt2img",
     "/sdapi/v1/img2img",
+    "/audioapi/v1/tasks/run",  # audio.cpp's task API: goes upstream as /v1/tasks/run
 )
 VERSIONLESS_ROUTES: tuple[str, ...] = (
     "/v/chat/completions",
@@ -55,5 +56,8 @@ def is_model_dispatched(method: str, path: str) -> bool:
 
 
 def forward_path(path: str) -> str:
-    """`/v/chat/completions` -> `/chat/completions`; other paths unchanged."""
-    return path[2:] if path.startswith("/v/") else path
+    """`/v/chat/completions` -> `/chat/completions`, `/audioapi/v1/tasks/run` ->
+    `/v1/tasks/run`; other paths unchanged."""
+    if path.startswith("/v/"):
+        return path[2:]
+    return path[9:] if path.startswith("/audioapi/") else path

@@ -13,6 +13,7 @@ the fake upstream (which answers `/props` as llama-server does):
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from pathlib import Path
@@ -127,3 +128,25 @@ async def test_the_openai_client_lists_models_with_their_status(
         models = [m async for m in client.models.list()]
     assert [m.id for m in models] == ["chat", "chat-alias", "plain"]
     assert all(m.model_extra and m.model_extra["status"] == {"value": "unloaded"} for m in models)
+
+
+@DOORS
+async def test_vllm_metrics_give_the_activity_log_its_rates(
+    proxy: Any, record_file: Path, door: tuple[str, ...]
+) -> None:
+    """The fake answers like vLLM (`--vllm-metrics`: ttft 50 ms, inter-token 10 ms, 8 drafted
+    / 6 accepted): the activity log shows 1 prompt token / 0.05 s and 1000 / 10 tokens/s."""
+    model = fake_model("vllm", record_file, "--vllm-metrics")
+    p = proxy(surface_plan([model]), *door)
+    async with aiohttp.ClientSession() as s:
+        for stream in (False, True):
+            status, _, _ = await fetch(s, "POST", p.url + "/v1/chat/completions", json={
+                "model": "vllm", "messages": [], "max_tokens": 3, "stream": stream,
+                "stream_options": {"include_usage": True}})
+            assert status == 200
+        while len(entries := json.loads((await fetch(s, "GET", p.url + "/api/metrics"))[2])) < 2:
+            await asyncio.sleep(0.05)
+    for entry in entries:
+        assert entry["tokens"] == {"cache_tokens": -1, "draft_tokens": 8, "draft_acc_tokens": 6,
+                                   "input_tokens": 1, "output_tokens": 3,
+                                   "prompt_per_second": 20.0, "tokens_per_second": 100.0}

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 
 from llama_swap.compiler.plan import Capabilities, Filters, Peer, freeze
-from llama_swap.runtime.core.inference_routes import JSON_ROUTES, VERSIONLESS_ROUTES
+from llama_swap.runtime.core.inference_routes import JSON_ROUTES, VERSIONLESS_ROUTES, forward_path
 from tests.e2e import surface_fixtures
 from tests.e2e.conftest import fake_model
 from tests.e2e.surface_fixtures import fetch, surface_plan, with_model
@@ -31,7 +31,7 @@ async def test_every_model_dispatched_route_reaches_the_upstream(proxy: Any, rec
     failures: list[str] = []
     async with aiohttp.ClientSession() as s:
         for path in (*JSON_ROUTES, *VERSIONLESS_ROUTES):
-            expected = path[2:] if path.startswith("/v/") else path
+            expected = forward_path(path)
             status, _, raw = await fetch(s, "POST", p.url + path, json={"model": "m-alias", "x": 1})
             fake = json.loads(raw).get("fake", {}) if status == 200 else {}
             if (status, fake.get("path"), fake.get("body")) != (200, expected, {"model": "m-alias", "x": 1}):

@@ -48,6 +48,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "llama_swap.runtime.http.aio.routes.hardware",
     "llama_swap.runtime.http.aio.routes.activity",
     "llama_swap.runtime.http.aio.routes.profiles",
+    "llama_swap.runtime.http.aio.routes.comfyui",
 )
 
 STATE: web.AppKey[Services] = web.AppKey("llama_swap_services", Services)

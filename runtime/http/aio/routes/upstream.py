@@ -5,7 +5,9 @@ The model is the longest path prefix naming a local model or alias.  A bare
 otherwise) so relative URLs in the upstream's pages resolve.  Paths matching
 `upstream.ignorePaths` (static assets) never trigger a load: 409 while the
 model is not loaded.  Anything else is scheduled like an inference request,
-then proxied with the body streamed; websocket upgrades are bridged both ways.
+then proxied with the body streamed; websocket upgrades are bridged both ways
+(runtime/http/aio/websocket.py), outside the scheduler for a model with
+`compat.ignoreWebsockets`.
 No filters are applied.  The model's server receives the rest of the path exactly as the
 client encoded it (`%2F`, `%20`, encoded UTF-8 and the query stay as sent): the model is
 found in the decoded path, and the raw suffix is what follows the raw text that decodes
@@ -19,17 +21,13 @@ path (POST or GET, as the route takes them) are listed in flight.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import re
 from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-import aiohttp
 from aiohttp import web
-from yarl import URL
 
 from llama_swap.compiler.plan import Model, Plan
 from llama_swap.runtime.core.errors import RouteError
@@ -39,20 +37,16 @@ from llama_swap.runtime.core.profiles import upstream_pin
 from llama_swap.runtime.http.aio.app import STATE
 from llama_swap.runtime.http.aio.forward import forward_local, serve_granted
 from llama_swap.runtime.http.aio.inflight import tracked
-from llama_swap.runtime.http.aio.proxy import request_headers
+from llama_swap.runtime.http.aio.websocket import is_upgrade, serve_websocket
 from llama_swap.runtime.http.observe.activity import ResponseMeter
 from llama_swap.runtime.http.observe.recording import recording
-from llama_swap.runtime.http.render.errors import error_response, route_error_response
+from llama_swap.runtime.http.render.errors import error_response
 from llama_swap.runtime.http.request.body import StreamBody, TeeBody
 from llama_swap.runtime.http.request.extract import PathMatch, find_model_in_path
 from llama_swap.runtime.http.services import Services
 
 _HEX = re.compile(r"[0-9A-Fa-f]{2}")
 
-_WS_SKIP = frozenset(
-    {"host", "upgrade", "connection", "sec-websocket-key", "sec-websocket-version",
-     "sec-websocket-extensions", "sec-websocket-protocol", "content-length"}
-)
 
 
 def ignored(patterns: tuple[str, ...], path: str) -> bool:
@@ -191,56 +185,15 @@ async def _serve(
     meter: ResponseMeter | None, body: Any,
 ) -> web.StreamResponse:
 
+    if is_upgrade(request):
+        return await serve_websocket(request, state, model_id, target.path, target.raw)
+
     def send(model: Model) -> Awaitable[web.StreamResponse]:
-        if request.headers.get("Upgrade", "").lower() == "websocket":
-            return bridge_websocket(request, model, target)
         return forward_local(
             request, state, model, target.path, body, meter=meter, raw=target.raw
         )
 
     return await serve_granted(request, state, model_id, send)
-
-
-async def bridge_websocket(
-    request: web.Request, model: Model, target: _Target
-) -> web.StreamResponse:
-    """Open the same websocket on the upstream, then relay messages both ways until one closes."""
-    qs = request.rel_url.raw_query_string if target.raw else request.query_string
-    text = model.proxy.rstrip("/").replace("http", "ws", 1) + target.path
-    if qs:
-        text += "?" + qs
-    url: str | URL = URL(text, encoded=True) if target.raw else text
-    headers = {k: v for k, v in request_headers(request).items() if k.lower() not in _WS_SKIP}
-    protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
-    async with aiohttp.ClientSession(auto_decompress=False) as session:
-        try:
-            remote = await session.ws_connect(url, headers=headers, protocols=protocols)
-        except (aiohttp.ClientError, OSError) as exc:
-            return route_error_response(request.headers, RouteError(502, f"[{model.id}] websocket error: {exc}"))
-        client = web.WebSocketResponse(protocols=protocols)
-        await client.prepare(request)
-
-        async def pump(src: Any, dst: Any) -> None:
-            async for msg in src:
-                if msg.type == aiohttp.WSMsgType.TEXT:
-                    await dst.send_str(msg.data)
-                elif msg.type == aiohttp.WSMsgType.BINARY:
-                    await dst.send_bytes(msg.data)
-                else:
-                    break
-
-        tasks = [asyncio.ensure_future(pump(client, remote)), asyncio.ensure_future(pump(remote, client))]
-        try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for t in tasks:
-                t.cancel()
-            for t in tasks:
-                with contextlib.suppress(BaseException):
-                    await t
-            await remote.close()
-            await client.close()
-        return client
 
 
 def register(app: web.Application, services: Services) -> None:
