@@ -30,7 +30,6 @@ from typing import Any
 from aiohttp import web
 
 from llama_swap.compiler.plan import Model, Plan
-from llama_swap.runtime.core.errors import RouteError
 from llama_swap.runtime.core.inference_routes import METERED_PATHS, is_model_dispatched
 from llama_swap.runtime.core.process_state import ProcessState
 from llama_swap.runtime.core.profiles import upstream_pin
