@@ -216,9 +216,10 @@
   });
 
   // ---- activity: filters apply on change; captures open in a dialog
-  for (const select of $$("select[data-autosubmit]")) {
-    select.addEventListener("change", () => select.form.submit());
-  }
+  document.addEventListener("change", (ev) => {  // delegated: live refreshes replace the form
+    const select = ev.target.closest("select[data-autosubmit]");
+    if (select && select.form) select.form.submit();
+  });
   document.addEventListener("click", async (ev) => {
     const link = ev.target.closest("a[data-capture]");
     const dialog = $("#capture-dialog");
@@ -466,7 +467,7 @@
           answer += delta.content;
           setProgress("");
         }
-        const thinking = loader === "none" || loader === "done" ? reasoning : "";
+        const thinking = loader === "none" || loader === "done" ? reasoning.trim() : "";
         out.textContent = (thinking ? `(thinking) ${thinking}\n\n` : "") + answer;
         chatLog.scrollTop = chatLog.scrollHeight;
       };
