@@ -160,9 +160,10 @@ def test_activity_row_opens_its_capture_with_credentials_redacted(
     page = context.new_page()
     page.goto(p.url + "/ui/activity")
     assert page.locator("table.activity tr[data-id]").count() == 3
-    assert page.locator("figure.chart svg circle").count() == 3  # tokens/s over time
+    assert page.locator("figure.chart svg .dot").count() == 3  # tokens/s over time
     gen = page.locator("table.activity tr[data-id] td.gen").first.inner_text()
     assert gen not in ("", "–") and float(gen) > 0
+    shot(page, "activity")
     page.locator("table.activity tr[data-id]").first.locator("a[data-capture]").click()
     dialog = page.locator("#capture-dialog[open]")
     dialog.locator(".request pre.body").get_by_text("question 2").wait_for()
@@ -200,3 +201,33 @@ def test_log_view_renders_colours_and_filters_lines(
     shot(page, "filtered")
     page.fill("#log-filter", "")
     page.wait_for_function(f"() => document.querySelectorAll('#log .line').length >= {total}")
+
+
+def test_pages_read_without_javascript_and_the_dark_theme_is_kept(
+        proxy: Callable[..., Proxy], record_file: Path, browser: Any, shot: Shot) -> None:
+    p = proxy(make_plan([fake_model("m", record_file, "--timings")]))
+    post_json(p.url + "/api/models/load/m", {})
+    post_json(p.url + "/v1/chat/completions", {"model": "m"})
+    plain = browser(DESKTOP, java_script_enabled=False).new_page()
+    plain.goto(p.url + "/ui/logs?source=m")
+    assert "listening on" in plain.locator("#log").inner_text()  # the history, server-rendered
+    plain.goto(p.url + "/ui/")
+    assert plain.locator('tr[data-model="m"]').get_attribute("data-state") == "ready"
+    plain.goto(p.url + "/ui/activity")
+    assert plain.locator("table.activity tr[data-id]").count() == 1
+    assert plain.locator("#theme").is_hidden()  # a button that needs the script is not offered
+    shot(plain, "activity-without-js")
+
+    page = browser(DESKTOP, color_scheme="light").new_page()
+    page.goto(p.url + "/ui/activity")
+    toggle = page.locator("#theme")
+    assert toggle.inner_text() == "theme: auto"
+    while toggle.inner_text() != "theme: dark":
+        toggle.click()
+    background = "() => getComputedStyle(document.body).backgroundColor"
+    assert page.evaluate(background) == "rgb(21, 25, 29)"
+    page.reload()
+    assert page.evaluate("() => document.documentElement.dataset.theme") == "dark"
+    assert page.evaluate(background) == "rgb(21, 25, 29)"
+    assert page.locator("#profile-box").is_hidden()  # no profiles API here: no drop-down
+    shot(page, "dark")

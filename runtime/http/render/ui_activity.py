@@ -28,7 +28,7 @@ STATUS_FILTERS: dict[str, str] = {
     "": "any status", "2xx": "2xx", "4xx": "4xx", "5xx": "5xx", "error": "not 2xx",
 }
 CHART_POINTS = 200
-CHART_W, CHART_H, CHART_PAD = 600, 120, 4
+CHART_W, CHART_H, CHART_PAD = 600, 120, 8
 TEXT_LIMIT = 256 * 1024  # characters of a captured body shown
 
 
