@@ -45,8 +45,10 @@ def _available() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright_driver() -> Iterator[Any]:
+    """Playwright's driver for one test module: its sync API keeps an event loop running
+    while it is started, so it must be stopped before asyncio tests of other modules run."""
     missing = _available()
     if missing is not None:
         if os.environ.get("CHROMIUM_BIN"):

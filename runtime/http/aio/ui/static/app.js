@@ -98,7 +98,7 @@
 
   function badge(on) {
     const el = $("#live");
-    if (el) { el.textContent = on ? "live" : "offline"; el.className = on ? "live on" : "live"; }
+    if (el) { el.hidden = false; el.textContent = on ? "live" : "offline"; el.className = on ? "live on" : "live"; }
   }
 
   // ---- in-flight requests (shown when the events stream sends the per-request form)
@@ -543,16 +543,20 @@
   }
 
   if (liveSections().length || $("#inflight-box")) connectEvents();
-  // sections whose changes publish no event (queue arrivals, a reload refused by the watcher) also poll,
-  // while the page is visible
-  for (const section of liveSections()) {
-    const every = Number(section.dataset.poll || 0);
-    if (every > 0) {
-      const id = section.id;
-      setInterval(() => {
-        const current = document.getElementById(id);
-        if (current && document.visibilityState === "visible") schedule(current);
+  // sections whose changes publish no event (queue arrivals, a reload refused by the watcher)
+  // also poll while the page is visible, as often as the current fragment asks (data-poll, s)
+  for (const first of liveSections()) {
+    const id = first.id;
+    const again = () => {
+      const current = document.getElementById(id);
+      const every = current ? Number(current.dataset.poll || 0) : 0;
+      if (every <= 0) return;
+      setTimeout(() => {
+        const now = document.getElementById(id);
+        if (now && document.visibilityState === "visible") schedule(now);
+        again();
       }, every * 1000);
-    }
+    };
+    again();
   }
 })();
