@@ -154,6 +154,20 @@ async def test_the_activity_page_pages_filters_and_links_captures(serve: Serve) 
     assert 'data-partial="/ui/activity?status=5xx&amp;partial=1"' in html
 
 
+async def test_a_capture_page_shows_both_sides_with_credentials_redacted(serve: Serve) -> None:
+    client, services = await start(serve, plan())
+    headers = CIMultiDict({"Authorization": "Bearer sk-secret", "Content-Type": "application/json"})
+    draft, _ = exchange(services.captures, "/v1/chat/completions", b'{"model": "alpha"}',
+                        b'{"answer": 42}', req_headers=headers)
+    assert draft.store(3)
+    html = await text(client, "/ui/capture?id=3")
+    assert "<h1>Capture #3</h1>" in html and "sk-secret" not in html
+    assert "<tr><th>Authorization</th><td>[REDACTED]</td></tr>" in html
+    assert "&#34;answer&#34;: 42" in html and "&#34;model&#34;: &#34;alpha&#34;" in html
+    fragment = await text(client, "/ui/capture?id=3&partial=1")  # what the dialog shows
+    assert fragment.lstrip().startswith('<section id="capture">') and "<html" not in fragment
+
+
 async def test_a_missing_capture_says_why(serve: Serve) -> None:
     client, _ = await start(serve, plan())
     html = await text(client, "/ui/capture?id=12")

@@ -39,6 +39,7 @@ at debug level only (runtime/http/observe/access_log.py), so they do not fill th
 
 from __future__ import annotations
 
+import asyncio
 import mimetypes
 import re
 from pathlib import Path
@@ -99,6 +100,9 @@ def _environment() -> jinja2.Environment:
 
 
 _ENV = _environment()
+BIG_CAPTURE = 1 << 20  # bytes: decoding and pretty-printing bigger captures runs off the loop
+
+
 # ------------------------------------------------------------------ page contexts
 
 
@@ -116,15 +120,20 @@ def activity_context(request: web.Request) -> dict[str, Any]:
     }
 
 
-def capture_context(request: web.Request) -> dict[str, Any]:
+async def capture_context(request: web.Request) -> dict[str, Any]:
     raw = request.query.get("id", "")
     capture_id = parse_id(raw) if raw.isdigit() else None
     found = None if capture_id is None else request.app[STATE].captures.get(capture_id)
-    view = None if found is None else ui_activity.capture_view(found.render())
+    view = None
+    if found is not None:
+        if found.size > BIG_CAPTURE:
+            view = await asyncio.to_thread(lambda: ui_activity.capture_view(found.render()))
+        else:
+            view = ui_activity.capture_view(found.render())
     return {"capture": view, "requested": raw}
 
 
-def page_context(request: web.Request, page: str) -> dict[str, Any]:
+async def page_context(request: web.Request, page: str) -> dict[str, Any]:
     state = request.app[STATE]
     if page == "models":
         return ui_pages.models_context(state)
@@ -143,16 +152,16 @@ def page_context(request: web.Request, page: str) -> dict[str, Any]:
     if page == "activity":
         return activity_context(request)
     if page == "capture":
-        return capture_context(request)
+        return await capture_context(request)
     return ui_pages.config_context(state)
 
 
 # ------------------------------------------------------------------ handlers
 
 
-def render_page(request: web.Request, page: str) -> web.Response:
+async def render_page(request: web.Request, page: str) -> web.Response:
     state = request.app[STATE]
-    ctx = page_context(request, page)
+    ctx = await page_context(request, page)
     body = f"{page}.html"
     if "partial" in request.query:
         html = _ENV.get_template(body).render(ctx)
@@ -202,13 +211,13 @@ async def ui(request: web.Request) -> web.StreamResponse:
     tail = request.match_info["tail"]
     page = PAGES.get(tail.rstrip("/"))
     if page is not None:
-        return render_page(request, page)
+        return await render_page(request, page)
     found = static_file(tail)
     if found is not None:
         return file_response(found)
     if "." in tail.rsplit("/", 1)[-1]:
         return not_found()
-    return render_page(request, "models")  # SPA-style fallback
+    return await render_page(request, "models")  # SPA-style fallback
 
 
 async def favicon(request: web.Request) -> web.StreamResponse:
