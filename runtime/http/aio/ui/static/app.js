@@ -116,7 +116,10 @@
       cancel.type = "button";
       cancel.textContent = "Cancel";
       cancel.dataset.cancel = r.id;
-      const cells = [cancel, duration((r.elapsed_ms || 0) / 1000), r.model || "", `${r.method || ""} ${r.req_path || ""}`, r.remote_ip || "", String(r.resp_bytes || 0)];
+      const elapsed = document.createElement("span");
+      elapsed.dataset.since = String(Math.floor((r.elapsed_ms || 0) / 1000));  // counts on
+      elapsed.textContent = duration((r.elapsed_ms || 0) / 1000);
+      const cells = [cancel, elapsed, r.model || "", `${r.method || ""} ${r.req_path || ""}`, r.remote_ip || "", String(r.resp_bytes || 0)];
       cells.forEach((c, i) => {
         const td = document.createElement("td");
         if (i === 1 || i === 5) td.className = "num";
