@@ -175,6 +175,11 @@ def resolve_settings(c: Collector, doc: dict[str, Any]) -> Settings:
         c.error(("globalTTL",), f"globalTTL must be >= 0, got {global_ttl}")
         global_ttl = 0
 
+    unload_timeout = get_int(c, ("unloadTimeout",), doc.get("unloadTimeout"), 0)
+    if unload_timeout < 0:
+        c.error(("unloadTimeout",), "unloadTimeout must be >= 0")
+    unload_timeout = unload_timeout if unload_timeout > 0 else d.unloadTimeout
+
     upstream = get_map(c, ("upstream",), doc.get("upstream"))
     ignore_paths = _ignore_paths(c, upstream)
 
@@ -210,4 +215,5 @@ def resolve_settings(c: Collector, doc: dict[str, Any]) -> Settings:
         ),
         apiKeys=_api_keys(c, doc.get("apiKeys")),
         ignorePaths=ignore_paths,
+        unloadTimeout=unload_timeout,
     )

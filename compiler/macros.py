@@ -25,7 +25,7 @@ from llama_swap.compiler.gotext import format_value as format_value  # re-export
 
 MACRO_REF = re.compile(r"\$\{([a-zA-Z0-9_-]+)\}")
 _NAME = re.compile(r"[a-zA-Z0-9_-]+")
-RESERVED = ("PORT", "MODEL_ID")
+RESERVED = ("PORT", "MODEL_ID", "PID")
 MAX_NAME_LENGTH = 63
 
 Scalar = str | int | float | bool
@@ -204,14 +204,14 @@ def leftover_message(name: str, field: str, known: Sequence[str]) -> str:
     definition from a name that does not exist at all.
     """
     if name == "PORT":
-        if field in ("cmd", "cmdStop", "proxy", "name", "description", "metadata"):
+        if field not in ("aliases", "filters.setParamsByID key"):
             return (
                 "macro '${PORT}' should have been substituted: ${PORT} is only available "
                 "when cmd uses ${PORT}"
             )
         return (
-            f"macro '${{PORT}}' cannot be used in {field}: it is substituted only in cmd, "
-            "cmdStop, proxy, name, description and metadata"
+            f"macro '${{PORT}}' cannot be used in {field}: names a model answers to are "
+            "resolved before ports are allocated"
         )
     if name == "MODEL_ID":
         return "macro '${MODEL_ID}' should have been substituted"

@@ -8,9 +8,11 @@ A set is written as an expression over matrix var IDs:
 
 `&` binds tighter than `|`, so `a | b & c` means `a | (b & c)`.  Identifiers
 are Unicode letters, digits, `_`, `-` and `.`.  Expansion yields a list of
-combinations; each combination is deduplicated and sorted.  An expression may
-not expand to more than 1000 combinations (the product size is checked before
-it is built, a union as it grows).
+combinations; each combination is deduplicated and sorted, and a combination
+met twice is kept once.  There is no limit on the number of combinations a
+set may have, as in the Go original since v250; only a guard against running
+out of memory (MAX_COMBINATIONS, a million, checked before a product is built
+and as a union grows), far past any real matrix.
 
 Errors are `DSLError`s whose message names the 0-based character position
 where it applies, as the original does.  Pure: no I/O, no config knowledge.
@@ -25,7 +27,7 @@ from typing import Literal
 
 from llama_swap.compiler.commands import GO_SPACE
 
-MAX_COMBINATIONS = 1000
+MAX_COMBINATIONS = 1_000_000
 
 TokenKind = Literal["ident", "ref", "and", "or", "lparen", "rparen", "eof"]
 Combination = tuple[str, ...]
@@ -226,20 +228,26 @@ def _expand(node: Node, refs: Mapping[str, Sequence[Combination]]) -> list[Combi
         for child in node.children:
             result.extend(_expand(child, refs))
             if len(result) > MAX_COMBINATIONS:
-                raise DSLError(f"DSL expansion exceeded {MAX_COMBINATIONS} combinations")
+                raise DSLError(_TOO_MANY)
         return result
     product: list[Combination] = [()]
     for child in node.children:
         right = _expand(child, refs)
         if len(product) * len(right) > MAX_COMBINATIONS:
-            raise DSLError(f"DSL expansion exceeded {MAX_COMBINATIONS} combinations")
+            raise DSLError(_TOO_MANY)
         product = [left + r for left in product for r in right]
     return product
 
 
+_TOO_MANY = (
+    f"DSL expansion exceeded {MAX_COMBINATIONS} combinations (a guard against running out "
+    "of memory; split the set)"
+)
+
+
 def expand(node: Node, refs: Mapping[str, Sequence[Combination]]) -> list[Combination]:
     """All combinations of a parsed expression; each one deduplicated and sorted."""
-    return [tuple(sorted(set(combo))) for combo in _expand(node, refs)]
+    return list(dict.fromkeys(tuple(sorted(set(combo))) for combo in _expand(node, refs)))
 
 
 def parse_and_expand(

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from llama_swap.compiler.aliases import AliasTable, register_set_params_by_id
+from llama_swap.compiler.budget import model_resources
 from llama_swap.compiler.collect import (
     Collector,
     Keys,
@@ -190,6 +191,24 @@ def _check_leftovers(c: Collector, d: ModelDraft) -> None:
             _report_nested(c, pkeys, found, "filters.setParamsByID", d)
 
 
+# Fields whose leftovers `_check_leftovers` reports, or that are reported elsewhere.
+_CHECKED_ELSEWHERE = frozenset(
+    {"cmd", "cmdStop", "proxy", "checkEndpoint", "name", "description", "metadata", "macros"}
+)
+
+
+def _check_runtime_leftovers(c: Collector, d: ModelDraft) -> None:
+    """`${PORT}` or `${PID}` left in the other fields (macros were checked before the schema)."""
+    for key, value in d.raw.items():
+        if key in _CHECKED_ELSEWHERE:
+            continue
+        if key == "filters" and isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k not in ("setParamsByID", "stripParams")}
+        found = first_leftover(value)
+        if found and found[0] == "macro" and found[1] in ("PORT", "PID"):
+            c.error(("models", d.id, key), leftover_message(found[1], key, d.macro_names))
+
+
 def _report_nested(
     c: Collector, keys: Keys, found: tuple[str, str], fname: str, d: ModelDraft
 ) -> None:
@@ -275,6 +294,7 @@ def finish(c: Collector, d: ModelDraft, settings: Settings, aliases: AliasTable)
 def finish_checks(c: Collector, d: ModelDraft) -> Capabilities:
     """The part of pass 2 before setParamsByID aliases are registered (model-local)."""
     _check_leftovers(c, d)
+    _check_runtime_leftovers(c, d)
     return _capabilities(c, d.id, d.raw.get("capabilities"))
 
 
@@ -299,6 +319,14 @@ def _ttl(c: Collector, mid: str, raw: dict[str, Any], settings: Settings) -> int
     return ttl
 
 
+def _unload_timeout(c: Collector, mid: str, raw: dict[str, Any], settings: Settings) -> int:
+    """The model's graceful-stop window; 0 or absent means the global unloadTimeout."""
+    value = get_int(c, ("models", mid, "unloadTimeout"), raw.get("unloadTimeout"), 0)
+    if value < 0:
+        c.error(("models", mid, "unloadTimeout"), f"invalid unloadTimeout value {value}")
+    return value if value > 0 else settings.unloadTimeout
+
+
 def _concurrency_limit(c: Collector, mid: str, raw: dict[str, Any]) -> int:
     """concurrencyLimit (0 or less means the default); warns about a per-model health timeout."""
     limit = get_int(c, ("models", mid, "concurrencyLimit"), raw.get("concurrencyLimit"), 0)
@@ -311,15 +339,9 @@ def _concurrency_limit(c: Collector, mid: str, raw: dict[str, Any]) -> int:
 
 
 def _set_params(c: Collector, mid: str, raw: dict[str, Any]) -> dict[str, Any]:
-    """filters.setParams as written: macros are not substituted there, which surprises people."""
+    """filters.setParams, macros already substituted (compiler.macro_tree, compiler.ports)."""
     filters = get_map(c, ("models", mid, "filters"), raw.get("filters"))
-    set_params = get_map(c, _field_keys(mid, "filters.setParams"), filters.get("setParams"))
-    if first_leftover(set_params):
-        c.warn(
-            _field_keys(mid, "filters.setParams"),
-            "macros are not substituted in a model's setParams; '${...}' is sent literally",
-        )
-    return set_params
+    return get_map(c, _field_keys(mid, "filters.setParams"), filters.get("setParams"))
 
 
 def _env(c: Collector, mid: str, raw: dict[str, Any]) -> tuple[str, ...]:
@@ -336,7 +358,7 @@ def build_model(
 ) -> Model:
     """The part of pass 2 after alias registration: model-local but for `model_aliases`.
 
-    Reads only `settings.globalTTL` and `settings.sendLoadingState` (compiler.session
+    Reads only `settings.globalTTL`, `sendLoadingState` and `unloadTimeout` (compiler.session
     keys its cache on them).  The steps run in a fixed order, so diagnostics do too.
     """
     mid, raw = d.id, d.raw
@@ -375,4 +397,6 @@ def build_model(
         ),
         timeouts=read_timeouts(c, ("models", mid, "timeouts"), raw.get("timeouts"), Timeouts()),
         capabilities=capabilities,
+        resources=freeze(model_resources(c, mid, raw)),
+        unloadTimeout=_unload_timeout(c, mid, raw, settings),
     )

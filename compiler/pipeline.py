@@ -22,11 +22,13 @@ import re
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any, NoReturn, Protocol
 
 from llama_swap.compiler.diagnostics import CompileError, Diagnostic, Location
 from llama_swap.compiler.envsubst import EnvResult, substitute_env_traced
-from llama_swap.compiler.load import load_paths
+from llama_swap.compiler.load import config_schema, load_paths
+from llama_swap.compiler.macro_tree import apply_macros
 from llama_swap.compiler.merge import merge_fragments
 from llama_swap.compiler.parse import ParsedSource, parse_source
 from llama_swap.compiler.plan import Plan, Source
@@ -129,13 +131,23 @@ def _scope(keys: KeyPath) -> KeyPath:
         ("routing", "router", "settings", "matrix"),
     ):
         return keys[:5] if keys[3] == "groups" else keys[:4]
-    if keys[:1] in (("models",), ("peers",), ("groups",), ("profiles",), ("macros",)):
+    if keys[:1] in (
+        ("models",),
+        ("peers",),
+        ("groups",),
+        ("profiles",),
+        ("macros",),
+        ("selectors",),
+    ):
         return keys[:2]
     return keys[:1]
 
 
 def _cross_checks_anyway(
-    doc: Mapping[str, Any], smap: SourceMap, found: Sequence[Diagnostic]
+    doc: Mapping[str, Any],
+    smap: SourceMap,
+    found: Sequence[Diagnostic],
+    macro_leftovers: Sequence[Diagnostic] = (),
 ) -> list[Diagnostic]:
     """Resolver findings on a schema-invalid document, so one run reports everything.
 
@@ -144,13 +156,19 @@ def _cross_checks_anyway(
     error is a consequence of that error, so those findings are dropped; what
     it says about the other entities (unknown group members, alias clashes,
     unknown macros, ...) is kept.  Unknown keys do not count: the resolver
-    ignores them.  Runs only when every fragment parsed (a missing fragment
+    ignores them; nor do macros left in a value (compiler.macro_tree): the
+    resolver's findings about the same entity are kept, except those about
+    the very value holding the leftover.  Runs only when every fragment parsed (a missing fragment
     would make references to its models look wrong).
     """
+    leftovers = set(macro_leftovers)
     bad = [
         _scope(d.keys)
         for d in found
-        if d.severity == "error" and d.keys and not d.message.startswith("unknown key '")
+        if d.severity == "error"
+        and d.keys
+        and not d.message.startswith("unknown key '")
+        and d not in leftovers
     ]
     try:
         _, extra = _resolve(doc, ())
@@ -158,6 +176,7 @@ def _cross_checks_anyway(
         extra = list(exc.diagnostics)
     except Exception:  # noqa: BLE001 - best effort: the errors already found get reported
         return []
+    extra = _not_under(list(extra), [d.keys for d in leftovers if d.keys])
     bad_set = set(bad)
     above_bad = {b[:i] for b in bad for i in range(len(b) + 1)}  # every prefix of a bad scope
     out = []
@@ -168,6 +187,12 @@ def _cross_checks_anyway(
             continue
         out.append(d)
     return out
+
+
+@lru_cache(maxsize=1)
+def _known_top_keys() -> frozenset[str]:
+    """The top-level keys the schema describes (macro leftovers are checked only there)."""
+    return frozenset(config_schema().get("properties", {}))
 
 
 def _finish(diags: list[Diagnostic], strict: bool) -> list[Diagnostic]:
@@ -246,6 +271,9 @@ def _compile(
     out = _Output(texts, written, doc)
     diags.extend(_not_under(conflicts, [d.keys for d in diags if d.keys]))
     doc = drop_empty_settings(doc)
+    doc, leftovers = apply_macros(doc, _known_top_keys())
+    leftovers = _locate(leftovers, smap)
+    diags.extend(leftovers)
     memo = session.valid_memo() if session is not None else None
     found = validate(doc, smap, strict=strict, memo=memo)
     if session is not None and memo is not None:
@@ -254,7 +282,7 @@ def _compile(
     diags = _finish(diags, strict)
     if any(d.severity == "error" for d in diags):
         if not any(s.diagnostics for s in parsed):
-            diags.extend(_cross_checks_anyway(doc, smap, diags))
+            diags.extend(_cross_checks_anyway(doc, smap, diags, leftovers))
         _raise(_finish(diags, strict), out)
 
     sources = tuple(Source(name, digest) for name, _, digest in files)

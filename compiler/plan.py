@@ -101,6 +101,10 @@ class Model:
     sendLoadingState: bool = False
     timeouts: Timeouts = field(default_factory=Timeouts)
     capabilities: Capabilities = field(default_factory=Capabilities)
+    # declared sizes for the budget router, in the user's units (resource name -> amount)
+    resources: Mapping[str, float] = field(default_factory=_empty_map)
+    # Seconds a graceful stop (unload, ttl) may take before SIGKILL; the global value filled in.
+    unloadTimeout: int = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +117,62 @@ class Peer:
     models: tuple[str, ...] = ()
     filters: Filters = field(default_factory=Filters)
     timeouts: Timeouts = field(default_factory=lambda: Timeouts(responseHeader=60))
+
+
+SELECTOR_STRATEGIES = ("warm", "pin", "spillover")
+
+
+@dataclass(frozen=True, slots=True)
+class Selector:
+    """A virtual model id that picks one of its targets per request (runtime/core/selectors.py).
+
+    `targets` are as configured (the name a chosen request is rewritten to);
+    `resolved[i]` is what `targets[i]` means: a local model id, or a peer model's
+    fully qualified `peer/model` name.
+    """
+
+    id: str
+    strategy: str  # one of SELECTOR_STRATEGIES
+    targets: tuple[str, ...]
+    resolved: tuple[str, ...]
+    name: str = ""
+    description: str = ""
+    unlisted: bool = False
+    metadata: Mapping[str, Any] = field(default_factory=_empty_map)
+    spillover: int = 1  # spillover strategy: requests per active target before spilling
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """A named set of pins: while active, a request for a pin key is served by its target."""
+
+    id: str
+    description: str
+    pins: Mapping[str, str]  # pin key -> target (a model name or selector id); "" disables
+
+
+@dataclass(frozen=True, slots=True)
+class PeerModel:
+    """One model a peer offers, under its fully qualified name `<peer>/<model>`."""
+
+    peer: str
+    model: str  # the peer's own id for it, sent upstream
+
+
+def peer_names(peers: Mapping[str, Peer]) -> dict[str, PeerModel]:
+    """Every name a peer model answers to: each `peer/model`, then each bare model id
+    offered by exactly one peer (unless it is itself some peer model's full name)."""
+    full: dict[str, PeerModel] = {}
+    offered: dict[str, set[str]] = {}
+    for pid in sorted(peers):
+        for model in peers[pid].models:
+            full.setdefault(f"{pid}/{model}", PeerModel(pid, model))
+            offered.setdefault(model, set()).add(pid)
+    names = dict(full)
+    for model, pids in offered.items():
+        if len(pids) == 1 and model not in full:
+            names[model] = PeerModel(next(iter(pids)), model)
+    return names
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +205,21 @@ class Matrix:
 
 
 @dataclass(frozen=True, slots=True)
+class Budget:
+    """The budget router's settings: what may be loaded at once (see docs/schedulers.md).
+
+    `maxLoaded` 0 means no count limit; `resources` are named capacities in the
+    user's units; `probes` maps a resource to a shell command printing its free
+    amount now; `evictCosts` (model id -> cost) breaks ties between equally idle models.
+    """
+
+    maxLoaded: int = 0
+    resources: Mapping[str, float] = field(default_factory=_empty_map)
+    probes: Mapping[str, str] = field(default_factory=_empty_map)
+    evictCosts: Mapping[str, int] = field(default_factory=_empty_map)
+
+
+@dataclass(frozen=True, slots=True)
 class Routing:
     """Which scheduler and which router (eviction policy) the runtime uses."""
 
@@ -153,6 +228,8 @@ class Routing:
     router: str = "group"
     groups: Mapping[str, Group] = field(default_factory=_empty_map)
     matrix: Matrix | None = None
+    budget: Budget | None = None
+    maxWait: float = 0  # fifo: seconds after which a waiting request is served next; 0 = off
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +257,7 @@ class Settings:
     includeAliasesInList: bool = False
     apiKeys: tuple[str, ...] = ()
     ignorePaths: tuple[str, ...] = (r".*\.(js|json|css|png|gif|jpg|jpeg|ico|txt)$",)
+    unloadTimeout: int = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +272,15 @@ class Plan:
     peers: Mapping[str, Peer] = field(default_factory=_empty_map)
     preload: tuple[str, ...] = ()
     planVersion: int = PLAN_VERSION
+    selectors: Mapping[str, Selector] = field(default_factory=_empty_map)
+    profiles: Mapping[str, Profile] = field(default_factory=_empty_map)
+    # Derived from `peers` (not serialised): every name a peer model answers to.
+    peerNames: Mapping[str, PeerModel] = field(
+        init=False, repr=False, compare=False, default_factory=_empty_map
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "peerNames", MappingProxyType(peer_names(self.peers)))
 
     def resolve(self, name: str) -> str | None:
         """Map a requested name (model id first, then alias) to a local model id."""
@@ -201,12 +288,15 @@ class Plan:
             return name
         return self.aliases.get(name)
 
+    def peer_model(self, name: str) -> PeerModel | None:
+        """The peer model `name` means: a `peer/model` name first, else a bare model id
+        offered by exactly one peer; an id several peers offer means none."""
+        return self.peerNames.get(name)
+
     def peer_for(self, name: str) -> Peer | None:
-        """The first peer (sorted by id) that lists `name`, as the original does."""
-        for peer in self.peers.values():
-            if name in peer.models:
-                return peer
-        return None
+        """The peer serving `name` (see `peer_model`), or None."""
+        found = self.peerNames.get(name)
+        return self.peers[found.peer] if found is not None else None
 
     def group_of(self, model_id: str) -> Group | None:
         for group in self.routing.groups.values():
@@ -263,7 +353,8 @@ def _model_to_dict(m: Model) -> dict[str, Any]:
             "reranker": m.capabilities.reranker,
             "context": m.capabilities.context,
         },
-    }
+        "unloadTimeout": m.unloadTimeout,
+    } | ({"resources": dict(m.resources)} if m.resources else {})
 
 
 def _routing_to_dict(r: Routing) -> dict[str, Any]:
@@ -283,6 +374,16 @@ def _routing_to_dict(r: Routing) -> dict[str, Any]:
                 ],
             }
         }
+    elif r.router == "budget" and r.budget is not None:
+        b = r.budget
+        settings = {
+            "budget": {
+                "maxLoaded": b.maxLoaded,
+                "resources": dict(b.resources),
+                "probes": dict(b.probes),
+                "evictCosts": dict(b.evictCosts),
+            }
+        }
     else:
         settings = {
             "groups": {
@@ -296,7 +397,13 @@ def _routing_to_dict(r: Routing) -> dict[str, Any]:
             }
         }
     return {
-        "scheduler": {"use": r.scheduler, "settings": {"fifo": {"priority": dict(r.priority)}}},
+        "scheduler": {
+            "use": r.scheduler,
+            "settings": {
+                "fifo": {"priority": dict(r.priority)}
+                | ({"maxWait": r.maxWait} if r.maxWait > 0 else {})
+            },
+        },
         "router": {"use": r.router, "settings": settings},
     }
 
@@ -316,6 +423,7 @@ def plan_to_dict(plan: Plan, *, with_models: bool = True) -> dict[str, Any]:
         "maxRequestBody": s.maxRequestBody,
         "performance": {"disabled": s.performanceDisabled, "every": s.performanceEvery},
         "globalTTL": s.globalTTL,
+        "unloadTimeout": s.unloadTimeout,
         "startPort": s.startPort,
         "sendLoadingState": s.sendLoadingState,
         "includeAliasesInList": s.includeAliasesInList,
@@ -335,6 +443,23 @@ def plan_to_dict(plan: Plan, *, with_models: bool = True) -> dict[str, Any]:
             for pid, p in plan.peers.items()
         },
         "hooks": {"on_startup": {"preload": list(plan.preload)}},
+        "selectors": {
+            sid: {
+                "strategy": s.strategy,
+                "targets": list(s.targets),
+                "resolved": list(s.resolved),
+                "name": s.name,
+                "description": s.description,
+                "unlisted": s.unlisted,
+                "metadata": thaw(s.metadata),
+                "spillover": s.spillover,
+            }
+            for sid, s in plan.selectors.items()
+        },
+        "profiles": {
+            pid: {"description": p.description, "pins": dict(p.pins)}
+            for pid, p in plan.profiles.items()
+        },
     }
 
 
@@ -413,6 +538,8 @@ def _model_from(mid: str, d: Mapping[str, Any]) -> Model:
             reranker=bool(caps.get("reranker", False)),
             context=int(caps.get("context", 0)),
         ),
+        resources=freeze(d.get("resources", {})),
+        unloadTimeout=int(d.get("unloadTimeout", 10)),
     )
 
 
@@ -422,8 +549,17 @@ def _routing_from(d: Mapping[str, Any]) -> Routing:
     settings = router.get("settings") or {}
     use = router.get("use", "group")
     matrix = None
+    budget = None
     groups: dict[str, Group] = {}
-    if use == "matrix":
+    if use == "budget":
+        b = settings["budget"]
+        budget = Budget(
+            maxLoaded=int(b.get("maxLoaded", 0)),
+            resources=freeze(b.get("resources", {})),
+            probes=freeze(b.get("probes", {})),
+            evictCosts=freeze(b.get("evictCosts", {})),
+        )
+    elif use == "matrix":
         m = settings["matrix"]
         matrix = Matrix(
             vars=freeze(m.get("vars", {})),
@@ -446,12 +582,15 @@ def _routing_from(d: Mapping[str, Any]) -> Routing:
                 exclusive=bool(g.get("exclusive", True)),
                 persistent=bool(g.get("persistent", False)),
             )
+    fifo = (sched.get("settings") or {}).get("fifo") or {}
     return Routing(
         scheduler=sched.get("use", "serial"),
-        priority=freeze(((sched.get("settings") or {}).get("fifo") or {}).get("priority", {})),
+        priority=freeze(fifo.get("priority", {})),
         router=use,
         groups=MappingProxyType(groups),
         matrix=matrix,
+        budget=budget,
+        maxWait=fifo.get("maxWait", 0),
     )
 
 
@@ -479,6 +618,7 @@ def plan_from_dict(d: Mapping[str, Any]) -> Plan:
         includeAliasesInList=bool(d.get("includeAliasesInList", False)),
         apiKeys=tuple(d.get("apiKeys", ())),
         ignorePaths=tuple((d.get("upstream") or {}).get("ignorePaths", defaults.ignorePaths)),
+        unloadTimeout=int(d.get("unloadTimeout", defaults.unloadTimeout)),
     )
     peers = {
         pid: Peer(
@@ -502,6 +642,28 @@ def plan_from_dict(d: Mapping[str, Any]) -> Plan:
         aliases=freeze(dict(sorted((d.get("aliases") or {}).items()))),
         peers=MappingProxyType(peers),
         preload=tuple(((d.get("hooks") or {}).get("on_startup") or {}).get("preload", ())),
+        selectors=MappingProxyType(
+            {
+                sid: Selector(
+                    id=sid,
+                    strategy=s["strategy"],
+                    targets=tuple(s["targets"]),
+                    resolved=tuple(s["resolved"]),
+                    name=s.get("name", ""),
+                    description=s.get("description", ""),
+                    unlisted=bool(s.get("unlisted", False)),
+                    metadata=freeze(s.get("metadata", {})),
+                    spillover=int(s.get("spillover", 1)),
+                )
+                for sid, s in sorted((d.get("selectors") or {}).items())
+            }
+        ),
+        profiles=MappingProxyType(
+            {
+                pid: Profile(id=pid, description=p.get("description", ""), pins=freeze(p["pins"]))
+                for pid, p in sorted((d.get("profiles") or {}).items())
+            }
+        ),
     )
 
 

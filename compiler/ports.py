@@ -2,8 +2,9 @@
 
 Ports are handed out from `startPort` in sorted model-id order, one per model
 whose `cmd` (after macro expansion) contains `${PORT}`; other models consume
-none.  The port replaces `${PORT}` in cmd, cmdStop, proxy, name, description
-and (as an int) metadata.  A proxy that needs `${PORT}` when cmd does not use
+none.  The port replaces `${PORT}` in cmd, cmdStop, proxy, checkEndpoint, name,
+description and every other field of the model but its aliases (as an int where
+a value is exactly `${PORT}`).  A proxy that needs `${PORT}` when cmd does not use
 it is an error: the default proxy is `http://localhost:${PORT}`, so a model
 with a fixed port must set `proxy` itself.  Unlike the original, a port past
 65535 is an error here rather than a failure at start time.
@@ -24,7 +25,10 @@ from llama_swap.compiler.plan import Plan
 
 SLUG = "${PORT}"
 MAX_PORT = 65535
-PORT_FIELDS = ("cmd", "cmdStop", "proxy", "name", "description")
+PORT_FIELDS = ("cmd", "cmdStop", "proxy", "checkEndpoint", "name", "description")
+# Model keys whose `${PORT}` is not substituted from the raw value: the text fields above
+# and metadata (drafted separately), and the keys that name the model (resolved earlier).
+_RAW_SKIPPED = frozenset({*PORT_FIELDS, "metadata", "macros", "aliases"})
 
 
 def _claim_hints(
@@ -76,6 +80,17 @@ def _apply_port(c: Collector, d: ModelDraft, port: int) -> None:
     for name in PORT_FIELDS:
         d.text[name] = d.text[name].replace(SLUG, str(port))
     d.metadata = substitute_one(d.metadata, "PORT", port)
+    # Every other field of the model too (env, ttl, useModelName, setParams, ...), typed.
+    d.raw = {k: v if k in _RAW_SKIPPED else _port_into(k, v, port) for k, v in d.raw.items()}
+
+
+def _port_into(key: str, value: object, port: int) -> object:
+    if key == "filters" and isinstance(value, dict):
+        return {
+            fk: fv if fk == "setParamsByID" else substitute_one(fv, "PORT", port)
+            for fk, fv in value.items()
+        }
+    return substitute_one(value, "PORT", port)
 
 
 def allocate_ports(
@@ -107,6 +122,8 @@ def allocate_ports(
             port = next_port
             next_port += 1
         _apply_port(c, d, port)
+
+
 def derive_ports(plan: Plan) -> dict[str, int]:
     """Best guess of each model's `${PORT}` in a plan (which does not record it).
 

@@ -6,7 +6,9 @@ original's order (so the same config reports the same first problem):
 top-level defaults; explicit aliases; global macros;
 per model, in sorted id order, comment stripping, macro substitution, `${PORT}`
 allocation, leftover-macro checks, capabilities, setParamsByID aliases, proxy
-URL, argv splitting and defaults; routing; scheduler; preload; peers.
+URL, argv splitting and defaults; routing; scheduler; peers; preload; then the
+peer name space, selectors and profiles (compiler.namespaces, .selectors,
+.profiles).
 
 Every stage reports into one `Collector` and carries on, so one run shows all
 errors.  Diagnostics carry key paths only; the pipeline adds file locations.
@@ -20,16 +22,20 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 from llama_swap.compiler import models as model_stage
-from llama_swap.compiler.aliases import AliasTable, check_peer_names, register_explicit
+from llama_swap.compiler.aliases import AliasTable, register_explicit
+from llama_swap.compiler.budget import check_model_resources
 from llama_swap.compiler.collect import Collector, get_map
 from llama_swap.compiler.defaults import resolve_settings
 from llama_swap.compiler.diagnostics import CompileError, Diagnostic
 from llama_swap.compiler.hooks import resolve_preload
 from llama_swap.compiler.macros import Macro, read_macros
+from llama_swap.compiler.namespaces import NameSpace, check_against_peers, check_peer_namespace
 from llama_swap.compiler.peers import resolve_peer
 from llama_swap.compiler.plan import Model, Plan, Settings, Source, freeze
 from llama_swap.compiler.ports import allocate_ports
+from llama_swap.compiler.profiles import pin_keys, resolve_profiles
 from llama_swap.compiler.routing import resolve_routing
+from llama_swap.compiler.selectors import resolve_selectors
 
 
 class ModelStages(Protocol):
@@ -97,17 +103,22 @@ def resolve(
         port_hints, ports_out,
     )  # fmt: skip
     routing = resolve_routing(c, top, aliases)
+    check_model_resources(c, routing.budget, models)
 
     raw_peers = get_map(c, ("peers",), top.get("peers"))
     peers = {
         pid: resolve_peer(c, pid, raw_peers[pid], global_macros, broken_globals)
         for pid in sorted(raw_peers)
     }
-    check_peer_names(c, aliases, {pid: list(p.models) for pid, p in peers.items()})
     preload = resolve_preload(c, top, aliases, peers)
 
-    if top.get("profiles"):
-        c.warn(("profiles",), "profiles are deprecated and ignored; use routing groups instead")
+    # The Go original's last loading steps, in its order: peer names, selectors, profiles.
+    check_peer_namespace(c, aliases, peers, models)
+    names = NameSpace.build(aliases, peers)
+    selector_ids = set(get_map(c, ("selectors",), top.get("selectors")))
+    selectors = resolve_selectors(c, top.get("selectors"), names, routing)
+    check_against_peers(c, names, sorted(selector_ids), pin_keys(top.get("profiles")))
+    profiles = resolve_profiles(c, top.get("profiles"), names, selector_ids)
 
     if c.errors:
         raise CompileError(c.diagnostics)
@@ -119,5 +130,7 @@ def resolve(
         aliases=freeze(aliases.sorted_map()),
         peers=MappingProxyType(peers),
         preload=preload,
+        selectors=MappingProxyType(selectors),
+        profiles=MappingProxyType(profiles),
     )
     return plan, c.warnings

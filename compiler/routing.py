@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llama_swap.compiler.aliases import AliasTable
+from llama_swap.compiler.budget import resolve_budget
 from llama_swap.compiler.collect import (
     Collector,
     Keys,
@@ -42,12 +43,12 @@ from llama_swap.compiler.matrix_dsl import (
     parse,
     refs_of,
 )
-from llama_swap.compiler.plan import Group, Matrix, MatrixSet, Routing, freeze
+from llama_swap.compiler.plan import Budget, Group, Matrix, MatrixSet, Routing, freeze
 
 DEFAULT_GROUP = "(default)"
 SCHEDULERS = ("serial", "fifo")
-ROUTERS = ("group", "matrix")
-_VAR_KEY = re.compile(r"[a-zA-Z0-9]{1,8}")
+ROUTERS = ("group", "matrix", "budget")
+_VAR_KEY = re.compile(r"[a-zA-Z0-9.-]{1,32}")
 ROUTER_SETTINGS: Keys = ("routing", "router", "settings")
 
 
@@ -145,7 +146,11 @@ def _read_vars(
     for key, model in raw_vars.items():
         vkeys = (*prefix, "vars", key)
         if not _VAR_KEY.fullmatch(key):
-            c.error(vkeys, f'var key "{key}" must be alphanumeric and 1-8 characters')
+            c.error(
+                vkeys,
+                f'var key "{key}" must contain only alphanumeric, \'-\' or \'.\' characters '
+                "and be 1-32 characters long",
+            )
         elif not isinstance(model, str) or model not in aliases.model_ids:
             c.error(
                 vkeys,
@@ -161,19 +166,25 @@ def _read_vars(
 
 
 def _read_costs(
-    c: Collector, prefix: Keys, raw_costs: dict[str, Any], variables: dict[str, str]
+    c: Collector,
+    prefix: Keys,
+    raw_costs: dict[str, Any],
+    variables: dict[str, str],
+    aliases: AliasTable,
 ) -> dict[str, int]:
-    """Evict costs keyed by var id in the config, by model id in the plan."""
+    """Evict costs keyed by var id or model id in the config (a var wins), by model id in the plan."""
     costs: dict[str, int] = {}
     for key, cost in raw_costs.items():
         ckeys = (*prefix, "evict_costs", key)
         value = get_int(c, ckeys, cost, 1)
         if value <= 0:
             c.error(ckeys, f'evict_cost for "{key}" must be a positive integer, got {value}')
-        elif key not in variables:
-            c.error(ckeys, f'evict_costs: unknown var ID "{key}"')
-        else:
+        elif key in variables:
             costs[variables[key]] = value
+        elif key in aliases.model_ids:
+            costs[key] = value
+        else:
+            c.error(ckeys, f'evict_costs: unknown var or model "{key}"')
     return costs
 
 
@@ -194,7 +205,7 @@ def _parse_sets(
     raw_vars: dict[str, Any],
     aliases: AliasTable,
 ) -> _ParsedSets:
-    """Parse every set and check its names: referenced sets exist, leaves are var ids."""
+    """Parse every set and check its names: referenced sets exist, leaves are vars or model ids."""
     out = _ParsedSets()
     for name, dsl in raw_sets.items():
         out.texts[name] = get_str(c, (*skeys, name), dsl, "")
@@ -210,14 +221,15 @@ def _parse_sets(
                 c.error((*skeys, name), f'set "{name}" references undefined set "{ref}"')
                 out.broken.add(name)
         for leaf in idents_of(tree):
-            if leaf.name not in raw_vars:
+            if leaf.name not in raw_vars and leaf.name not in aliases.model_ids:
                 hint = (
-                    " (sets use the var IDs from vars, not model names)"
-                    if leaf.name in aliases.model_ids
+                    f" (an alias of '{aliases.owner[leaf.name]}'; use the model id or a var)"
+                    if leaf.name in aliases.owner
                     else ""
                 )
                 c.error(
-                    (*skeys, name), f'unknown var ID "{leaf.name}" at position {leaf.pos}{hint}'
+                    (*skeys, name),
+                    f'unknown var or model "{leaf.name}" at position {leaf.pos}{hint}',
                 )
                 out.broken.add(name)
     return out
@@ -241,10 +253,16 @@ def _expand_sets(
             continue
         expanded[name] = combos
         total += len(combos)
-        real = tuple(tuple(sorted(variables[v] for v in combo)) for combo in combos)
+        real = tuple(
+            dict.fromkeys(tuple(sorted({variables.get(v, v) for v in combo})) for combo in combos)
+        )
         sets.append(MatrixSet(name=name, dsl=parsed.texts[name], combinations=real))
     if total > MAX_COMBINATIONS:
-        c.error(skeys, f"total expanded combinations ({total}) exceed limit of {MAX_COMBINATIONS}")
+        c.error(
+            skeys,
+            f"total expanded combinations ({total}) exceed {MAX_COMBINATIONS} "
+            "(a guard against running out of memory)",
+        )
     return sets
 
 
@@ -259,11 +277,9 @@ def resolve_matrix(
     raw_sets = get_map(c, (*prefix, "sets"), m.get("sets"))
     if not raw_sets:
         c.error(prefix, "matrix must define at least one set")
-    if not raw_vars:
-        c.error(prefix, "matrix must define at least one var")
 
     variables = _read_vars(c, prefix, raw_vars, aliases)
-    costs = _read_costs(c, prefix, raw_costs, variables)
+    costs = _read_costs(c, prefix, raw_costs, variables, aliases)
     skeys = (*prefix, "sets")
     parsed = _parse_sets(c, skeys, raw_sets, raw_vars, aliases)
     order, _cyclic = _topological(list(raw_sets), parsed.deps, c, skeys)
@@ -281,9 +297,25 @@ def resolve_matrix(
 # --- the block --------------------------------------------------------------
 
 
+def _budget_router(
+    c: Collector, settings: dict[str, Any], aliases: AliasTable
+) -> tuple[str, dict[str, Group], Matrix | None, Budget | None]:
+    if settings.get("budget") is None:
+        c.error(
+            ("routing", "router", "use"),
+            "routing.router.use is 'budget' but routing.router.settings.budget is not set",
+        )
+        return "budget", {}, None, Budget(maxLoaded=1)
+    for other in ("groups", "matrix"):
+        if settings.get(other):
+            c.warn((*ROUTER_SETTINGS, other), "ignored: routing.router.use is 'budget'")
+    keys = (*ROUTER_SETTINGS, "budget")
+    return "budget", {}, None, resolve_budget(c, keys, settings["budget"], aliases)
+
+
 def _router(
     c: Collector, doc: dict[str, Any], routing: dict[str, Any], aliases: AliasTable
-) -> tuple[str, dict[str, Group], Matrix | None]:
+) -> tuple[str, dict[str, Group], Matrix | None, Budget | None]:
     legacy_groups = get_map(c, ("groups",), doc.get("groups"))
     legacy_matrix = doc.get("matrix")
     router = get_map(c, ("routing", "router"), routing.get("router"))
@@ -302,8 +334,11 @@ def _router(
         if legacy_matrix is not None and legacy_groups:
             c.error(("matrix",), "config cannot use both 'groups' and 'matrix'")
         elif legacy_matrix is not None:
-            return "matrix", {}, resolve_matrix(c, ("matrix",), legacy_matrix, aliases)
-        return "group", resolve_groups(c, ("groups",), legacy_groups, aliases), None
+            return "matrix", {}, resolve_matrix(c, ("matrix",), legacy_matrix, aliases), None
+        return "group", resolve_groups(c, ("groups",), legacy_groups, aliases), None, None
+
+    if use == "budget":
+        return _budget_router(c, settings, aliases)
 
     if use == "matrix":
         if settings.get("matrix") is None:
@@ -311,16 +346,19 @@ def _router(
                 ("routing", "router", "use"),
                 "routing.router.use is 'matrix' but routing.router.settings.matrix is not set",
             )
-            return "matrix", {}, None
+            return "matrix", {}, None, None
         if settings.get("groups"):
             c.warn((*ROUTER_SETTINGS, "groups"), "ignored: routing.router.use is 'matrix'")
         return (
             "matrix",
             {},
             resolve_matrix(c, (*ROUTER_SETTINGS, "matrix"), settings["matrix"], aliases),
+            None,
         )
     if use not in ("", "group"):
-        c.error(("routing", "router", "use"), f'unknown router "{use}" (valid: group, matrix)')
+        c.error(
+            ("routing", "router", "use"), f'unknown router "{use}" (valid: group, matrix, budget)'
+        )
     elif settings.get("matrix") is not None:
         c.warn(
             (*ROUTER_SETTINGS, "matrix"),
@@ -330,13 +368,22 @@ def _router(
         "group",
         resolve_groups(c, (*ROUTER_SETTINGS, "groups"), settings.get("groups"), aliases),
         None,
+        None,
     )
 
 
 def _warn_serial_ignores_router(
     c: Collector, doc: dict[str, Any], router: str, groups: dict[str, Group]
 ) -> None:
-    """The serial scheduler evicts every other model; groups and the matrix only matter to fifo."""
+    """The serial scheduler evicts every other model; groups, the matrix and the budget only
+    matter to fifo."""
+    if router == "budget":
+        c.warn(
+            ("routing", "router", "use"),
+            "the budget router has no effect with the serial scheduler, which keeps one model "
+            "loaded at a time; set routing.scheduler.use: fifo to use it",
+        )
+        return
     if router == "group" and not any(name != DEFAULT_GROUP for name in groups):
         return
     if doc.get("groups") or doc.get("matrix") is not None:
@@ -353,7 +400,7 @@ def _warn_serial_ignores_router(
 
 def resolve_routing(c: Collector, doc: dict[str, Any], aliases: AliasTable) -> Routing:
     routing = get_map(c, ("routing",), doc.get("routing"))
-    router, groups, matrix = _router(c, doc, routing, aliases)
+    router, groups, matrix, budget = _router(c, doc, routing, aliases)
 
     sched = get_map(c, ("routing", "scheduler"), routing.get("scheduler"))
     use = get_str(c, ("routing", "scheduler", "use"), sched.get("use"), "") or "serial"
@@ -385,10 +432,29 @@ def resolve_routing(c: Collector, doc: dict[str, Any], aliases: AliasTable) -> R
         _warn_serial_ignores_router(c, doc, router, groups)
     if raw_priority and use == "serial":
         c.warn(pkeys, "has no effect with the serial scheduler (set routing.scheduler.use: fifo)")
+    max_wait = _max_wait(c, fifo.get("maxWait"), use)
     return Routing(
         scheduler=use if use in SCHEDULERS else "serial",
         priority=freeze({k: priority[k] for k in sorted(priority)}),
         router=router,
         groups=freeze(groups) if router == "group" else freeze({}),
         matrix=matrix,
+        budget=budget,
+        maxWait=max_wait,
     )
+
+
+def _max_wait(c: Collector, value: Any, use: str) -> float:
+    """`routing.scheduler.settings.fifo.maxWait`: seconds, 0 (the default) turns it off."""
+    keys: Keys = ("routing", "scheduler", "settings", "fifo", "maxWait")
+    if value is None:
+        return 0
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        c.error(keys, f"expected a number of seconds, got {type_name(value)}")
+        return 0
+    if value < 0:
+        c.error(keys, f"must be 0 (off) or a positive number of seconds, got {value}")
+        return 0
+    if value > 0 and use == "serial":
+        c.warn(keys, "has no effect with the serial scheduler, which serves in arrival order")
+    return value

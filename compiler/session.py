@@ -13,7 +13,7 @@ keyed by everything each one depends on:
   remembered: an invalid model is checked afresh, so its errors are unchanged);
 - a model's first resolve pass: (id, its canonical JSON, the global macros, the
   broken global macro names); its second pass additionally the allocated port,
-  what the port stage reported, `globalTTL` and `sendLoadingState`.  The alias
+  what the port stage reported, `globalTTL`, `sendLoadingState` and `unloadTimeout`.  The alias
   registration between the two halves of the second pass involves other models
   and always runs;
 - a model's JSON text in the plan: the `Model` object itself (unchanged models
@@ -288,6 +288,7 @@ class CompileSession:
             tuple(sorted(d.reported)),
             settings.globalTTL,
             settings.sendLoadingState,
+            settings.unloadTimeout,
         )
         hit = self._finished.get(key)
         if hit is not None:

@@ -54,7 +54,7 @@ _PATTERN_HINTS = {
     "^[A-Za-z_][A-Za-z0-9_]*=": "must look like NAME=value",
     r"^(/|\$\{|\s*none\s*$)": "must be a path starting with '/' or 'none'",
     "^[a-zA-Z0-9_-]+$": "may contain only letters, digits, '_' and '-'",
-    "^[a-zA-Z0-9]{1,8}$": "must be 1 to 8 letters or digits",
+    "^[a-zA-Z0-9.-]{1,32}$": "must be 1 to 32 letters, digits, '-' or '.'",
     "^[a-zA-Z0-9_,. ${}-]*$": "must be a comma-separated list of parameter names",
     r"^[-+]?(0|([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|ms|s|m|h))+$": "must be a duration like '5s' or '1m30s'",
 }

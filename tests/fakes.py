@@ -9,7 +9,11 @@ specifications::
 Outcomes are scripted: model states (`set_state`, `ready=`), callers that are
 gone (`gone`), and `finish_swap` plays the router's part when a swap ends
 (evicted models stopped, the target ready, or stopped on error) before
-delivering `on_swap_done`.  Published queue positions are kept apart from
+delivering `on_swap_done`.  What only a router knows is scripted too: `now`,
+`last_used` (kept up to date on grants and swap completions like the router
+does), `pinned` and probe results (`free`).  Probes asked for are recorded in
+`probes_asked`, eviction reasons in `evictions`; neither is in `calls`.
+Published queue positions are kept apart from
 `calls` in `published` (every publication) and `positions` (the newest);
 admissions likewise in `admitted` (request ids, in order).  A caller in
 `left_before_admission` is gone when its admission is announced; one in `gone`
@@ -27,7 +31,14 @@ from hypothesis import strategies as st
 from llama_swap.compiler.plan import Model
 from llama_swap.runtime.core.errors import RouteError
 from llama_swap.runtime.core.process_state import ProcessState
-from llama_swap.runtime.core.schedulers.base import Request, Scheduler
+from llama_swap.runtime.core.schedulers.base import (
+    Evicted,
+    Eviction,
+    EvictionContext,
+    Observed,
+    Request,
+    Scheduler,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +81,12 @@ class FakeEffects:
         self.gone: set[int] = set()
         self.left_before_admission: set[int] = set()
         self.admitted: list[int] = []
+        self.now = 0.0
+        self.last_used: dict[str, float] = {}
+        self.pinned: set[str] = set()
+        self.free: dict[str, float | None] = {}
+        self.probes_asked: list[tuple[str, ...]] = []
+        self.evictions: list[tuple[str, tuple[Evicted, ...]]] = []
         self._taken = 0
 
     # -- scripting -----------------------------------------------------------
@@ -98,6 +115,8 @@ class FakeEffects:
         for evicted in swap.evict:
             self.states[evicted] = ProcessState.STOPPED
         self.states[model] = ProcessState.STOPPED if error else ProcessState.READY
+        if not error:
+            self.last_used[model] = self.now
         scheduler.on_swap_done(model, error)
 
     def stop(self, scheduler: Scheduler, model: str) -> None:
@@ -129,6 +148,8 @@ class FakeEffects:
     def grant_serve(self, request: Request) -> bool:
         delivered = request.id not in self.gone
         self.calls.append(Grant(request.id, delivered))
+        if delivered:
+            self.last_used[request.model] = self.now
         return delivered
 
     def grant_error(self, request: Request, error: RouteError) -> None:
@@ -142,6 +163,20 @@ class FakeEffects:
 
     def queue_positions(self, positions: Mapping[int, int]) -> None:
         self.published.append(dict(positions))
+
+    def observe(self) -> Observed:
+        return Observed(
+            now=self.now,
+            last_used=MappingProxyType(dict(self.last_used)),
+            pinned=frozenset(self.pinned),
+            free=MappingProxyType(dict(self.free)),
+        )
+
+    def run_probes(self, resources: tuple[str, ...]) -> None:
+        self.probes_asked.append(tuple(resources))
+
+    def evicting(self, target: str, evicted: tuple[Evicted, ...]) -> None:
+        self.evictions.append((target, tuple(evicted)))
 
 
 def make_models(*ids: str, limits: Mapping[str, int] | None = None) -> Mapping[str, Model]:
@@ -170,12 +205,13 @@ class StubSwapper:
         self.evict = {k: tuple(v) for k, v in (evict or {}).items()}
         self.described: list[tuple[str, tuple[str, ...]]] = []
 
-    def eviction_for(self, target: str, running: Sequence[str]) -> tuple[str, ...]:
-        return self.evict.get(target, ())
-
-    def describe(self, target: str, running: Sequence[str]) -> str:
-        self.described.append((target, tuple(running)))
-        return f"stub: model={target} evict={list(self.eviction_for(target, running))}"
+    def decide(self, target: str, ctx: EvictionContext) -> Eviction:
+        self.described.append((target, tuple(ctx.running)))
+        evict = self.evict.get(target, ())
+        return Eviction(
+            tuple(Evicted(m, "stub", f"stub: evicting {m}") for m in evict),
+            line=f"stub: model={target} evict={list(evict)}",
+        )
 
 
 class FakeRouter:

@@ -38,12 +38,14 @@ LIVE_FIELDS: frozenset[str] = frozenset(
         "filters",
         "metadata",
         "concurrencyLimit",
+        "resources",
         "name",
         "description",
         "unlisted",
         "useModelName",
         "sendLoadingState",
         "capabilities",
+        "unloadTimeout",  # read when the process is next stopped
     }
 )
 
@@ -119,6 +121,10 @@ class PlanDiff:
     settings_changed: tuple[str, ...] = ()  # names of top-level Settings fields that differ
     peers_changed: bool = False
     preload_changed: bool = False
+    # Request routing only: no process restarts.  The active profile is kept when the new
+    # plan still has it (else cleared); spillover counts of running requests are kept.
+    selectors_changed: bool = False
+    profiles_changed: bool = False
 
     @property
     def changed(self) -> tuple[str, ...]:
@@ -150,6 +156,10 @@ class PlanDiff:
             extras.append("settings changed: " + ",".join(self.settings_changed))
         if self.peers_changed:
             extras.append("peers changed")
+        if self.selectors_changed:
+            extras.append("selectors changed")
+        if self.profiles_changed:
+            extras.append("profiles changed")
         if extras:
             parts.append("; ".join(extras))
         return "; ".join(parts)
@@ -169,6 +179,8 @@ class PlanDiff:
             "settingsChanged": list(self.settings_changed),
             "peersChanged": self.peers_changed,
             "preloadChanged": self.preload_changed,
+            "selectorsChanged": self.selectors_changed,
+            "profilesChanged": self.profiles_changed,
         }
 
 
@@ -210,4 +222,6 @@ def diff_plans(
         settings_changed=_settings_changes(old.settings, new.settings),
         peers_changed=dict(old.peers) != dict(new.peers),
         preload_changed=old.preload != new.preload,
+        selectors_changed=dict(old.selectors) != dict(new.selectors),
+        profiles_changed=dict(old.profiles) != dict(new.profiles),
     )

@@ -105,6 +105,20 @@ class PlanApplied:
     done: asyncio.Future[PlanDiff] = field(compare=False)
 
 
+@dataclass(frozen=True, slots=True)
+class ProbesDone:
+    """Budget probes reported: resource -> free amount now (None: the probe failed)."""
+
+    results: tuple[tuple[str, float | None], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PinsChanged:
+    """The models pinned from outside the plan (e.g. the active profile's) changed."""
+
+    models: frozenset[str]
+
+
 Event = (
     RequestArrived
     | RequestCancelled
@@ -116,6 +130,8 @@ Event = (
     | UnloadRequested
     | ShutdownRequested
     | PlanApplied
+    | ProbesDone
+    | PinsChanged
 )
 
 

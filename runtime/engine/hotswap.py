@@ -22,7 +22,7 @@ classifies it:
 - added: a new stopped process.
 
 The scheduler is rebuilt from the new plan when routing, the set of models or a
-concurrency limit changed: granted-but-unfinished counts carry over (so a busy
+concurrency limit or declared resources changed: granted-but-unfinished counts carry over (so a busy
 model is never evicted and serial's one-at-a-time rule holds), and requests
 still waiting are handed to the new scheduler in arrival order.  Otherwise the
 running scheduler is kept untouched.
@@ -247,7 +247,9 @@ class HotSwap:
             diff.routing_changed
             or diff.added
             or diff.removed
-            or any("concurrencyLimit" in f for f in diff.changed_fields.values())
+            or any(
+                "concurrencyLimit" in f or "resources" in f for f in diff.changed_fields.values()
+            )
         )
         if not rebuild:
             return None

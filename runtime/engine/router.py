@@ -45,13 +45,16 @@ from llama_swap.runtime.core.errors import RouteError, RouteFailure
 from llama_swap.runtime.core.plan_diff import PlanDiff
 from llama_swap.runtime.core.process_state import ProcessState
 from llama_swap.runtime.core.schedulers import make_scheduler
-from llama_swap.runtime.core.schedulers.base import Request, Scheduler
+from llama_swap.runtime.core.schedulers.base import Evicted, Observed, Request, Scheduler
 from llama_swap.runtime.core.schedulers.snapshot import QueueSnapshot
-from llama_swap.runtime.core.swappers import make_swapper
+from llama_swap.runtime.core.swappers import make_swapper, pinned_by_plan
+from llama_swap.runtime.core.swappers.budget import BudgetUsage, budget_usage
 from llama_swap.runtime.engine.events import (
     Event,
     Lease,
+    PinsChanged,
     PlanApplied,
+    ProbesDone,
     ProcessStopped,
     RequestArrived,
     RequestCancelled,
@@ -64,16 +67,16 @@ from llama_swap.runtime.engine.events import (
 )
 from llama_swap.runtime.engine.hotswap import HotSwap
 from llama_swap.runtime.engine.logs import LogBuffer
+from llama_swap.runtime.engine.observed import Observations
 from llama_swap.runtime.engine.process import ModelProcess, ModelSlot
 
 log = logging.getLogger("llama_swap.router")
 
 _T = TypeVar("_T")
 
-# Seconds a process gets to exit after cmdStop/SIGTERM before SIGKILL to its group, for every
-# stop (eviction, unload, TTL): one rule a user can rely on, long enough for a server to free
-# its GPU memory cleanly. The Go original varies it by caller (eviction waits up to
-# healthCheckTimeout); see docs/differences.md.
+# Seconds an evicted process gets to exit after cmdStop/SIGTERM before SIGKILL to its group.
+# Unloads and ttl expiry use the model's `unloadTimeout` instead (`Router.unload_grace`), as
+# the Go original does; its evictions wait up to healthCheckTimeout (docs/differences.md).
 STOP_GRACE = 5.0
 DEFAULT_HEALTH_TIMEOUT = 30.0  # used when the plan's healthCheckTimeout is <= 0
 # Seconds a shutdown that ran out of time waits for the processes it SIGKILLed to be reaped
@@ -116,6 +119,7 @@ class Router:
         self._arrived: dict[int, float] = {}  # waiter -> its arrival (clock), for the Queue view
         self._last_use: dict[str, float] = {}
         self._state_since: dict[str, float] = {}  # model -> when its last state change was seen
+        self.observations = Observations(clock)  # pins, probe results, eviction counts
         self._tasks: set[asyncio.Task[None]] = set()
         self._swaps: dict[str, asyncio.Task[None]] = {}  # the newest swap task per model
         self._loop_task: asyncio.Task[None] | None = None
@@ -182,7 +186,7 @@ class Router:
         if self._closing:
             raise RouteFailure(errors.shutting_down())
         future: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
-        request = Request(next(self._ids), model_id)
+        request = Request(next(self._ids), model_id, self._clock())
         self.post(RequestArrived(request, future, on_position, on_admitted))
         try:
             return await future
@@ -209,7 +213,7 @@ class Router:
             self.post(UnloadRequested(targets, error, done))
             await done
         procs = [p for p in (self.processes.get(m) for m in targets) if p is not None]
-        await asyncio.gather(*(p.stop(STOP_GRACE) for p in procs))
+        await asyncio.gather(*(p.stop(self.unload_grace(p.model.id)) for p in procs))
 
     async def shutdown(self, timeout: float) -> None:
         """Fail every waiter, stop every child within `timeout` s; idempotent."""
@@ -235,8 +239,32 @@ class Router:
                         "name": m.name,
                         "description": m.description,
                     }
+                    | ({"resources": dict(m.resources)} if m.resources else {})
                 )
         return out
+
+    # -- the budget router (runtime/engine/observed.py holds its state) --------------
+
+    def set_pinned(self, models: frozenset[str]) -> None:
+        """Pin `models` (e.g. the active profile's): no eviction policy evicts them where
+        it has a choice.  Replaces the previous set; the plan's own pins (persistent
+        groups) always apply.  Safe to call from any task on the loop's thread."""
+        self.post(PinsChanged(frozenset(models)))
+
+    def budget_usage(self) -> BudgetUsage | None:
+        """The budget and what the loaded models use of it, by their declared sizes
+        (for /running, /api/events and /metrics); None unless the budget router is used."""
+        budget = self.plan.routing.budget
+        if self.plan.routing.router != "budget" or budget is None:
+            return None
+        loaded = [m for m, p in self.processes.items() if p.state.occupies_memory]
+        return budget_usage(budget, self.plan.models, loaded)
+
+    @property
+    def evictions(self) -> Mapping[str, int]:
+        """Evictions since start by reason (maxLoaded, a resource, probe:<resource>,
+        group, matrix)."""
+        return self.observations.evictions
 
     def in_flight(self, model: str) -> int:
         return self.scheduler.in_flight(model)
@@ -363,9 +391,17 @@ class Router:
             waiter.future.set_exception(RouteFailure(error))
 
     def stop_processes(self, models: tuple[str, ...]) -> None:
+        # The scheduler stops models for unloads and ttl expiry: each gets its unloadTimeout.
         for model in models:
             if model in self.processes:
-                self.spawn(self._stop(model, STOP_GRACE), f"stop:{model}")
+                self.spawn(self._stop(model, self.unload_grace(model)), f"stop:{model}")
+
+    def unload_grace(self, model: str) -> float:
+        """Seconds `model` may take to stop on an unload or ttl expiry (its unloadTimeout)."""
+        proc = self.processes.get(model)
+        if proc is not None:
+            return float(proc.model.unloadTimeout)
+        return float(self.plan.settings.unloadTimeout)
 
     def queue_positions(self, positions: Mapping[int, int]) -> None:
         for request_id, position in positions.items():
@@ -375,6 +411,19 @@ class Router:
                     waiter.on_position(position)
                 except Exception:
                     log.exception("queue position callback failed")
+
+    def observe(self) -> Observed:
+        return self.observations.observe(self._last_use, pinned_by_plan(self.plan))
+
+    def run_probes(self, resources: tuple[str, ...]) -> None:
+        budget = self.plan.routing.budget
+        commands = budget.probes if budget is not None else {}
+        self.observations.start_probes(
+            resources, commands, self.spawn, lambda results: self.post(ProbesDone(results))
+        )
+
+    def evicting(self, target: str, evicted: tuple[Evicted, ...]) -> None:
+        self.observations.note_evictions(target, evicted)
 
     # ------------------------------------------------------------------ the run loop
 
@@ -424,6 +473,15 @@ class Router:
                 self._on_state_changed(model, old, new)
             case TtlTick():
                 self._check_ttl()
+                budget = self.plan.routing.budget
+                if budget is not None and budget.probes:  # probe results age out
+                    sched.on_conditions_changed()
+            case ProbesDone(results=results):
+                self.observations.store(results)
+                sched.on_conditions_changed()
+            case PinsChanged(models=models):
+                self.observations.pinned = models
+                sched.on_conditions_changed()
             case UnloadRequested(models=models, error=error, done=done):
                 sched.on_unload(models, error)
                 _resolve(done, None)
@@ -478,6 +536,7 @@ class Router:
     def _on_state_changed(self, model: str, old: ProcessState, new: ProcessState) -> None:
         log.debug("process %s: %s -> %s", model, old, new)
         self._state_since[model] = self._clock()
+        self.observations.forget_probes()
         if new is ProcessState.READY:
             self._last_use[model] = self._clock()
         if old is ProcessState.READY and new is ProcessState.STOPPED:

@@ -1,4 +1,8 @@
-"""Helpers for the resolve tests: build a document from YAML text and resolve it."""
+"""Helpers for the resolve tests: build a document from YAML text and resolve it.
+
+The document goes through the macro pass first (compiler.macro_tree), as in the
+pipeline, so macros in any value behave as they do for a real compile.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,21 @@ import pytest
 import yaml
 
 from llama_swap.compiler.diagnostics import CompileError, Diagnostic
+from llama_swap.compiler.macro_tree import apply_macros
 from llama_swap.compiler.plan import Plan, plan_to_dict
-from llama_swap.compiler.resolve import resolve
+from llama_swap.compiler.resolve import resolve as resolve_doc
+
+
+def resolve(d: dict[str, Any], sources: tuple[()] = ()) -> tuple[Plan, list[Diagnostic]]:
+    """The macro pass, then the resolver; macro errors are raised with the resolver's."""
+    d, found = apply_macros(d)
+    try:
+        plan, warnings = resolve_doc(d, sources)
+    except CompileError as exc:
+        raise CompileError([*found, *exc.diagnostics]) from None
+    if any(f.severity == "error" for f in found):
+        raise CompileError([*found, *warnings])
+    return plan, [*found, *warnings]
 
 
 def doc(text: str) -> dict[str, Any]:

@@ -1,6 +1,8 @@
-"""Aliases, setParamsByID auto-aliases and peer name collisions."""
+"""Aliases, setParamsByID auto-aliases and peer names beside local ones."""
 
 from __future__ import annotations
+
+from llama_swap.compiler.plan import PeerModel
 
 from .resolve_util import errors_of, json_of, plan_of, warnings_of
 
@@ -149,8 +151,8 @@ def test_unknown_macro_in_set_params_by_id() -> None:
     )
 
 
-def test_peer_models_may_not_collide_with_local_names() -> None:
-    assert errors_of(
+def test_bare_peer_names_may_collide_with_local_names_the_full_name_reaches_the_peer() -> None:
+    plan = plan_of(
         """
         models:
           local: {cmd: "srv ${PORT}", aliases: [nick]}
@@ -159,15 +161,7 @@ def test_peer_models_may_not_collide_with_local_names() -> None:
             proxy: http://10.0.0.2:8080
             models: [local, nick, other]
         """
-    ) == sorted(
-        [
-            (
-                "peers.remote.models[0]",
-                "peer model 'local' collides with the local model of the same id; requests for it would never reach the peer",
-            ),
-            (
-                "peers.remote.models[1]",
-                "peer model 'nick' collides with an alias of local model 'local'; requests for it would never reach the peer",
-            ),
-        ]
     )
+    assert plan.resolve("local") == "local"  # the local model wins the bare name
+    assert plan.peer_model("remote/local") == PeerModel("remote", "local")
+    assert plan.peer_model("other") == PeerModel("remote", "other")

@@ -51,21 +51,17 @@ def test_model_strip_params_get_macros_and_legacy_key_is_a_fallback() -> None:
     ]
 
 
-def test_model_set_params_get_no_macros_but_a_warning() -> None:
+def test_model_set_params_get_macros_typed() -> None:
     text = """
         macros: {t: 0.5}
         models:
           a:
             cmd: srv ${PORT}
-            filters: {setParams: {temperature: "${t}", model: "no", max_tokens: 10}}
+            filters: {setParams: {temperature: "${t}", label: "t=${t}", model: "no", max_tokens: 10}}
         """
     assert json_of(text)["models"]["a"]["filters"]["setParams"] == {
+        "label": "t=0.5",
         "max_tokens": 10,
-        "temperature": "${t}",
+        "temperature": 0.5,
     }
-    assert warnings_of(text) == [
-        (
-            "models.a.filters.setParams",
-            "macros are not substituted in a model's setParams; '${...}' is sent literally",
-        )
-    ]
+    assert warnings_of(text) == []

@@ -131,22 +131,40 @@ def test_pid_is_only_for_cmd_stop() -> None:
     ) == [("models.m.cmd", "unknown macro '${PID}': ${PID} is only available in cmdStop")]
 
 
-def test_port_is_not_substituted_in_check_endpoint() -> None:
+def test_port_is_substituted_in_every_field_of_its_model() -> None:
+    plan = plan_of(
+        """
+        startPort: 6100
+        models:
+          m:
+            cmd: "srv ${PORT}"
+            checkEndpoint: "/health/${PORT}"
+            env: ["PORT=${PORT}"]
+            useModelName: "m-${PORT}"
+            filters: {setParams: {port: "${PORT}"}}
+        """
+    )
+    m = plan.models["m"]
+    assert (m.checkEndpoint, m.env, m.useModelName) == ("/health/6100", ("PORT=6100",), "m-6100")
+    assert dict(m.filters.setParams) == {"port": 6100}
+
+
+def test_port_cannot_name_a_model() -> None:
     assert errors_of(
         """
         models:
-          m: {cmd: "srv ${PORT}", checkEndpoint: "/health/${PORT}"}
+          m: {cmd: "srv ${PORT}", aliases: ["m-${PORT}"]}
         """
     ) == [
         (
-            "models.m.checkEndpoint",
-            "macro '${PORT}' cannot be used in checkEndpoint: it is substituted only in cmd, "
-            "cmdStop, proxy, name, description and metadata",
+            "models.m.aliases",
+            "macro '${PORT}' cannot be used in aliases: names a model answers to are "
+            "resolved before ports are allocated",
         )
     ]
 
 
-@pytest.mark.parametrize("name", ["PORT", "MODEL_ID"])
+@pytest.mark.parametrize("name", ["PORT", "MODEL_ID", "PID"])
 def test_reserved_names(name: str) -> None:
     assert errors_of(
         f"""
@@ -162,8 +180,8 @@ def test_reserved_names(name: str) -> None:
     ]
 
 
-def test_pid_is_not_a_reserved_macro_name() -> None:
-    assert validate_macro("PID", "x") is None
+def test_pid_is_a_reserved_macro_name() -> None:
+    assert validate_macro("PID", "x") == "macro name 'PID' is reserved"
 
 
 @pytest.mark.parametrize(
@@ -295,7 +313,7 @@ def test_macros_in_name_and_description() -> None:
     assert plan.models["m"].description == "served on 5800"
 
 
-def test_env_and_aliases_and_use_model_name_get_no_macros() -> None:
+def test_env_and_aliases_and_use_model_name_get_macros_too() -> None:
     plan = plan_of(
         """
         macros: {x: X}
@@ -303,11 +321,23 @@ def test_env_and_aliases_and_use_model_name_get_no_macros() -> None:
           m:
             cmd: srv ${PORT}
             env: ["A=${x}"]
+            aliases: ["${MODEL_ID}-${x}"]
             useModelName: "${x}"
         """
     )
-    assert plan.models["m"].env == ("A=${x}",)
-    assert plan.models["m"].useModelName == "${x}"
+    assert plan.models["m"].env == ("A=X",)
+    assert plan.models["m"].aliases == ("m-X",)
+    assert plan.models["m"].useModelName == "X"
+
+
+def test_a_model_macro_does_not_reach_another_model() -> None:
+    assert errors_of(
+        """
+        models:
+          a: {cmd: "srv ${PORT}", macros: {LOCAL: x}, env: ["A=${LOCAL}"]}
+          b: {cmd: "srv ${PORT}", env: ["B=${LOCAL}"]}
+        """
+    ) == [("models.b.env[0]", "unknown macro '${LOCAL}'")]
 
 
 @pytest.mark.parametrize(

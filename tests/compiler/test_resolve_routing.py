@@ -127,7 +127,7 @@ routing:
 
 def test_unknown_router_and_scheduler() -> None:
     assert errors_of(MODELS + "routing: {router: {use: bogus}, scheduler: {use: lifo}}") == [
-        ("routing.router.use", 'unknown router "bogus" (valid: group, matrix)'),
+        ("routing.router.use", 'unknown router "bogus" (valid: group, matrix, budget)'),
         ("routing.scheduler.use", 'unknown scheduler "lifo" (valid: serial, fifo)'),
     ]
 
@@ -220,6 +220,8 @@ def matrix(body: str) -> str:
 
 
 P = "routing.router.settings.matrix"
+LONG_KEY = "x" * 33
+VAR_KEY_RULE = "must contain only alphanumeric, '-' or '.' characters and be 1-32 characters long"
 
 
 def test_matrix_basic_expansion_in_definition_order() -> None:
@@ -264,23 +266,25 @@ sets:
     ("body", "expected"),
     [
         (
-            "vars: {g: gemma}\nsets: {combo: 'g & voxtral'}",
+            "vars: {g: gemma}\nsets: {combo: 'g & voxtal'}",
+            [(f"{P}.sets.combo", 'unknown var or model "voxtal" at position 4')],
+        ),
+        (
+            "sets: {combo: 'gem & qwen'}",
             [
                 (
                     f"{P}.sets.combo",
-                    'unknown var ID "voxtral" at position 4 (sets use the var IDs from vars, not model names)',
+                    'unknown var or model "gem" at position 0 '
+                    "(an alias of 'gemma'; use the model id or a var)",
                 )
             ],
         ),
         (
-            "vars: {abcdefghi: gemma, a_b: gemma, a-b: gemma}\nsets: {s: abcdefghi}",
+            f"vars: {{{LONG_KEY}: gemma, a_b: gemma, 'a b': gemma}}\nsets: {{s: qwen}}",
             [
-                (
-                    f"{P}.vars.abcdefghi",
-                    'var key "abcdefghi" must be alphanumeric and 1-8 characters',
-                ),
-                (f"{P}.vars.a_b", 'var key "a_b" must be alphanumeric and 1-8 characters'),
-                (f"{P}.vars.a-b", 'var key "a-b" must be alphanumeric and 1-8 characters'),
+                (f"{P}.vars.{LONG_KEY}", f'var key "{LONG_KEY}" {VAR_KEY_RULE}'),
+                (f"{P}.vars.a_b", f'var key "a_b" {VAR_KEY_RULE}'),
+                (f"{P}.vars.a b", f'var key "a b" {VAR_KEY_RULE}'),
             ],
         ),
         (
@@ -297,7 +301,7 @@ sets:
             "vars: {g: gemma}\nevict_costs: {g: 0, z: 3}\nsets: {s: g}",
             [
                 (f"{P}.evict_costs.g", 'evict_cost for "g" must be a positive integer, got 0'),
-                (f"{P}.evict_costs.z", 'evict_costs: unknown var ID "z"'),
+                (f"{P}.evict_costs.z", 'evict_costs: unknown var or model "z"'),
             ],
         ),
         (
@@ -314,10 +318,7 @@ sets:
         ),
         (
             "vars: {}\nsets: {s: g}",
-            [
-                (P, "matrix must define at least one var"),
-                (f"{P}.sets.s", 'unknown var ID "g" at position 0'),
-            ],
+            [(f"{P}.sets.s", 'unknown var or model "g" at position 0')],
         ),
         (
             "vars: {g: gemma}\nsets: {s: '(g', t: 'g @'}",
@@ -332,13 +333,38 @@ def test_matrix_errors(body: str, expected: list[tuple[str, str]]) -> None:
     assert errors_of(matrix(body)) == sorted(expected)
 
 
-def test_matrix_total_combination_limit() -> None:
-    wide = " | ".join(["g", "q", "m", "v", "e"] * 110)  # 550 combinations per set
-    assert errors_of(
+def test_matrix_has_no_combination_cap() -> None:
+    # 5 x 5 x 5 x 5 x 5 = 3125 combinations in one set: the 1000 cap of old is gone.
+    side = "(gemma | qwen | mistral | voxtral | reranker)"
+    five = " & ".join([side] * 5)
+    m = plan_of(matrix(f"sets: {{big: '{five}', other: 'llama70B'}}")).routing.matrix
+    assert m is not None
+    assert [s.name for s in m.sets] == ["big", "other"]
+    # combinations are deduplicated after sorting: 31 distinct non-empty subsets of 5 models
+    assert len(m.sets[0].combinations) == 31
+
+
+def test_matrix_vars_are_optional_and_sets_may_name_models_directly() -> None:
+    m = plan_of(
         matrix(
-            f"vars: {{g: gemma, q: qwen, m: mistral, v: voxtral, e: reranker}}\nsets: {{a: '{wide}', b: '{wide}'}}"
+            "vars: {g: gemma, long-var.name: qwen}\n"
+            "evict_costs: {voxtral: 50, g: 3}\n"
+            "sets: {base: 'g | long-var.name', combo: '+base & voxtral', solo: llama70B}"
         )
-    ) == [(f"{P}.sets", "total expanded combinations (1100) exceed limit of 1000")]
+    ).routing.matrix
+    assert m is not None
+    assert dict(m.evictCosts) == {"gemma": 3, "voxtral": 50}
+    assert [(s.name, s.combinations) for s in m.sets] == [
+        ("base", (("gemma",), ("qwen",))),
+        ("combo", (("gemma", "voxtral"), ("qwen", "voxtral"))),
+        ("solo", (("llama70B",),)),
+    ]
+
+
+def test_a_var_wins_over_a_model_id_of_the_same_name() -> None:
+    m = plan_of(matrix("vars: {qwen: gemma}\nsets: {s: 'qwen & mistral'}")).routing.matrix
+    assert m is not None
+    assert m.sets[0].combinations == (("gemma", "mistral"),)
 
 
 def test_matrix_only_config_has_no_groups() -> None:

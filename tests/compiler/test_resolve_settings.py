@@ -6,6 +6,7 @@ import pytest
 
 from llama_swap.compiler.defaults import format_duration, parse_duration
 from llama_swap.compiler.plan import Settings, Timeouts
+from llama_swap.compiler.profiles import LEGACY_WARNING
 
 from .resolve_util import errors_of, json_of, plan_of
 
@@ -238,9 +239,8 @@ def test_per_model_health_check_timeout_is_ignored_with_a_warning() -> None:
     ]
 
 
-def test_profiles_are_deprecated() -> None:
-    from .resolve_util import warnings_of
+def test_the_legacy_profile_list_is_accepted_with_a_warning_and_ignored() -> None:
+    from .resolve_util import plan_of, warnings_of
 
-    assert warnings_of("profiles: {p: [m]}\n" + ONE) == [
-        ("profiles", "profiles are deprecated and ignored; use routing groups instead")
-    ]
+    assert warnings_of("profiles: {p: [m]}\n" + ONE) == [("profiles.p", LEGACY_WARNING)]
+    assert dict(plan_of("profiles: {p: [m]}\n" + ONE).profiles) == {}

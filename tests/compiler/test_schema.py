@@ -159,7 +159,7 @@ def test_scheduler_and_router_enums_and_defaults() -> None:
     use = find(schema, "routing.scheduler.use")
     assert (use["enum"], use["default"]) == (["serial", "fifo"], "serial")
     router = find(schema, "routing.router.use")
-    assert (router["enum"], router["default"]) == (["group", "matrix"], "group")
+    assert (router["enum"], router["default"]) == (["group", "matrix", "budget"], "group")
 
 
 @pytest.mark.parametrize(

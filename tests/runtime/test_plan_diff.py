@@ -14,7 +14,9 @@ from llama_swap.compiler.plan import (
     Model,
     Peer,
     Plan,
+    Profile,
     Routing,
+    Selector,
     Settings,
     Timeouts,
     plan_from_json,
@@ -94,6 +96,7 @@ def test_process_defining_fields_need_a_restart(field: str, value: object) -> No
         ("useModelName", "upstream-name"),
         ("sendLoadingState", True),
         ("capabilities", Capabilities(tools=True)),
+        ("unloadTimeout", 30),
     ],
 )
 def test_request_handling_fields_apply_live(field: str, value: object) -> None:
@@ -194,3 +197,19 @@ def test_as_dict_is_json_ready() -> None:
     out = json.loads(json.dumps(d.as_dict()))
     assert out["changedRestart"] == ["a"]
     assert out["changedFields"] == {"a": ["env"]}
+
+
+def test_selector_and_profile_changes_restart_nothing() -> None:
+    a = model("a")
+    sel = Selector(id="s", strategy="pin", targets=("a",), resolved=("a",))
+    prof = Profile(id="p", description="", pins=MappingProxyType({"x": "a"}))
+    new = plan(
+        a,
+        selectors=MappingProxyType({"s": sel}),
+        profiles=MappingProxyType({"p": prof}),
+    )
+    d = diff_plans(plan(a), new)
+    assert d.selectors_changed and d.profiles_changed
+    assert d.kept == ("a",) and d.stale == ()
+    assert "selectors changed" in d.summary() and "profiles changed" in d.summary()
+    assert d.as_dict()["selectorsChanged"] is True

@@ -19,7 +19,7 @@ import psutil
 import pytest
 import pytest_asyncio
 
-from llama_swap.compiler.plan import Plan
+from llama_swap.compiler.plan import Group, Plan
 from llama_swap.runtime.core.process_state import ProcessState
 from llama_swap.runtime.engine.logs import LogBuffer
 from llama_swap.runtime.engine.router import Router
@@ -167,3 +167,29 @@ async def test_a_request_right_after_a_crash_restarts_the_model_instead_of_faili
             assert resp.status == 200
             await resp.read()
     assert router.processes["a"].pid not in (None, old_pid)
+
+
+async def test_an_unload_gives_each_model_its_own_unload_timeout_before_sigkill(
+    router_for: list[Router], tmp_path: Path
+) -> None:
+    # Both models ignore SIGTERM, so each is killed when its own unloadTimeout runs out;
+    # the log says which window applied.
+    a = dataclasses.replace(
+        fake_model("a", tmp_path / "a.jsonl", "--ignore-sigterm"), unloadTimeout=1
+    )
+    b = dataclasses.replace(
+        fake_model("b", tmp_path / "b.jsonl", "--ignore-sigterm"), unloadTimeout=2
+    )
+    log = LogBuffer("upstream")
+    together = {"g": Group("g", ("a", "b"), swap=False, exclusive=False)}
+    router = Router(make_plan([a, b], scheduler="fifo", groups=together), upstream_log=log)
+    router_for.append(router)
+    await router.start()
+    for model in ("a", "b"):
+        lease = await asyncio.wait_for(router.acquire(model), 20)
+        lease.release()
+    await asyncio.wait_for(router.unload(), 20)
+    history = log.history()
+    assert "[a] pid" in history and "still alive after 1s: SIGKILL" in history
+    assert "still alive after 2s: SIGKILL" in history
+    assert router.unload_grace("a") == 1.0 and router.unload_grace("b") == 2.0

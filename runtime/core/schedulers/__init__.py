@@ -32,12 +32,12 @@ def make_scheduler(
 ) -> Scheduler:
     """Build the scheduler `routing.scheduler` names.
 
-    `serial` ignores `swapper` and `routing.priority` (it always evicts every
-    other model); `fifo` uses both.
+    `serial` ignores `swapper`, `routing.priority` and `routing.maxWait` (it always
+    evicts every other model and serves in arrival order); `fifo` uses them all.
     """
     use = routing.scheduler or "serial"
     if use == "serial":
         return SerialScheduler(models, effects)
     if use == "fifo":
-        return FifoScheduler(models, effects, swapper, routing.priority)
+        return FifoScheduler(models, effects, swapper, routing.priority, routing.maxWait)
     raise ValueError(f"unknown scheduler {use!r} (valid: {', '.join(SCHEDULERS)})")

@@ -22,7 +22,8 @@ Invariants every scheduler keeps:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol
 
 from llama_swap.runtime.core.errors import RouteError
@@ -34,10 +35,94 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """A request waiting for a local model. `id` is unique for the runtime's life."""
+    """A request waiting for a local model. `id` is unique for the runtime's life;
+    `arrived` is the router's clock when it arrived (fifo's `maxWait` measures from it)."""
 
     id: int
     model: str  # resolved local model id
+    arrived: float = 0.0
+
+
+def _no_times() -> Mapping[str, float]:
+    return MappingProxyType({})
+
+
+def _no_probes() -> Mapping[str, float | None]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """What only the router can know, handed to the scheduler as a value when it decides.
+
+    The scheduler has no clock and does no I/O: the time, when each model was last
+    used, which models are pinned and what the probes measured come from here.
+    `free` holds fresh probe results by resource: a number (the free amount now) or
+    None (the probe failed: use the declared sizes alone); a resource with no fresh
+    result is absent.
+    """
+
+    now: float = 0.0
+    last_used: Mapping[str, float] = field(default_factory=_no_times)
+    pinned: frozenset[str] = frozenset()
+    free: Mapping[str, float | None] = field(default_factory=_no_probes)
+
+
+@dataclass(frozen=True, slots=True)
+class EvictionContext:
+    """Everything an eviction policy may look at, built by the scheduler for each decision.
+
+    `running`: models holding or about to hold memory (running processes and the
+    targets of active swaps), the target excluded, sorted.  `target_loaded`: the
+    target itself is starting or ready.  `busy`: models that must not be evicted now
+    (serving, with requests queued ahead or waiting on their swap, starting,
+    stopping, or being evicted by another swap).  `pinned`: never evicted where the
+    policy has a choice.  `last_used`, `free`, `now`: as in `Observed`.
+
+    group and matrix read `running` and `pinned` only; budget reads everything.
+    """
+
+    running: tuple[str, ...]
+    target_loaded: bool = False
+    busy: frozenset[str] = frozenset()
+    pinned: frozenset[str] = frozenset()
+    last_used: Mapping[str, float] = field(default_factory=_no_times)
+    free: Mapping[str, float | None] = field(default_factory=_no_probes)
+    now: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Evicted:
+    """One model a policy evicts and why: `reason` is a short label (metrics), `line`
+    the log line (e.g. `budget vram 22000/24000 needs 5000: evicting small, idle 41 s`)."""
+
+    model: str
+    reason: str
+    line: str
+
+
+@dataclass(frozen=True, slots=True)
+class Eviction:
+    """A policy's answer for one target.
+
+    - `evict`: stop these first (in order), then start the target;
+    - `wait`: the target cannot be placed now (models it would need gone are busy):
+      the scheduler defers it, as it defers a swap that would evict a busy model;
+    - `probe`: run these resources' probes first; the target waits for their results;
+    - `refuse`: the target can never be placed as things are (e.g. beside the pinned
+      models): the request fails with 503 and this message;
+    - `line`: one log line describing the decision (logged when a swap starts).
+    """
+
+    evict: tuple[Evicted, ...] = ()
+    wait: bool = False
+    probe: tuple[str, ...] = ()
+    refuse: str = ""
+    line: str = ""
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return tuple(e.model for e in self.evict)
 
 
 class Effects(Protocol):
@@ -71,15 +156,22 @@ class Effects(Protocol):
     def queue_positions(self, positions: Mapping[int, int]) -> None:
         """Publish 1-based queue positions by request id (shown by sendLoadingState)."""
 
+    def observe(self) -> Observed:
+        """The time, last uses, pins and fresh probe results, as of now."""
+
+    def run_probes(self, resources: tuple[str, ...]) -> None:
+        """Begin (off the loop) measuring the free amount of `resources`; the results
+        arrive in later `observe()` values, followed by `on_conditions_changed`."""
+
+    def evicting(self, target: str, evicted: tuple[Evicted, ...]) -> None:
+        """A swap to `target` is about to stop `evicted`: log each reason, count it."""
+
 
 class Swapper(Protocol):
-    """An eviction policy (group or matrix): pure, no state of its own."""
+    """An eviction policy (group, matrix or budget): pure, no state of its own."""
 
-    def eviction_for(self, target: str, running: Sequence[str]) -> tuple[str, ...]:
-        """Which of `running` must stop before `target` may run (in `running` order)."""
-
-    def describe(self, target: str, running: Sequence[str]) -> str:
-        """One log line explaining the decision (for the swap-start log)."""
+    def decide(self, target: str, ctx: EvictionContext) -> Eviction:
+        """What must happen before `target` may run, given `ctx` (see `Eviction`)."""
 
 
 class Scheduler(Protocol):
@@ -100,6 +192,11 @@ class Scheduler(Protocol):
 
     def on_ttl_expired(self, model: str) -> None:
         """The model has been idle for its ttl: stop it if nothing uses or awaits it."""
+
+    def on_conditions_changed(self) -> None:
+        """Something decisions depend on besides scheduler events changed (pins, probe
+        results, time passing): re-walk whatever waits.  The router calls it after a
+        probe reports, when pins change and on every tick."""
 
     def on_unload(self, models: tuple[str, ...], error: RouteError) -> None:
         """Fail queued requests and swap waiters for `models` with `error`, then stop them."""

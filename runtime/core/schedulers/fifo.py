@@ -25,14 +25,24 @@ same requests are served in the same order):
 2. a swap to the same model is active -> join its waiters (collation:
    A B A B arriving while A loads is served A A B B);
 3. `running` = running processes + targets of the other active swaps;
-   `evict` = swapper.eviction_for(model, running);
+   the swapper decides on an `EvictionContext` (running, busy, pinned, last
+   uses, probe results); a `refuse` fails the request (503);
 4. fast path: the model is READY, evict is empty and no active swap evicts it
    -> grant;
-5. collision with an active swap (its target is in our evict list, our target
-   is in its evict list, or the evict lists overlap) -> queue;
-6. some model in evict has requests in flight -> queue (never stop a server
+5. the swapper asks for probes -> run them, queue (their results re-drain);
+6. the swapper says wait, or collision with an active swap (its target is in
+   our evict list, our target is in its evict list, or the evict lists
+   overlap) -> queue;
+7. some model in evict has requests in flight -> queue (never stop a server
    that is serving);
-7. otherwise start a swap (it may run in parallel with other active swaps).
+8. otherwise start a swap (it may run in parallel with other active swaps).
+
+Fairness (`maxWait`, seconds, 0 = off): while a queued request has waited
+longer than `maxWait` ("overdue"), nothing else may overtake it: new requests
+queue instead of taking the fast path or joining a swap, and a drain decides
+the overdue requests first (oldest first) and leaves everything else queued
+until none is overdue.  Requests already granted finish and swaps under way
+complete, so an overdue request waits at most for those and its own swap.
 
 The queue is re-walked with the same rules ("drain") whenever something that
 blocked it may have cleared: a swap finished, a model's in-flight count fell
@@ -54,7 +64,12 @@ from dataclasses import dataclass, field
 from llama_swap.compiler.plan import Model
 from llama_swap.runtime.core.errors import RouteError, too_many_requests, unknown_model
 from llama_swap.runtime.core.process_state import ProcessState
-from llama_swap.runtime.core.schedulers.base import Effects, Request, Swapper
+from llama_swap.runtime.core.schedulers.base import (
+    Effects,
+    EvictionContext,
+    Request,
+    Swapper,
+)
 from llama_swap.runtime.core.schedulers.queueing import QueueBookkeeping
 from llama_swap.runtime.core.schedulers.snapshot import LoadingGroup, QueueSnapshot
 
@@ -86,8 +101,10 @@ class FifoScheduler:
         effects: Effects,
         swapper: Swapper,
         priority: Mapping[str, int] | None = None,
+        max_wait: float = 0,
     ) -> None:
         self._fx = effects
+        self._max_wait = max_wait
         self._book = QueueBookkeeping(effects)
         self._swapper = swapper
         self._priority = dict(priority or {})
@@ -148,7 +165,7 @@ class FifoScheduler:
     def on_request(self, request: Request) -> None:
         if self._book.refuse_if_closed(request) or not self._admit(request):
             return
-        if not self._decide(request):
+        if self._overdue() or not self._decide(request):
             self._enqueue(request)
         self._book.publish()
 
@@ -190,6 +207,10 @@ class FifoScheduler:
 
     def on_process_stopped(self, model: str) -> None:
         self._drain()
+
+    def on_conditions_changed(self) -> None:
+        if self._book.queue:
+            self._drain()
 
     def on_ttl_expired(self, model: str) -> None:
         in_swap = model in self._active or any(model in sw.evict for sw in self._active.values())
@@ -260,18 +281,60 @@ class FifoScheduler:
         if active is not None:
             active.waiters.append(request)
             return True
-        running = self._running_set(exclude=model)
-        evict = tuple(self._swapper.eviction_for(model, running))
+        ctx = self._context(model, state)
+        decision = self._swapper.decide(model, ctx)
+        if decision.refuse:
+            log.warning("%s", decision.line)
+            self._fail(request, RouteError(503, decision.refuse))
+            return True
+        evict = decision.models
         collides = self._collides(model, evict)
-        if state is ProcessState.READY and not evict and not collides:
+        if state is ProcessState.READY and not evict and not collides and not decision.wait:
             self._grant(request)
             return True
-        if collides or any(self.in_flight(m) > 0 for m in evict):
+        if decision.probe:
+            self._fx.run_probes(decision.probe)
+            return False
+        if decision.wait or collides or any(self.in_flight(m) > 0 for m in evict):
             return False
         self._active[model] = _ActiveSwap(evict, [request])
-        log.info("%s", self._swapper.describe(model, running))
+        log.info("%s", decision.line)
+        if decision.evict:
+            self._fx.evicting(model, decision.evict)
         self._fx.start_swap(model, evict)
         return True
+
+    def _context(self, model: str, state: ProcessState) -> EvictionContext:
+        """What the swapper sees when it decides for `model` (see EvictionContext)."""
+        running = self._running_set(exclude=model)
+        busy = {m for m in running if self.in_flight(m) > 0}
+        busy.update(r.model for r in self._book.queue)  # queued ahead of this request
+        busy.update(self._active)
+        for sw in self._active.values():
+            busy.update(sw.evict)
+        for m in running:
+            if self._fx.model_state(m) in (ProcessState.STARTING, ProcessState.STOPPING):
+                busy.add(m)
+        seen = self._fx.observe()
+        return EvictionContext(
+            running=tuple(running),
+            target_loaded=state in (ProcessState.READY, ProcessState.STARTING),
+            busy=frozenset(busy),
+            pinned=seen.pinned,
+            last_used=seen.last_used,
+            free=seen.free,
+            now=seen.now,
+        )
+
+    def _is_overdue(self, request: Request, now: float) -> bool:
+        return self._max_wait > 0 and now - request.arrived > self._max_wait
+
+    def _overdue(self) -> bool:
+        """True while a queued request has waited longer than maxWait."""
+        if self._max_wait <= 0 or not self._book.queue:
+            return False
+        now = self._fx.observe().now
+        return any(self._is_overdue(r, now) for r in self._book.queue)
 
     def _grant(self, request: Request) -> None:
         """Hand an admitted request to its model; its slot stays taken until serve-done,
@@ -295,9 +358,33 @@ class FifoScheduler:
     def _drain(self) -> None:
         book = self._book
         pending, book.queue = book.queue, []
+        if self._max_wait > 0 and pending:
+            now = self._fx.observe().now
+            late = sorted((r for r in pending if self._is_overdue(r, now)), key=lambda r: r.id)
+            if late:
+                self._drain_overdue(late, [r for r in pending if r not in late])
+                return
         for request in pending:
             if book.closed is not None or not self._decide(request):
                 book.queue.append(request)
+        book.publish()
+
+    def _drain_overdue(self, late: list[Request], rest: list[Request]) -> None:
+        """Decide the overdue requests (oldest first); the rest waits until none is left
+        blocked, then is decided as usual."""
+        book = self._book
+        blocked: list[Request] = []
+        for request in late:
+            if book.closed is not None or not self._decide(request):
+                blocked.append(request)
+                book.queue.append(request)
+        if blocked:
+            # everything else stays queued behind them, in its order
+            book.queue = [r for r in [*late, *rest] if r in blocked or r in rest]
+        else:
+            for request in rest:
+                if book.closed is not None or not self._decide(request):
+                    book.queue.append(request)
         book.publish()
 
     def _running_set(self, exclude: str) -> list[str]:

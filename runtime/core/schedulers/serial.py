@@ -129,6 +129,9 @@ class SerialScheduler:
     def on_ttl_expired(self, model: str) -> None:
         self._book.stop_if_idle(model, in_swap=self.swapping == model)
 
+    def on_conditions_changed(self) -> None:
+        """Nothing to do: serial's decisions depend on its events alone."""
+
     def on_unload(self, models: tuple[str, ...], error: RouteError) -> None:
         targets = set(models)
         if self._swap is not None and self._swap.model in targets:

@@ -18,6 +18,12 @@ models):
 
 The last row is a kept quirk: a non-exclusive target leaves even exclusive
 groups running.  `persistent` only protects a group from *other* groups.
+
+Pinned models (`EvictionContext.pinned`) are treated like members of a
+persistent group: another group's exclusive target keeps them.  A pinned model
+in the target's own group with `swap: true` has no alternative (the group says
+the two never run together, and the request must be served), so it is evicted
+and its log line says it was pinned.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from llama_swap.compiler.plan import Group
+from llama_swap.runtime.core.schedulers.base import Evicted, Eviction, EvictionContext
 
 DEFAULT_GROUP = "(default)"
 
@@ -53,7 +60,9 @@ class GroupSwapper:
         """The model's group; an unlisted model is a member of the default group."""
         return self._groups[self._group_of.get(model, DEFAULT_GROUP)]
 
-    def eviction_for(self, target: str, running: Sequence[str]) -> tuple[str, ...]:
+    def eviction_for(
+        self, target: str, running: Sequence[str], pinned: frozenset[str] = frozenset()
+    ) -> tuple[str, ...]:
         tg = self.group_of(target)
         evict: list[str] = []
         for model in running:
@@ -63,12 +72,26 @@ class GroupSwapper:
             if other.name == tg.name:
                 if tg.swap:
                     evict.append(model)
-            elif tg.exclusive and not other.persistent:
+            elif tg.exclusive and not other.persistent and model not in pinned:
                 evict.append(model)
         return tuple(evict)
 
-    def describe(self, target: str, running: Sequence[str]) -> str:
-        evict = self.eviction_for(target, running)
+    def decide(self, target: str, ctx: EvictionContext) -> Eviction:
+        evict = self.eviction_for(target, ctx.running, ctx.pinned)
+        group = self.group_of(target).name
+        notes = []
+        for model in evict:
+            how = "same group, swap" if self.group_of(model).name == group else "exclusive"
+            pin = ", pinned but no alternative" if model in ctx.pinned else ""
+            notes.append(
+                Evicted(model, "group", f"group {group} ({how}{pin}): evicting {model} for {target}")
+            )
+        return Eviction(tuple(notes), line=self.describe(target, ctx.running, ctx.pinned))
+
+    def describe(
+        self, target: str, running: Sequence[str], pinned: frozenset[str] = frozenset()
+    ) -> str:
+        evict = self.eviction_for(target, running, pinned)
         group = self.group_of(target).name
         if evict:
             return f"group: model={target} group={group} evict={format_list(evict)}"

@@ -19,6 +19,11 @@ requested model and the running list:
 
 `evictCosts` may be keyed by model id or by matrix var (a var maps to a model
 id through `vars`); a model id key wins.
+
+Pinned models (`EvictionContext.pinned`): step 2's candidates are narrowed to the
+combinations that also contain every running pinned model, when there is one.
+When none does (or no combination contains the target), there is no choice: the
+plain solver decides, a pinned model may be evicted, and its log line says so.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from llama_swap.compiler.plan import Matrix
+from llama_swap.runtime.core.schedulers.base import Evicted, Eviction, EvictionContext
 from llama_swap.runtime.core.swappers.group import format_list
 
 
@@ -62,8 +68,14 @@ class MatrixSwapper:
     def evict_cost(self, model: str) -> int:
         return self._costs.get(model, 1)
 
-    def solve(self, target: str, running: Sequence[str]) -> Decision:
+    def solve(
+        self, target: str, running: Sequence[str], pinned: frozenset[str] = frozenset()
+    ) -> Decision:
         containing = [c for c in self._candidates if target in c[2]]
+        keep = {m for m in running if m in pinned}
+        if keep:
+            with_pins = [c for c in containing if keep <= c[2]]
+            containing = with_pins or containing
         if target in running:
             name, dsl, _, combo = containing[0] if containing else ("", "", None, (target,))
             return Decision((), name, dsl, combo, 0)
@@ -83,8 +95,25 @@ class MatrixSwapper:
     def eviction_for(self, target: str, running: Sequence[str]) -> tuple[str, ...]:
         return self.solve(target, running).evict
 
+    def decide(self, target: str, ctx: EvictionContext) -> Eviction:
+        d = self.solve(target, ctx.running, ctx.pinned)
+        set_name = d.set_name or "(none)"
+        notes = tuple(
+            Evicted(
+                model,
+                "matrix",
+                f"matrix set {set_name} keeps {format_list(d.target_set)}"
+                f"{' (pinned, but no set keeps it)' if model in ctx.pinned else ''}: "
+                f"evicting {model} for {target}, cost {self.evict_cost(model)}",
+            )
+            for model in d.evict
+        )
+        return Eviction(notes, line=self._describe(target, ctx.running, d))
+
     def describe(self, target: str, running: Sequence[str]) -> str:
-        d = self.solve(target, running)
+        return self._describe(target, running, self.solve(target, running))
+
+    def _describe(self, target: str, running: Sequence[str], d: Decision) -> str:
         set_name = d.set_name or "(none)"
         if d.evict:
             return (

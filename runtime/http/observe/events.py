@@ -3,7 +3,8 @@
 `EventHub` fans messages out to SSE subscribers (1024-message buffer each;
 overflow dropped, never blocking the publisher).  Frames are
 `event:message\\ndata:{"type":T,"data":"<json string>"}\\n\\n` with T one of
-modelStatus, logData, metrics, inflight.  A new subscriber first gets the
+modelStatus, logData, metrics, inflight (and budget, under the budget router:
+capacities and what the loaded models use).  A new subscriber first gets the
 burst (proxy history, upstream history, modelStatus, metrics, inflight), then
 live messages.  `StreamCloser` ends every open stream at shutdown so the
 server does not wait for long-lived clients.
@@ -151,6 +152,8 @@ def model_status(plan: Plan, states: Mapping[str, ProcessState]) -> list[dict[st
             rec["aliases"] = list(m.aliases)
         if flags := capability_flags(m.capabilities):
             rec["capabilities"] = sorted(flags)
+        if m.resources:  # declared sizes (budget router)
+            rec["resources"] = dict(m.resources)
         out.append(rec)
     for peer_id, peer in plan.peers.items():  # every field, empty, as Go's struct encodes them
         for name in peer.models:

@@ -3,7 +3,9 @@
 Shapes follow the Go original: `/running` lists processes that are not stopped, sorted
 by id; the unload routes return only after the processes
 have exited (the router's `unload` waits for them).  A configured key quoted in a
-model's command line is shown as `[REDACTED]` in `/running`.
+model's command line is shown as `[REDACTED]` in `/running`.  Under the budget router
+each record carries the model's declared `resources` and the answer a `budget` object
+(capacities and what the loaded models use of them).
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ async def running(request: web.Request) -> web.Response:
     secrets = secrets_of(state.plan)
     if secrets:
         records = [{**r, "cmd": redact(str(r["cmd"]), secrets)} for r in records]
-    return web.json_response({"running": records})
+    budget = state.router.budget_usage()
+    extra = {"budget": budget.to_json()} if budget is not None else {}
+    return web.json_response({"running": records} | extra)
 
 
 async def unload_all(request: web.Request) -> web.Response:

@@ -120,6 +120,28 @@ def runtime_metrics(out: list[str], services: Services) -> None:
               [("", fast.handed_off)], kind="counter")
 
 
+def budget_metrics(out: list[str], services: Services) -> None:
+    """Evictions by reason (every policy), and under the budget router its capacities and
+    what the loaded models use of them by their declared sizes."""
+    router = services.router
+    gauge(out, "llamaswap_evictions_total", "Models evicted to make room, by reason", [
+        (f'{{reason="{label(reason)}"}}', count) for reason, count in sorted(router.evictions.items())
+    ], kind="counter")
+    usage = router.budget_usage()
+    if usage is None:
+        return
+    gauge(out, "llamaswap_budget_max_loaded", "The budget's maxLoaded (0: no count limit)",
+          [("", usage.max_loaded)])
+    gauge(out, "llamaswap_budget_loaded", "Models holding memory (starting, ready, stopping)",
+          [("", len(usage.loaded))])
+    gauge(out, "llamaswap_budget_capacity", "Capacity per budget resource, in its units", [
+        (f'{{resource="{label(r)}"}}', c) for r, c in usage.capacity.items()
+    ])
+    gauge(out, "llamaswap_budget_used", "Declared use of the loaded models per resource", [
+        (f'{{resource="{label(r)}"}}', usage.used.get(r, 0)) for r in usage.capacity
+    ])
+
+
 def render_json(capture: Capture) -> bytes:
     """The body of `GET /api/captures/{id}`: built on each read, never stored."""
     return json.dumps(capture.render()).encode()
@@ -137,6 +159,7 @@ def _prometheus(services: Services, sampler: Sampler) -> Handler:
             system_metrics(out, latest)
         gpu_metrics(out, sampler)
         runtime_metrics(out, services)
+        budget_metrics(out, services)
         body = ("\n".join(out) + "\n").encode()
         return web.Response(body=body, headers={"Content-Type": PROMETHEUS_TYPE})
 

@@ -104,9 +104,15 @@ def _burst(services: Services) -> Callable[[], list[tuple[str, Any]]]:
             ("modelStatus", statuses(services)),
             ("metrics", services.activity.entries()),
             ("inflight", {"total": services.inflight.total}),
-        ]
+        ] + _budget_event(services)
 
     return burst
+
+
+def _budget_event(services: Services) -> list[tuple[str, Any]]:
+    """The budget in use, as an event, when the budget router is used."""
+    usage = services.router.budget_usage()
+    return [("budget", usage.to_json())] if usage is not None else []
 
 
 def _publish_model_status(services: Services) -> None:
@@ -116,6 +122,8 @@ def _publish_model_status(services: Services) -> None:
     def on_router_event(event: dict[str, Any]) -> None:
         if event.get("type") in ("state", "configReload"):
             services.hub.publish("modelStatus", statuses(services))
+            for kind, data in _budget_event(services):
+                services.hub.publish(kind, data)
 
     services.listeners.add(on_router_event)
 
