@@ -7,12 +7,14 @@ The browser-driven checks of the same pages are in tests/browser/.
 
 from __future__ import annotations
 
+from dataclasses import replace
+from types import MappingProxyType
 from typing import Any
 
 from aiohttp.test_utils import TestClient
 from multidict import CIMultiDict
 
-from llama_swap.compiler.plan import Plan
+from llama_swap.compiler.plan import Budget, Plan
 from llama_swap.runtime.http.aio.app import build_app, create_services
 from llama_swap.runtime.http.aio.stack import default_middlewares
 from llama_swap.runtime.http.observe.access_log import ProxyLog, is_ui_refresh, log_access
@@ -63,6 +65,21 @@ async def test_the_queue_api_and_page_of_an_idle_server(serve: Serve) -> None:
     assert "No model is loading." in html and "<code>serial</code>" in html
     fragment = await text(client, "/ui/queue?partial=1")
     assert fragment.lstrip().startswith('<section id="queue"') and "<html" not in fragment
+
+
+async def test_the_models_page_shows_the_budget_when_the_budget_router_is_used(
+        serve: Serve) -> None:
+    base = plan()
+    budgeted = replace(base, routing=replace(
+        base.routing, scheduler="fifo", router="budget",
+        budget=Budget(maxLoaded=2, resources=MappingProxyType({"vram": 24}),
+                      probes=MappingProxyType({}))))
+    client, _ = await start(serve, budgeted)
+    html = await text(client, "/ui/")
+    assert "<dd>0 loaded of at most 2</dd>" in html
+    assert '<meter min="0" max="24" value="0"></meter> 0 of 24' in html
+    client, _ = await start(serve, base)
+    assert 'id="budget"' not in await text(client, "/ui/")
 
 
 # -- playground ------------------------------------------------------------------------------

@@ -58,7 +58,9 @@ def models_context(state: Services) -> dict[str, Any]:
             "since": _whole(router.state_age(mid)) if proc_state.occupies_memory else None,
         })
     peers = [r for r in model_status(state.plan, {}) if r["peerID"]]
+    usage = router.budget_usage()
     return {
+        "budget": usage.to_json() if usage is not None else None,
         "models": local,
         "peers": peers,
         "loaded": sum(1 for r in local if r["state"] not in ("stopped", "shutdown")),
