@@ -61,7 +61,7 @@ def with_loading_state(model: Model) -> Model:
 
 def test_load_a_model_see_it_ready_then_unload(proxy: Callable[..., Proxy], record_file: Path,
                                                  browser: Any, shot: Shot) -> None:
-    p = proxy(make_plan([fake_model("slow", record_file, "--start-delay", "1.5", "--timings", ttl=600),
+    p = proxy(make_plan([fake_model("slow", record_file, "--start-delay", "3", "--timings", ttl=600),
                          fake_model("other", record_file)]))
     page = browser(DESKTOP).new_page()
     page.goto(p.url + "/ui/")
@@ -95,7 +95,7 @@ def test_load_a_model_see_it_ready_then_unload(proxy: Callable[..., Proxy], reco
 
 def test_playground_streams_a_reply_after_showing_load_progress(
         proxy: Callable[..., Proxy], record_file: Path, browser: Any, shot: Shot) -> None:
-    slow = with_loading_state(fake_model("chatty", record_file, "--start-delay", "1.5", "--tokens",
+    slow = with_loading_state(fake_model("chatty", record_file, "--start-delay", "2.5", "--tokens",
                                          "12", "--token-delay", "0.05", "--timings"))
     p = proxy(make_plan([slow, fake_model("vectors", record_file)]))
     page = browser(PHONE).new_page()
