@@ -147,6 +147,11 @@ def test_queue_view_shows_a_request_waiting_behind_a_stream_under_serial(
     join_ok(streaming)
     join_ok(waiting)
     page.get_by_text("No request is waiting.").wait_for()
+    # the page's own refreshes are in the log at debug level only (this plan logs debug)
+    refreshes = [line for line in p.log_text().splitlines() if '"GET /ui/queue HTTP' in line]
+    assert len(refreshes) > 2  # the first page load, then the refreshes
+    assert sum("[INFO]" in line for line in refreshes) == 2  # the two pages opened
+    assert all("[DEBUG]" in line or "[INFO]" in line for line in refreshes)
 
 
 def test_activity_row_opens_its_capture_with_credentials_redacted(
