@@ -15,6 +15,13 @@ streaming, embeddings, multipart audio/image uploads) and adds what tests need t
 - `--vllm-metrics`: answers carry vLLM's per-request `metrics` (a body's top level, a
   stream's last content chunk), for the activity log's vLLM parsing.
 
+With `--timings` it answers like llama-server does about speed: every completion carries a
+`timings` object (`prompt_n`, `prompt_ms`, `prompt_per_second`, `predicted_n`,
+`predicted_ms`, `predicted_per_second`, `cache_n`), in the JSON body or the last streamed
+chunk, and a stream's last chunk carries `usage` too, so the proxy's activity log shows
+tokens/s.  Generation time is measured, counted as at least 1 ms per token (so an
+undelayed fake reports at most 1000 tokens/s instead of an absurd figure).
+
 Per request, a JSON body may set `max_tokens` (token count) and `fake_delay` (seconds to wait
 before answering).  Start-up is kept fast: argparse first, aiohttp only when about to listen.
 
@@ -58,6 +65,7 @@ class Options:
     record: str | None = None
     ignore_sigterm: bool = False
     vllm_metrics: bool = False
+    timings: bool = False
 
 
 @dataclass
@@ -85,6 +93,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--vllm-metrics", action="store_true",
                    help="answer vLLM's per-request `metrics` (ttft 50 ms, inter-token 10 ms, "
                         "speculative decoding 8 drafted / 6 accepted) beside `usage`")
+    p.add_argument("--timings", action="store_true",
+                   help="report llama-server style `timings` (and usage in streams)")
     ns = p.parse_args(argv)
     return Options(**vars(ns))
 
@@ -305,7 +315,22 @@ class FakeUpstream:
     async def completions(self, request: web.Request) -> web.StreamResponse:
         return await self.generate(request, chat=False)
 
+    def timings(self, prompt_n: int, predicted_n: int, t0: float, t1: float) -> dict[str, Any]:
+        """llama-server's `timings`: prompt time t0..t1 (arrival to first token), then the
+        generation time until now, at least 1 ms per token."""
+        prompt_ms = max(0.1, (t1 - t0) * 1000)
+        predicted_ms = max((time.monotonic() - t1) * 1000, float(predicted_n))
+        return {
+            "cache_n": 0,
+            "prompt_n": prompt_n, "prompt_ms": round(prompt_ms, 3),
+            "prompt_per_second": round(prompt_n * 1000 / prompt_ms, 3),
+            "predicted_n": predicted_n, "predicted_ms": round(predicted_ms, 3),
+            "predicted_per_second": round(predicted_n * 1000 / predicted_ms, 3)
+            if predicted_ms else 0.0,
+        }
+
     async def generate(self, request: web.Request, *, chat: bool) -> web.StreamResponse:
+        t0 = time.monotonic()
         body = await read_body(request)
         parsed = _json_object(body)
         await self.delay(body)
@@ -318,7 +343,8 @@ class FakeUpstream:
         if parsed.get("stream"):
             include_usage = bool((parsed.get("stream_options") or {}).get("include_usage"))
             return await self.stream(request, body, ident, model, toks, chat, usage, include_usage,
-                                     extra)
+                                     t0, extra)
+        t1 = time.monotonic()
         if self.opts.token_delay > 0 and n:
             await asyncio.sleep(self.opts.token_delay * n)
         text = "".join(toks)
@@ -330,11 +356,13 @@ class FakeUpstream:
             choice["text"] = text
         payload = {"id": ident, "object": obj, "created": int(time.time()), "model": model,
                    "choices": [choice], "usage": usage, **extra}
+        if self.opts.timings:
+            payload["timings"] = self.timings(usage["prompt_tokens"], n, t0, t1)
         return self.json(request, body, payload)
 
     async def stream(self, request: web.Request, body: dict[str, Any], ident: str, model: str,
                      toks: list[str], chat: bool, usage: dict[str, int],
-                     include_usage: bool, last: dict[str, Any]) -> web.StreamResponse:
+                     include_usage: bool, t0: float, last: dict[str, Any]) -> web.StreamResponse:
         from aiohttp import web
 
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
@@ -357,6 +385,7 @@ class FakeUpstream:
             return f"data: {json.dumps(data)}\n\n".encode()
 
         first: dict[str, Any] = {"fake": self.fake_block(request, body)}
+        t1 = time.monotonic()
         if chat:
             await resp.write(chunk({"role": "assistant", "content": None}, extra=first))
         crash_at = len(toks) // 2 if self.opts.fail == "crash-mid-stream" else -1
@@ -370,6 +399,9 @@ class FakeUpstream:
             await resp.write(chunk({"content": tok} if chat else tok, extra=extra))
         if crash_at == 0:  # zero tokens: crash before the end all the same
             os._exit(3)
+        if self.opts.timings:  # as llama-server: the finishing chunk reports usage and speed
+            last = {**last, "usage": usage,
+                    "timings": self.timings(usage["prompt_tokens"], len(toks), t0, t1)}
         await resp.write(chunk({} if chat else "", finish="stop", extra=last))
         if include_usage:
             data = {"id": ident, "object": obj, "created": created, "model": model,

@@ -4,11 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# 1. System packages for building the real llama-server (tests/e2e/test_llama_server.py).
+# 1. System packages for building the real llama-server (tests/e2e/test_llama_server.py),
+#    and the Chromium the browser tests drive (tests/browser, through Playwright's
+#    executable_path: no browser is ever downloaded).
 need_apt=()
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 command -v ninja >/dev/null 2>&1 || need_apt+=(ninja-build)
 command -v g++ >/dev/null 2>&1 || need_apt+=(g++)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
@@ -28,6 +31,8 @@ export PATH="$PWD/.venv/bin:$PATH"
 .venv/bin/python scripts/build_llama_server.py
 LLAMA_SERVER_BIN="$(.venv/bin/python scripts/build_llama_server.py --print-path)"
 export LLAMA_SERVER_BIN
+# Named, the browser makes tests/browser fail (not skip) if it is missing.
+export CHROMIUM_BIN=/usr/bin/chromium
 
 # 4. Lint and type-check (mypy --strict, configured in pyproject.toml), then the whole suite.
 # pytest exits non-zero when no test ran (exit 5).

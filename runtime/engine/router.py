@@ -47,6 +47,7 @@ from llama_swap.runtime.core.process_state import ProcessState
 from llama_swap.runtime.core.profiles import pinned_models
 from llama_swap.runtime.core.schedulers import make_scheduler
 from llama_swap.runtime.core.schedulers.base import Evicted, Observed, Request, Scheduler
+from llama_swap.runtime.core.schedulers.snapshot import QueueSnapshot
 from llama_swap.runtime.core.selectors import SpilloverCounts
 from llama_swap.runtime.core.swappers import make_swapper, pinned_by_plan
 from llama_swap.runtime.core.swappers.budget import BudgetUsage, budget_usage
@@ -121,7 +122,9 @@ class Router:
         self._ids = itertools.count(1)
         self._waiters: dict[int, RequestArrived] = {}
         self._admitted: set[int] = set()  # waiters whose on_admitted was called
+        self._arrived: dict[int, float] = {}  # waiter -> its arrival (clock), for the Queue view
         self._last_use: dict[str, float] = {}
+        self._state_since: dict[str, float] = {}  # model -> when its last state change was seen
         self.observations = Observations(clock)  # pins, probe results, eviction counts
         self._pins_of: tuple[Plan, frozenset[str]] = (plan, pinned_by_plan(plan))
         self._tasks: set[asyncio.Task[None]] = set()
@@ -355,6 +358,26 @@ class Router:
     def is_waiting(self, request_id: int) -> bool:
         return request_id in self._waiters
 
+    def queue_snapshot(self) -> QueueSnapshot:
+        """The scheduler's queue, loads and in-flight counts now (a frozen copy)."""
+        return self.scheduler.snapshot()
+
+    def state_age(self, model: str) -> float | None:
+        """Seconds since the run loop saw `model` change state (None: not since startup);
+        the UI shows a load's elapsed time with it."""
+        since = self._state_since.get(model)
+        return None if since is None else max(0.0, self._clock() - since)
+
+    def idle_for(self, model: str) -> float | None:
+        """Seconds since `model` last served or became ready (what its ttl counts)."""
+        used = self._last_use.get(model)
+        return None if used is None else max(0.0, self._clock() - used)
+
+    def waited(self, request_id: int) -> float | None:
+        """Seconds a request still waiting has waited since it arrived (None: not waiting)."""
+        arrived = self._arrived.get(request_id)
+        return None if arrived is None else max(0.0, self._clock() - arrived)
+
     def post(self, event: Event) -> None:
         """Queue `event` for the run loop (the only task that handles events)."""
         self._queue.put_nowait(event)
@@ -533,6 +556,7 @@ class Router:
                 future.set_exception(RouteFailure(errors.shutting_down()))
         elif not future.done():  # a caller already gone never triggers a load
             self._waiters[event.request.id] = event
+            self._arrived[event.request.id] = self._clock()
             self.scheduler.on_request(event.request)
 
     def _on_swap_done(self, event: SwapDone) -> None:
@@ -563,10 +587,12 @@ class Router:
                 waiter.future.set_exception(RouteFailure(event.error))
         self._waiters.clear()
         self._admitted.clear()
+        self._arrived.clear()
         _resolve(event.done, None)
 
     def _on_state_changed(self, model: str, old: ProcessState, new: ProcessState) -> None:
         log.debug("process %s: %s -> %s", model, old, new)
+        self._state_since[model] = self._clock()
         self.observations.forget_probes()
         if new is ProcessState.READY:
             self._last_use[model] = self._clock()
@@ -680,6 +706,7 @@ class Router:
     def _take_waiter(self, request_id: int) -> RequestArrived | None:
         """Forget a waiter (answered, cancelled or gone); returns it if it was waiting."""
         self._admitted.discard(request_id)
+        self._arrived.pop(request_id, None)
         return self._waiters.pop(request_id, None)
 
     def _state_callback(self, model: str, old: ProcessState, new: ProcessState) -> None:

@@ -274,3 +274,25 @@ def test_the_checkout_wrapper_and_the_console_script_run_the_same_server(spawn: 
     script = Path(PY).parent / "swap-fake-upstream"
     if script.exists():
         assert spawn(script=[str(script)]).wait_listening().port
+
+
+async def test_timings_report_speed_like_llama_server_in_bodies_and_last_chunks(spawn: Any) -> None:
+    f = spawn("--model", "t", "--tokens", "4", "--token-delay", "0.01", "--timings").wait_listening()
+    status, body = await post_json(f.url + "/v1/chat/completions", {"messages": []})
+    assert status == 200 and body["usage"]["completion_tokens"] == 4
+    timings = body["timings"]
+    assert (timings["prompt_n"], timings["predicted_n"], timings["cache_n"]) == (1, 4, 0)
+    assert timings["predicted_ms"] >= 4  # at least 1 ms per token, so the speed is finite
+    assert timings["predicted_per_second"] == pytest.approx(
+        4 * 1000 / timings["predicted_ms"], rel=1e-3)
+    events = await sse_events(f.url + "/v1/chat/completions", {"stream": True})
+    finishing = [e for e in events[:-1] if e["choices"] and e["choices"][0]["finish_reason"]]
+    assert len(finishing) == 1  # the finishing chunk carries usage and timings, unasked
+    assert finishing[0]["usage"]["completion_tokens"] == 4
+    assert finishing[0]["timings"]["predicted_n"] == 4
+
+
+async def test_without_timings_the_answers_carry_none(fake: Fake) -> None:
+    _, body = await post_json(fake.url + "/v1/chat/completions", {"messages": []})
+    events = await sse_events(fake.url + "/v1/chat/completions", {"stream": True})
+    assert "timings" not in body and not any("timings" in e for e in events[:-1])

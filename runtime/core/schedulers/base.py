@@ -24,10 +24,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from llama_swap.runtime.core.errors import RouteError
 from llama_swap.runtime.core.process_state import ProcessState
+
+if TYPE_CHECKING:
+    from llama_swap.runtime.core.schedulers.snapshot import QueueSnapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +211,10 @@ class Scheduler(Protocol):
 
     def in_flight(self, model: str) -> int:
         """Granted-but-unfinished requests for `model` (for /running and TTL)."""
+
+    def snapshot(self) -> QueueSnapshot:
+        """What waits, what loads and what is in flight now, as a frozen copy (read by
+        the UI's Queue view between two events; never changes the scheduler)."""
 
     def awaits_swap(self, model: str) -> bool:
         """True while a swap to `model` this scheduler started has not reported back.

@@ -71,6 +71,7 @@ from llama_swap.runtime.core.schedulers.base import (
     Swapper,
 )
 from llama_swap.runtime.core.schedulers.queueing import QueueBookkeeping
+from llama_swap.runtime.core.schedulers.snapshot import LoadingGroup, QueueSnapshot
 
 log = logging.getLogger("llama_swap.scheduler")
 
@@ -144,6 +145,14 @@ class FifoScheduler:
 
     def awaits_swap(self, model: str) -> bool:
         return model in self._active
+
+    def snapshot(self) -> QueueSnapshot:
+        """The blocked queue in drain order, each active swap with its collation group
+        (the waiters it will serve when ready) and the in-flight counts, copied."""
+        loading = tuple(LoadingGroup(model, sw.evict, tuple(sw.waiters))
+                        for model, sw in self._active.items())
+        return QueueSnapshot(self.name, tuple(self._book.queue), loading,
+                             self._book.in_flight_counts())
 
     def limit(self, model: str) -> int:
         return self._limits.get(model, DEFAULT_CONCURRENCY_LIMIT)

@@ -35,6 +35,10 @@ class QueueBookkeeping:
     def in_flight(self, model: str) -> int:
         return self._in_flight.get(model, 0)
 
+    def in_flight_counts(self) -> tuple[tuple[str, int], ...]:
+        """(model, count) for every model with requests in flight, sorted by model."""
+        return tuple(sorted(self._in_flight.items()))
+
     def any_in_flight(self) -> bool:
         return bool(self._in_flight)
 

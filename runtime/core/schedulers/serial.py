@@ -40,6 +40,7 @@ from llama_swap.runtime.core.errors import RouteError, unknown_model
 from llama_swap.runtime.core.process_state import ProcessState
 from llama_swap.runtime.core.schedulers.base import Effects, Request
 from llama_swap.runtime.core.schedulers.queueing import QueueBookkeeping
+from llama_swap.runtime.core.schedulers.snapshot import LoadingGroup, QueueSnapshot
 
 log = logging.getLogger("llama_swap.scheduler")
 
@@ -83,6 +84,14 @@ class SerialScheduler:
 
     def awaits_swap(self, model: str) -> bool:
         return self.swapping == model
+
+    def snapshot(self) -> QueueSnapshot:
+        """The queue (head first: the head is the request the running swap is for),
+        the swap in progress and the in-flight counts, copied."""
+        swap = self._swap
+        loading = () if swap is None else (LoadingGroup(swap.model, swap.evict, ()),)
+        return QueueSnapshot(self.name, tuple(self._book.queue), loading,
+                             self._book.in_flight_counts())
 
     # -- events --------------------------------------------------------------
 

@@ -48,7 +48,12 @@ from llama_swap.runtime.http.middleware.mux import (
     allow_header,
     redirect_target,
 )
-from llama_swap.runtime.http.observe.access_log import HasPlanAndLog, log_access, proxy_log_of
+from llama_swap.runtime.http.observe.access_log import (
+    HasPlanAndLog,
+    is_ui_refresh,
+    log_access,
+    proxy_log_of,
+)
 from llama_swap.runtime.http.render.errors import answer_response, route_error_response
 
 # Request key: the response once its headers went out.
@@ -167,6 +172,7 @@ def default_middlewares(services: HasPlanAndLog) -> list[Any]:
             log_access(
                 proxy_log(), request.method, path, request.version, headers, request.remote,
                 status, size, started,
+                quiet=is_ui_refresh(request.method, path, request.query_string),
             )
 
     return [llama_swap_stack]

@@ -23,6 +23,7 @@ from llama_swap.runtime.core.headers import HeaderLookup
 LEVELS = {"debug": 0, "info": 1, "warn": 2, "error": 3}
 INFO = LEVELS["info"]
 SKIP_PREFIXES = ("/wol-health", "/api/performance", "/metrics")
+UI_REFRESH_PATHS = ("/api/queue",)  # polled by the UI's Queue and Models views
 
 
 class Writable(Protocol):
@@ -170,14 +171,24 @@ def access_line(
     )
 
 
+def is_ui_refresh(method: str, path: str, query: str) -> bool:
+    """A request the UI's page script makes on its own to stay current (a page fragment,
+    `?partial=1`, or a polled JSON view): logged at debug level, so an open browser tab
+    does not fill the proxy log."""
+    if method != "GET":
+        return False
+    return path in UI_REFRESH_PATHS or (path.startswith("/ui/") and "partial=" in query)
+
+
 def log_access(
     log: ProxyLog, method: str, path: str, version: tuple[int, int], headers: HeaderLookup,
-    remote: str | None, status: int, size: int, started: float,
+    remote: str | None, status: int, size: int, started: float, *, quiet: bool = False,
 ) -> None:
     """Write the access line for a finished request (`started`: its perf_counter), unless
-    `logLevel` is above INFO or `path` is one the Go original never logs."""
-    if log.level <= INFO and not path.startswith(SKIP_PREFIXES):
+    `logLevel` is above INFO or `path` is one the Go original never logs; `quiet`
+    requests (the UI's refreshes) are written at debug level."""
+    if log.level <= (LEVELS["debug"] if quiet else INFO) and not path.startswith(SKIP_PREFIXES):
         line = access_line(
             method, path, version, headers, remote, status, size, time.perf_counter() - started
         )
-        log.info(line)
+        log.log("debug" if quiet else "info", line)

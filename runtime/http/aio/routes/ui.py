@@ -10,24 +10,38 @@ into the log view, and posts the Load/Unload buttons.  It uses same-origin
 `fetch`/`EventSource`, so whatever credentials the browser holds (the Basic-auth
 prompt that the 401's `WWW-Authenticate` triggers) go along.
 
+The pages: Models (load progress with elapsed time, TTL countdown, in-flight and
+queued counts), Queue (the scheduler's queue, loads and collation groups), Playground
+(chat streamed through the proxy, embeddings), Activity (filtered pages, a tokens/s
+chart, captures), Logs (live, filtered, ANSI colours) and Config (reload diff, warnings,
+errors).  What each shows is computed in runtime/http/render/ui_pages.py and
+ui_activity.py; this module only routes and renders.
+
 Routes (all behind the API-key check, except the favicon and the static files: a path
 whose last segment has a dot is only ever a static file or a 404, never a page, and
 runtime/core/auth.py relies on that to leave them open):
 - `GET /ui` -> 301 `/ui/` (query kept);
-- `GET /ui/` and `/ui/models` models, `/ui/logs`, `/ui/activity`, `/ui/config` pages;
+- `GET /ui/` and `/ui/models`, `/ui/queue`, `/ui/playground`, `/ui/activity`, `/ui/logs`,
+  `/ui/config` pages, `/ui/capture?id=N` one capture made readable; `?partial=1` gives
+  a page's live section alone;
 - `GET /ui/<file>` a file from `static/`; a missing path whose last segment contains
   `.` -> 404, any other missing path -> the models page (SPA-style fallback, as the
   original's single-page UI answers);
 - `GET /favicon.ico` from `static/`;
+- `GET /api/queue`: the scheduler's queue as JSON (runtime/http/render/queue.py);
 - `POST /api/models/load/{model...}`: acquires the model through the router (normal
   scheduling: it swaps like a request would) and releases it at once.  Unknown or
   peer-only name -> 404 `model not found`; a failed start -> the router's error.
+
+The page script's own refreshes (`?partial=` fragments, `/api/queue`) are access-logged
+at debug level only (runtime/http/observe/access_log.py), so they do not fill the log.
 """
 
 from __future__ import annotations
 
+import asyncio
 import mimetypes
-from datetime import datetime
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -36,20 +50,24 @@ import jinja2
 from aiohttp import web
 
 from llama_swap.runtime.core.errors import RouteError
+from llama_swap.runtime.core.limits import parse_id
 from llama_swap.runtime.http.aio.app import STATE
-from llama_swap.runtime.http.observe.events import model_status
+from llama_swap.runtime.http.render import ui_activity, ui_pages
 from llama_swap.runtime.http.render.errors import route_error_response
+from llama_swap.runtime.http.render.queue import queue_document
 from llama_swap.runtime.http.services import Services
 
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
 STATIC_DIR = UI_DIR / "static"
 TEMPLATES_DIR = UI_DIR / "templates"
 
-# path under /ui/ -> (page name, body template)
-PAGES: dict[str, str] = {"": "models", "models": "models", "logs": "logs",
-                         "activity": "activity", "config": "config"}
-NAV = (("models", "Models", "/ui/"), ("logs", "Logs", "/ui/logs"),
-       ("activity", "Activity", "/ui/activity"), ("config", "Config", "/ui/config"))
+# path under /ui/ -> page name (its body template is <name>.html)
+PAGES: dict[str, str] = {"": "models", "models": "models", "queue": "queue",
+                         "playground": "playground", "activity": "activity", "logs": "logs",
+                         "config": "config", "capture": "capture"}
+NAV = (("models", "Models", "/ui/"), ("queue", "Queue", "/ui/queue"),
+       ("playground", "Playground", "/ui/playground"), ("activity", "Activity", "/ui/activity"),
+       ("logs", "Logs", "/ui/logs"), ("config", "Config", "/ui/config"))
 NOT_FOUND = "404 page not found\n"
 MODEL_NOT_FOUND = "model not found"
 HTML_HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
@@ -58,6 +76,14 @@ HTML_HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"
 def url_path(name: str) -> str:
     """A model id/alias as a URL path tail (ids may contain `/`, which stays a separator)."""
     return quote(name, safe="/")
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def strip_ansi(text: str) -> str:
+    """Log text without terminal escapes (the page script renders the colours)."""
+    return _ANSI.sub("", text)
 
 
 def _environment() -> jinja2.Environment:
@@ -69,104 +95,73 @@ def _environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
     )
     env.filters["urlpath"] = url_path
+    env.filters["ansi"] = strip_ansi
     return env
 
 
 _ENV = _environment()
+BIG_CAPTURE = 1 << 20  # bytes: decoding and pretty-printing bigger captures runs off the loop
 
 
 # ------------------------------------------------------------------ page contexts
 
 
-def models_context(state: Services) -> dict[str, Any]:
-    states = {mid: proc.state for mid, proc in state.router.processes.items()}
-    rows = model_status(state.plan, states)
-    local = [{**r, "inFlight": state.router.in_flight(r["id"])} for r in rows if not r["peerID"]]
+def activity_context(request: web.Request) -> dict[str, Any]:
+    state = request.app[STATE]
+    query = ui_activity.parse_query(request.query)
+    entries = state.activity.entries()  # the one place the page reads activity from
+    page = ui_activity.as_page(entries, query)
+    models = sorted({str(e.get("model", "")) for e in entries} | set(state.plan.models))
     return {
-        "models": local,
-        "peers": [r for r in rows if r["peerID"]],
-        "loaded": sum(1 for r in local if r["state"] not in ("stopped", "shutdown")),
+        "rows": [ui_activity.row(e) for e in page["data"]],
+        "pager": page, "query": query, "models": [m for m in models if m],
+        "statuses": ui_activity.STATUS_FILTERS,
+        "chart": ui_activity.speed_chart(ui_activity.matching(entries, query)),
     }
 
 
-def logs_context(state: Services, source: str) -> dict[str, Any]:
-    sources = ["proxy", "upstream", *state.plan.models]
-    if source not in sources:
-        source = "proxy"
-    return {"sources": sources, "source": source}
+async def capture_context(request: web.Request) -> dict[str, Any]:
+    raw = request.query.get("id", "")
+    capture_id = parse_id(raw) if raw.isdigit() else None
+    found = None if capture_id is None else request.app[STATE].captures.get(capture_id)
+    view = None
+    if found is not None:
+        if found.size > BIG_CAPTURE:
+            view = await asyncio.to_thread(lambda: ui_activity.capture_view(found.render()))
+        else:
+            view = ui_activity.capture_view(found.render())
+    return {"capture": view, "requested": raw}
 
 
-def _number(value: Any, digits: int = 0) -> str:
-    if not isinstance(value, int | float) or value < 0:
-        return "–"
-    return f"{value:.{digits}f}" if digits else str(int(value))
-
-
-def _when(stamp: Any) -> str:
-    try:
-        return datetime.fromisoformat(str(stamp)).strftime("%H:%M:%S")
-    except ValueError:
-        return str(stamp)
-
-
-def activity_context(request: web.Request) -> dict[str, Any]:
-    entries = request.app[STATE].activity.entries()
-    rows = []
-    for e in reversed(entries):  # newest first
-        tokens = e.get("tokens") or {}
-        rows.append({
-            "id": e.get("id"),
-            "time": _when(e.get("timestamp")),
-            "timestamp": e.get("timestamp"),
-            "model": e.get("model", ""),
-            "path": e.get("req_path", ""),
-            "status": e.get("resp_status_code", ""),
-            "input": _number(tokens.get("input_tokens")),
-            "output": _number(tokens.get("output_tokens")),
-            "cached": _number(tokens.get("cache_tokens")),
-            "prompt_speed": _number(tokens.get("prompt_per_second"), 1),
-            "gen_speed": _number(tokens.get("tokens_per_second"), 1),
-            "duration": _number(e.get("duration_ms")),
-            "error": e.get("error_msg") or "",
-        })
-    return {"entries": rows, "available": True}
-
-
-def _locate(diag: dict[str, Any]) -> str:
-    """`file:line:column` of a diagnostic, as much of it as is known."""
-    where = str(diag.get("file") or "")
-    if diag.get("line"):
-        where += f":{diag['line']}"
-        if diag.get("column"):
-            where += f":{diag['column']}"
-    return where
-
-
-def config_context(state: Services) -> dict[str, Any]:
-    reloader = state.reloader
-    status = reloader.status() if reloader is not None else None
-    error = status.get("lastError") if status else None
-    diagnostics = []
-    if error:
-        for d in error.get("diagnostics") or ():
-            diagnostics.append({**d, "where": _locate(d)})
-    return {"status": status, "error": error, "diagnostics": diagnostics,
-            "plan_models": sorted(state.plan.models), "scheduler": state.plan.routing.scheduler}
+async def page_context(request: web.Request, page: str) -> dict[str, Any]:
+    state = request.app[STATE]
+    if page == "models":
+        return ui_pages.models_context(state)
+    if page == "queue":
+        return ui_pages.queue_context(state)
+    if page == "playground":
+        return ui_pages.playground_context(state)
+    if page == "logs":
+        source = request.query.get("source", "proxy")
+        buffer = {"proxy": state.proxy_log, "upstream": state.upstream_log}.get(source)
+        proc = state.router.processes.get(source)
+        if buffer is None and proc is not None:
+            buffer = proc.log
+        history = buffer.history() if buffer is not None else ""
+        return ui_pages.logs_context(state, source, history)
+    if page == "activity":
+        return activity_context(request)
+    if page == "capture":
+        return await capture_context(request)
+    return ui_pages.config_context(state)
 
 
 # ------------------------------------------------------------------ handlers
 
 
-def render_page(request: web.Request, page: str) -> web.Response:
+async def render_page(request: web.Request, page: str) -> web.Response:
     state = request.app[STATE]
-    if page == "models":
-        ctx = models_context(state)
-    elif page == "logs":
-        ctx = logs_context(state, request.query.get("source", "proxy"))
-    elif page == "activity":
-        ctx = activity_context(request)
-    else:
-        ctx = config_context(state)
+    ctx = await page_context(request, page)
     body = f"{page}.html"
     if "partial" in request.query:
         html = _ENV.get_template(body).render(ctx)
@@ -216,13 +211,13 @@ async def ui(request: web.Request) -> web.StreamResponse:
     tail = request.match_info["tail"]
     page = PAGES.get(tail.rstrip("/"))
     if page is not None:
-        return render_page(request, page)
+        return await render_page(request, page)
     found = static_file(tail)
     if found is not None:
         return file_response(found)
     if "." in tail.rsplit("/", 1)[-1]:
         return not_found()
-    return render_page(request, "models")  # SPA-style fallback
+    return await render_page(request, "models")  # SPA-style fallback
 
 
 async def favicon(request: web.Request) -> web.StreamResponse:
@@ -243,7 +238,15 @@ async def load_model(request: web.Request) -> web.Response:
     return web.Response(text="OK")
 
 
+async def queue(request: web.Request) -> web.Response:
+    """`GET /api/queue`: the scheduler's queue, loads and in-flight counts
+    (runtime/http/render/queue.py has the shape)."""
+    router = request.app[STATE].router
+    return web.json_response(queue_document(router.queue_snapshot(), router.waited))
+
+
 def register(app: web.Application, services: Services) -> None:
+    app.router.add_get("/api/queue", queue)
     app.router.add_get("/favicon.ico", favicon)
     app.router.add_get("/ui", ui_redirect)
     app.router.add_get("/ui/{tail:.*}", ui)
