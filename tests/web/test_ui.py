@@ -54,7 +54,7 @@ async def test_models_page_lists_local_and_peer_models(serve: Serve) -> None:
     assert 'data-post="/api/models/load/org/alpha"' in html
     assert 'data-post="/api/models/unload/org/alpha"' in html
     assert 'data-post="/api/models/unload"' in html  # unload all
-    assert '<tr data-peer-model="peer-x"><td class="id">peer-x</td><td>remote</td>' in html
+    assert '<tr data-peer-model="remote/peer-x"><td class="id">remote/peer-x</td><td>remote</td>' in html
     assert "0 of 2 loaded" in html
     assert '<script src="/ui/app.js"' in html
 
