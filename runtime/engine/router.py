@@ -157,6 +157,8 @@ class Router:
         self._plan = plan
         if self._active_profile is not None and self._active_profile not in plan.profiles:
             self.set_active_profile(None)
+        elif self._active_profile is not None:  # the same profile may now pin other models
+            self.set_pinned(self.pinned_models())
 
     @property
     def active_profile(self) -> str | None:
@@ -172,6 +174,7 @@ class Router:
         if name == self._active_profile:
             return False
         self._active_profile = name
+        self.set_pinned(self.pinned_models())  # its pinned models are never evicted
         log.info("active profile changed to %s", f'"{name}"' if name else "none")
         if self._on_event is not None:
             self._on_event({"type": "profileChanged", "active": name})

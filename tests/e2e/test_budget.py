@@ -244,3 +244,29 @@ async def test_api_events_carries_the_budget_in_use_and_the_declared_sizes(
         "resources": {"vram": {"capacity": 20, "used": 10}},
     }
     assert [m["resources"] for m in frames["modelStatus"]] == [{"vram": 10}, {"vram": 10}]
+
+
+async def test_the_active_profiles_pinned_model_is_never_evicted(
+    proxy: Any, record_file: Path
+) -> None:
+    """A profile pinning `a` keeps it loaded although it is the least recently used; the
+    next idle model makes room instead.  With no profile active, `a` goes again."""
+    from llama_swap.compiler.plan import Profile
+
+    models = [sized(fake_model(m, record_file), vram=10) for m in ("a", "b", "c")]
+    plan = budget_plan(models, vram=20)
+    pinned = Profile(id="keep-a", description="", pins=MappingProxyType({"chat": "a"}))
+    p = proxy(replace(plan, profiles=MappingProxyType({"keep-a": pinned})))
+    async with aiohttp.ClientSession() as s:
+        async with s.put(f"{p.url}/api/profiles/active", json={"name": "keep-a"}) as resp:
+            assert resp.status == 200
+        for m in ("a", "b"):  # a is the least recently used
+            assert (await post_chat(s, p.url, m))[0] == 200
+        assert (await post_chat(s, p.url, "c"))[0] == 200
+        assert await running_models(s, p.url) == ["a", "c"]  # b made room, not a
+        assert models_alive(p) == ["a", "c"]
+
+        async with s.put(f"{p.url}/api/profiles/active", json={"name": None}) as resp:
+            assert resp.status == 200
+        assert (await post_chat(s, p.url, "b"))[0] == 200  # now a, the LRU one, goes
+        assert await running_models(s, p.url) == ["b", "c"]
