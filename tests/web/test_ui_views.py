@@ -153,12 +153,12 @@ def test_a_capture_is_shown_with_pretty_json_and_binary_noted() -> None:
 async def test_the_activity_page_pages_filters_and_links_captures(serve: Serve) -> None:
     client, services = await start(serve, plan())
     for i in range(30):
-        _, meter = exchange(services.captures, "/v1/chat/completions", b"{}",
-                            b'{"timings": {"predicted_n": 4, "predicted_per_second": 12.5}}',
-                            status=200 if i % 10 else 500)
+        draft, meter = exchange(services.captures, "/v1/chat/completions", b"{}",
+                                b'{"timings": {"predicted_n": 4, "predicted_per_second": 12.5}}',
+                                status=200 if i % 10 else 500)
         services.activity.record(started=0.0, duration_ms=5, model="alpha" if i % 2 else "beta",
                                  req_path="/v1/chat/completions", meter=meter,
-                                 capture=lambda _id: _id == 29)
+                                 capture=lambda _id, d=draft: _id == 29 and d.store(_id))
     html = await text(client, "/ui/activity")
     assert "30 requests recorded" in html and "page 1 of 2" in html
     assert 'href="/ui/activity?page=2" rel="next"' in html

@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import mimetypes
 import re
+import sqlite3
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -52,6 +53,9 @@ from aiohttp import web
 from llama_swap.runtime.core.errors import RouteError
 from llama_swap.runtime.core.limits import parse_id
 from llama_swap.runtime.http.aio.app import STATE
+from llama_swap.runtime.http.observe.activity_db import StoreError
+from llama_swap.runtime.http.observe.activity_query import MAX_LIMIT
+from llama_swap.runtime.http.observe.activity_query import ActivityQuery as StoreQuery
 from llama_swap.runtime.http.render import ui_activity, ui_pages
 from llama_swap.runtime.http.render.errors import route_error_response
 from llama_swap.runtime.http.render.queue import queue_document
@@ -106,17 +110,50 @@ BIG_CAPTURE = 1 << 20  # bytes: decoding and pretty-printing bigger captures run
 # ------------------------------------------------------------------ page contexts
 
 
-def activity_context(request: web.Request) -> dict[str, Any]:
+# With a status filter (which the store's query does not have) the page is cut from the
+# newest rows of the history, this many.
+STATUS_WINDOW = MAX_LIMIT
+
+
+async def _history(
+    state: Services, query: ui_activity.ActivityQuery
+) -> tuple[dict[str, Any], list[Any]]:
+    """One page of activity from the persistent store (so history from before a restart
+    shows), and the rows the speed chart is drawn from.  When the store cannot answer, the
+    in-memory log is used as before."""
+    models = (query.model,) if query.model else ()
+    try:
+        page, window = await _from_store(state, query, models)
+    except (StoreError, sqlite3.Error):
+        entries = state.activity.entries()
+        return ui_activity.as_page(entries, query), entries
+    for entry in page["data"]:  # captures live in memory, not in the store
+        entry["has_capture"] = entry["id"] in state.captures
+    return page, window
+
+
+async def _from_store(
+    state: Services, query: ui_activity.ActivityQuery, models: tuple[str, ...]
+) -> tuple[dict[str, Any], list[Any]]:
+    """Without a status filter the store pages the whole history; with one, the newest
+    STATUS_WINDOW rows are filtered and paged here."""
+    window = (await state.store.page(StoreQuery(models=models, limit=STATUS_WINDOW)))["data"]
+    if query.status:
+        return ui_activity.paginate(window, query), window
+    page = await state.store.page(StoreQuery(models=models, limit=query.limit, page=query.page))
+    return page, window
+
+
+async def activity_context(request: web.Request) -> dict[str, Any]:
     state = request.app[STATE]
     query = ui_activity.parse_query(request.query)
-    entries = state.activity.entries()  # the one place the page reads activity from
-    page = ui_activity.as_page(entries, query)
-    models = sorted({str(e.get("model", "")) for e in entries} | set(state.plan.models))
+    page, window = await _history(state, query)
+    models = sorted({str(e.get("model", "")) for e in window} | set(state.plan.models))
     return {
         "rows": [ui_activity.row(e) for e in page["data"]],
         "pager": page, "query": query, "models": [m for m in models if m],
         "statuses": ui_activity.STATUS_FILTERS,
-        "chart": ui_activity.speed_chart(ui_activity.matching(entries, query)),
+        "chart": ui_activity.speed_chart(ui_activity.matching(window, query)),
     }
 
 
@@ -150,7 +187,7 @@ async def page_context(request: web.Request, page: str) -> dict[str, Any]:
         history = buffer.history() if buffer is not None else ""
         return ui_pages.logs_context(state, source, history)
     if page == "activity":
-        return activity_context(request)
+        return await activity_context(request)
     if page == "capture":
         return await capture_context(request)
     return ui_pages.config_context(state)
