@@ -238,55 +238,53 @@ def test_pages_read_without_javascript_and_the_dark_theme_is_kept(
     shot(page, "dark")
 
 
-def test_profile_choice_and_in_flight_cancel_follow_the_documented_api_shapes(
+def test_the_profile_drop_down_switches_profiles_and_cancel_ends_a_request_in_flight(
         proxy: Callable[..., Proxy], record_file: Path, browser: Any, shot: Shot) -> None:
-    """The profile drop-down and the in-flight list appear only when the server offers
-    those APIs.  This proxy does not (yet): their answers are played here by the browser's
-    request routing, in the shapes `GET /api/profiles`, `PUT /api/profiles/active`, the
-    per-request `inflight` event and `POST /api/inflight/{id}/cancel` have in the Go
-    original.  Once the proxy serves them, this test should use the real ones."""
-    p = proxy(make_plan([fake_model("m", record_file)]))
+    """The header's profile drop-down lists the plan's profiles and switches the active one
+    through `PUT /api/profiles/active`; a streaming request shows in the in-flight list and
+    its Cancel button ends it (the client's stream is cut short)."""
+    from types import MappingProxyType
+
+    from llama_swap.compiler.plan import Profile
+
+    plan = make_plan([fake_model("m", record_file, "--tokens", "400", "--token-delay", "0.1")])
+    profiles = {
+        "coding": Profile(id="coding", description="Coding setup",
+                          pins=MappingProxyType({"llm": "m"})),
+        "chat": Profile(id="chat", description="", pins=MappingProxyType({"llm": ""})),
+    }
+    p = proxy(replace(plan, profiles=MappingProxyType(profiles)))
     page = browser(DESKTOP).new_page()
-    profiles = {"active": None, "profiles": [
-        {"id": "coding", "description": "Coding setup", "pins": {"llm": "m"}},
-        {"id": "chat", "description": "", "pins": {"llm": ""}}]}
-    sent: list[tuple[str, str]] = []
-
-    def answer_profiles(route: Any) -> None:
-        request = route.request
-        if request.method == "PUT":
-            sent.append((request.url, request.post_data or ""))
-            profiles["active"] = json.loads(request.post_data or "{}").get("name")
-            route.fulfill(json={"active": profiles["active"]})
-        else:
-            route.fulfill(json=profiles)
-
-    entry = {"id": "7", "timestamp": "2026-08-01T10:00:00.123Z", "model": "m",
-             "req_path": "/v1/chat/completions", "method": "POST", "req_headers": {},
-             "remote_ip": "203.0.113.9", "resp_headers": {}, "resp_bytes": 120,
-             "elapsed_ms": 1500}
-    frame = {"type": "inflight", "data": json.dumps({"operation": "snapshot", "requests": [entry]})}
-
-    def answer_cancel(route: Any) -> None:
-        sent.append((route.request.url, route.request.method))
-        route.fulfill(json={"msg": "ok"})
-
-    page.route("**/api/profiles**", answer_profiles)
-    page.route("**/api/events", lambda route: route.fulfill(
-        status=200, headers={"Content-Type": "text/event-stream"},
-        body=f"event:message\ndata:{json.dumps(frame)}\n\n"))
-    page.route("**/api/inflight/*/cancel", answer_cancel)
     page.goto(p.url + "/ui/queue")
     select = page.locator("#profile")
     select.wait_for()
-    assert page.locator("#profile option").all_inner_texts() == ["none", "coding", "chat"]
+    assert page.locator("#profile option").all_inner_texts() == ["none", "chat", "coding"]
     select.select_option("coding")
     page.wait_for_function("() => document.querySelector('#profile').value === 'coding'")
-    assert sent[0] == (p.url + "/api/profiles/active", '{"name":"coding"}')
-    row = page.locator('#inflight-box tr[data-inflight="7"]')
+    with urllib.request.urlopen(p.url + "/api/profiles", timeout=10) as resp:
+        assert json.loads(resp.read())["active"] == "coding"
+
+    received: list[bytes] = []
+
+    def stream() -> None:
+        req = urllib.request.Request(
+            p.url + "/v1/chat/completions",
+            json.dumps({"model": "llm", "stream": True}).encode(),
+            {"Content-Type": "application/json"}, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                while chunk := resp.read(256):
+                    received.append(chunk)
+        except OSError:  # the cut connection, as a client sees it
+            pass
+
+    streaming = in_background(stream)
+    row = page.locator("#inflight-box tr[data-inflight]")
     row.wait_for()
-    assert "POST /v1/chat/completions" in row.inner_text() and "203.0.113.9" in row.inner_text()
+    assert "POST /v1/chat/completions" in row.inner_text()
     shot(page, "profile-and-inflight")
     row.get_by_role("button", name="Cancel").click()
-    page.wait_for_function("() => !document.querySelector('#inflight-box button:disabled')")
-    assert sent[1] == (p.url + "/api/inflight/7/cancel", "POST")
+    join_ok(streaming)  # 400 tokens at 0.1 s would take 40 s: it ended because it was cancelled
+    body = b"".join(received)
+    assert b"data: [DONE]" not in body
+    page.locator("#inflight-box tr[data-inflight]").wait_for(state="detached")
