@@ -26,8 +26,8 @@ async def test_requests_are_recorded_with_tokens_and_published(proxy: Any, recor
     p = proxy(surface_plan([fake_model("a", record_file, "--tokens", "5")], metricsMaxInMemory=3))
     async with aiohttp.ClientSession() as s, s.get(p.url + "/api/events") as events:
         buf = [b""]
-        burst = await next_events(events, buf, lambda f: len(f) >= 5)
-        assert burst[3] == {"type": "metrics", "data": []}
+        burst = await next_events(events, buf, lambda f: len(f) >= 6)
+        assert burst[4] == {"type": "metrics", "data": []}  # after profileChanged
 
         async with s.post(p.url + "/v1/chat/completions", json={"model": "a"}) as r:
             assert r.status == 200

@@ -70,7 +70,7 @@ async def test_models_page_and_the_load_unload_buttons(proxy: Any, record_file: 
         html = await page(s, p.url + "/ui/")
         assert [row_state(html, m) for m in ("broken", "b", "org/a")] == ["stopped"] * 3
         assert "Model A" in html and "the &lt;a&gt; model" in html and ">first<" in html
-        assert '<tr data-peer-model="far-model"><td class="id">far-model</td><td>far</td>' in html
+        assert '<tr data-peer-model="far/far-model"><td class="id">far/far-model</td><td>far</td>' in html
 
         status, _, body = await fetch(s, "POST", p.url + "/api/models/load/first")  # an alias
         assert (status, body) == (200, b"OK")
