@@ -12,6 +12,8 @@ adds two build steps:
 
 Editable installs get no stamp: they run from the checkout, whose commit moves, so the
 runtime asks git at run time instead. A tree with uncommitted changes is marked `-dirty`.
+Where there is no `.git` (a container build copies only the sources), the commit may be given
+as `LLAMA_SWAP_BUILD_COMMIT` (the Containerfile passes its `VCS_REF` build argument).
 `SOURCE_DATE_EPOCH`, when set, fixes the build time (reproducible builds).
 """
 
@@ -42,14 +44,14 @@ def _git(*args: str) -> str | None:
 
 
 def stamp_text() -> str | None:
-    """The module's source, or None when this is not a git checkout (then keep what is there)."""
-    if not (HERE / ".git").exists():
-        return None
-    commit = _git("rev-parse", "HEAD")
+    """The module's source, or None when the commit is unknown (then keep what is there)."""
+    commit = os.environ.get("LLAMA_SWAP_BUILD_COMMIT", "").strip() or None
+    if commit is None and (HERE / ".git").exists():
+        commit = _git("rev-parse", "HEAD")
+        if commit and _git("status", "--porcelain", "--untracked-files=no"):
+            commit += "-dirty"
     if not commit:
         return None
-    if _git("status", "--porcelain", "--untracked-files=no"):
-        commit += "-dirty"
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     when = datetime.fromtimestamp(int(epoch), UTC) if epoch else datetime.now(UTC)
     return (

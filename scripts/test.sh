@@ -4,11 +4,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# 1. System packages for building the real llama-server (tests/e2e/test_llama_server.py).
+# 1. System packages for building the real llama-server (tests/e2e/test_llama_server.py)
+#    and for the container tests.
 need_apt=()
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 command -v ninja >/dev/null 2>&1 || need_apt+=(ninja-build)
 command -v g++ >/dev/null 2>&1 || need_apt+=(g++)
+# Container image and clean-root tests (tests/deploy/): podman with runc, and debootstrap.
+for tool in podman buildah debootstrap runc; do
+  command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool")
+done
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
