@@ -77,6 +77,7 @@ def test_the_demo_runs_in_the_container_and_sigterm_stops_it_cleanly(
     base = f"http://127.0.0.1:{port}"
     podman(
         "run", "-d", "--name", container_name, "--network=host",
+        "--read-only",  # as the Kubernetes manifests run it (podman adds a tmpfs /tmp)
         "-e", f"LLAMA_SWAP_HEALTH_URL={base}/health",
         proxy_image, "--demo", "--listen", f"127.0.0.1:{port}",
     )  # fmt: skip
