@@ -151,11 +151,30 @@ def build_args_for_this_machine() -> list[str]:
     return ["--network=host", "--secret", f"id=pipcert,src={HOST_CA_BUNDLE}"]
 
 
-def build_image(podman: Podman, target: str, tag: str) -> None:
+def build_image(podman: Podman, target: str, tag: str, *extra: str) -> None:
     """Build the Containerfile's `target` on the debootstrap base (layers cached by podman)."""
     commit = run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"]).stdout.strip()
     podman(
         "build", "--format", "docker", "--target", target, "-t", tag,
         "--build-arg", f"BASE_IMAGE={base_image(podman)}", "--build-arg", f"VCS_REF={commit}",
-        *build_args_for_this_machine(), "-f", str(REPO_ROOT / "Containerfile"), str(REPO_ROOT),
+        *build_args_for_this_machine(), *extra,
+        "-f", str(REPO_ROOT / "Containerfile"), str(REPO_ROOT),
     )  # fmt: skip
+
+
+def llama_server_stage(podman: Podman, binary: Path) -> str:
+    """An image holding `binary` at /opt/llama.cpp/bin/llama-server, for LLAMA_SERVER_STAGE.
+
+    The suite's llama-server is built once per machine from the same sdist and flags as the
+    Containerfile's llama-build stage; handing it in spares every run another 8-minute
+    compile (the stage itself is what users build).
+    """
+    base = base_image(podman)
+    tag = f"localhost/llama-swap-py-test-llama-bin:{binary.parent.name}"
+    with tempfile.TemporaryDirectory(prefix="llama-bin-") as tmp:
+        shutil.copy2(binary, Path(tmp) / "llama-server")
+        (Path(tmp) / "Containerfile").write_text(
+            f"FROM {base}\nCOPY llama-server /opt/llama.cpp/bin/llama-server\n"
+        )
+        podman("build", "-t", tag, tmp)
+    return tag
