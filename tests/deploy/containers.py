@@ -152,14 +152,28 @@ def build_args_for_this_machine() -> list[str]:
 
 
 def build_image(podman: Podman, target: str, tag: str, *extra: str) -> None:
-    """Build the Containerfile's `target` on the debootstrap base (layers cached by podman)."""
+    """Build the Containerfile's `target` on the debootstrap base (layers cached by podman).
+
+    The image this replaces under `tag` is removed, so repeated runs on one machine do not pile
+    up a copy of the application layer per change.
+    """
     commit = run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"]).stdout.strip()
+    before = image_id(podman, tag)
     podman(
         "build", "--format", "docker", "--target", target, "-t", tag,
         "--build-arg", f"BASE_IMAGE={base_image(podman)}", "--build-arg", f"VCS_REF={commit}",
         *build_args_for_this_machine(), *extra,
         "-f", str(REPO_ROOT / "Containerfile"), str(REPO_ROOT),
     )  # fmt: skip
+    if before and before != image_id(podman, tag):
+        subprocess.run(podman.argv("rmi", before), env=podman.env(), capture_output=True,
+                       check=False)  # still in use by a container: kept, no harm
+
+
+def image_id(podman: Podman, tag: str) -> str:
+    if not podman.image_exists(tag):
+        return ""
+    return podman("image", "inspect", "--format", "{{.Id}}", tag).stdout.strip()
 
 
 def llama_server_stage(podman: Podman, binary: Path) -> str:
