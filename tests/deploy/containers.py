@@ -177,11 +177,11 @@ def image_id(podman: Podman, tag: str) -> str:
 
 
 def llama_server_stage(podman: Podman, binary: Path) -> str:
-    """An image holding `binary` at /opt/llama.cpp/bin/llama-server, for LLAMA_SERVER_STAGE.
+    """An image holding `binary` at /opt/llama.cpp/bin/llama-server, for LLAMA_BUILD_IMAGE.
 
     The suite's llama-server is built once per machine from the same sdist and flags as the
     Containerfile's llama-build stage; handing it in spares every run another 8-minute
-    compile (the stage itself is what users build).
+    compile (the stage then skips its compile; without it, it is what users build).
     """
     base = base_image(podman)
     tag = f"localhost/llama-swap-py-test-llama-bin:{binary.parent.name}"

@@ -3,7 +3,7 @@
 `podman run -v models:/models -v config:/config` with a one-model fragment in the config
 folder: a chat request through llama-swap starts the CPU llama-server inside the container and
 gets its answer; SIGTERM stops both with exit code 0. The llama-server binary comes from the
-suite's cached build of the same sdist (LLAMA_SERVER_STAGE), so this costs seconds, not a
+suite's cached build of the same sdist (LLAMA_BUILD_IMAGE), so this costs seconds, not a
 compile; like the other llama-server tests it fails under CI when that build is missing.
 """
 
@@ -35,7 +35,7 @@ def podman() -> Podman:
 @pytest.fixture(scope="module")
 def cpu_image(podman: Podman, llama_server_bin: Path) -> str:
     stage = llama_server_stage(podman, llama_server_bin)
-    build_image(podman, "llama-server", IMAGE, "--build-arg", f"LLAMA_SERVER_STAGE={stage}")
+    build_image(podman, "llama-server", IMAGE, "--build-arg", f"LLAMA_BUILD_IMAGE={stage}")
     return IMAGE
 
 
