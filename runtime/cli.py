@@ -18,17 +18,17 @@ import ssl
 import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 from llama_swap.compiler.diagnostics import CompileError, Diagnostic
 from llama_swap.compiler.plan import Plan
 from llama_swap.runtime.core.connections import ConnectionLimits
 from llama_swap.runtime.engine.plan_loader import PlanLoadError, load_plan
 from llama_swap.runtime.http.render.version import package_version as version
+from llama_swap.runtime.http.render.version import version_line
 from llama_swap.runtime.serve import DEFAULT_SHUTDOWN_TIMEOUT, ServeOptions, parse_listen, serve
 
 EXIT_OK, EXIT_CONFIG, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
-COMMIT = "unknown"
-BUILD_DATE = "unknown"
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{name}", f"-{name}", **kw)  # type: ignore[arg-type]
 
     opt("config", metavar="FILE", help="YAML config file (compiled in-process)")
+    opt("demo", action="store_true",
+        help="serve the built-in demo config (fake models, no GPU or downloads needed)")
     opt("config-dir", metavar="DIR", help="directory of YAML fragments merged after --config")
     opt("plan", metavar="PLAN", help="a plan JSON written by swap-compile (instead of a config)")
     opt("listen", metavar="ADDR", default="", help="listen address (default :8080, :8443 with TLS)")
@@ -117,6 +119,16 @@ def obtain_plan(args: argparse.Namespace) -> Plan:
     return result.plan
 
 
+def use_demo_config() -> str:
+    """The packaged demo config's path, with the interpreter it needs named in the environment.
+
+    The demo's models run the fake upstream with this very interpreter, so the demo works from
+    a wheel or pipx install whatever PATH holds (the variable is inherited by reloads too).
+    """
+    os.environ["LLAMA_SWAP_DEMO_PYTHON"] = sys.executable
+    return str(Path(__file__).resolve().parent / "demo" / "config.yaml")
+
+
 def tls_context(cert: str, key: str) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(cert, key)
@@ -127,8 +139,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 on a usage error
     if args.version:
-        print(f"version: {version()} ({COMMIT}), built at {BUILD_DATE}")
+        print(version_line())
         return EXIT_OK
+    if args.demo:
+        if args.plan or args.config or args.config_dir:
+            parser.print_usage(sys.stderr)
+            print("llama-swap: --demo cannot be combined with --config/--config-dir/--plan",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        args.config = use_demo_config()
     if args.plan and (args.config or args.config_dir):
         parser.print_usage(sys.stderr)
         print("llama-swap: --plan cannot be combined with --config/--config-dir", file=sys.stderr)

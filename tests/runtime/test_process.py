@@ -29,9 +29,12 @@ from tests.e2e.procs import free_port
 PY = sys.executable
 
 # a child that ignores SIGTERM and says so once the handler is installed
+# The handlers write with os.write: a print() from a handler that interrupts the main code's own
+# print (the proxy may send SIGTERM as soon as it has read a line whose flush has not returned
+# yet) raises "reentrant call" and the child dies instead of ignoring the signal.
 IGNORES_SIGTERM = textwrap.dedent("""
-    import signal, time
-    signal.signal(signal.SIGTERM, lambda *a: print("got SIGTERM, ignoring", flush=True))
+    import os, signal, time
+    signal.signal(signal.SIGTERM, lambda *a: os.write(1, b"got SIGTERM, ignoring\\n"))
     print("handler installed", flush=True)
     while True:
         time.sleep(1)
@@ -275,11 +278,11 @@ async def test_a_child_ignoring_sigterm_is_killed_after_the_grace(h: Harness) ->
 
 # a child whose output never ends a line, and which ignores SIGTERM (saying so, unfinished)
 UNFINISHED_LINE = textwrap.dedent("""
-    import signal, sys, time
+    import os, signal, sys, time
     def say(text):
         sys.stdout.write(text)
         sys.stdout.flush()
-    signal.signal(signal.SIGTERM, lambda *a: say(" ignoring SIGTERM"))
+    signal.signal(signal.SIGTERM, lambda *a: os.write(1, b" ignoring SIGTERM"))
     say("loading 42%")
     while True:
         time.sleep(1)

@@ -118,7 +118,8 @@ async def test_each_peer_has_its_own_response_header_timeout(serve) -> None:
     patient = asyncio.ensure_future(client.get("/patient"))
     r = await client.get("/impatient")
     assert r.status == 502
-    assert (await r.json())["error"]["message"].startswith("peer proxy error: no response headers")
+    assert (await r.json())["error"]["message"].startswith(
+        "peer proxy error: [impatient] no response headers")
     assert not patient.done()
     release.set()
     r = await patient

@@ -6,7 +6,7 @@ the peer's, a configured `apiKey` replaces the client's credentials
 (`Authorization: Bearer` and `x-api-key`), each peer has its own connection
 pool and timeouts, and responses stream through (SSE gets
 `X-Accel-Buffering: no`).  Any failure before the response starts is a 502
-`peer proxy error: <err>`, negotiated like every error of the proxy's own (the
+`peer proxy error: [<peer id>] <err>`, negotiated like every error of the proxy's own (the
 OpenAI-shaped JSON unless the client asks for text).  No swapping, no concurrency limit,
 no loading state.
 """
@@ -58,9 +58,10 @@ def client_timeout(t: Timeouts) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=None, sock_connect=t.connect or None)
 
 
-def peer_error(request: web.Request, message: str) -> web.Response:
-    """The 502 for a peer that could not be reached or failed before answering."""
-    return error_response(request.headers, 502, f"peer proxy error: {message}")
+def peer_error(request: web.Request, peer: Peer, message: str) -> web.Response:
+    """The 502 for a peer that could not be reached or failed before answering; it names the
+    peer, so with several peers the client (and whoever reads the log) knows which is down."""
+    return error_response(request.headers, 502, f"peer proxy error: [{peer.id}] {message}")
 
 
 class PeerPool:
@@ -114,15 +115,15 @@ class PeerPool:
                     request.method, url, headers=headers, data=data, allow_redirects=False
                 )
         except TimeoutError:
-            return peer_error(request, no_headers_within(peer.timeouts.responseHeader))
+            return peer_error(request, peer, no_headers_within(peer.timeouts.responseHeader))
         except (aiohttp.ClientError, OSError) as exc:
-            return peer_error(request, str(exc) or type(exc).__name__)
+            return peer_error(request, peer, str(exc) or type(exc).__name__)
         if meter is not None:
             tee_response(upstream, meter)
         try:
             return await relay(request, upstream)
         except UpstreamError as exc:
-            return peer_error(request, str(exc))
+            return peer_error(request, peer, str(exc))
         except BaseException:
             upstream.close()
             raise
