@@ -51,7 +51,9 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         raise
     meter = ResponseMeter() if request.method == "POST" else None
     try:
-        with recording(services, request.headers, req.model_id, request.path, meter, req) as rec:
+        with recording(
+            services, request.headers, req.model_id, request.path, meter, req, chosen.selector
+        ) as rec:
             resp = await tracked(
                 request, services.inflight, req.model_id, request.path,
                 lambda: _dispatch(request, services, req, meter),
