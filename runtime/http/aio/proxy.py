@@ -66,6 +66,16 @@ _SKIP_AUTO = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Content-Type
 
 Body = Any  # bytes | AsyncIterable[bytes] | a ForwardBody (runtime/http/request/body.py) | None
 
+# Request key: the query string to send upstream instead of the client's, when a profile
+# pin or a selector rewrote a GET's `?model=` (runtime/http/request/choose.py).
+FORWARD_QUERY: web.RequestKey[str] = web.RequestKey("llama_swap_forward_query", str)
+
+
+def forward_query(request: web.Request) -> str:
+    """The percent-encoded query string the upstream gets: the client's unless rewritten."""
+    rewritten = request.get(FORWARD_QUERY)
+    return request.rel_url.raw_query_string if rewritten is None else rewritten
+
 
 class CountingResponse(web.StreamResponse):
     """A streamed response that counts the body bytes written (`body_bytes`), for the
@@ -296,7 +306,8 @@ class UpstreamPool:
     ) -> web.StreamResponse:
         """Proxy `request` to `model` at `path` (query string kept) and relay the answer.
 
-        The query string goes out exactly as the client sent it (as the fast path does);
+        The query string goes out exactly as the client sent it (as the fast path does)
+        unless a pin or selector rewrote it (`FORWARD_QUERY`);
         `raw`: so does `path`, the client's own percent-encoded text, else it is a decoded
         path, encoded here.
 
@@ -304,7 +315,7 @@ class UpstreamPool:
         upstream's body.  `tap`: called with the upstream's response before it is relayed
         (the activity log tees it there).  Raises UpstreamError when nothing was answered
         yet (the caller renders a 502)."""
-        qs = request.rel_url.raw_query_string
+        qs = forward_query(request)
         encoded_path = path if raw else URL.build(path=path).raw_path
         path_qs = f"{encoded_path}?{qs}" if qs else encoded_path
         upstream = await self.send(

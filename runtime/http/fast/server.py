@@ -420,7 +420,9 @@ class ClientConnection(asyncio.Protocol):
         entry.progress = _Progress(self)
         lane.counters.served += 1
         try:
-            with recording(lane.services, headers, model_id, head.path, meter, req) as rec:
+            with recording(
+                lane.services, headers, model_id, head.path, meter, req, chosen.selector
+            ) as rec:
                 try:
                     status, size, close = await self._exchange(
                         head, headers, model_id, cast(BytesBody, req.body).data, upstream, meter,

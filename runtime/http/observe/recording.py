@@ -29,16 +29,21 @@ class recording:  # noqa: N801 -- used like a function: `with recording(...) as 
     with `answered`, so it is recorded too.  (A class, not a generator context manager:
     this runs on every request.)"""
 
-    __slots__ = ("_services", "_model_id", "_req_path", "_meter", "_wall", "_t0", "_draft")
+    __slots__ = (
+        "_services", "_model_id", "_req_path", "_meter", "_wall", "_t0", "_draft", "_selector",
+    )
 
     def __init__(
         self, services: Services, headers: Any, model_id: str, req_path: str,
-        meter: ResponseMeter | None, source: Any = None,
+        meter: ResponseMeter | None, source: Any = None, selector: str | None = None,
     ) -> None:
         """`headers`: the request's; `source`: what holds the request body as forwarded
-        (the `Extracted` request, once filtered), captured when captures are on."""
+        (the `Extracted` request, once filtered), captured when captures are on;
+        `selector`: the selector the request was routed through, if any (`model_id`
+        is then the target it picked)."""
         self._services = services
         self._model_id = model_id
+        self._selector = selector
         self._req_path = req_path
         self._meter = meter
         self._draft: Draft | None = None
@@ -80,7 +85,7 @@ class recording:  # noqa: N801 -- used like a function: `with recording(...) as 
             req_path=self._req_path,
             meter=meter,
             capture=None if self._draft is None else self._draft.store,
-            metadata=scheduler_metadata(services.plan, self._model_id),
+            metadata=entry_metadata(services.plan, self._model_id, self._selector),
         )
 
 
@@ -90,6 +95,17 @@ def scheduler_metadata(plan: Plan, model_id: str) -> dict[str, str] | None:
     if routing.scheduler == "fifo" and model_id in plan.models:
         return grant_metadata(routing.priority, model_id)
     return None
+
+
+def entry_metadata(plan: Plan, model_id: str, selector: str | None) -> dict[str, str] | None:
+    """An activity entry's `metadata`: the scheduler's notes, plus `selector` naming the
+    selector a request was routed through, so the log shows both the concrete model (the
+    entry's `model`) and the name that picked it.  A profile pin leaves no note: the
+    entry's model is the pin's target, as in the Go original."""
+    notes = scheduler_metadata(plan, model_id)
+    if selector:
+        notes = {**notes, "selector": selector} if notes else {"selector": selector}
+    return notes
 
 
 def _body_bytes(source: Any) -> bytes | None:

@@ -4,8 +4,9 @@
 module carries the decision out on an `Extracted` request: the `model` in its
 body becomes the new name (JSON: set in place and re-encoded; multipart: the
 field's bytes replaced in the spooled read-ahead; a URL-encoded form: re-encoded),
-and the routing fields follow.  A GET's `?model=` is not rewritten: routing uses
-the new name, the upstream sees the query as sent.
+and the routing fields follow.  A GET's query gets `model=<new name>` (its other
+fields kept, re-encoded with the keys sorted, as the Go original does), so the upstream
+(llama-server's `/props?model=`) sees the concrete name too.
 
 Both the fast path and the aiohttp dispatch call `choose_for`, before the filters
 (so the target's filters apply), and `release` when the request is done.
@@ -14,6 +15,7 @@ Both the fast path and the aiohttp dispatch call `choose_for`, before the filter
 from __future__ import annotations
 
 import json
+import re
 import urllib.parse
 
 from llama_swap.compiler.plan import Plan
@@ -38,9 +40,42 @@ def _rewrite_json(req: Extracted, name: str) -> None:
     req.json = doc
 
 
+_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+
+
+def _unescape(text: bytes) -> bytes | None:
+    """A query key or value decoded (`+` is a space); None when it has a broken escape."""
+    if _BAD_ESCAPE.search(text):
+        return None
+    return urllib.parse.unquote_to_bytes(text.replace(b"+", b" "))
+
+
+def query_with_model(query: str, name: str) -> str:
+    """`query` (percent-encoded) with `model` set to `name`: every `model` field replaced
+    by one, the others kept in their order per key, keys sorted by their bytes, encoded
+    with `+` for spaces.  Fields Go's query parser drops (a `;` in them, a broken `%`
+    escape) are dropped too, so both re-encode a query alike."""
+    fields: dict[bytes, list[bytes]] = {}
+    for part in query.encode("utf-8", "surrogateescape").split(b"&"):
+        if not part or b";" in part:
+            continue
+        raw_key, _, raw_value = part.partition(b"=")
+        key, value = _unescape(raw_key), _unescape(raw_value)
+        if key is not None and value is not None:
+            fields.setdefault(key, []).append(value)
+    fields[b"model"] = [name.encode()]
+    return "&".join(
+        f"{urllib.parse.quote_plus(key, safe='')}={urllib.parse.quote_plus(value, safe='')}"
+        for key in sorted(fields)
+        for value in fields[key]
+    )
+
+
 def rewrite_model(plan: Plan, req: Extracted, name: str) -> None:
-    """Make `req` ask for `name`: its body and its routing fields."""
-    if req.has_json and isinstance(req.json, dict):
+    """Make `req` ask for `name`: its body (a GET: its query) and its routing fields."""
+    if req.query is not None:
+        req.query = query_with_model(req.query, name)
+    elif req.has_json and isinstance(req.json, dict):
         _rewrite_json(req, name)
     elif req.multipart_model is not None and isinstance(req.body, SpooledBody):
         field = req.multipart_model

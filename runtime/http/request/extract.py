@@ -71,6 +71,7 @@ class Extracted:
     body: ForwardBody
     json: Any = _NOTHING  # parsed JSON body (when Content-Type says JSON and it parsed)
     multipart_model: FieldValue | None = None  # where the model value sits in a spooled form
+    query: str | None = None  # a GET's query string, percent-encoded, to send upstream
 
     @property
     def has_json(self) -> bool:

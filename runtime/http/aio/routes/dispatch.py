@@ -32,10 +32,11 @@ from llama_swap.runtime.http.aio.app import STATE
 from llama_swap.runtime.http.aio.extract import extract
 from llama_swap.runtime.http.aio.forward import serve_loading, serve_local
 from llama_swap.runtime.http.aio.inflight import tracked
+from llama_swap.runtime.http.aio.proxy import FORWARD_QUERY
 from llama_swap.runtime.http.observe.activity import ResponseMeter
 from llama_swap.runtime.http.observe.recording import recording
 from llama_swap.runtime.http.render.errors import route_error_response
-from llama_swap.runtime.http.request.choose import choose_for, release
+from llama_swap.runtime.http.request.choose import choose_for, query_with_model, release
 from llama_swap.runtime.http.request.extract import Extracted
 from llama_swap.runtime.http.request.filters import filter_request
 from llama_swap.runtime.http.services import Services
@@ -49,9 +50,13 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     except BaseException:
         req.body.close()
         raise
+    if req.query is not None and req.query != request.rel_url.raw_query_string:
+        request[FORWARD_QUERY] = req.query  # a GET's ?model= rewritten
     meter = ResponseMeter() if request.method == "POST" else None
     try:
-        with recording(services, request.headers, req.model_id, request.path, meter, req) as rec:
+        with recording(
+            services, request.headers, req.model_id, request.path, meter, req, chosen.selector
+        ) as rec:
             resp = await tracked(
                 request, services.inflight, req.model_id, request.path,
                 lambda: _dispatch(request, services, req, meter),
@@ -78,6 +83,11 @@ async def _dispatch(
     if where is Admit.PEER:
         peer = plan.peer_for(req.model_id)
         assert peer is not None
+        found = plan.peer_model(req.model)
+        if req.query is not None and found is not None and found.model != req.model:
+            # a GET naming `peer/model` reaches the peer under the peer's own id (the
+            # filters do this for bodies)
+            request[FORWARD_QUERY] = query_with_model(req.query, found.model)
         return await services.peers.forward(request, peer, path, body, meter=meter)
     if where is Admit.NO_MODEL:
         return route_error_response(request.headers, RouteError(404, NO_MODEL))
