@@ -42,12 +42,16 @@ CLEAN_ROOT_SUBSET = (
 
 
 def readme_commands() -> tuple[str, str]:
-    """The two commands of the README's first code block (the lines after `# 1.` and `# 2.`)."""
+    """The two commands of the README's first code block: the first line that is not a
+    comment after `# 1.` and after `# 2.` (their comments may run over several lines)."""
     text = (REPO_ROOT / "README.md").read_text()
     block = re.search(r"```bash\n(.*?)```", text, re.S)
     assert block, "README has no bash block"
     lines = [line for line in block.group(1).splitlines() if line.strip()]
-    commands = [lines[i + 1] for i, line in enumerate(lines[:-1]) if re.match(r"# [12]\. ", line)]
+    starts = [i for i, line in enumerate(lines) if re.match(r"# [12]\. ", line)]
+    commands = [
+        next(line for line in lines[i + 1:] if not line.lstrip().startswith("#")) for i in starts
+    ]
     assert len(commands) == 2, lines
     return commands[0], commands[1]
 
