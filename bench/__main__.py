@@ -135,12 +135,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=",".join(SECTIONS),
                         help=f"comma-separated sections among {', '.join(SECTIONS)}")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--baseline", metavar="EXE",
+                        help="another build's llama-swap, swapping side by side as 'baseline'")
     args = parser.parse_args(argv)
     only = tuple(s for s in args.only.split(",") if s)
     unknown = set(only) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown section(s): {', '.join(sorted(unknown))}")
     cfg = Config.make(args.quick)
+    cfg.baseline = args.baseline
     install = not args.no_install and not args.dry_run
     binary = llama_server_binary()
     nginx_bin, nginx_version = ensure_nginx(install)

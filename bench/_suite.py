@@ -77,6 +77,7 @@ class Config:
     reloads: int
     compile_runs: int
     litellm_share: float = 0.1  # of the request count: it serves ~50 req/s on these machines
+    baseline: str | None = None  # another build's llama-swap, for a change's before/after
 
     @classmethod
     def make(cls, quick: bool) -> Config:
@@ -287,7 +288,13 @@ async def swaps(cfg: Config, peers: Peers, res: Results, work: Path) -> None:
         fifo = stack.enter_context(llama_swap(
             plan_with(pair(), "fifo", Group("pair", ("alpha", "beta")))))
         router = stack.enter_context(llama_router(peers.binary, models_dir))
-        targets = [
+        targets = []
+        if cfg.baseline is not None:
+            base = stack.enter_context(
+                llama_swap(plan_of(pair(), "serial", "warn"), exe=cfg.baseline))
+            targets.append(Target("baseline build (serial)", base.url, "alpha",
+                                  [psutil.Process(base.proc.pid)]))
+        targets += [
             Target("llama-swap (serial)", serial.url, "alpha", [psutil.Process(serial.proc.pid)]),
             Target("llama-swap (fifo, swap group)", fifo.url, "alpha",
                    [psutil.Process(fifo.proc.pid)]),

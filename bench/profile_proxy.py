@@ -25,7 +25,12 @@ from pathlib import Path
 
 import aiohttp
 from _lean_client import drive  # type: ignore[import-not-found]
+from _measure import first_byte  # type: ignore[import-not-found]
+from _peers import llama_server_binary, tiny_model  # type: ignore[import-not-found]
 from _runtime_harness import fake_model, llama_swap, plan_of  # type: ignore[import-not-found]
+from _suite import llama_model  # type: ignore[import-not-found]
+
+from llama_swap.compiler.plan import Model
 
 BODY = b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}'
 
@@ -76,11 +81,19 @@ async def swap_load(url: str, seconds: float) -> int:
     async with aiohttp.ClientSession() as s:
         while time.perf_counter() - t0 < seconds:
             for model in ("a", "b"):
-                async with s.post(f"{url}/v1/chat/completions",
-                                  json={"model": model, "messages": [], "max_tokens": 1}) as r:
-                    await r.read()
+                await first_byte(s, url, model)
                 done += 1
     return done
+
+
+def swap_models(work: Path) -> list[Model]:
+    """Two tiny llama-server models when the binary is built (what a swap costs with a
+    real server's start-up output and health behaviour), else two fake upstreams."""
+    binary = llama_server_binary()
+    if binary is None:
+        return [fake_model("a"), fake_model("b")]
+    return [llama_model(mid, binary, tiny_model(work / f"{mid}.gguf", seed))
+            for mid, seed in (("a", 1), ("b", 2))]
 
 
 def main() -> None:
@@ -93,12 +106,12 @@ def main() -> None:
     p.add_argument("--raw", type=Path, help="keep the collapsed stacks here")
     p.add_argument("--no-fast-path", action="store_true")
     args = p.parse_args()
-    models = [fake_model("m")] if args.workload == "chat" else [fake_model("a"), fake_model("b")]
     scheduler = "fifo" if args.workload == "chat" else "serial"
     extra = ("--no-fast-path",) if args.no_fast_path else ()
     with contextlib.ExitStack() as stack:
-        ls = stack.enter_context(llama_swap(plan_of(models, scheduler, "warn"), *extra))
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        models = [fake_model("m")] if args.workload == "chat" else swap_models(tmp)
+        ls = stack.enter_context(llama_swap(plan_of(models, scheduler, "warn"), *extra))
         raw = args.raw or tmp / "stacks.txt"
         warm = chat_load(ls.url, 4, 0.5) if args.workload == "chat" else swap_load(ls.url, 0.5)
         asyncio.run(warm)
