@@ -41,6 +41,7 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import sys
 import time
 import uuid
@@ -564,6 +565,7 @@ class ModelProcess:
         deadline = t0 + self.health_check_timeout
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=2.0, sock_read=5.0)
         connector = aiohttp.TCPConnector(force_close=True, limit=1)
+        loopback = _loopback_address(url)  # None: not a loopback address, no pre-check
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             attempt = 0
             while True:
@@ -574,6 +576,10 @@ class ModelProcess:
                 if delay:
                     await asyncio.sleep(min(delay, deadline - now))
                 attempt += 1
+                if loopback is not None:
+                    if not _accepts(loopback):
+                        continue  # not listening yet: no HTTP request to make
+                    loopback = None  # listening: from now on only the health GET decides
                 try:
                     async with asyncio.timeout(max(0.001, deadline - time.monotonic())):
                         async with session.get(url, allow_redirects=False) as resp:
@@ -678,6 +684,30 @@ async def _port_taken(proxy: str) -> str | None:
     with contextlib.suppress(OSError):
         await writer.wait_closed()
     return f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+
+
+def _loopback_address(url: str) -> tuple[str, int] | None:
+    """(host, port) of a plain-HTTP loopback `url`, else None."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or 80
+    except ValueError:
+        return None
+    host = parts.hostname or ""
+    if parts.scheme != "http" or host not in ("127.0.0.1", "localhost", "::1"):
+        return None
+    return host, port
+
+
+def _accepts(address: tuple[str, int]) -> bool:
+    """Whether a loopback port accepts connections: a connect there is answered at once
+    (refused or accepted), so this blocking call costs microseconds, where a refused
+    health GET through aiohttp's connector costs a large share of a swap's CPU."""
+    try:
+        with socket.create_connection(address, timeout=0.05):
+            return True
+    except OSError:
+        return False
 
 
 def _port_taken_detail(address: str, when: str) -> str:
