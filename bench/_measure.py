@@ -13,6 +13,7 @@ streams (each read's arrival time is what is measured) and for swaps.
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ class Row:
     cpu: float | None = None  # proxy CPU seconds over the timed part
     rss: int | None = None  # proxy peak RSS, bytes
     extra: dict[str, float] = field(default_factory=dict)
+    samples: dict[str, list[float]] = field(default_factory=dict)  # per answer, for `extra`
 
     @property
     def requests(self) -> int:
@@ -168,21 +170,17 @@ async def one_stream(session: aiohttp.ClientSession, t: Target, body: dict[str, 
     end = time.perf_counter()
     row.latencies.append(end - t0)
     gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
-    add = row.extra
-    n = add.get("_n", 0.0)
-    add["_n"] = n + 1
     for key, value in (("ttfb_ms", (arrivals[0] - t0) * 1000 if arrivals else 0.0),
                        ("gap_ms", sum(gaps) / len(gaps) * 1000 if gaps else 0.0),
                        ("events", float(events)), ("reads", float(len(arrivals))),
                        ("tokens_per_s", events / (end - t0))):
-        add.setdefault(f"_{key}", 0.0)
-        add[f"_{key}"] += value
-        add[key] = add[f"_{key}"] / add["_n"]
+        row.samples.setdefault(key, []).append(value)
 
 
 def finish_extra(row: Row) -> None:
-    """Drop the running sums `one_stream` keeps next to its means."""
-    row.extra = {k: v for k, v in row.extra.items() if not k.startswith("_")}
+    """The median over the answers of each per-answer figure `one_stream` kept (a median: on
+    a shared machine one slow answer would move a mean far)."""
+    row.extra = {k: statistics.median(v) for k, v in row.samples.items() if v}
 
 
 async def first_byte(session: aiohttp.ClientSession, url: str, model: str,

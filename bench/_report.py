@@ -86,7 +86,7 @@ def main_table(groups: Sequence[Sequence[Row]]) -> list[str]:
 
 
 def stream_table(rows: Sequence[Row]) -> list[str]:
-    out = ["| through | first chunk ms (p50 of means) | added | mean gap between reads ms "
+    out = ["| through | first chunk ms | added | mean gap between reads ms "
            "| added | SSE events / answer | reads / answer | tokens/s delivered | errors "
            "| proxy CPU s / 1k streams |",
            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]

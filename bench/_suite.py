@@ -129,9 +129,14 @@ def plan_with(models: list[Model], scheduler: str, group: Group) -> Plan:
 def front_models(binary: Path | None, ggufs: dict[str, Path]) -> list[Model]:
     models = [fake_model("fake")]
     if binary is not None and ggufs:
-        models += [llama_model("tiny", binary, ggufs["tiny"]),
-                   llama_model("stream", binary, ggufs["small"]),
-                   llama_model("embed", binary, ggufs["tiny"], "--embeddings", "--pooling", "mean")]
+        # every proxy keeps idle keep-alive connections to these shared servers, and
+        # llama-server serves one connection per HTTP thread: enough threads that the
+        # other proxies' idle pools never starve the one being measured
+        http = ("--threads-http", "64")
+        models += [llama_model("tiny", binary, ggufs["tiny"], *http),
+                   llama_model("stream", binary, ggufs["small"], *http),
+                   llama_model("embed", binary, ggufs["tiny"], *http, "--embeddings",
+                               "--pooling", "mean")]
     return models
 
 
