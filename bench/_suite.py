@@ -83,7 +83,7 @@ class Config:
     def make(cls, quick: bool) -> Config:
         if quick:
             return cls(True, (1, 32), 600, 60, 6, 6, 2, 6, 2, 200, 20, 4, 1)
-        return cls(False, (1, 8, 32, 128), 3000, 300, 20, 30, 6, 20, 3, 1000, 100, 12, 3)
+        return cls(False, (1, 8, 32, 128), 3000, 300, 20, 30, 6, 20, 5, 1000, 100, 12, 3)
 
 
 @dataclass
