@@ -8,6 +8,11 @@ ratio mostly measures the client.  This one is an `asyncio.Protocol` that
 writes prepared bytes and reads Content-Length framed responses (~0.02 ms per
 request), the role `wrk` or `oha` play elsewhere.  Latency is measured from
 the write to the end of the response.
+
+By default any answer but a 200 fails the run; given an `errors` list, a non-200
+answer (or a connection the server dropped) is recorded there instead and the
+run goes on, which is how the side-by-side suite (`python -m bench all`) counts
+a peer's errors.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ from urllib.parse import urlsplit
 
 
 class _Conn(asyncio.Protocol):
-    def __init__(self, request: bytes, count: int, done: asyncio.Future[None], out: list[float]):
+    def __init__(self, request: bytes, count: int, done: asyncio.Future[None], out: list[float],
+                 errors: list[str] | None = None):
         self.request = request
+        self.errors = errors
         self.left = count
         self.done = done
         self.out = out
@@ -43,7 +50,8 @@ class _Conn(asyncio.Protocol):
             if end < 0:
                 return
             head = bytes(self.buf[:end]).lower()
-            if not head.startswith(b"http/1.1 200"):
+            ok = head.startswith(b"http/1.1 200")
+            if not ok and self.errors is None:
                 self._fail(RuntimeError(head.split(b"\r\n")[0].decode()))
                 return
             at = head.find(b"\r\ncontent-length:")
@@ -56,7 +64,11 @@ class _Conn(asyncio.Protocol):
                 return
             del self.buf[:total]
             now = time.perf_counter()
-            self.out.append(now - self.t0)
+            if ok:
+                self.out.append(now - self.t0)
+            else:
+                assert self.errors is not None
+                self.errors.append(head.split(b"\r\n")[0].decode())
             self.left -= 1
             if self.left <= 0:
                 assert self.transport is not None
@@ -69,32 +81,47 @@ class _Conn(asyncio.Protocol):
     def _fail(self, exc: Exception) -> None:
         if self.transport is not None:
             self.transport.close()
-        if not self.done.done():
+        if self.done.done():
+            return
+        if self.errors is not None:
+            self.errors.append(str(exc))
+            self.done.set_result(None)
+        else:
             self.done.set_exception(exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.done.done():
+        if self.done.done():
+            return
+        if self.errors is not None:  # counted; this connection's remaining requests are lost
+            self.errors.append(f"connection lost: {exc!r}")
+            self.done.set_result(None)
+        else:
             self.done.set_exception(exc or ConnectionError("closed early"))
 
 
-def post_bytes(url: str, body: bytes) -> bytes:
+def post_bytes(url: str, body: bytes, headers: dict[str, str] | None = None) -> bytes:
     u = urlsplit(url)
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
     return (
         f"POST {u.path} HTTP/1.1\r\nHost: {u.netloc}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
+        f"{extra}Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
 
 
-async def drive(url: str, body: bytes, clients: int, per_client: int, out: list[float]) -> None:
-    """`clients` connections, `per_client` sequential requests each; latencies into `out`."""
+async def drive(
+    url: str, body: bytes, clients: int, per_client: int, out: list[float],
+    errors: list[str] | None = None, headers: dict[str, str] | None = None,
+) -> None:
+    """`clients` connections, `per_client` sequential requests each; latencies of the 200s
+    into `out`, other answers into `errors` when given (else they fail the run)."""
     u = urlsplit(url)
     loop = asyncio.get_running_loop()
-    request = post_bytes(url, body)
+    request = post_bytes(url, body, headers)
     futures = []
     for _ in range(clients):
         done: asyncio.Future[None] = loop.create_future()
         futures.append(done)
         await loop.create_connection(
-            lambda done=done: _Conn(request, per_client, done, out), u.hostname, u.port
+            lambda done=done: _Conn(request, per_client, done, out, errors), u.hostname, u.port
         )
     await asyncio.gather(*futures)

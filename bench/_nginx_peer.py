@@ -2,7 +2,10 @@
 
 Configured the way one would put nginx in front of a model server: HTTP/1.1 to the
 upstream with a keep-alive pool, no response buffering (SSE passes at once), one
-worker process (llama-swap is one process too; `--nginx-workers` changes it).
+worker process (llama-swap is one process too; `--nginx-workers` changes it), any
+body size, held in memory up to 4 MB (as llama-swap holds JSON bodies), and a POST
+retried on a fresh connection when a pooled one turns out dead (llama-server closes
+its connection after every stream; llama-swap retries such a request too).
 Started in the foreground with its own prefix directory; stopped with the block.
 """
 
@@ -32,6 +35,8 @@ http {{
     uwsgi_temp_path {prefix}/uwsgi;
     scgi_temp_path {prefix}/scgi;
     keepalive_requests 1000000;
+    client_max_body_size 0;
+    client_body_buffer_size 4m;
     upstream model {{ server {upstream}; keepalive 64; keepalive_requests 1000000; }}
     server {{
         listen 127.0.0.1:{port};
@@ -40,6 +45,7 @@ http {{
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_buffering off;
+            proxy_next_upstream error timeout non_idempotent;
         }}
     }}
 }}

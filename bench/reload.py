@@ -158,13 +158,19 @@ async def latency_rounds(s: aiohttp.ClientSession, url: str, cfg: Config, rounds
               " 200 ms debounce, event delivery and the client's 10 ms polling")
 
 
-async def steady_during_reloads(s: aiohttp.ClientSession, url: str, cfg: Config, reloads: int) -> None:
+async def steady_during_reloads(
+    s: aiohttp.ClientSession, url: str, cfg: Config, reloads: int
+) -> dict[str, Any]:
+    """Returns the figures it prints (the side-by-side suite, bench/__main__.py, reports
+    them): ok/failed counts, the ok requests' latencies (s), the first failures, the time."""
     stop = asyncio.Event()
     counts = {"ok": 0, "failed": 0}
     failures: list[str] = []
+    latencies: list[float] = []
 
     async def client() -> None:
         while not stop.is_set():
+            t0 = time.perf_counter()
             try:
                 code = await chat(s, url, STEADY)
             except aiohttp.ClientError as exc:
@@ -173,6 +179,7 @@ async def steady_during_reloads(s: aiohttp.ClientSession, url: str, cfg: Config,
                 detail = f"HTTP {code}"
             if code == 200:
                 counts["ok"] += 1
+                latencies.append(time.perf_counter() - t0)
             else:
                 counts["failed"] += 1
                 failures.append(detail)
@@ -205,6 +212,7 @@ async def steady_during_reloads(s: aiohttp.ClientSession, url: str, cfg: Config,
     print(f"  requests ok {counts['ok']}, failed {counts['failed']}   (target 0 failed)")
     for detail in failures[:5]:
         print(f"    {detail}")
+    return {**counts, "latencies": latencies, "failures": failures[:5], "seconds": elapsed}
 
 
 async def main_async(args: argparse.Namespace) -> None:

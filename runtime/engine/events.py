@@ -1,6 +1,6 @@
 """The events the router's run loop consumes, and the lease a granted request holds.
 
-Everything that changes routing state travels through one `asyncio.Queue` as
+Everything that changes routing state is posted to the router's run loop as
 one of these frozen values, so the run loop is the only code that touches the
 scheduler.  Callers (HTTP handlers, swap tasks, stop tasks, the TTL ticker,
 process callbacks) only *post*; they never call the scheduler themselves.

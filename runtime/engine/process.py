@@ -9,7 +9,8 @@ Invariants:
   goes starting -> stopped or starting -> stopping -> stopped); `shutdown` is terminal.
   `on_state_change(model_id, old, new)` is called synchronously for every transition.
 - the child runs `model.cmd` (no shell) with os.environ + `model.env`, in its own session and
-  process group, and (on Linux) dies with SIGKILL if the thread that spawned it dies; its
+  process group, and (on Linux) dies with SIGKILL if the thread that spawned it dies (spawned
+  by vfork where runtime/engine/spawn.py can, not by a fork of the whole proxy); its
   whole group (a wrapper's forked server included) is registered with the orphan guard
   (runtime/engine/orphans.py), which kills it if llama-swap dies without stopping it;
 - its whole process tree is marked (`LLAMA_SWAP_TREE=<token>` in the environment it
@@ -40,6 +41,7 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import sys
 import time
 import uuid
@@ -51,6 +53,7 @@ from llama_swap.compiler.plan import Model
 from llama_swap.runtime.core.auth import inherited_env, redact
 from llama_swap.runtime.core.errors import RouteError, RouteFailure, health_timeout, start_failed
 from llama_swap.runtime.core.process_state import ProcessState
+from llama_swap.runtime.engine import spawn
 from llama_swap.runtime.engine.logs import LogBuffer
 from llama_swap.runtime.engine.orphans import GUARD_INSTANCE, TREE_VAR, marked_pids
 
@@ -63,18 +66,25 @@ PIPE_DRAIN = 1.0  # seconds to wait for pipe EOF after the child exited
 TAIL_LINES = 10  # log lines quoted in a start-failure error
 START_GRACE = 5.0  # grace used when a failed health check kills the child
 PORT_PROBE_TIMEOUT = 0.5  # seconds a "is the model's port already taken?" connect may take
+FAST_POLL = 0.002  # seconds between health polls early in a start (see next_poll_delay)
+FAST_POLL_WINDOW = 0.25  # seconds after the spawn during which FAST_POLL applies
 
 
 def next_poll_delay(attempt: int, elapsed: float) -> float:
     """Seconds to wait before health poll number `attempt + 1` (attempt 0 is immediate).
 
-    Starts at 5 ms and doubles up to 25 ms, so a server that comes up in the first seconds is
-    seen within ~25 ms of listening (the swap-overhead target is < 50 ms); a refused
-    connection costs well under a millisecond.  A slow loader is polled more gently:
-    every 100 ms after 5 s, every 250 ms after 30 s.
+    Every 2 ms for the first 250 ms: a small model's server is up in 15-30 ms, and a swap
+    is that start plus the time until the proxy notices, so a coarser poll is what a swap
+    would be measured by (a 5/10/20 ms backoff took ~15 ms longer than the server did).
+    A refused connection costs well under a millisecond, so this costs at most ~125
+    polls.  Then 5 ms doubling up to 25 ms, so a server up in the first seconds is seen
+    within ~25 ms of listening; a slow loader is polled more gently: every 100 ms after
+    5 s, every 250 ms after 30 s.
     """
     if attempt <= 0:
         return 0.0
+    if elapsed < FAST_POLL_WINDOW:
+        return FAST_POLL
     cap = 0.025 if elapsed < 5.0 else 0.1 if elapsed < 30.0 else 0.25
     return min(0.005 * 2.0 ** (attempt - 1), cap)
 
@@ -170,7 +180,11 @@ class _Child:
     would be the same writer as the child and continue its unfinished last line."""
 
     def __init__(
-        self, transport: asyncio.SubprocessTransport, proto: _ChildProtocol, token: str, note: Note
+        self,
+        transport: asyncio.SubprocessTransport | spawn.PidfdTransport,
+        proto: _ChildProtocol,
+        token: str,
+        note: Note,
     ):
         self.transport = transport
         self.proto = proto
@@ -270,6 +284,10 @@ async def _spawn(
     loop = asyncio.get_running_loop()
     token = f"{_TREE_PREFIX}{next(_tree_ids)}"
     env = {**env, TREE_VAR: token}
+    if spawn.available():  # vfork, not a fork of the whole proxy (see runtime/engine/spawn.py)
+        proto = _ChildProtocol(log)
+        fast = await spawn.spawn(resolve_argv(argv), env, proto)
+        return _Child(fast, proto, token, note)
     transport, proto = await loop.subprocess_exec(
         lambda: _ChildProtocol(log),
         *resolve_argv(argv),
@@ -547,6 +565,7 @@ class ModelProcess:
         deadline = t0 + self.health_check_timeout
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=2.0, sock_read=5.0)
         connector = aiohttp.TCPConnector(force_close=True, limit=1)
+        loopback = _loopback_address(url)  # None: not a loopback address, no pre-check
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             attempt = 0
             while True:
@@ -557,6 +576,10 @@ class ModelProcess:
                 if delay:
                     await asyncio.sleep(min(delay, deadline - now))
                 attempt += 1
+                if loopback is not None:
+                    if not _accepts(loopback):
+                        continue  # not listening yet: no HTTP request to make
+                    loopback = None  # listening: from now on only the health GET decides
                 try:
                     async with asyncio.timeout(max(0.001, deadline - time.monotonic())):
                         async with session.get(url, allow_redirects=False) as resp:
@@ -661,6 +684,30 @@ async def _port_taken(proxy: str) -> str | None:
     with contextlib.suppress(OSError):
         await writer.wait_closed()
     return f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+
+
+def _loopback_address(url: str) -> tuple[str, int] | None:
+    """(host, port) of a plain-HTTP loopback `url`, else None."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or 80
+    except ValueError:
+        return None
+    host = parts.hostname or ""
+    if parts.scheme != "http" or host not in ("127.0.0.1", "localhost", "::1"):
+        return None
+    return host, port
+
+
+def _accepts(address: tuple[str, int]) -> bool:
+    """Whether a loopback port accepts connections: a connect there is answered at once
+    (refused or accepted), so this blocking call costs microseconds, where a refused
+    health GET through aiohttp's connector costs a large share of a swap's CPU."""
+    try:
+        with socket.create_connection(address, timeout=0.05):
+            return True
+    except OSError:
+        return False
 
 
 def _port_taken_detail(address: str, when: str) -> str:

@@ -4,9 +4,18 @@ Why one loop: the scheduler is a pure state machine (runtime/core/schedulers) th
 must see events one at a time.  Every source of change -- a request arriving,
 a client leaving, a swap or stop finishing, a served response ending, a
 process changing state, the TTL ticker, unload, shutdown, a new plan -- posts
-a frozen event (runtime/engine/events.py) to one `asyncio.Queue`.  A single task
-drains it and calls the scheduler; nothing else touches scheduler state, so
-there are no locks.
+a frozen event (runtime/engine/events.py) to the router, and only the run loop
+calls the scheduler, so there are no locks.
+
+The run loop is a trampoline, not a task: `post` handles the event at once, on
+the poster's stack, unless an event is being handled already, in which case it
+joins a FIFO that the handling drains before returning.  Events are therefore
+handled one at a time, whole, in the order they were posted, and never with an
+`await` in between (handling is synchronous code), exactly as a single task
+draining an `asyncio.Queue` would handle them -- without the two task switches
+per event (wake the loop task, then wake the caller) such a queue costs: a
+request granted at once resolves its future before its caller awaits it.
+Events posted before `start()` wait for it; after shutdown was handled, none is.
 
 The router implements `runtime.core.schedulers.base.Effects`.  Effects run on the
 loop and never block it: slow work (stopping and starting processes) runs in
@@ -34,6 +43,7 @@ import itertools
 import logging
 import shlex
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -118,7 +128,10 @@ class Router:
         self._on_event = on_event
         self._ttl_interval = ttl_interval
         self._clock = clock
-        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._pending: deque[Event] = deque()  # posted while another event was handled
+        self._handling = False  # an event is being handled: `post` queues instead
+        self._started = False  # start() was called: events are handled as they are posted
+        self._exited = False  # shutdown was handled: the loop takes no more events
         self._ids = itertools.count(1)
         self._waiters: dict[int, RequestArrived] = {}
         self._admitted: set[int] = set()  # waiters whose on_admitted was called
@@ -129,7 +142,6 @@ class Router:
         self._pins_of: tuple[Plan, frozenset[str]] = (plan, pinned_by_plan(plan))
         self._tasks: set[asyncio.Task[None]] = set()
         self._swaps: dict[str, asyncio.Task[None]] = {}  # the newest swap task per model
-        self._loop_task: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._shutdown_task: asyncio.Task[None] | None = None
         self._closing = False
@@ -185,10 +197,11 @@ class Router:
         return pinned_models(self._plan, self._active_profile)
 
     async def start(self) -> None:
-        """Spawn the run loop and the TTL ticker."""
-        if self._loop_task is None:
-            self._loop_task = asyncio.create_task(self._run(), name="router-loop")
+        """Start handling events (those posted so far first) and the TTL ticker."""
+        if not self._started:
+            self._started = True
             self._ticker = asyncio.create_task(self._tick(), name="router-ttl")
+            self._drain()
 
     @property
     def closing(self) -> bool:
@@ -382,8 +395,14 @@ class Router:
         return None if arrived is None else max(0.0, self._clock() - arrived)
 
     def post(self, event: Event) -> None:
-        """Queue `event` for the run loop (the only task that handles events)."""
-        self._queue.put_nowait(event)
+        """Hand `event` to the run loop: handled before this returns, after the events
+        posted before it (see the module docstring).  After shutdown was handled nothing
+        is (a caller still awaiting a future was answered by the shutdown)."""
+        if self._exited:
+            return
+        self._pending.append(event)
+        if self._started and not self._handling:
+            self._drain()
 
     def spawn(self, work: Coroutine[object, None, None], name: str) -> asyncio.Task[None]:
         """Run `work` as a tracked task: cancelled and awaited at shutdown, never lost."""
@@ -487,14 +506,20 @@ class Router:
 
     # ------------------------------------------------------------------ the run loop
 
-    async def _run(self) -> None:
-        while True:
-            event = await self._queue.get()
-            if self._process(event):
-                return
+    def _drain(self) -> None:
+        """Handle the pending events in order, including those posted meanwhile; the only
+        caller of `_process`.  Not re-entered: a `post` made while handling only queues."""
+        self._handling = True
+        try:
+            while self._pending and not self._exited:
+                if self._process(self._pending.popleft()):
+                    self._exited = True
+                    self._pending.clear()  # as a stopped queue reader would leave them
+        finally:
+            self._handling = False
 
     def _process(self, event: Event) -> bool:
-        """Handle one event on the loop task; True to exit."""
+        """Handle one event (only `_drain` calls this); True to exit."""
         try:
             if self._handle(event):
                 return True
@@ -674,11 +699,10 @@ class Router:
         """Stop the TTL ticker; let the loop fail every waiter and exit."""
         if self._ticker is not None:
             self._ticker.cancel()
-        if self._loop_task is not None and not self._loop_task.done():
+        if self._started and not self._exited:
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self.post(ShutdownRequested(errors.shutting_down(), done))
             await done
-            await self._loop_task
 
     async def _shutdown_processes(
         self, timeout: float, deadline: float
