@@ -19,25 +19,21 @@ import asyncio
 import sys
 from pathlib import Path
 
+try:  # imported from the tests (for IDLE_CLOSE), or run as a script from this folder
+    from tests.e2e.scripted_upstream import read_request as read_raw
+except ImportError:
+    from scripted_upstream import read_request as read_raw  # type: ignore[no-redef]
+
 IDLE_CLOSE = 1.0
 
 
 async def read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str]] | None:
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except (asyncio.IncompleteReadError, ConnectionError):
+    """A request read in full (the scripted upstream's reader), header names lower-cased."""
+    req = await read_raw(reader)
+    if req is None:
         return None
-    lines = head.decode("latin-1").split("\r\n")
-    method, path, _ = lines[0].split(" ", 2)
-    headers = {}
-    for line in lines[1:]:
-        if ":" in line:
-            k, v = line.split(":", 1)
-            headers[k.strip().lower()] = v.strip()
-    length = int(headers.get("content-length", "0"))
-    if length:
-        await reader.readexactly(length)
-    return method, path, headers
+    method, path, headers, _ = req
+    return method, path, {k.lower(): v for k, v in headers.items()}
 
 
 def answer(body: bytes) -> bytes:
