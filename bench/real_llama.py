@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import os
 import statistics
 import subprocess
@@ -25,22 +24,13 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import ModuleType
 
 import aiohttp
+from _peers import load_script  # type: ignore[import-not-found]
 from _runtime_harness import free_port, stop_process  # type: ignore[import-not-found]
 
 REPO = Path(__file__).resolve().parents[1]
 LLAMA_SWAP = str(Path(sys.executable).parent / "llama-swap")
-
-
-def load_script(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"_bench_{name}", REPO / "scripts" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
