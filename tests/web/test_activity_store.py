@@ -307,3 +307,45 @@ async def test_rows_a_locked_database_refuses_are_written_once_it_is_free(
         assert store.status()["error"] is None
     finally:
         await store.close()
+
+
+async def test_names_json_cannot_carry_and_figures_that_are_not_numbers_are_still_written(
+    tmp_path: Path,
+) -> None:
+    store = make_store(str(tmp_path / "a.sqlite"))
+    await store.open()
+    try:
+        store.record(entry(1, model="bad\ud800name", tokens={"prompt_per_second": float("nan")}))
+        store.record(entry(2, model="ünïcödé", tokens={"tokens_per_second": float("inf"),
+                                                       "input_tokens": True}))
+        store.record(entry(3, tokens={"output_tokens": 12, "prompt_per_second": 1.5}))
+        page = await store.page(ActivityQuery(sort="id", descending=False))
+        assert [e["model"] for e in page["data"]] == ["bad?name", "ünïcödé", "m"]
+        first, second, third = (e["tokens"] for e in page["data"])
+        assert first["prompt_per_second"] == -1
+        assert second["tokens_per_second"] == -1 and second["input_tokens"] == -1
+        assert third["output_tokens"] == 12 and third["prompt_per_second"] == 1.5
+        assert store.status()["dropped"] == 0
+    finally:
+        await store.close()
+
+
+async def test_a_burst_is_rendered_in_slices_and_the_token_hook_sees_every_entry(
+    tmp_path: Path,
+) -> None:
+    store = make_store(str(tmp_path / "a.sqlite"))
+    seen: list[tuple[str, int]] = []
+    store.on_written = lambda model, tokens: seen.append((model, tokens["input_tokens"]))
+    await store.open()
+    try:
+        for i in range(1, 1001):
+            store.record(entry(i, tokens={"input_tokens": i}))
+        for _ in range(500):  # the loop renders slice by slice while nobody reads
+            if store.status()["written"] == 1000:
+                break
+            await asyncio.sleep(0.01)
+        assert store.status()["written"] == 1000 and store.status()["pending"] == 0
+        assert seen == [("m", i) for i in range(1, 1001)]
+        assert (await store.stats(""))["total_input_tokens"] == sum(range(1, 1001))
+    finally:
+        await store.close()

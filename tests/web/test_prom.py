@@ -55,8 +55,8 @@ def test_loads_failures_and_evictions_come_from_router_events() -> None:
 
 def test_tokens_count_known_figures_only() -> None:
     m = ProxyMetrics()
-    m.tokens({"model": "x", "tokens": {"input_tokens": 4, "output_tokens": -1}})
-    m.tokens({"model": "x", "tokens": {"input_tokens": 2, "output_tokens": 7}})
+    m.tokens("x", {"input_tokens": 4, "output_tokens": -1})
+    m.tokens("x", {"input_tokens": 2, "output_tokens": 7})
     got = samples(m)
     assert got[("llamaswap_input_tokens_total", (("model", "x"),))] == 6
     assert got[("llamaswap_output_tokens_total", (("model", "x"),))] == 7

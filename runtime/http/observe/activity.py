@@ -29,6 +29,7 @@ from datetime import datetime
 from http import HTTPStatus
 from typing import Any
 
+from llama_swap.runtime.http.observe import activity_db as db
 from llama_swap.runtime.http.observe.token_parse import (
     TOKEN_FIELDS,
     has_markers,
@@ -271,6 +272,23 @@ class _Pending:
         if self.metadata:
             entry["metadata"] = dict(self.metadata)
         return entry
+
+
+    def stored(self) -> tuple[db.Row, dict[str, Any]]:
+        """The entry as a table row, and its token figures, without building the API
+        dict (the store's rows skip the timestamp's round trip through text)."""
+        meter = self.meter
+        started = self.started
+        ts = started.timestamp() if isinstance(started, datetime) else started
+        found = meter.tokens
+        timing = meter.timing_ms
+        return db.row(
+            id=self.id, ts=ts, model=self.model, req_path=self.req_path,
+            content_type=meter.content_type,
+            status=meter.status if meter.status is not None else 0, tokens=found,
+            duration_ms=int(timing if timing is not None else self.duration_ms),
+            error_msg=meter.error_msg() or "", metadata=self.metadata,
+        ), found
 
 
 class ActivityLog:

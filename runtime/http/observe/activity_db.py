@@ -13,6 +13,7 @@ unix seconds (fractions kept), the scheduler's notes are JSON text.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -56,9 +57,11 @@ CREATE TABLE IF NOT EXISTS activity (
 CREATE INDEX IF NOT EXISTS activity_time ON activity (ts_created DESC, id DESC);
 CREATE INDEX IF NOT EXISTS activity_model ON activity (model_id, ts_created DESC, id DESC);
 """
-_INSERT = (
-    f"INSERT OR REPLACE INTO activity ({', '.join(_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
+
+_INSERT_JSON = (
+    f"INSERT OR REPLACE INTO activity ({', '.join(_COLUMNS)}) SELECT "
+    + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(_COLUMNS)))
+    + " FROM json_each(?)"
 )
 
 Row = tuple[Any, ...]
@@ -108,25 +111,72 @@ def last_id(conn: sqlite3.Connection) -> int:
     return max(int(row[0]) if row else 0, int(top or 0))
 
 
-def row_of(entry: Mapping[str, Any]) -> Row:
-    """An API entry (as the in-memory log renders it) as a table row."""
-    tokens = entry.get("tokens") or {}
-    metadata = entry.get("metadata")
-    started = entry["timestamp"]
-    ts = datetime.fromisoformat(started).timestamp() if isinstance(started, str) else started
+def _text(value: Any) -> str:
+    """A string SQLite can store: lone surrogates (a client may send them escaped in
+    JSON) become "?" instead of failing the whole batch."""
+    text = value if isinstance(value, str) else str(value)
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _figure(value: Any) -> float | int:
+    """A token count or rate as stored: unknown, non-numeric or non-finite is -1."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return -1
+    if isinstance(value, float) and not math.isfinite(value):
+        return -1
+    return value
+
+
+def row(
+    *, id: int, ts: float, model: str, req_path: str, content_type: str, status: int,
+    tokens: Mapping[str, Any], duration_ms: int, error_msg: str,
+    metadata: Mapping[str, Any] | None,
+) -> Row:
+    """One table row, in `_COLUMNS` order, every value JSON-safe (see `insert`)."""
     return (
-        entry["id"], ts, entry["model"], entry["req_path"], entry["resp_content_type"],
-        entry["resp_status_code"], *(tokens.get(k, -1) for k in TOKEN_FIELDS),
-        entry["duration_ms"], entry.get("error_msg") or "",
+        id, ts, _text(model), _text(req_path), _text(content_type), status,
+        *(_figure(tokens.get(k, -1)) for k in TOKEN_FIELDS),
+        duration_ms, _text(error_msg),
         json.dumps(metadata, sort_keys=True) if metadata else "",
     )
 
 
+def row_of(entry: Mapping[str, Any]) -> Row:
+    """An API entry (as the in-memory log renders it) as a table row."""
+    started = entry["timestamp"]
+    ts = datetime.fromisoformat(started).timestamp() if isinstance(started, str) else started
+    return row(
+        id=entry["id"], ts=ts, model=entry["model"], req_path=entry["req_path"],
+        content_type=entry["resp_content_type"], status=entry["resp_status_code"],
+        tokens=entry.get("tokens") or {}, duration_ms=entry["duration_ms"],
+        error_msg=entry.get("error_msg") or "", metadata=entry.get("metadata"),
+    )
+
+
+def batch_text(rows: list[Row]) -> str:
+    """Rows as the one JSON document `insert_text` takes."""
+    return json.dumps(rows, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def insert(conn: sqlite3.Connection, rows: Iterable[Row]) -> None:
     """Write rows in one transaction."""
+    insert_texts(conn, [batch_text(list(rows))])
+
+
+def insert_texts(conn: sqlite3.Connection, texts: Iterable[str]) -> None:
+    """Write batches (each a JSON array of rows, from `batch_text`) in one transaction.
+
+    Why JSON and not `executemany`: the writer thread binds each row's values in Python,
+    holding the interpreter lock, and gives it up and takes it back around every row's
+    step, so at thousands of rows a second it keeps taking the lock from the event loop.
+    One statement per batch, with SQLite's `json_each` unpacking the rows, holds the
+    lock only to start the statement: the unpacking and inserting run without it."""
     with conn:
         conn.execute("BEGIN")
-        conn.executemany(_INSERT, rows)
+        for text in texts:
+            conn.execute(_INSERT_JSON, (text,))
 
 
 def prune(conn: sqlite3.Connection, max_rows: int, older_than: float | None) -> int:

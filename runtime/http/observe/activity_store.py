@@ -1,11 +1,15 @@
-"""The persistent activity history: SQLite written by one thread, in batches.
+"""The persistent activity history: SQLite, written by one thread, in batches.
 
-Why a thread and a bounded list: the request path must never wait on a disk.  `record`
-(on the event loop) only appends the finished entry to a list under a lock held for
-microseconds; the writer thread takes the whole list, renders the entries (token
-parsing included) and inserts them in one transaction, then runs whatever reads the API
-asked for.  Reads run on the same thread after the pending entries are written, so an
-answer always includes every request recorded before it was asked.  Beyond
+Why the work is split this way: the request path must never wait on a disk, and at
+thousands of requests a second a thread doing Python work takes the interpreter lock
+from the event loop often enough to cost more than the work itself.  So `record` (on
+the event loop) only appends the finished entry to a list; a timer on the loop renders
+the gathered entries into rows (token parsing included) a slice at a time, and hands
+each batch to the writer thread as one JSON document.  The thread inserts it with one
+statement (activity_db.insert_texts), which holds the lock only to start: the disk and
+SQLite's own work run without it.  Reads the API asks for are queued behind the
+batches already handed over (the entries still on the loop are handed over first), so
+an answer always includes every request recorded before it was asked.  Beyond
 `MAX_PENDING` unwritten entries (a stalled disk), new ones are dropped and counted.
 
 Why it never stops the proxy: a file that cannot be used -- corrupt, held by another
@@ -28,7 +32,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,10 +48,10 @@ BATCH_DELAY = 0.05  # seconds the writer lets entries gather before a transactio
 RETRY_DELAY = 1.0  # seconds before rows the database refused are tried again
 PRUNE_EVERY = 500  # inserts between retention passes
 PRUNE_INTERVAL = 60.0  # seconds between retention passes while entries arrive
-# Rendering entries is Python work that holds the GIL; a thread that does not give it up
-# keeps the event loop waiting up to the interpreter's switch interval (5 ms).  The
-# writer gives it up after every few entries, so the loop waits microseconds instead.
-YIELD_EVERY = 8
+# Entries rendered per turn of the event loop, so a burst never holds it for long, and
+# rows gathered before a batch goes to the writer while entries keep arriving.
+RENDER_SLICE = 64
+BATCH_ROWS = 1024
 STATE_DIR = "llama-swap-py"
 DEFAULT_FILE = "activity.sqlite"
 
@@ -59,6 +63,14 @@ def default_path(env: dict[str, str] | None = None) -> str:
     base = env.get("XDG_STATE_HOME", "").strip()
     root = Path(base) if base and os.path.isabs(base) else Path.home() / ".local" / "state"
     return str(root / STATE_DIR / DEFAULT_FILE)
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """Rows handed to the writer: one JSON document (activity_db.batch_text)."""
+
+    text: str
+    rows: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,17 +103,26 @@ class ActivityStore:
     """The history behind `/api/metrics/activity` and `/api/metrics/stats`.
 
     `path()` (read at open: None means the default file) and `retention(in_memory)`
-    (read at every pass, so a reload's values apply) come from the plan."""
+    (read at every pass, so a reload's values apply) come from the plan.  Everything
+    but the writer thread's own loop runs on the event loop that called `open()`."""
 
     def __init__(self, path: Callable[[], str | None],
                  retention: Callable[[bool], Retention]) -> None:
         self._path_of = path
         self._retention = retention
-        self._cond = threading.Condition()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # on the loop: entries recorded, not rendered yet; rows rendered, not handed over
         self._pending: list[Any] = []
-        self._retry: list[db.Row] = []  # rows the database refused, tried again next time
-        self._jobs: list[Callable[[], None]] = []
+        self._rendered: list[db.Row] = []
+        self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
+        # shared with the writer thread, under `_cond`: batches and reads, in order
+        self._cond = threading.Condition()
+        self._work: list[_Batch | Callable[[], None]] = []
+        self._queued = 0  # rows in `_work`
         self._closing = False
+        # the writer thread's own
+        self._retry: list[_Batch] = []  # batches the database refused, tried again next time
+        self._retry_rows = 0
         self._accepting = False  # from open() on: a store nobody opens keeps nothing
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
@@ -114,8 +135,9 @@ class ActivityStore:
         self.last_id = 0
         self._since_prune = 0
         self._pruned_at = 0.0
-        # sees every entry written (on the writer thread): the token counters of /metrics
-        self.on_written: Callable[[dict[str, Any]], None] | None = None
+        # sees every entry's model and token figures as it is rendered (on the loop):
+        # the token counters of /metrics
+        self.on_written: Callable[[str, Mapping[str, Any]], None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -123,6 +145,7 @@ class ActivityStore:
         """Open the database (off the loop) and start the writer; the last id given."""
         if self._thread is not None:
             return self.last_id
+        self._loop = asyncio.get_running_loop()
         self._accepting = True
         await asyncio.to_thread(self._open)
         self._thread = threading.Thread(target=self._run, name="activity-store", daemon=True)
@@ -172,6 +195,7 @@ class ActivityStore:
         thread = self._thread
         if thread is None:
             return
+        self._hand_over_all()
         with self._cond:
             self._closing = True
             self._cond.notify()
@@ -184,24 +208,79 @@ class ActivityStore:
             self._lock.release()
             self._lock = None
 
-    # -- the request path ------------------------------------------------------------
+    # -- the request path (on the loop) ----------------------------------------------
 
     def record(self, entry: Any) -> None:
-        """Queue a finished entry (a rendered dict, or anything with `render()`)."""
-        with self._cond:
-            if not self._accepting:
-                return
-            if self._closing or len(self._pending) >= MAX_PENDING:
+        """Queue a finished entry (a rendered dict, or anything with `stored()`)."""
+        if not self._accepting:
+            return
+        if self._closing or len(self._pending) + self._queued >= MAX_PENDING:
+            self.dropped += 1
+            return
+        self._pending.append(entry)
+        if self._timer is None and self._loop is not None:
+            self._timer = self._loop.call_later(BATCH_DELAY, self._render_some)
+
+    def _render_some(self) -> None:
+        """Render one slice; come back on the next turn of the loop while more wait."""
+        self._timer = None
+        batch = self._pending[:RENDER_SLICE]
+        del self._pending[:RENDER_SLICE]
+        self._render(batch)
+        if self._pending:
+            if len(self._rendered) >= BATCH_ROWS:
+                self._hand_over()
+            assert self._loop is not None
+            self._timer = self._loop.call_soon(self._render_some)
+        else:
+            self._hand_over()
+
+    def _render(self, batch: list[Any]) -> None:
+        hook = self.on_written
+        for item in batch:
+            try:
+                if isinstance(item, dict):
+                    row, model, tokens = db.row_of(item), item["model"], item.get("tokens")
+                else:
+                    row, tokens = item.stored()
+                    model = item.model
+            except (KeyError, TypeError, ValueError) as exc:  # a malformed entry: skip it
                 self.dropped += 1
-                return
-            self._pending.append(entry)
-            if len(self._pending) == 1:
-                self._cond.notify()
+                log.warning("activity store: entry not written: %s", exc)
+                continue
+            self._rendered.append(row)
+            if hook is not None:
+                hook(str(model), tokens or {})
+
+    def _hand_over(self) -> None:
+        """Give the rendered rows to the writer thread as one batch."""
+        rows, self._rendered = self._rendered, []
+        if not rows:
+            return
+        try:
+            text = db.batch_text(rows)
+        except (TypeError, ValueError) as exc:  # rows are built JSON-safe; never expected
+            self.dropped += len(rows)
+            log.warning("activity store: %s entries not written: %s", len(rows), exc)
+            return
+        with self._cond:
+            self._work.append(_Batch(text, len(rows)))
+            self._queued += len(rows)
+            self._cond.notify()
+
+    def _hand_over_all(self) -> None:
+        """Render and hand over everything recorded so far (before a read, at close)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        batch, self._pending = self._pending, []
+        self._render(batch)
+        self._hand_over()
 
     # -- reads -----------------------------------------------------------------------
 
     async def _ask(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn` on the writer thread after the pending entries are written."""
+        """Run `fn` on the writer thread after every entry recorded so far is written."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
 
@@ -222,10 +301,11 @@ class ActivityStore:
             with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
                 loop.call_soon_threadsafe(settle, ok, result)
 
+        if self._thread is None or self._closing:
+            raise db.StoreError("activity store is not open")
+        self._hand_over_all()
         with self._cond:
-            if self._thread is None or self._closing:
-                raise db.StoreError("activity store is not open")
-            self._jobs.append(job)
+            self._work.append(job)
             self._cond.notify()
         return await future
 
@@ -245,10 +325,10 @@ class ActivityStore:
         state = "closed" if self._thread is None else "open"
         if self.path and self.path != self.wanted:
             state = "fallback"
+        pending = len(self._pending) + len(self._rendered) + self._queued + self._retry_rows
         return {
             "state": state, "path": self.path, "configured": self.wanted, "error": self.error,
-            "pending": len(self._pending) + len(self._retry), "written": self.written,
-            "dropped": self.dropped,
+            "pending": pending, "written": self.written, "dropped": self.dropped,
         }
 
     # -- the writer thread -----------------------------------------------------------
@@ -256,63 +336,52 @@ class ActivityStore:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not (self._pending or self._jobs or self._closing):
+                while not (self._work or self._closing):
                     if self._retry:  # refused rows: try again after a pause
                         self._cond.wait(RETRY_DELAY)
                         break
                     self._cond.wait()
-                if self._pending and not (self._jobs or self._closing):
-                    self._cond.wait(BATCH_DELAY)  # let a burst gather into one transaction
-                batch, self._pending = self._pending, []
-                jobs, self._jobs = self._jobs, []
+                work, self._work = self._work, []
                 closing = self._closing
-            if batch or self._retry:
-                self._write(batch)
-            for job in jobs:
-                job()
+            batches: list[_Batch] = []
+            for item in work:
+                if isinstance(item, _Batch):
+                    batches.append(item)
+                    continue
+                self._write(batches)  # a read sees every batch handed over before it
+                batches = []
+                item()
+            if batches or self._retry:
+                self._write(batches)
             if closing:
                 with self._cond:
-                    if not self._pending and not self._jobs:
+                    if not self._work:
                         break
         if self._retry:
-            self.dropped += len(self._retry)
+            self.dropped += self._retry_rows
             log.warning("activity store: %s entries could not be written before exit",
-                        len(self._retry))
-            self._retry = []
+                        self._retry_rows)
+            self._retry, self._retry_rows = [], 0
 
-    def _write(self, batch: list[Any]) -> None:
-        """Render and insert a batch.  Rows a busy or failing database refused are kept
-        and tried again with the next batch (at most MAX_PENDING of them)."""
+    def _write(self, batches: list[_Batch]) -> None:
+        """Insert batches in one transaction.  Batches a busy or failing database refused
+        are kept and tried again with the next ones (at most MAX_PENDING rows)."""
+        if not batches and not self._retry:
+            return
         assert self._conn is not None
-        entries: list[dict[str, Any]] = []
-        rows: list[db.Row] = []
-        for i, item in enumerate(batch):
-            try:
-                entry = item if isinstance(item, dict) else item.render()
-                rows.append(db.row_of(entry))
-            except (KeyError, TypeError, ValueError) as exc:  # a malformed entry: skip it
-                self.dropped += 1
-                log.warning("activity store: entry not written: %s", exc)
-                continue
-            entries.append(entry)
-            if i % YIELD_EVERY == YIELD_EVERY - 1:
-                time.sleep(0)  # hand the GIL to the event loop (see YIELD_EVERY)
-        hook = self.on_written
-        if hook is not None:
-            for i, entry in enumerate(entries):
-                hook(entry)
-                if i % YIELD_EVERY == YIELD_EVERY - 1:
-                    time.sleep(0)
-        if self._retry:
-            rows = self._retry + rows
-            self._retry = []
-        if len(rows) > MAX_PENDING:
-            self.dropped += len(rows) - MAX_PENDING
-            rows = rows[-MAX_PENDING:]
+        new_rows = sum(b.rows for b in batches)
+        with self._cond:
+            self._queued -= new_rows
+        batches = self._retry + batches
+        rows = self._retry_rows + new_rows
+        self._retry, self._retry_rows = [], 0
+        while rows > MAX_PENDING and len(batches) > 1:
+            rows -= batches[0].rows
+            self.dropped += batches.pop(0).rows
         try:
-            db.insert(self._conn, rows)
+            db.insert_texts(self._conn, [b.text for b in batches])
         except sqlite3.Error as exc:
-            self._retry = rows
+            self._retry, self._retry_rows = batches, rows
             if self.error is None or not self.error.startswith("writing"):
                 log.warning("activity store: writing failed, will retry: %s", exc)
             self.error = f"writing activity failed: {exc}"
@@ -320,8 +389,8 @@ class ActivityStore:
         if self.error is not None and self.error.startswith("writing"):
             log.info("activity store: writing works again")
             self.error = None
-        self.written += len(rows)
-        self._since_prune += len(rows)
+        self.written += rows
+        self._since_prune += rows
         now = time.monotonic()
         if self._since_prune >= PRUNE_EVERY or now - self._pruned_at >= PRUNE_INTERVAL:
             self._prune()

@@ -175,15 +175,14 @@ class ProxyMetrics:
         self.duration.observe(name, seconds)
         self.ttfb.observe(name, seconds if first_byte is None else first_byte)
 
-    def tokens(self, entry: Mapping[str, Any]) -> None:
-        """An activity entry written by the store (on its thread): its known token counts."""
-        tokens = entry.get("tokens") or {}
+    def tokens(self, model: str, tokens: Mapping[str, Any]) -> None:
+        """A recorded request's token figures, as the store renders it: known counts."""
         name = None
         for key, counter in (("input_tokens", self.input_tokens),
                              ("output_tokens", self.output_tokens)):
             value = tokens.get(key, -1)
-            if isinstance(value, int | float) and value > 0:
-                name = name or self.label(str(entry.get("model", "")))
+            if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+                name = name or self.label(model)
                 counter.labels(name).inc(value)
 
     def on_event(self, event: Mapping[str, Any]) -> None:
