@@ -29,6 +29,7 @@ from datetime import datetime
 from http import HTTPStatus
 from typing import Any
 
+from llama_swap.runtime.core import json_codec
 from llama_swap.runtime.http.observe import activity_db as db
 from llama_swap.runtime.http.observe.token_parse import (
     TOKEN_FIELDS,
@@ -186,7 +187,7 @@ class ResponseMeter:
 
     def _merge(self, payload: bytes) -> None:
         try:
-            doc = json.loads(payload)
+            doc = json_codec.loads(payload)
         except ValueError:
             return
         found, ms = tokens_from(doc)

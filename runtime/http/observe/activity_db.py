@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+from llama_swap.runtime.core import json_codec
 from llama_swap.runtime.http.observe.activity_query import (
     SORT_COLUMNS,
     ActivityQuery,
@@ -120,13 +121,17 @@ def _text(value: Any) -> str:
     return text.encode("utf-8", "replace").decode("utf-8")
 
 
-def _figure(value: Any) -> float | int:
-    """A token count or rate as stored: unknown, non-numeric or non-finite is -1."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return -1
-    if isinstance(value, float) and not math.isfinite(value):
-        return -1
-    return value
+def _figures(tokens: Mapping[str, Any]) -> list[float | int]:
+    """The token counts and rates as stored, in TOKEN_FIELDS order: unknown,
+    non-numeric (booleans included) or non-finite is -1."""
+    out: list[float | int] = []
+    for key in TOKEN_FIELDS:
+        value = tokens.get(key, -1)
+        kind = type(value)
+        if kind is not int and (kind is not float or not math.isfinite(value)):
+            value = -1
+        out.append(value)
+    return out
 
 
 def row(
@@ -137,9 +142,8 @@ def row(
     """One table row, in `_COLUMNS` order, every value JSON-safe (see `insert`)."""
     return (
         id, ts, _text(model), _text(req_path), _text(content_type), status,
-        *(_figure(tokens.get(k, -1)) for k in TOKEN_FIELDS),
-        duration_ms, _text(error_msg),
-        json.dumps(metadata, sort_keys=True) if metadata else "",
+        *_figures(tokens), duration_ms, _text(error_msg),
+        json_codec.dumps(metadata, sort_keys=True) if metadata else "",
     )
 
 
@@ -157,7 +161,7 @@ def row_of(entry: Mapping[str, Any]) -> Row:
 
 def batch_text(rows: list[Row]) -> str:
     """Rows as the one JSON document `insert_text` takes."""
-    return json.dumps(rows, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return json_codec.dumps(rows)
 
 
 def insert(conn: sqlite3.Connection, rows: Iterable[Row]) -> None:

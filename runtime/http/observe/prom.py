@@ -159,6 +159,7 @@ class ProxyMetrics:
             "past its ttl; unload: asked to)",
             ["model", "reason"], registry=registry)
         self._starting: dict[str, float] = {}
+        self._token_counters: dict[str, tuple[Any, Any]] = {}
 
     def add_collector(self, families: Callable[[], Iterable[Metric]]) -> None:
         """Metric families read from live state at every scrape."""
@@ -177,13 +178,17 @@ class ProxyMetrics:
 
     def tokens(self, model: str, tokens: Mapping[str, Any]) -> None:
         """A recorded request's token figures, as the store renders it: known counts."""
-        name = None
-        for key, counter in (("input_tokens", self.input_tokens),
-                             ("output_tokens", self.output_tokens)):
+        counters = None
+        for i, key in enumerate(("input_tokens", "output_tokens")):
             value = tokens.get(key, -1)
             if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
-                name = name or self.label(model)
-                counter.labels(name).inc(value)
+                if counters is None:
+                    name = self.label(model)
+                    counters = self._token_counters.get(name)
+                    if counters is None:  # a child per label, looked up once
+                        counters = self._token_counters[name] = (
+                            self.input_tokens.labels(name), self.output_tokens.labels(name))
+                counters[i].inc(value)
 
     def on_event(self, event: Mapping[str, Any]) -> None:
         """Router events: state changes (loads) and evictions."""

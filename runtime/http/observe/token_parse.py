@@ -47,13 +47,20 @@ def _num(value: Any) -> float | int | None:
 
 
 def _first(d: Any, *paths: str) -> Any:
+    """The first of `paths` (dotted keys) that leads to a number in `d`, else None."""
     for path in paths:
+        keys = _SPLIT.get(path)
+        if keys is None:
+            keys = _SPLIT[path] = tuple(path.split("."))
         cur = d
-        for key in path.split("."):
+        for key in keys:
             cur = cur.get(key) if isinstance(cur, dict) else None
-        if _num(cur) is not None:
+        if cur is not None and _num(cur) is not None:
             return cur
     return None
+
+
+_SPLIT: dict[str, tuple[str, ...]] = {}  # dotted paths, split once (they are constants)
 
 
 def _nested_usage(doc: dict[str, Any], key: str) -> dict[str, Any] | None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llama_swap.compiler.plan import PeerModel, Plan
+from llama_swap.runtime.core import json_codec
 from llama_swap.runtime.core.error_body import NO_MODEL, well_formed
 from llama_swap.runtime.core.errors import RouteError, RouteFailure
 from llama_swap.runtime.core.limits import too_deeply_nested
@@ -99,10 +100,10 @@ def json_bool(value: Any) -> bool:
 
 
 def _loads(raw: bytes | str) -> Any:
-    """`json.loads`, with a body nested past the interpreter's recursion limit turned into
+    """`json.loads` (orjson where it reads the same, core/json_codec.py), with a body nested past the interpreter's recursion limit turned into
     the client's error instead of a crash."""
     try:
-        return json.loads(raw)
+        return json_codec.loads(raw) if isinstance(raw, bytes) else json.loads(raw)
     except RecursionError:
         raise RouteFailure(too_deeply_nested()) from None
 
