@@ -65,3 +65,9 @@ def test_dumps_is_compact_keeps_text_and_round_trips() -> None:
 def test_dumps_falls_back_for_what_orjson_cannot_write() -> None:
     assert json_codec.dumps([10**20]) == "[100000000000000000000]"
     assert json.loads(json_codec.dumps(["\ud800"])) == ["\ud800"]
+
+
+def test_a_big_document_reads_the_same() -> None:
+    raw = b'{"model": "m", "seed": 12345678901234567890123, "p": "' + b"x1 " * 20_000 + b'"}'
+    assert len(raw) > json_codec.ORJSON_MAX
+    assert json_codec.loads(raw) == json.loads(raw)
