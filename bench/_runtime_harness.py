@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 
@@ -92,6 +92,9 @@ def llama_swap(
     build's `llama-swap` (e.g. an older checkout's, for before/after figures)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "plan.json"
+        if plan.settings.storePath is None:  # each instance its own history, as a user has
+            plan = replace(plan, settings=replace(
+                plan.settings, storePath=str(Path(tmp) / "activity.sqlite")))
         path.write_text(plan_to_json(plan) if exe == LLAMA_SWAP else older_plan_json(plan))
         proc = subprocess.Popen(
             [exe, "--plan", str(path), "--listen", "127.0.0.1:0", *args],
