@@ -165,14 +165,20 @@ async def running(session: aiohttp.ClientSession, proxy: SwapProxy) -> list[dict
         return rows
 
 
+DOORS = pytest.mark.parametrize("door", [(), ("--no-fast-path",)], ids=["fast", "aiohttp"])
+
+
+@DOORS
 async def test_200_alternating_streamed_and_plain_chats_have_zero_errors(
     tiny_models: TinyModels,
     llama_config: Callable[..., Path],
-    swap_proxy: Callable[[Path], SwapProxy],
+    swap_proxy: Callable[..., SwapProxy],
+    door: tuple[str, ...],
 ) -> None:
-    """Each streamed response leaves the proxy's pooled upstream connection dead; the next
-    request must be retried once on a fresh connection, invisibly to the client."""
-    proxy = swap_proxy(llama_config("serial", {"tiny": (tiny_models.a, [])}))
+    """The server closes its connection a moment after each streamed response, without
+    announcing it; the request after it must never be written into that connection (a
+    POST that fails there is not sent again), on either front door."""
+    proxy = swap_proxy(llama_config("serial", {"tiny": (tiny_models.a, [])}), *door)
     failures: list[tuple[int, dict[str, Any]]] = []
     async with aiohttp.ClientSession() as s:
         first = await chat(s, proxy.url, "tiny", stream=False)
@@ -190,6 +196,27 @@ async def test_200_alternating_streamed_and_plain_chats_have_zero_errors(
     # The same server answered everything: no restart hid an error.
     assert [p.pid for p in proxy.llama_children()] == [server.pid]
     assert [r["model"] for r in rows] == ["tiny"]
+
+
+@DOORS
+async def test_concurrent_streamed_chats_have_zero_errors(
+    tiny_models: TinyModels,
+    llama_config: Callable[..., Path],
+    swap_proxy: Callable[..., SwapProxy],
+    door: tuple[str, ...],
+) -> None:
+    """Bursts of streamed chats: every stream ends with the server closing its connection
+    while others are being sent; none of them may meet a closing connection (a 502)."""
+    proxy = swap_proxy(llama_config("serial", {"tiny": (tiny_models.a, [])}), *door)
+    async with aiohttp.ClientSession() as s:
+        assert_ok(await chat(s, proxy.url, "tiny", stream=False), "tiny", stream=False)
+        results: list[dict[str, Any]] = []
+        for _ in range(10):
+            results += await asyncio.gather(
+                *(chat(s, proxy.url, "tiny", stream=i % 4 != 3) for i in range(8))
+            )
+    failures = [r for r in results if r["status"] != 200 or "error" in r]
+    assert failures == [], f"{len(failures)} of 80 failed, first: {failures[:3]}\n{proxy.log_tail()}"
 
 
 async def test_embeddings_through_the_proxy(
