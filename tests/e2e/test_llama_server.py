@@ -3,8 +3,9 @@
 Fakes cannot show how the real server behaves; these tests can. They first prove that the
 generated model really works with the real server (direct), including the quirk the proxy has to
 survive: the server closes the TCP connection after every streamed response. Then, through
-`llama-swap --config`: 200 alternating streamed / plain chats with zero errors (only possible if
-the proxy retries a request that hit a dead pooled connection), embeddings, and swaps between two
+`llama-swap --config`, on both front doors: 200 alternating streamed / plain chats and bursts of
+concurrent streams with zero errors (only possible if the proxy never writes a request into a
+connection the server is closing), embeddings, and swaps between two
 models under the `serial` and `fifo` schedulers. Every test stops the proxy at the end and checks
 that no llama-server outlived it.
 
@@ -115,8 +116,8 @@ async def test_the_generated_model_loads_and_chats_in_the_real_server(
 def test_the_real_server_closes_the_connection_after_a_streamed_response(
     direct_server: Callable[..., DirectServer],
 ) -> None:
-    """The upstream quirk the proxy's retry exists for; if this ever stops holding, the
-    200-request test below no longer exercises the retry path."""
+    """The upstream quirk the proxy's connection reuse rules exist for; if this ever stops
+    holding, the zero-error tests below no longer exercise them."""
     server = direct_server("tiny-a")
     host, port = urlparse(server.url).hostname, urlparse(server.url).port
     body = json.dumps(chat_body("tiny-a", stream=True)).encode()

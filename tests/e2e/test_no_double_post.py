@@ -4,8 +4,9 @@ An upstream that read a whole POST and then closed the connection without answer
 model killed mid-request, a crash in the middle of a generation or a tool call) may have
 done the work: the proxy answers 502 and does not send the request again.  The retry
 stays for what it is for: a pooled connection the upstream closed while it sat idle (a
-keep-alive timeout) is replaced without the client noticing.  `counting_upstream.py`
-writes down every request it read.
+keep-alive timeout) is replaced without the client noticing, and a connection the upstream
+closes a moment after a streamed answer (as llama-server does) never carries another request.
+`counting_upstream.py` writes down every request it read.
 """
 
 from __future__ import annotations
