@@ -5,6 +5,10 @@
   can count how often the upstream saw (and could have run) a request.
 - `X-Test: die`: the request is read in full, then the connection is closed without a
   byte of answer -- what a proxy sees when a model is killed mid-request.
+- `X-Test: stream...`: a chunked event stream announcing keep-alive and no close; then,
+  without reading another byte, the connection is closed LINGER seconds later -- what
+  real llama-server does after every streamed answer (it closes a moment after the
+  answer's last byte).  A request written in that moment is never read.
 - anything else: 200 JSON with keep-alive; a connection then left idle for IDLE_CLOSE
   seconds is closed by the upstream (a keep-alive timeout), as llama-server closes its
   connections.
@@ -25,6 +29,7 @@ except ImportError:
     from scripted_upstream import read_request as read_raw  # type: ignore[no-redef]
 
 IDLE_CLOSE = 1.0
+LINGER = 0.3  # long enough that a proxy's next request always lands in it
 
 
 async def read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str]] | None:
@@ -40,6 +45,15 @@ def answer(body: bytes) -> bytes:
     return (
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: keep-alive\r\n"
         b"Content-Length: %d\r\n\r\n%b" % (len(body), body)
+    )
+
+
+def event_stream() -> bytes:
+    events = [b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\n', b"data: [DONE]\n\n"]
+    chunks = b"".join(b"%x\r\n%b\r\n" % (len(e), e) for e in events)
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n"
+        b"Keep-Alive: timeout=5, max=100\r\n\r\n%b0\r\n\r\n" % chunks
     )
 
 
@@ -63,6 +77,11 @@ def handler(count_file: Path) -> object:
                     f.write(f"{method} {path} {headers.get('x-test', '')}\n")
                 if headers.get("x-test") == "die":
                     return  # read in full, then gone without answering
+                if headers.get("x-test", "").startswith("stream"):
+                    writer.write(event_stream())
+                    await writer.drain()
+                    await asyncio.sleep(LINGER)
+                    return  # closed, whatever was sent meanwhile unread
                 writer.write(answer(b'{"ok":true}'))
                 await writer.drain()
         finally:

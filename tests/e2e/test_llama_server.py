@@ -3,8 +3,9 @@
 Fakes cannot show how the real server behaves; these tests can. They first prove that the
 generated model really works with the real server (direct), including the quirk the proxy has to
 survive: the server closes the TCP connection after every streamed response. Then, through
-`llama-swap --config`: 200 alternating streamed / plain chats with zero errors (only possible if
-the proxy retries a request that hit a dead pooled connection), embeddings, and swaps between two
+`llama-swap --config`, on both front doors: 200 alternating streamed / plain chats and bursts of
+concurrent streams with zero errors (only possible if the proxy never writes a request into a
+connection the server is closing), embeddings, and swaps between two
 models under the `serial` and `fifo` schedulers. Every test stops the proxy at the end and checks
 that no llama-server outlived it.
 
@@ -115,8 +116,8 @@ async def test_the_generated_model_loads_and_chats_in_the_real_server(
 def test_the_real_server_closes_the_connection_after_a_streamed_response(
     direct_server: Callable[..., DirectServer],
 ) -> None:
-    """The upstream quirk the proxy's retry exists for; if this ever stops holding, the
-    200-request test below no longer exercises the retry path."""
+    """The upstream quirk the proxy's connection reuse rules exist for; if this ever stops
+    holding, the zero-error tests below no longer exercise them."""
     server = direct_server("tiny-a")
     host, port = urlparse(server.url).hostname, urlparse(server.url).port
     body = json.dumps(chat_body("tiny-a", stream=True)).encode()
@@ -165,14 +166,20 @@ async def running(session: aiohttp.ClientSession, proxy: SwapProxy) -> list[dict
         return rows
 
 
+DOORS = pytest.mark.parametrize("door", [(), ("--no-fast-path",)], ids=["fast", "aiohttp"])
+
+
+@DOORS
 async def test_200_alternating_streamed_and_plain_chats_have_zero_errors(
     tiny_models: TinyModels,
     llama_config: Callable[..., Path],
-    swap_proxy: Callable[[Path], SwapProxy],
+    swap_proxy: Callable[..., SwapProxy],
+    door: tuple[str, ...],
 ) -> None:
-    """Each streamed response leaves the proxy's pooled upstream connection dead; the next
-    request must be retried once on a fresh connection, invisibly to the client."""
-    proxy = swap_proxy(llama_config("serial", {"tiny": (tiny_models.a, [])}))
+    """The server closes its connection a moment after each streamed response, without
+    announcing it; the request after it must never be written into that connection (a
+    POST that fails there is not sent again), on either front door."""
+    proxy = swap_proxy(llama_config("serial", {"tiny": (tiny_models.a, [])}), *door)
     failures: list[tuple[int, dict[str, Any]]] = []
     async with aiohttp.ClientSession() as s:
         first = await chat(s, proxy.url, "tiny", stream=False)
@@ -190,6 +197,27 @@ async def test_200_alternating_streamed_and_plain_chats_have_zero_errors(
     # The same server answered everything: no restart hid an error.
     assert [p.pid for p in proxy.llama_children()] == [server.pid]
     assert [r["model"] for r in rows] == ["tiny"]
+
+
+@DOORS
+async def test_concurrent_streamed_chats_have_zero_errors(
+    tiny_models: TinyModels,
+    llama_config: Callable[..., Path],
+    swap_proxy: Callable[..., SwapProxy],
+    door: tuple[str, ...],
+) -> None:
+    """Bursts of streamed chats: every stream ends with the server closing its connection
+    while others are being sent; none of them may meet a closing connection (a 502)."""
+    proxy = swap_proxy(llama_config("serial", {"tiny": (tiny_models.a, [])}), *door)
+    async with aiohttp.ClientSession() as s:
+        assert_ok(await chat(s, proxy.url, "tiny", stream=False), "tiny", stream=False)
+        results: list[dict[str, Any]] = []
+        for _ in range(10):
+            results += await asyncio.gather(
+                *(chat(s, proxy.url, "tiny", stream=i % 4 != 3) for i in range(8))
+            )
+    failures = [r for r in results if r["status"] != 200 or "error" in r]
+    assert failures == [], f"{len(failures)} of 80 failed, first: {failures[:3]}\n{proxy.log_tail()}"
 
 
 async def test_embeddings_through_the_proxy(

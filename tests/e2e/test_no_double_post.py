@@ -4,8 +4,9 @@ An upstream that read a whole POST and then closed the connection without answer
 model killed mid-request, a crash in the middle of a generation or a tool call) may have
 done the work: the proxy answers 502 and does not send the request again.  The retry
 stays for what it is for: a pooled connection the upstream closed while it sat idle (a
-keep-alive timeout) is replaced without the client noticing.  `counting_upstream.py`
-writes down every request it read.
+keep-alive timeout) is replaced without the client noticing, and a connection the upstream
+closes a moment after a streamed answer (as llama-server does) never carries another request.
+`counting_upstream.py` writes down every request it read.
 """
 
 from __future__ import annotations
@@ -65,3 +66,20 @@ async def test_a_pooled_connection_the_upstream_closed_while_idle_is_replaced_un
         assert (await one(p.url, chat("X-Test: ok"))).status == 200
         await asyncio.sleep(IDLE_CLOSE * 1.5)  # the upstream closes the pooled connection
     assert seen(count_file, "ok") == 3  # one run per request
+
+
+@DOORS
+async def test_requests_right_after_a_streamed_answer_never_meet_its_closing_connection(
+    proxy: Any, record_file: Path, tmp_path: Path, door: tuple[str, ...]
+) -> None:
+    # llama-server closes its connection a moment after every streamed answer, announcing
+    # nothing; each next request reaches the proxy within that moment
+    count_file = tmp_path / "count.txt"
+    p = counted(proxy, record_file, count_file, door)
+    tags = [f"stream-{i}" for i in range(4)] + ["after", "stream-last", "after-last"]
+    for tag in tags:
+        resp = await one(p.url, chat(f"X-Test: {tag}"))
+        assert resp.status == 200, (tag, resp.body)
+        if tag.startswith("stream"):
+            assert resp.body.endswith(b"data: [DONE]\n\n")
+    assert [seen(count_file, tag) for tag in tags] == [1] * len(tags)  # each ran once

@@ -129,3 +129,101 @@ async def test_the_aiohttp_pool_sends_the_next_post_on_a_fresh_connection(
         assert upstream.requests == 2  # each POST reached the upstream exactly once
     finally:
         await pool.close()
+
+
+LENGTH_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n" \
+               b"Keep-Alive: timeout=5, max=100\r\n\r\n"
+CHUNKED_BODY = b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n"
+
+
+class KeepingUpstream:
+    """Keeps every connection open and answers each request by its path: `/length` with a
+    Content-Length body, `/chunked-whole` with a chunked answer sent with its head in one
+    write, `/chunked-later` with its head first and the body a moment later.  Counts the
+    connections it accepted."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.connections = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            data = b""
+            while True:
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, _, data = data.partition(b"\r\n\r\n")
+                path = head.split(b" ")[1]
+                if path == b"/length":
+                    conn.sendall(LENGTH_ANSWER)
+                elif path == b"/chunked-whole":
+                    conn.sendall(CHUNKED_HEAD + CHUNKED_BODY)
+                else:
+                    conn.sendall(CHUNKED_HEAD)
+                    time.sleep(0.05)  # the head is read before the body exists
+                    conn.sendall(CHUNKED_BODY)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def keeping() -> Iterator[KeepingUpstream]:
+    server = KeepingUpstream()
+    yield server
+    server.close()
+
+
+async def exchange(pool: AioUpstreamPool, model: Model, path: str) -> None:
+    """A GET answered and read to its end, its connection handed back as the proxy does."""
+    resp = await pool.send(model, "GET", path, CIMultiDict(), None)
+    assert resp.status == 200
+    await resp.read()
+    resp.release()
+
+
+@pytest.mark.parametrize("path", ["/chunked-whole", "/chunked-later"])
+async def test_the_aiohttp_pool_never_reuses_a_connection_that_carried_a_chunked_answer(
+    keeping: KeepingUpstream, path: str
+) -> None:
+    # llama-server closes such a connection a moment after the answer, announcing nothing;
+    # here the upstream keeps it open, so only the proxy's own rule keeps it out of the pool
+    model = Model(id="m", cmd=("x",), cmdStop=None, proxy=f"http://127.0.0.1:{keeping.port}",
+                  checkEndpoint="/health", ttl=0)
+    pool = AioUpstreamPool()
+    try:
+        await exchange(pool, model, path)
+        await exchange(pool, model, "/length")
+        assert keeping.connections == 2
+    finally:
+        await pool.close()
+
+
+async def test_the_aiohttp_pool_reuses_a_connection_after_an_answer_with_a_length(
+    keeping: KeepingUpstream,
+) -> None:
+    model = Model(id="m", cmd=("x",), cmdStop=None, proxy=f"http://127.0.0.1:{keeping.port}",
+                  checkEndpoint="/health", ttl=0)
+    pool = AioUpstreamPool()
+    try:
+        for _ in range(3):
+            await exchange(pool, model, "/length")
+        await exchange(pool, model, "/chunked-later")  # still the same connection
+        assert keeping.connections == 1
+    finally:
+        await pool.close()

@@ -23,13 +23,8 @@ from multidict import CIMultiDict
 
 from llama_swap.compiler.plan import Peer, Timeouts
 from llama_swap.runtime.core.forwarding import no_headers_within
-from llama_swap.runtime.http.aio.proxy import (
-    FORWARD_QUERY,
-    UpstreamError,
-    finish,
-    relay,
-    request_headers,
-)
+from llama_swap.runtime.http.aio.pooling import PoolConnector, UpstreamResponse
+from llama_swap.runtime.http.aio.proxy import FORWARD_QUERY, UpstreamError, relay, request_headers
 from llama_swap.runtime.http.observe.activity import ResponseMeter, tee_response
 from llama_swap.runtime.http.render.errors import error_response
 
@@ -84,9 +79,10 @@ class PeerPool:
             asyncio.get_running_loop().create_task(known[1].close())
         t = peer.timeouts
         session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
-                limit=100, limit_per_host=10, keepalive_timeout=t.idleConn or 90
+            connector=PoolConnector(
+                peek=False, limit=100, limit_per_host=10, keepalive_timeout=t.idleConn or 90
             ),
+            response_class=UpstreamResponse,
             timeout=client_timeout(t),
             auto_decompress=False,
             skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
@@ -134,4 +130,4 @@ class PeerPool:
             upstream.close()
             raise
         finally:
-            finish(upstream)
+            upstream.release()  # pooled or closed, as its head decided (pooling.py)

@@ -12,13 +12,16 @@ Why a module of its own: the proxy is the hot path, and its rules are subtle.
 - A client that disconnects cancels the handler (the app runs with
   `handler_cancellation=True`), which closes the upstream response, so the
   upstream sees the disconnect.
-- Retry: real llama-server closes the connection after every streamed
-  response, so a pooled connection may be dead when reused.  aiohttp's connector
-  never hands out a connection whose close it has seen.  A request that fails on
-  a *reused* connection before any response byte arrived is retried once on a
-  fresh connection only when it is idempotent (runtime/core/forwarding.py: a
-  POST the upstream read and dropped may have run, and is never sent twice) and
-  its body can be replayed (bytes, or a stream of which nothing was sent yet).
+- Reuse: real llama-server closes the connection a moment after every streamed
+  (chunked) answer, without saying so.  Such a connection is retired as soon as the
+  answer's head arrives, so it never goes back to the pool; a pooled connection the
+  upstream closed while idle is dropped before it is written to, even when the loop
+  has not read the close yet (runtime/http/aio/pooling.py).
+- Retry: a request that fails on a *reused* connection before any response byte
+  arrived is retried once on a fresh connection only when it is idempotent
+  (runtime/core/forwarding.py: aiohttp does not say whether any of it was written,
+  and a POST the upstream read and dropped may have run, so it is never sent twice)
+  and its body can be replayed (bytes, or a stream of which nothing was sent yet).
 - An upstream that dies mid-body aborts the client connection (no clean end
   of the chunked body), so the client sees a truncated response, not a
   complete one.
@@ -30,7 +33,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable
-from contextvars import ContextVar
 from types import SimpleNamespace
 from typing import Any
 
@@ -52,11 +54,10 @@ from llama_swap.runtime.core.forwarding import (
     idempotent,
     no_headers_within,
     retry_on_fresh_connection,
-    reusable_after_answer,
     stream_ended_early,
 )
+from llama_swap.runtime.http.aio.pooling import ATTEMPT, PoolConnector, UpstreamResponse
 from llama_swap.runtime.http.request.body import BodyTooLarge
-from llama_swap.runtime.http.socket_probe import peer_closed
 
 _SSE = "text/event-stream"
 log = logging.getLogger("llama_swap.proxy")
@@ -153,31 +154,6 @@ def _refused(stream: _ReplayableStream | None) -> None:
         raise stream.refused
 
 
-# The attempt in progress in this task: `_PoolConnector` marks it when it hands out a
-# pooled (reused) connection.  A context variable instead of an aiohttp TraceConfig,
-# whose per-request trace objects and callbacks cost more than the rest of the lookup.
-_ATTEMPT: ContextVar[SimpleNamespace | None] = ContextVar("llama_swap_attempt", default=None)
-
-
-class _PoolConnector(aiohttp.TCPConnector):
-    """A TCPConnector that tells the current attempt whether its connection was reused."""
-
-    async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
-        conn = await super().connect(req, traces, timeout)
-        while getattr(conn.protocol, "_llama_swap_used", False) and peer_closed(conn.transport):
-            conn.close()  # the upstream closed it while idle; its EOF is not read yet
-            conn = await super().connect(req, traces, timeout)
-        proto: Any = conn.protocol
-        if proto is not None:
-            attempt = _ATTEMPT.get()
-            if getattr(proto, "_llama_swap_used", False):
-                if attempt is not None:
-                    attempt.reused = True
-            else:
-                proto._llama_swap_used = True
-        return conn
-
-
 class _Upstream:
     """The client sessions for one model: a pooled one and a no-reuse one for retries."""
 
@@ -189,10 +165,11 @@ class _Upstream:
         self.header_timeout = t.responseHeader or None
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.connect or None)
         self.pooled = aiohttp.ClientSession(
-            connector=_PoolConnector(limit=0, keepalive_timeout=t.idleConn or 90),
+            connector=PoolConnector(limit=0, keepalive_timeout=t.idleConn or 90),
             timeout=timeout,
             auto_decompress=False,
             skip_auto_headers=_SKIP_AUTO,
+            response_class=UpstreamResponse,
         )
         self.fresh = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, force_close=True),
@@ -250,7 +227,7 @@ class UpstreamPool:
         data, stream = _payload(body, headers)
         flag = SimpleNamespace(reused=False)
         header_timeout = up.header_timeout
-        token = _ATTEMPT.set(flag)
+        token = ATTEMPT.set(flag)
         try:
             if header_timeout is None:
                 return await up.pooled.request(
@@ -281,7 +258,7 @@ class UpstreamPool:
         except TimeoutError as exc:
             raise UpstreamError(no_headers_within(header_timeout or 0)) from exc
         finally:
-            _ATTEMPT.reset(token)
+            ATTEMPT.reset(token)
         try:
             async with asyncio.timeout(header_timeout):
                 return await up.fresh.request(
@@ -328,18 +305,8 @@ class UpstreamPool:
         except BaseException:
             upstream.close()
             raise
-        finish(upstream)
+        upstream.release()  # pooled or closed, as its head decided (pooling.py)
         return resp
-
-
-def finish(upstream: aiohttp.ClientResponse) -> None:
-    """Hand a relayed answer's connection back to the pool, or close it when the
-    forwarding rules say it must not carry another request (a chunked answer)."""
-    chunked = "chunked" in upstream.headers.get("Transfer-Encoding", "").lower()
-    if reusable_after_answer(keep_alive=True, chunked=chunked):  # aiohttp minds keep-alive
-        upstream.release()
-    else:
-        upstream.close()
 
 
 async def relay(
