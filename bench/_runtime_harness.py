@@ -19,6 +19,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 
+import psutil
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -81,6 +83,29 @@ def older_plan_json(plan: Plan) -> str:
         if doc.get(key) == defaults.get(key):
             doc.pop(key, None)
     return json.dumps(doc)
+
+
+STORE_WRITER = "llama_swap.runtime.http.observe.store_process"
+
+
+def is_store_writer(proc: psutil.Process) -> bool:
+    """The activity store's writer process (a child of every llama-swap)."""
+    try:
+        return STORE_WRITER in " ".join(proc.cmdline())
+    except psutil.Error:
+        return False
+
+
+def proxy_processes(pid: int) -> list[psutil.Process]:
+    """llama-swap's own processes: the proxy and its store writer (CPU and memory are
+    counted over both)."""
+    proxy = psutil.Process(pid)
+    return [proxy, *(k for k in proxy.children() if is_store_writer(k))]
+
+
+def model_processes(pid: int) -> list[psutil.Process]:
+    """The model servers llama-swap runs (its descendants but the store writer)."""
+    return [k for k in psutil.Process(pid).children(recursive=True) if not is_store_writer(k)]
 
 
 @contextlib.contextmanager

@@ -43,6 +43,7 @@ from _measure import (  # type: ignore[import-not-found]
 from _nginx_peer import nginx  # type: ignore[import-not-found]
 from _peers import (  # type: ignore[import-not-found]
     MASTER_KEY,
+    cpu_seconds,
     litellm,
     llama_router,
     llama_server_args,
@@ -56,6 +57,7 @@ from _runtime_harness import (  # type: ignore[import-not-found]
     free_port,
     llama_swap,
     plan_of,
+    proxy_processes,
 )
 
 from llama_swap.compiler.plan import Group, Model, Plan, Routing, Settings
@@ -174,7 +176,7 @@ async def front(cfg: Config, peers: Peers, res: Results, work: Path) -> None:
             llama_swap(plan_with(plain_models, "fifo", everyone), "--no-fast-path"))
         await load_all(fast.url, fast_models)
         await load_all(plain.url, plain_models)
-        fast_proc, plain_proc = psutil.Process(fast.proc.pid), psutil.Process(plain.proc.pid)
+        fast_procs, plain_procs = proxy_processes(fast.proc.pid), proxy_processes(plain.proc.pid)
         upstream = {m.id: m.proxy for m in fast_models}
         nginx_urls: dict[str, tuple[str, list[psutil.Process]]] = {}
         if peers.nginx:
@@ -190,8 +192,8 @@ async def front(cfg: Config, peers: Peers, res: Results, work: Path) -> None:
 
         def targets(mid: str, litellm_share: float) -> list[Target]:
             ts = [Target("direct", upstream[mid], mid),
-                  Target("llama-swap", fast.url, mid, [fast_proc]),
-                  Target("llama-swap --no-fast-path", plain.url, mid, [plain_proc])]
+                  Target("llama-swap", fast.url, mid, fast_procs),
+                  Target("llama-swap --no-fast-path", plain.url, mid, plain_procs)]
             if mid in nginx_urls:
                 ts.append(Target("nginx", nginx_urls[mid][0], mid, nginx_urls[mid][1]))
             if lite is not None:
@@ -298,11 +300,11 @@ async def swaps(cfg: Config, peers: Peers, res: Results, work: Path) -> None:
             base = stack.enter_context(
                 llama_swap(plan_of(pair(), "serial", "warn"), exe=cfg.baseline))
             targets.append(Target("baseline build (serial)", base.url, "alpha",
-                                  [psutil.Process(base.proc.pid)]))
+                                  proxy_processes(base.proc.pid)))
         targets += [
-            Target("llama-swap (serial)", serial.url, "alpha", [psutil.Process(serial.proc.pid)]),
+            Target("llama-swap (serial)", serial.url, "alpha", proxy_processes(serial.proc.pid)),
             Target("llama-swap (fifo, swap group)", fifo.url, "alpha",
-                   [psutil.Process(fifo.proc.pid)]),
+                   proxy_processes(fifo.proc.pid)),
             Target("llama.cpp router (--models-max 1)", router.url, "alpha",
                    [psutil.Process(p) for p in router.pids]),
         ]
@@ -330,16 +332,16 @@ async def hot_reload(cfg: Config, res: Results, work: Path) -> None:
     conf = reload_bench.Config(work / "reload", cfg.reload_models, cfg.reload_fragments)
     proc, url = reload_bench.start_proxy(conf, None)
     try:
-        ps = psutil.Process(proc.pid)
+        ps = proxy_processes(proc.pid)
         async with aiohttp.ClientSession() as s:
             assert await reload_bench.chat(s, url, reload_bench.STEADY) == 200
-            before = ps.cpu_times()
+            before = cpu_seconds(ps)
             figures = await reload_bench.steady_during_reloads(s, url, conf, cfg.reloads)
-            after = ps.cpu_times()
+            after = cpu_seconds(ps)
         row = Row(f"hot reload under load ({cfg.reload_models} models, {cfg.reloads} reloads)",
                   "llama-swap", figures["latencies"], figures["failed"],
                   "; ".join(figures["failures"])[:200], figures["seconds"],
-                  after.user + after.system - before.user - before.system, peak_rss([ps]))
+                  after - before, peak_rss(ps))
         print_rows({"llama-swap": row})
         res.reload = [row]
     finally:

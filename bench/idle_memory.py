@@ -10,8 +10,13 @@ import argparse
 import time
 import urllib.request
 
-import psutil
-from _runtime_harness import fake_model, llama_swap, plan_of  # type: ignore[import-not-found]
+from _runtime_harness import (  # type: ignore[import-not-found]
+    fake_model,
+    llama_swap,
+    model_processes,
+    plan_of,
+    proxy_processes,
+)
 
 
 def main() -> None:
@@ -24,12 +29,17 @@ def main() -> None:
             with urllib.request.urlopen(ls.url + path, timeout=10) as resp:
                 resp.read()
         time.sleep(1.0)
-        proc = psutil.Process(ls.proc.pid)
-        info = proc.memory_full_info()
-        children = proc.children(recursive=True)
+        proxy, *writer = proxy_processes(ls.proc.pid)
+        info = proxy.memory_full_info()
+        extra = [w.memory_full_info() for w in writer]
+        children = model_processes(ls.proc.pid)
     print(f"idle memory with {args.models} models configured (none loaded)")
-    print(f"  RSS {info.rss / 2**20:6.1f} MB   USS {info.uss / 2**20:6.1f} MB   (target RSS < 80 MB)")
-    print(f"  child processes: {len(children)}")
+    print(f"  proxy        RSS {info.rss / 2**20:6.1f} MB   USS {info.uss / 2**20:6.1f} MB")
+    for w in extra:
+        print(f"  store writer RSS {w.rss / 2**20:6.1f} MB   USS {w.uss / 2**20:6.1f} MB")
+    total = info.rss + sum(w.rss for w in extra)
+    print(f"  together     RSS {total / 2**20:6.1f} MB   (target RSS < 80 MB)")
+    print(f"  model processes: {len(children)}")
 
 
 if __name__ == "__main__":

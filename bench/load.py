@@ -63,6 +63,7 @@ import psutil
 from _runtime_harness import (  # type: ignore[import-not-found]
     Running,
     fake_model,
+    is_store_writer,
     llama_swap,
     percentile,
     plan_of,
@@ -282,7 +283,7 @@ def live_children(proc: psutil.Process) -> int:
     count = 0
     for kid in proc.children(recursive=True):
         with contextlib.suppress(psutil.NoSuchProcess):
-            count += kid.status() != psutil.STATUS_ZOMBIE
+            count += kid.status() != psutil.STATUS_ZOMBIE and not is_store_writer(kid)
     return count
 
 

@@ -39,7 +39,14 @@ import psutil
 from _lean_client import drive  # type: ignore[import-not-found]
 from _nginx_peer import available as nginx_available  # type: ignore[import-not-found]
 from _nginx_peer import nginx  # type: ignore[import-not-found]
-from _runtime_harness import fake_model, llama_swap, percentile, plan_of  # type: ignore[import-not-found]
+from _runtime_harness import (  # type: ignore[import-not-found]
+    fake_model,
+    llama_swap,
+    model_processes,
+    percentile,
+    plan_of,
+    proxy_processes,
+)
 
 BODY = json.dumps(
     {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
@@ -139,13 +146,15 @@ async def main_async(
             await one(s, urls["fast path"])
             await one(s, urls["aiohttp path"])
         client = psutil.Process()
-        fast_proc, plain_proc = psutil.Process(fast.proc.pid), psutil.Process(plain.proc.pid)
-        fast_upstream = fast_proc.children(recursive=True)[0]
+        fast_proc, fast_store = proxy_processes(fast.proc.pid)
+        plain_proc, plain_store = proxy_processes(plain.proc.pid)
+        fast_upstream = model_processes(fast.proc.pid)[0]
         procs = {
             "direct": {"client": client, "upstream": fast_upstream},
-            "fast path": {"client": client, "proxy": fast_proc, "upstream": fast_upstream},
-            "aiohttp path": {"client": client, "proxy": plain_proc,
-                             "upstream": plain_proc.children(recursive=True)[0]},
+            "fast path": {"client": client, "proxy": fast_proc, "store": fast_store,
+                          "upstream": fast_upstream},
+            "aiohttp path": {"client": client, "proxy": plain_proc, "store": plain_store,
+                             "upstream": model_processes(plain.proc.pid)[0]},
         }
         if baseline is not None:  # another build, its own upstream
             base_model = fake_model("m")
@@ -155,9 +164,10 @@ async def main_async(
             urls["baseline"] = f"{base.url}/v1/chat/completions"
             async with aiohttp.ClientSession() as s:
                 await one(s, urls["baseline"])
-            base_proc = psutil.Process(base.proc.pid)
+            base_proc, *base_store = proxy_processes(base.proc.pid)  # older builds: no writer
             procs["baseline"] = {"client": client, "proxy": base_proc,
-                                 "upstream": base_proc.children(recursive=True)[0]}
+                                 **({"store": base_store[0]} if base_store else {}),
+                                 "upstream": model_processes(base.proc.pid)[0]}
         if peer:  # nginx in front of the same upstream as "direct"
             nginx_url, nginx_pid = stack.enter_context(
                 nginx(fast_model.proxy.removeprefix("http://")))
@@ -167,7 +177,8 @@ async def main_async(
             procs["nginx"] = {"client": client, "proxy": worker, "upstream": fast_upstream}
         print(f"proxy overhead: small non-streaming chat, {total} requests per run, "
               f"{rounds} round(s), scheduler {scheduler}, clients: {', '.join(kinds)}")
-        print("  CPU ms per request: client / proxy / upstream process")
+        print("  CPU ms per request: client / proxy / its store writer / upstream process "
+              "(\"proxy CPU\" below: proxy + store writer)")
         results: dict[tuple[str, int], list[dict[str, Run]]] = {}
         for rnd in range(rounds):
             shift = rnd % len(targets)
@@ -196,7 +207,7 @@ async def main_async(
             for t in targets[1:]:
                 added = med(percentile(r[t].latencies, 50) - percentile(r["direct"].latencies, 50)
                             for r in rows)
-                cpu = med(r[t].cpu_ms["proxy"] for r in rows)
+                cpu = med(r[t].cpu_ms["proxy"] + r[t].cpu_ms.get("store", 0.0) for r in rows)
                 line = (f"    {kind:7s} client, {clients:2d} concurrent, {t:12s}: p50 added "
                         f"{ms(added)}  proxy CPU {cpu:.3f} ms/request")
                 if clients == 32:

@@ -1,25 +1,31 @@
 """The persistent activity history: the SQLite layer (activity_db.py) against real
-databases, and the store's writer thread (activity_store.py)."""
+databases, and the store (activity_store.py) with its writer process (store_process.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from llama_swap.runtime.http.observe import activity_db as db
 from llama_swap.runtime.http.observe.activity import TOKEN_FIELDS, ActivityLog, ResponseMeter
 from llama_swap.runtime.http.observe.activity_query import ActivityQuery
 from llama_swap.runtime.http.observe.activity_store import (
+    WRITER,
     ActivityStore,
     Retention,
     default_path,
 )
+from llama_swap.runtime.http.observe.store_process import frame
 
 
 def entry(id: int, model: str = "m", *, ts: float | None = None, status: int = 200,
@@ -349,3 +355,73 @@ async def test_a_burst_is_rendered_in_slices_and_the_token_hook_sees_every_entry
         assert (await store.stats(""))["total_input_tokens"] == sum(range(1, 1001))
     finally:
         await store.close()
+
+
+# -- the writer process -----------------------------------------------------------------
+
+
+def writer_of(store: ActivityStore) -> psutil.Process:
+    (kid,) = [k for k in psutil.Process().children() if WRITER in " ".join(k.cmdline())
+              and k.pid == store.writer_pid]
+    return kid
+
+
+async def test_the_writer_is_a_process_that_exits_at_close(tmp_path: Path) -> None:
+    store = make_store(str(tmp_path / "a.sqlite"))
+    await store.open()
+    kid = writer_of(store)
+    store.record(entry(1))
+    await store.close()
+    assert not kid.is_running() or kid.status() == psutil.STATUS_ZOMBIE
+    assert store.status()["state"] == "closed" and store.status()["written"] == 1
+
+
+async def test_the_writer_ignores_a_stop_signal_meant_for_the_process_group(
+    tmp_path: Path,
+) -> None:
+    """A terminal's Ctrl-C or a service manager's SIGTERM reaches the writer too; it keeps
+    going until the proxy, stopping, hands over its last entries and closes the pipe."""
+    store = make_store(str(tmp_path / "a.sqlite"))
+    await store.open()
+    try:
+        kid = writer_of(store)
+        kid.send_signal(signal.SIGINT)
+        kid.send_signal(signal.SIGTERM)
+        store.record(entry(1))
+        assert ids(await store.page(ActivityQuery())) == [1]
+    finally:
+        await store.close()
+    assert store.status()["error"] is None
+
+
+async def test_a_writer_that_dies_is_reported_and_the_proxy_goes_on(tmp_path: Path) -> None:
+    store = make_store(str(tmp_path / "a.sqlite"))
+    await store.open()
+    try:
+        writer_of(store).kill()
+        for _ in range(500):
+            if store.status()["state"] == "closed":
+                break
+            await asyncio.sleep(0.01)
+        status = store.status()
+        assert status["state"] == "closed" and "exited unexpectedly" in status["error"]
+        store.record(entry(1))  # nothing kept, nothing raised
+        with pytest.raises(db.StoreError):
+            await store.page(ActivityQuery())
+        await store.flush()
+    finally:
+        await store.close()
+
+
+def test_the_writer_writes_what_it_was_sent_when_its_input_ends(tmp_path: Path) -> None:
+    """The proxy died (its end of the pipe closed): what reached the writer is kept."""
+    path = str(tmp_path / "a.sqlite")
+    rows = [db.row_of(entry(i)) for i in range(1, 4)]
+    keep = (1000, None, 1000, None)
+    proc = subprocess.Popen([sys.executable, "-m", WRITER], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL)
+    assert proc.stdin is not None
+    proc.stdin.write(frame(("open", path, 5000, *keep)) + frame(("rows", rows, *keep)))
+    proc.stdin.close()  # no "close": the end of the input says it
+    assert proc.wait(30) == 0
+    assert ids(db.list_page(db.connect(path), ActivityQuery())) == [3, 2, 1]

@@ -59,10 +59,9 @@ CREATE INDEX IF NOT EXISTS activity_time ON activity (ts_created DESC, id DESC);
 CREATE INDEX IF NOT EXISTS activity_model ON activity (model_id, ts_created DESC, id DESC);
 """
 
-_INSERT_JSON = (
-    f"INSERT OR REPLACE INTO activity ({', '.join(_COLUMNS)}) SELECT "
-    + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(_COLUMNS)))
-    + " FROM json_each(?)"
+_INSERT = (
+    f"INSERT OR REPLACE INTO activity ({', '.join(_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
 )
 
 Row = tuple[Any, ...]
@@ -72,15 +71,15 @@ class StoreError(Exception):
     """The database cannot be used (corrupt, locked, unreadable); the message says why."""
 
 
-def connect(path: str) -> sqlite3.Connection:
+def connect(path: str, busy_ms: int = BUSY_TIMEOUT_MS) -> sqlite3.Connection:
     """Open (creating if needed) and check the database; StoreError if it is unusable."""
     try:
-        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+        conn = sqlite3.connect(path, timeout=busy_ms / 1000, isolation_level=None,
                                check_same_thread=False)
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open {path}: {exc}") from exc
     try:
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_ms)}")
         if path != MEMORY:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
@@ -139,7 +138,7 @@ def row(
     tokens: Mapping[str, Any], duration_ms: int, error_msg: str,
     metadata: Mapping[str, Any] | None,
 ) -> Row:
-    """One table row, in `_COLUMNS` order, every value JSON-safe (see `insert`)."""
+    """One table row, in `_COLUMNS` order, every value one SQLite takes (see `_text`)."""
     return (
         id, ts, _text(model), _text(req_path), _text(content_type), status,
         *_figures(tokens), duration_ms, _text(error_msg),
@@ -159,28 +158,11 @@ def row_of(entry: Mapping[str, Any]) -> Row:
     )
 
 
-def batch_text(rows: list[Row]) -> str:
-    """Rows as the one JSON document `insert_text` takes."""
-    return json_codec.dumps(rows)
-
-
 def insert(conn: sqlite3.Connection, rows: Iterable[Row]) -> None:
     """Write rows in one transaction."""
-    insert_texts(conn, [batch_text(list(rows))])
-
-
-def insert_texts(conn: sqlite3.Connection, texts: Iterable[str]) -> None:
-    """Write batches (each a JSON array of rows, from `batch_text`) in one transaction.
-
-    Why JSON and not `executemany`: the writer thread binds each row's values in Python,
-    holding the interpreter lock, and gives it up and takes it back around every row's
-    step, so at thousands of rows a second it keeps taking the lock from the event loop.
-    One statement per batch, with SQLite's `json_each` unpacking the rows, holds the
-    lock only to start the statement: the unpacking and inserting run without it."""
     with conn:
         conn.execute("BEGIN")
-        for text in texts:
-            conn.execute(_INSERT_JSON, (text,))
+        conn.executemany(_INSERT, rows)
 
 
 def prune(conn: sqlite3.Connection, max_rows: int, older_than: float | None) -> int:
