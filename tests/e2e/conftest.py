@@ -38,7 +38,13 @@ from llama_swap.compiler.plan import (
     Settings,
     plan_to_json,
 )
-from tests.e2e.procs import free_port, kill_pids, live_descendants, stop_process
+from tests.e2e.procs import (
+    free_port,
+    is_store_writer,
+    kill_pids,
+    live_descendants,
+    stop_process,
+)
 
 BIN = Path(sys.executable).parent
 FAKE = str(BIN / "swap-fake-upstream")
@@ -117,11 +123,12 @@ class Proxy:
     seen_children: dict[int, str] = field(default_factory=dict)
 
     def children(self) -> list[psutil.Process]:
-        """Live (non-zombie) descendants of the proxy."""
+        """Live (non-zombie) descendants of the proxy but its store writer: the model
+        processes (all of them remembered for the teardown)."""
         alive = live_descendants(self.proc.pid)
         for kid, cmdline in alive:
             self.seen_children.setdefault(kid.pid, " ".join(cmdline))
-        return [kid for kid, _ in alive]
+        return [kid for kid, cmdline in alive if not is_store_writer(cmdline)]
 
     def records(self) -> list[dict[str, Any]]:
         """What the fakes served, ordered by start time."""

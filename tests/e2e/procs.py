@@ -50,6 +50,20 @@ def live_descendants(pid: int) -> list[tuple[psutil.Process, list[str]]]:
     return alive
 
 
+# Every llama-swap runs its activity store's writer as a child (store_process.py): not a
+# model server, so the checks of which model processes run leave it out.
+STORE_WRITER = "llama_swap.runtime.http.observe.store_process"
+
+
+def is_store_writer(cmdline: list[str]) -> bool:
+    return STORE_WRITER in " ".join(cmdline)
+
+
+def model_descendants(pid: int) -> list[tuple[psutil.Process, list[str]]]:
+    """`live_descendants` but the store writer: the model servers (and their wrappers)."""
+    return [(kid, cmd) for kid, cmd in live_descendants(pid) if not is_store_writer(cmd)]
+
+
 def kill_pids(pids: Iterable[int]) -> None:
     """SIGKILL every pid in `pids` that still exists (teardown of remembered children)."""
     for pid in pids:

@@ -196,9 +196,8 @@ class ResponseMeter:
             self._timing_ms = ms
 
     def _parse_body(self) -> None:
-        # Flag cleared after the merge: the store's writer thread may render the same
-        # entry as the loop; both then merge the same figures, and neither sees a
-        # half-parsed meter.
+        # Flag cleared after the merge: the in-memory log and the store may both read the
+        # figures; the second read finds them merged.
         if has_markers(self._body):
             self._merge(self._body)
         self._unparsed = False

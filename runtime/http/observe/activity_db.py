@@ -1,6 +1,6 @@
 """The activity history's SQLite database: schema, writes, pruning and the API's reads.
 
-Why plain synchronous code: one thread (activity_store.py) owns the one connection and
+Why plain synchronous code: one process (store_process.py) owns the one connection and
 calls these in turn, so nothing here knows about the event loop, and the functions are
 tested directly against a real database.  File databases use WAL (readers never block
 the writer; a crash loses at most the last unfinished transaction) and a busy timeout

@@ -6,8 +6,9 @@ several servers in one process, and each must count only its own requests.
 What is counted where:
 - per request, on the loop, by `recording` (both front doors): duration and time to the
   first byte of the answer's body (histograms per model);
-- per written activity entry, on the store's writer thread: tokens in and out (parsing
-  them on the request path would cost every request; the store renders entries anyway);
+- per activity entry the store renders (on the loop, in batches): tokens in and out
+  (parsing them on the request path would cost every request; the store renders
+  entries anyway);
 - per router event: model loads, load failures, load duration, evictions by reason;
 - at scrape time, from the state itself (`add_collector`): requests per model and
   status (the activity log's bounded counts), models ready, requests in flight and
@@ -58,7 +59,7 @@ class ModelLabels:
     def __init__(self, limit: int = MAX_MODEL_LABELS) -> None:
         self._limit = limit
         self._known: set[str] = set()
-        self._lock = threading.Lock()  # the store's writer thread asks too
+        self._lock = threading.Lock()  # embedders may feed metrics from other threads
 
     def __call__(self, model: str) -> str:
         if model in self._known:
