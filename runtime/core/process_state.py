@@ -15,4 +15,9 @@ class ProcessState(StrEnum):
     @property
     def occupies_memory(self) -> bool:
         """True while a child process may be alive (anything but stopped/shutdown)."""
-        return self not in (ProcessState.STOPPED, ProcessState.SHUTDOWN)
+        return self is not _STOPPED and self is not _SHUTDOWN
+
+
+# looked up once: reading a member off an enum class costs more than the test itself
+_STOPPED = ProcessState.STOPPED
+_SHUTDOWN = ProcessState.SHUTDOWN
