@@ -13,7 +13,9 @@ streaming, embeddings, multipart audio/image uploads) and adds what tests need t
   written with a single O_APPEND write, so several processes can share one file;
 - failure modes: `exit-on-start`, `never-healthy`, `crash-mid-stream`;
 - `--vllm-metrics`: answers carry vLLM's per-request `metrics` (a body's top level, a
-  stream's last content chunk), for the activity log's vLLM parsing.
+  stream's last content chunk), for the activity log's vLLM parsing;
+- `--drain-on-sigterm SECONDS`: on SIGTERM, wait (up to that long) for open client
+  connections to close before exiting, as llama-server does, then print how many were left.
 
 With `--timings` it answers like llama-server does about speed: every completion carries a
 `timings` object (`prompt_n`, `prompt_ms`, `prompt_per_second`, `predicted_n`,
@@ -64,6 +66,7 @@ class Options:
     fail: str | None = None
     record: str | None = None
     ignore_sigterm: bool = False
+    drain_on_sigterm: float = 0.0  # seconds to wait for client connections at SIGTERM
     vllm_metrics: bool = False
     timings: bool = False
 
@@ -90,6 +93,9 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--fail", choices=FAILURES, default=None, help="failure mode")
     p.add_argument("--record", default=None, help="append one JSON line per served request")
     p.add_argument("--ignore-sigterm", action="store_true", help="keep running on SIGTERM")
+    p.add_argument("--drain-on-sigterm", type=float, default=0.0, metavar="SECONDS",
+                   help="on SIGTERM, wait up to SECONDS for open client connections to close "
+                        "before exiting, as llama-server does, and say how many were left")
     p.add_argument("--vllm-metrics", action="store_true",
                    help="answer vLLM's per-request `metrics` (ttft 50 ms, inter-token 10 ms, "
                         "speculative decoding 8 drafted / 6 accepted) beside `usage`")
@@ -469,7 +475,15 @@ async def serve(opts: Options) -> None:
     say(f"fake upstream {opts.model!r} pid {os.getpid()} listening on "
         f"http://{opts.host}:{fake.port} after {(time.monotonic() - _T0) * 1000:.0f} ms")
     await stopped
-    os._exit(0)  # no graceful drain: a real model server dies promptly too
+    if opts.drain_on_sigterm > 0:
+        deadline = time.monotonic() + opts.drain_on_sigterm
+        while runner.server is not None and runner.server.connections:
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.01)
+        left = len(runner.server.connections) if runner.server is not None else 0
+        say(f"fake upstream: {left} client connection(s) still open at exit")
+    os._exit(0)  # no graceful drain (unless asked): a real model server dies promptly too
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -35,7 +35,7 @@ the names each compares with, precomputed.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import AnyStr, Generic
 
@@ -164,3 +164,18 @@ def reusable_after_answer(*, keep_alive: bool, chunked: bool) -> bool:
     """Whether the connection that carried an answer may take another request: the
     upstream keeps it alive, and the answer was not chunked (see the module notes)."""
     return keep_alive and not chunked
+
+
+def model_stopping(event: Mapping[str, object]) -> str | None:
+    """The model whose idle upstream connections must close now, if `event` (a router
+    event) says one started stopping.
+
+    Why: a server waits for its open connections before it exits on SIGTERM (llama-server
+    takes ~110 ms with one idle keep-alive connection open, ~2 ms without), and a swap
+    waits for that exit before the next model starts.  State events are delivered before
+    the stop signal is sent, so closing the pooled connections here takes that wait out
+    of every swap."""
+    if event.get("type") == "state" and event.get("new") == "stopping":
+        model = event.get("model")
+        return model if isinstance(model, str) else None
+    return None

@@ -360,3 +360,16 @@ def test_a_connection_that_carried_a_chunked_answer_takes_no_other_request() -> 
     assert reusable_after_answer(keep_alive=True, chunked=False)
     assert not reusable_after_answer(keep_alive=True, chunked=True)  # llama-server closes it
     assert not reusable_after_answer(keep_alive=False, chunked=False)
+
+
+def test_a_model_starting_to_stop_is_the_one_whose_idle_connections_close() -> None:
+    from llama_swap.runtime.core.forwarding import model_stopping
+
+    assert model_stopping({"type": "state", "model": "a", "old": "ready", "new": "stopping"}) == "a"
+    for event in (
+        {"type": "state", "model": "a", "old": "stopping", "new": "stopped"},
+        {"type": "state", "model": "a", "old": "stopped", "new": "starting"},
+        {"type": "evict", "model": "a", "reason": "swap"},
+        {"type": "state", "new": "stopping"},
+    ):
+        assert model_stopping(event) is None

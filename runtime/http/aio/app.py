@@ -85,9 +85,11 @@ def create_services(
     )
     activity.sink = store.record
     store.on_written = metrics.tokens
+    upstreams = UpstreamPool()
+    listeners.add(upstreams.on_event)
     return Services(
         router=router,
-        upstreams=UpstreamPool(),
+        upstreams=upstreams,
         peers=PeerPool(),
         proxy_log=proxy_log,
         upstream_log=upstream_log,

@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from types import SimpleNamespace
 from typing import Any
 
@@ -52,6 +52,7 @@ from llama_swap.runtime.core.forwarding import (
     dropped_names,
     forwarded_request_headers,
     idempotent,
+    model_stopping,
     no_headers_within,
     retry_on_fresh_connection,
     stream_ended_early,
@@ -202,6 +203,21 @@ class UpstreamPool:
             up = self._upstreams[model.id] = _Upstream(model)
         up.model = model
         return up
+
+    def retire(self, model_id: str) -> None:
+        """Close the model's session (its upstream is about to stop: see core/forwarding.py,
+        `model_stopping`); the next request opens a new one."""
+        up = self._upstreams.pop(model_id, None)
+        if up is not None:
+            task = asyncio.get_running_loop().create_task(up.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    def on_event(self, event: Mapping[str, object]) -> None:
+        """Router events: a model starting to stop retires its session."""
+        model = model_stopping(event)
+        if model is not None:
+            self.retire(model)
 
     async def close(self) -> None:
         ups, self._upstreams = list(self._upstreams.values()), {}

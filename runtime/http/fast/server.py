@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import cast
 from urllib.parse import urlsplit
@@ -48,6 +48,7 @@ from llama_swap.runtime.core.forwarding import (
     UPSTREAM_ABORTED,
     forwarded_request_headers,
     idempotent,
+    model_stopping,
     no_headers_within,
     retry_on_fresh_connection,
     upstream_error,
@@ -124,6 +125,16 @@ class FastPath:
         self._pools: dict[tuple[Target, float | None, float], UpstreamPool] = {}
         self._by_model: dict[str, tuple[Model, tuple[UpstreamPool, Target] | None]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
+        services.listeners.add(self._on_event)
+
+    def _on_event(self, event: Mapping[str, object]) -> None:
+        """A model starting to stop: its idle upstream connections close first (see
+        core/forwarding.py, `model_stopping`)."""
+        model = model_stopping(event)
+        if model is not None:
+            entry = self._by_model.get(model)
+            if entry is not None and entry[1] is not None:
+                entry[1][0].close_idle()
 
     def protocol(self) -> ClientConnection:
         """The protocol factory for `loop.create_server`."""

@@ -264,6 +264,12 @@ class UpstreamPool:
         if conn in self._idle:
             self._idle.remove(conn)
 
+    def close_idle(self) -> None:
+        """Close every idle connection (the upstream is about to stop)."""
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
     def sweep(self) -> None:
         """Close connections idle longer than `idle_timeout`."""
         now = time.monotonic()
