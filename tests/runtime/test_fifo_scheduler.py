@@ -74,6 +74,22 @@ def r() -> Ids:
 # -- the decision tree -----------------------------------------------------------
 
 
+def test_a_ready_model_running_alone_is_granted_without_asking_the_eviction_policy(
+    r: Ids,
+) -> None:
+    """Nothing else runs, so no policy could evict anything: the swapper's view is not built
+    (a policy that would still name something to evict is not consulted)."""
+    fx = FakeEffects("a", "b", ready=("a",))
+    swapper = StubSwapper({"a": ("b",)})
+    s = FifoScheduler(make_models("a", "b"), fx, swapper)
+    s.on_request(r("a"))
+    assert fx.take() == [Grant(1)] and swapper.described == []
+    fx.set_state("b", READY)  # now another model runs: the policy decides again
+    s.on_serve_done("a")
+    s.on_request(r("a"))
+    assert swapper.described == [("a", ("a", "b"))]
+
+
 def test_fast_path_grants_a_ready_model_without_a_swap(r: Ids) -> None:
     s, fx = fifo("a", ready=("a",))
     s.on_request(r("a"))

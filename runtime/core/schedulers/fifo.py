@@ -281,6 +281,11 @@ class FifoScheduler:
         if active is not None:
             active.waiters.append(request)
             return True
+        if state is ProcessState.READY and not self._active and self._alone(model):
+            # the common case, decided without building the swapper's view: the target
+            # serves and is the only model running, so no policy has anything to evict
+            self._grant(request)
+            return True
         ctx = self._context(model, state)
         decision = self._swapper.decide(model, ctx)
         if decision.refuse:
@@ -393,6 +398,11 @@ class FifoScheduler:
         running = set(self._fx.running_models())
         running.update(m for m in self._active if m != exclude)
         return sorted(running)
+
+    def _alone(self, model: str) -> bool:
+        """`model` is the only model running (or starting, or stopping)."""
+        running = self._fx.running_models()
+        return len(running) == 1 and running[0] == model
 
     def _collides(self, target: str, evict: Sequence[str]) -> bool:
         for model, sw in self._active.items():
