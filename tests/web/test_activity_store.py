@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from llama_swap.runtime.http.observe import activity_db as db
+from llama_swap.runtime.http.observe import activity_store
 from llama_swap.runtime.http.observe.activity import TOKEN_FIELDS, ActivityLog, ResponseMeter
 from llama_swap.runtime.http.observe.activity_query import ActivityQuery
 from llama_swap.runtime.http.observe.activity_store import (
@@ -394,23 +395,38 @@ async def test_the_writer_ignores_a_stop_signal_meant_for_the_process_group(
     assert store.status()["error"] is None
 
 
-async def test_a_writer_that_dies_is_reported_and_the_proxy_goes_on(tmp_path: Path) -> None:
+async def test_a_writer_that_dies_is_reported_and_replaced_and_nothing_is_counted_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(activity_store, "RESTART_DELAY", 0.2)
     store = make_store(str(tmp_path / "a.sqlite"))
     await store.open()
     try:
-        writer_of(store).kill()
+        store.record(entry(1))
+        await store.flush()
+        first = writer_of(store)
+        first.kill()
         for _ in range(500):
             if store.status()["state"] == "closed":
                 break
             await asyncio.sleep(0.01)
         status = store.status()
         assert status["state"] == "closed" and "exited unexpectedly" in status["error"]
-        store.record(entry(1))  # nothing kept, nothing raised
-        with pytest.raises(db.StoreError):
+        with pytest.raises(db.StoreError):  # no writer to ask right now
             await store.page(ActivityQuery())
-        await store.flush()
+        store.record(entry(2))  # waits for the new writer
+        for _ in range(500):
+            if store.writer_pid is not None and store.status()["state"] == "open":
+                break
+            await asyncio.sleep(0.01)
+        assert writer_of(store).pid != first.pid
+        assert ids(await store.page(ActivityQuery())) == [2, 1]
+        status = store.status()
+        assert (status["written"], status["dropped"], status["pending"]) == (2, 0, 0)
+        assert status["error"] is None
     finally:
         await store.close()
+    assert store.status()["state"] == "closed"
 
 
 def test_the_writer_writes_what_it_was_sent_when_its_input_ends(tmp_path: Path) -> None:

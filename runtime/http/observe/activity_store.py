@@ -13,7 +13,8 @@ counted.
 
 Why it never stops the proxy: the writer reports a file it cannot use and keeps this
 run's history in memory instead; `status()` says so.  A writer that cannot start or
-dies is logged and reported there too, and the proxy goes on without history.
+dies is logged and reported there too, the rows it had not written are counted as dropped,
+and a new writer starts a second later (at most MAX_RESTARTS times); the proxy never waits.
 `close()` hands over what is pending and waits for the writer to write it and exit.
 
 Retention (`maxRows`, or `metricsMaxInMemory` for `:memory:`, and `maxAge`) is applied
@@ -46,6 +47,8 @@ BATCH_DELAY = 0.05  # seconds entries gather before they are rendered and sent
 RENDER_SLICE = 64
 BATCH_ROWS = 1024
 CLOSE_TIMEOUT = 30.0  # seconds the writer gets to finish at close before it is killed
+RESTART_DELAY = 1.0  # seconds before a writer that died is replaced
+MAX_RESTARTS = 5  # writers started after the first, in a run; then history stops
 WRITER = "llama_swap.runtime.http.observe.store_process"
 STATE_DIR = "llama-swap-py"
 DEFAULT_FILE = "activity.sqlite"
@@ -95,10 +98,14 @@ class ActivityStore:
         self.path = ""  # the database in use (":memory:" after a fallback)
         self.wanted = ""  # the database the plan asked for
         self.error: str | None = None  # why the wanted database is not in use / last failure
-        self._dropped = 0  # here; the writer counts its own
+        self._dropped = 0  # here, and rows lost with a writer that died
+        self._writer_written = 0  # as the current writer reports them
         self._writer_dropped = 0
+        self._before_written = 0  # written by earlier writers (before a restart)
+        self._before_dropped = 0
         self._retrying = 0
-        self.written = 0
+        self._restarts = 0
+        self._restart: asyncio.Task[None] | None = None
         self.last_id = 0
         # sees every entry's model and token figures as it is rendered (on the loop):
         # the token counters of /metrics
@@ -110,8 +117,12 @@ class ActivityStore:
         return None if self._proc is None else self._proc.pid
 
     @property
+    def written(self) -> int:
+        return self._before_written + self._writer_written
+
+    @property
     def dropped(self) -> int:
-        return self._dropped + self._writer_dropped
+        return self._dropped + self._before_dropped + self._writer_dropped
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -119,9 +130,14 @@ class ActivityStore:
         """Start the writer and open the database; the last id given."""
         if self._proc is not None:
             return self.last_id
-        loop = self._loop = asyncio.get_running_loop()
+        self._loop = asyncio.get_running_loop()
         wanted = self._path_of()
         self.wanted = wanted if wanted is not None else default_path()
+        return await self._start()
+
+    async def _start(self) -> int:
+        """Spawn a writer, have it open the database; the last id given."""
+        loop = asyncio.get_running_loop()
         self._accepting = True
         try:
             self._proc = await asyncio.create_subprocess_exec(
@@ -142,6 +158,12 @@ class ActivityStore:
 
     async def close(self) -> None:
         """Hand over what is pending, let the writer write it, wait for it to exit."""
+        restart, self._restart = self._restart, None
+        if restart is not None:  # a writer that died and is not back yet
+            self._closing = True
+            restart.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await restart
         proc = self._proc
         if proc is None:
             return
@@ -186,7 +208,7 @@ class ActivityStore:
 
     def _unconfirmed(self) -> int:
         """Rows sent that the writer has not reported written or dropped."""
-        return max(0, self._sent - self.written - self._writer_dropped)
+        return max(0, self._sent - self.written - self._before_dropped - self._writer_dropped)
 
     def _render_some(self) -> None:
         """Render one slice; come back on the next turn of the loop while more wait."""
@@ -220,7 +242,10 @@ class ActivityStore:
                 hook(str(model), tokens or {})
 
     def _hand_over(self) -> None:
-        """Send the rendered rows to the writer as one batch."""
+        """Send the rendered rows to the writer as one batch (or keep them while a new
+        writer is on its way)."""
+        if self._proc is None and self._restart is not None:
+            return
         rows, self._rendered = self._rendered, []
         if not rows:
             return
@@ -264,18 +289,45 @@ class ActivityStore:
         code = await proc.wait()
         if not self._closing or code != 0:
             self._gone(f"activity store writer exited unexpectedly (code {code})")
-        if not self._closing:
-            self._proc = None  # nothing to close: the status says "closed", with the error
         for future in self._asks.values():
             if not future.done():
                 future.set_exception(db.StoreError("activity store is not open"))
         self._asks.clear()
+        if not self._closing:
+            self._lost_writer()
+
+    def _lost_writer(self) -> None:
+        """The writer died: what it had not written is counted as dropped, and a new one
+        starts after RESTART_DELAY (at most MAX_RESTARTS times)."""
+        self._proc = None
+        unconfirmed = self._unconfirmed()
+        self._before_written += self._writer_written
+        self._before_dropped += self._writer_dropped + unconfirmed
+        self._writer_written = self._writer_dropped = self._retrying = 0
+        self._sent = self._before_written + self._before_dropped  # nothing unconfirmed now
+        if self._restarts >= MAX_RESTARTS or self._loop is None:
+            log.error("activity store: the writer died %s times; history is no longer kept",
+                      self._restarts + 1)
+            return
+        self._restarts += 1
+        self._accepting = True  # entries keep being rendered; they wait for the new writer
+        self._restart = self._loop.create_task(self._restart_later())
+
+    async def _restart_later(self) -> None:
+        await asyncio.sleep(RESTART_DELAY)
+        if self._closing:
+            return
+        log.warning("activity store: starting a new writer (restart %s of at most %s)",
+                    self._restarts, MAX_RESTARTS)
+        await self._start()
+        self._restart = None
+        self._hand_over()  # the rows that waited
 
     def _receive(self, message: Message) -> None:
         kind = message[0]
         if kind == "status":
-            _, self.path, self.error, self.written, self._writer_dropped, self._retrying = (
-                message)
+            (_, self.path, self.error, self._writer_written, self._writer_dropped,
+             self._retrying) = message
         elif kind == "log":
             log.log(message[1], "%s", message[2])
         elif kind == "answer":
