@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from llama_swap.compiler.plan import Group, Model, Plan, Routing, Settings, plan_to_json  # noqa: E402
 from tests.e2e.procs import free_port, kill_pids, live_descendants, stop_process  # noqa: E402
+from tests.e2e.procs import is_store_writer as writer_cmdline  # noqa: E402
 
 BIN = Path(sys.executable).parent
 FAKE = str(BIN / "swap-fake-upstream")
@@ -85,13 +86,10 @@ def older_plan_json(plan: Plan) -> str:
     return json.dumps(doc)
 
 
-STORE_WRITER = "llama_swap.runtime.http.observe.store_process"
-
-
 def is_store_writer(proc: psutil.Process) -> bool:
     """The activity store's writer process (a child of every llama-swap)."""
     try:
-        return STORE_WRITER in " ".join(proc.cmdline())
+        return writer_cmdline(proc.cmdline())
     except psutil.Error:
         return False
 
