@@ -1,5 +1,5 @@
-"""llama-swap killed with SIGKILL: nothing of its models survives it, and a new llama-swap
-on the same plan can serve at once.
+"""llama-swap killed with SIGKILL: nothing of its models (nor its store writer) survives it,
+and a new llama-swap on the same plan can serve at once.
 
 A SIGKILLed process runs no cleanup.  Its model servers must die anyway (the parent-death
 signal for direct children, the orphan guard for what a wrapper forked and for
@@ -17,6 +17,7 @@ import aiohttp
 
 from llama_swap.compiler.plan import Group
 from tests.e2e.conftest import fake_model, make_plan
+from tests.e2e.procs import is_store_writer, live_descendants
 from tests.e2e.test_serial import post_chat
 from tests.faults.conftest import Site, gone, until
 
@@ -39,10 +40,11 @@ async def test_every_model_process_dies_with_a_sigkilled_proxy_and_a_restart_ser
             pids[mid] = body["fake"]["pid"]
     shell = [kid.pid for kid in p.children() if kid.pid not in pids.values()]
     assert len(shell) == 1  # the wrapper of "wrapped"
+    (writer,) = [kid.pid for kid, cmd in live_descendants(p.proc.pid) if is_store_writer(cmd)]
 
     p.proc.send_signal(signal.SIGKILL)
     p.proc.wait(5)
-    for pid in [*pids.values(), *shell]:
+    for pid in [*pids.values(), *shell, writer]:  # the store's writer too: its pipe closed
         await until(lambda pid=pid: gone(pid), f"pid {pid} to die with llama-swap")
 
     again = site.proxy(plan, name="plan-again.json")
