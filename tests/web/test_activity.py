@@ -16,8 +16,8 @@ from llama_swap.runtime.http.observe.activity import (
     ActivityLog,
     ResponseMeter,
     error_message,
-    tokens_from,
 )
+from llama_swap.runtime.http.observe.token_parse import tokens_from
 
 JSON = {"Content-Type": "application/json"}
 SSE = {"Content-Type": "text/event-stream"}

@@ -29,12 +29,11 @@ from datetime import datetime
 from http import HTTPStatus
 from typing import Any
 
-from llama_swap.runtime.core import json_codec
 from llama_swap.runtime.http.observe import activity_db as db
 from llama_swap.runtime.http.observe.token_parse import (
     TOKEN_FIELDS,
     has_markers,
-    tokens_from,
+    merge_document,
     with_rates,
 )
 
@@ -124,6 +123,18 @@ class ResponseMeter:
             self._parse_body()
         return self._timing_ms
 
+    def unparsed_body(self) -> bytes | None:
+        """The JSON body kept for its token figures while they are still to be parsed."""
+        return self._body if self._unparsed else None
+
+    def figures(self) -> dict[str, Any]:
+        """The token figures found so far, merged, before `with_rates` (see token_parse)."""
+        return dict(self._tokens)
+
+    def timing_known(self) -> float | None:
+        """The processing time found so far, without parsing a kept body."""
+        return self._timing_ms
+
     @property
     def body_size(self) -> int:
         """Bytes of the (non-SSE) body this meter keeps for parsing."""
@@ -186,12 +197,7 @@ class ResponseMeter:
         self._merge(payload)
 
     def _merge(self, payload: bytes) -> None:
-        try:
-            doc = json_codec.loads(payload)
-        except ValueError:
-            return
-        found, ms = tokens_from(doc)
-        self._tokens.update(found)
+        ms = merge_document(self._tokens, payload)
         if ms is not None:
             self._timing_ms = ms
 
@@ -274,21 +280,20 @@ class _Pending:
         return entry
 
 
-    def stored(self) -> tuple[db.Row, dict[str, Any]]:
-        """The entry as a table row, and its token figures, without building the API
-        dict (the store's rows skip the timestamp's round trip through text)."""
+    def raw(self) -> db.RawEntry:
+        """The entry as the store's writer takes it: the answer's JSON body still unparsed
+        (the writer parses it for the token figures, off the event loop), or the figures
+        a stream's lines already gave."""
         meter = self.meter
         started = self.started
         ts = started.timestamp() if isinstance(started, datetime) else started
-        found = meter.tokens
-        timing = meter.timing_ms
-        return db.row(
-            id=self.id, ts=ts, model=self.model, req_path=self.req_path,
-            content_type=meter.content_type,
-            status=meter.status if meter.status is not None else 0, tokens=found,
-            duration_ms=int(timing if timing is not None else self.duration_ms),
-            error_msg=meter.error_msg() or "", metadata=self.metadata,
-        ), found
+        body = meter.unparsed_body()
+        return (
+            self.id, ts, self.model, self.req_path, meter.content_type,
+            meter.status if meter.status is not None else 0, self.duration_ms,
+            body, {} if body is not None else meter.figures(), meter.timing_known(),
+            meter.error_msg() or "", dict(self.metadata) if self.metadata else None,
+        )
 
 
 class ActivityLog:

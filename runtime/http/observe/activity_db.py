@@ -26,7 +26,12 @@ from llama_swap.runtime.http.observe.activity_query import (
     histogram,
     total_pages,
 )
-from llama_swap.runtime.http.observe.token_parse import TOKEN_FIELDS
+from llama_swap.runtime.http.observe.token_parse import (
+    TOKEN_FIELDS,
+    has_markers,
+    merge_document,
+    with_rates,
+)
 
 MEMORY = ":memory:"
 SCHEMA_VERSION = 1
@@ -65,6 +70,14 @@ _INSERT = (
 )
 
 Row = tuple[Any, ...]
+# An entry as the proxy hands it to the writer (see `row_of_raw`): id, unix time, model,
+# request path, response content type, status, duration in ms, the answer's JSON body still
+# to parse for token figures (or None), the figures already known, the processing time
+# already known (or None), the error message ("" for none), the scheduler's notes (or None).
+RawEntry = tuple[
+    int, float, str, str, str, int, float, bytes | None, dict[str, Any], float | None, str,
+    dict[str, Any] | None,
+]
 
 
 class StoreError(Exception):
@@ -156,6 +169,34 @@ def row_of(entry: Mapping[str, Any]) -> Row:
         tokens=entry.get("tokens") or {}, duration_ms=entry["duration_ms"],
         error_msg=entry.get("error_msg") or "", metadata=entry.get("metadata"),
     )
+
+
+def raw_of(entry: Mapping[str, Any]) -> RawEntry:
+    """An API entry (as the in-memory log renders it) in the writer's form."""
+    started = entry["timestamp"]
+    ts = datetime.fromisoformat(started).timestamp() if isinstance(started, str) else started
+    return (
+        entry["id"], ts, entry["model"], entry["req_path"], entry["resp_content_type"],
+        entry["resp_status_code"], entry["duration_ms"], None, dict(entry.get("tokens") or {}),
+        None, entry.get("error_msg") or "", entry.get("metadata"),
+    )
+
+
+def row_of_raw(raw: RawEntry) -> tuple[Row, str, dict[str, Any]]:
+    """The table row of an entry in the writer's form, its model and its token figures
+    (the answer's body parsed here, as the in-memory log would)."""
+    (id, ts, model, req_path, ctype, status, duration_ms, body, found, timing, error_msg,
+     metadata) = raw
+    if body is not None and has_markers(body):
+        ms = merge_document(found, body)
+        if ms is not None:
+            timing = ms
+    tokens = with_rates(found)
+    return row(
+        id=id, ts=ts, model=model, req_path=req_path, content_type=ctype, status=status,
+        tokens=tokens, duration_ms=int(timing if timing is not None else duration_ms),
+        error_msg=error_msg, metadata=metadata,
+    ), model, tokens
 
 
 def insert(conn: sqlite3.Connection, rows: Iterable[Row]) -> None:

@@ -90,7 +90,7 @@ class ActivityStore:
         self._next_ask = 0
         # recorded, not rendered yet; rendered, not sent yet; sent, in rows
         self._pending: list[Any] = []
-        self._rendered: list[db.Row] = []
+        self._rendered: list[db.RawEntry] = []
         self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
         self._sent = 0
         self._accepting = False  # from open() on: a store nobody opens keeps nothing
@@ -107,8 +107,8 @@ class ActivityStore:
         self._restarts = 0
         self._restart: asyncio.Task[None] | None = None
         self.last_id = 0
-        # sees every entry's model and token figures as it is rendered (on the loop):
-        # the token counters of /metrics
+        # the token counters of /metrics: the known input and output tokens of the entries
+        # the writer parsed, per model, as it reports them (on the loop)
         self.on_written: Callable[[str, Mapping[str, Any]], None] | None = None
 
     @property
@@ -225,21 +225,14 @@ class ActivityStore:
             self._hand_over()
 
     def _render(self, batch: list[Any]) -> None:
-        hook = self.on_written
         for item in batch:
             try:
-                if isinstance(item, dict):
-                    row, model, tokens = db.row_of(item), item["model"], item.get("tokens")
-                else:
-                    row, tokens = item.stored()
-                    model = item.model
+                raw = db.raw_of(item) if isinstance(item, dict) else item.raw()
             except (KeyError, TypeError, ValueError) as exc:  # a malformed entry: skip it
                 self._dropped += 1
                 log.warning("activity store: entry not written: %s", exc)
                 continue
-            self._rendered.append(row)
-            if hook is not None:
-                hook(str(model), tokens or {})
+            self._rendered.append(raw)
 
     def _hand_over(self) -> None:
         """Send the rendered rows to the writer as one batch (or keep them while a new
@@ -249,7 +242,7 @@ class ActivityStore:
         rows, self._rendered = self._rendered, []
         if not rows:
             return
-        if self._send(("rows", rows, *self._retentions())):
+        if self._send(("entries", rows, *self._retentions())):
             self._sent += len(rows)
         else:
             self._dropped += len(rows)
@@ -327,7 +320,11 @@ class ActivityStore:
         kind = message[0]
         if kind == "status":
             (_, self.path, self.error, self._writer_written, self._writer_dropped,
-             self._retrying) = message
+             self._retrying, tokens) = message
+            hook = self.on_written
+            if hook is not None:
+                for model, (inputs, outputs) in tokens.items():
+                    hook(model, {"input_tokens": inputs, "output_tokens": outputs})
         elif kind == "log":
             log.log(message[1], "%s", message[2])
         elif kind == "answer":

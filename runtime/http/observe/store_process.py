@@ -10,14 +10,17 @@ The protocol, both ways: frames of a 4-byte big-endian length and a `marshal`-ed
 lists and dicts of them).
 
     proxy -> writer  ("open", path, busy_ms, file_rows, file_age, memory_rows, memory_age)
-                     ("rows", rows, file_rows, file_age, memory_rows, memory_age)
+                     ("entries", raw_entries, file_rows, file_age, memory_rows, memory_age)
                      ("ask", id, "page" | "stats" | "flush", argument)
                      ("close",)
     writer -> proxy  ("log", level, text)      for the proxy's log
-                     ("status", path, error, written, dropped, retrying)
+                     ("status", path, error, written, dropped, retrying, tokens)
                      ("opened", last_id)
                      ("answer", id, ok, value_or_error_text)
 
+Entries come in the proxy's raw form (activity_db.RawEntry): the answer's JSON body is parsed
+for its token figures here, off the proxy's event loop, and each status carries the known
+input and output tokens per model parsed since the last one, for the proxy's /metrics.
 Retention travels with every batch so that a reload's values apply.  The end of the
 input -- the proxy closed the pipe, or died -- is a close: what is pending is written and
 the writer exits, so it never outlives the proxy.  SIGINT and SIGTERM are ignored (a
@@ -104,6 +107,7 @@ class Writer:
         self.written = 0
         self.dropped = 0
         self.retry: list[db.Row] = []
+        self.tokens: dict[str, list[int | float]] = {}  # model -> [input, output] since the last status
         self._keep: tuple[tuple[int, float | None], tuple[int, float | None]] = (
             (100_000, None), (100_000, None))
         self._since_prune = 0
@@ -113,8 +117,29 @@ class Writer:
         self._send(("log", level, text))
 
     def status(self) -> None:
+        tokens, self.tokens = self.tokens, {}
         self._send(("status", self.path, self.error, self.written, self.dropped,
-                    len(self.retry)))
+                    len(self.retry), tokens))
+
+    def rows(self, entries: list[db.RawEntry]) -> list[db.Row]:
+        """Entries as table rows, their token figures counted (see `status`)."""
+        out: list[db.Row] = []
+        for raw in entries:
+            try:
+                row, model, tokens = db.row_of_raw(raw)
+            except (KeyError, TypeError, ValueError) as exc:  # malformed: skip it
+                self.dropped += 1
+                self._log(logging.WARNING, f"activity store: entry not written: {exc}")
+                continue
+            out.append(row)
+            counts = None
+            for i, key in enumerate(("input_tokens", "output_tokens")):
+                value = tokens.get(key)
+                if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+                    if counts is None:
+                        counts = self.tokens.setdefault(model, [0, 0])
+                    counts[i] += value
+        return out
 
     def retention(self, file_rows: int, file_age: float | None, memory_rows: int,
                   memory_age: float | None) -> None:
@@ -280,8 +305,8 @@ def serve(fd_in: int, fd_out: int) -> None:
                 writer.status()
                 continue
             kind = message[0]
-            if kind == "rows":
-                rows.extend(message[1])
+            if kind == "entries":
+                rows.extend(writer.rows(message[1]))
                 writer.retention(*message[2:6])
                 if reader.buffered():  # more waiting: one transaction for all of them
                     continue

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from llama_swap.runtime.core import json_codec
+
 TOKEN_FIELDS = (
     "cache_tokens",
     "draft_tokens",
@@ -145,3 +147,16 @@ def with_rates(found: dict[str, Any]) -> dict[str, Any]:
     if itl is not None and itl > 0:
         out["tokens_per_second"] = 1000 / itl
     return out
+
+
+def merge_document(found: dict[str, Any], payload: bytes) -> float | None:
+    """Parse one JSON document (a body, or an SSE `data:` payload) into `found` (later
+    documents win); the llama-server processing time in ms when it carries one.  A
+    document that is not JSON adds nothing."""
+    try:
+        doc = json_codec.loads(payload)
+    except ValueError:
+        return None
+    figures, ms = tokens_from(doc)
+    found.update(figures)
+    return ms
