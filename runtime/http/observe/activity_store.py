@@ -3,9 +3,11 @@
 Why this shape: the request path must never wait on a disk, and at thousands of
 requests a second even a thread that only inserts costs the event loop more than the
 inserts (docs/performance.md).  So `record` (on the event loop) only appends the
-finished entry to a list; a timer on the loop renders the gathered entries into rows
-(token parsing included) a slice at a time, and sends each batch down a pipe to the
-writer process (store_process.py), which owns the SQLite database.  Reads the API asks
+finished entry to a list; a timer on the loop turns the gathered entries into plain
+tuples (activity_db.RawEntry) a slice at a time and sends each batch down a pipe to the
+writer process (store_process.py), which owns the SQLite database, parses the answers for
+their token figures (off the loop) and reports the counts per model back for /metrics
+(`on_written`).  Reads the API asks
 for go down the same pipe behind the batches (the entries still on the loop are sent
 first), so an answer always includes every request recorded before it was asked.
 Beyond `MAX_PENDING` unwritten entries (a stalled disk), new ones are dropped and

@@ -6,9 +6,9 @@ several servers in one process, and each must count only its own requests.
 What is counted where:
 - per request, on the loop, by `recording` (both front doors): duration and time to the
   first byte of the answer's body (histograms per model);
-- per activity entry the store renders (on the loop, in batches): tokens in and out
-  (parsing them on the request path would cost every request; the store renders
-  entries anyway);
+- per batch of activity entries the store's writer process parsed: tokens in and out
+  per model, reported back over its pipe (parsing them on the request path would cost
+  every request; the writer parses the answers anyway);
 - per router event: model loads, load failures, load duration, evictions by reason;
 - at scrape time, from the state itself (`add_collector`): requests per model and
   status (the activity log's bounded counts), models ready, requests in flight and
@@ -178,7 +178,7 @@ class ProxyMetrics:
         self.ttfb.observe(name, seconds if first_byte is None else first_byte)
 
     def tokens(self, model: str, tokens: Mapping[str, Any]) -> None:
-        """A recorded request's token figures, as the store renders it: known counts."""
+        """Token counts of recorded requests (as the store's writer reports them): known ones."""
         counters = None
         for i, key in enumerate(("input_tokens", "output_tokens")):
             value = tokens.get(key, -1)
