@@ -196,7 +196,7 @@ class ActivityStore:
     # -- the request path ------------------------------------------------------------
 
     def record(self, entry: Any) -> None:
-        """Queue a finished entry (a rendered dict, or anything with `stored()`)."""
+        """Queue a finished entry (a rendered dict, or anything with `raw()`)."""
         if not self._accepting:
             return
         if self._closing or (
