@@ -161,14 +161,7 @@ def row(
 
 def row_of(entry: Mapping[str, Any]) -> Row:
     """An API entry (as the in-memory log renders it) as a table row."""
-    started = entry["timestamp"]
-    ts = datetime.fromisoformat(started).timestamp() if isinstance(started, str) else started
-    return row(
-        id=entry["id"], ts=ts, model=entry["model"], req_path=entry["req_path"],
-        content_type=entry["resp_content_type"], status=entry["resp_status_code"],
-        tokens=entry.get("tokens") or {}, duration_ms=entry["duration_ms"],
-        error_msg=entry.get("error_msg") or "", metadata=entry.get("metadata"),
-    )
+    return row_of_raw(raw_of(entry))[0]
 
 
 def raw_of(entry: Mapping[str, Any]) -> RawEntry:

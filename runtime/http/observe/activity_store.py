@@ -43,8 +43,8 @@ from llama_swap.runtime.http.observe.store_process import HEADER, Message, frame
 log = logging.getLogger("llama_swap.store")
 
 MAX_PENDING = 10_000  # entries not yet written; more are dropped (and counted)
-BATCH_DELAY = 0.05  # seconds entries gather before they are rendered and sent
-# Entries rendered per turn of the event loop, so a burst never holds it for long, and
+BATCH_DELAY = 0.05  # seconds entries gather before they are packed and sent
+# Entries packed per turn of the event loop, so a burst never holds it for long, and
 # rows gathered before a batch is sent while entries keep arriving.
 RENDER_SLICE = 64
 BATCH_ROWS = 1024
@@ -90,9 +90,9 @@ class ActivityStore:
         self._opened: asyncio.Future[int] | None = None
         self._asks: dict[int, asyncio.Future[Any]] = {}
         self._next_ask = 0
-        # recorded, not rendered yet; rendered, not sent yet; sent, in rows
+        # recorded, not packed yet; packed (RawEntry), not sent yet; sent, in rows
         self._pending: list[Any] = []
-        self._rendered: list[db.RawEntry] = []
+        self._packed: list[db.RawEntry] = []
         self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
         self._sent = 0
         self._accepting = False  # from open() on: a store nobody opens keeps nothing
@@ -200,33 +200,33 @@ class ActivityStore:
         if not self._accepting:
             return
         if self._closing or (
-            len(self._pending) + len(self._rendered) + self._unconfirmed() >= MAX_PENDING
+            len(self._pending) + len(self._packed) + self._unconfirmed() >= MAX_PENDING
         ):
             self._dropped += 1
             return
         self._pending.append(entry)
         if self._timer is None and self._loop is not None:
-            self._timer = self._loop.call_later(BATCH_DELAY, self._render_some)
+            self._timer = self._loop.call_later(BATCH_DELAY, self._pack_some)
 
     def _unconfirmed(self) -> int:
         """Rows sent that the writer has not reported written or dropped."""
         return max(0, self._sent - self.written - self._before_dropped - self._writer_dropped)
 
-    def _render_some(self) -> None:
-        """Render one slice; come back on the next turn of the loop while more wait."""
+    def _pack_some(self) -> None:
+        """Pack one slice; come back on the next turn of the loop while more wait."""
         self._timer = None
         batch = self._pending[:RENDER_SLICE]
         del self._pending[:RENDER_SLICE]
-        self._render(batch)
+        self._pack(batch)
         if self._pending:
-            if len(self._rendered) >= BATCH_ROWS:
+            if len(self._packed) >= BATCH_ROWS:
                 self._hand_over()
             assert self._loop is not None
-            self._timer = self._loop.call_soon(self._render_some)
+            self._timer = self._loop.call_soon(self._pack_some)
         else:
             self._hand_over()
 
-    def _render(self, batch: list[Any]) -> None:
+    def _pack(self, batch: list[Any]) -> None:
         for item in batch:
             try:
                 raw = db.raw_of(item) if isinstance(item, dict) else item.raw()
@@ -234,14 +234,14 @@ class ActivityStore:
                 self._dropped += 1
                 log.warning("activity store: entry not written: %s", exc)
                 continue
-            self._rendered.append(raw)
+            self._packed.append(raw)
 
     def _hand_over(self) -> None:
-        """Send the rendered rows to the writer as one batch (or keep them while a new
+        """Send the packed entries to the writer as one batch (or keep them while a new
         writer is on its way)."""
         if self._proc is None and self._restart is not None:
             return
-        rows, self._rendered = self._rendered, []
+        rows, self._packed = self._packed, []
         if not rows:
             return
         if self._send(("entries", rows, *self._retentions())):
@@ -250,12 +250,12 @@ class ActivityStore:
             self._dropped += len(rows)
 
     def _hand_over_all(self) -> None:
-        """Render and send everything recorded so far (before a read, at close)."""
+        """Pack and send everything recorded so far (before a read, at close)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         batch, self._pending = self._pending, []
-        self._render(batch)
+        self._pack(batch)
         self._hand_over()
 
     # -- the pipe ----------------------------------------------------------------------
@@ -305,7 +305,7 @@ class ActivityStore:
                       self._restarts + 1)
             return
         self._restarts += 1
-        self._accepting = True  # entries keep being rendered; they wait for the new writer
+        self._accepting = True  # entries keep being packed; they wait for the new writer
         self._restart = self._loop.create_task(self._restart_later())
 
     async def _restart_later(self) -> None:
@@ -382,7 +382,7 @@ class ActivityStore:
         state = "closed" if self._proc is None else "open"
         if self.path and self.path != self.wanted:
             state = "fallback"
-        pending = len(self._pending) + len(self._rendered) + self._unconfirmed()
+        pending = len(self._pending) + len(self._packed) + self._unconfirmed()
         return {
             "state": state, "path": self.path, "configured": self.wanted, "error": self.error,
             "pending": pending, "written": self.written, "dropped": self.dropped,
