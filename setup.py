@@ -1,6 +1,6 @@
-"""Stamp the commit and build time into wheels and sdists.
+"""Stamp the commit and build time into wheels and sdists; compile the request path with mypyc.
 
-Why: the Go original has its commit and build date linked into the binary, and
+Why the stamp: the Go original has its commit and build date linked into the binary, and
 `llama-swap --version` should say the same from an installed wheel, where there is no git
 checkout to ask. Everything else about the package lives in pyproject.toml; this file only
 adds two build steps:
@@ -15,16 +15,38 @@ runtime asks git at run time instead. A tree with uncommitted changes is marked 
 Where there is no `.git` (a container build copies only the sources), the commit may be given
 as `LLAMA_SWAP_BUILD_COMMIT` (the Containerfile passes its `VCS_REF` build argument).
 `SOURCE_DATE_EPOCH`, when set, fixes the build time (reproducible builds).
+
+Why compile: the modules `llama_swap.runtime.native.NATIVE_MODULES` lists carry the proxy's
+per-request work; mypyc compiles their type-checked source to C extension modules (how mypy
+and black ship), which cut the proxy's CPU per request.  The build compiles them when it can
+(mypyc importable, a C compiler that builds against the Python headers) and otherwise, or
+when `LLAMA_SWAP_PURE_PYTHON=1`, installs the package as plain Python, saying why.  A compile
+that fails also falls back to plain Python: the install never fails for want of speed.
+The sources live in `runtime/` but import as `llama_swap.runtime`, and mypyc names a module
+after its folders, so they are copied under `build/mypyc-src/llama_swap/` to be compiled.
+Beside the compiled modules the build writes each source's digest (`_native_build.json`);
+the runtime runs them only while every source still matches (see runtime/native.py).
 """
 
 from __future__ import annotations
 
+import ast
+import functools
+import hashlib
+import importlib.machinery
+import json
 import os
+import shutil
 import subprocess
+import sys
+import sysconfig
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from setuptools import setup
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 from setuptools.command.sdist import sdist
 
@@ -65,6 +87,7 @@ class StampedBuildPy(build_py):  # type: ignore[misc]
     def run(self) -> None:
         super().run()
         if getattr(self, "editable_mode", False):
+            _forget_compiled_in_place()  # build_ext, next, compiles afresh when it can
             return
         text = stamp_text()
         if text is not None:
@@ -84,4 +107,135 @@ class StampedSdist(sdist):  # type: ignore[misc]
             target.write_text(text, encoding="utf-8")
 
 
-setup(cmdclass={"build_py": StampedBuildPy, "sdist": StampedSdist})
+PURE_ENV = "LLAMA_SWAP_PURE_PYTHON"
+NATIVE_LIST = HERE / "runtime" / "native.py"  # holds NATIVE_MODULES and STAMP
+STAGE = HERE / "build" / "mypyc-src"
+GROUP = "llama_swap.runtime._compiled"  # the shared library the compiled modules live in
+
+
+def _say(line: str) -> None:
+    print(f"llama-swap build: {line}", file=sys.stderr)
+
+
+def _constant(name: str) -> Any:
+    """A literal assigned at the top of runtime/native.py, read without importing it."""
+    for node in ast.parse(NATIVE_LIST.read_text(encoding="utf-8")).body:
+        target = node.target if isinstance(node, ast.AnnAssign) else (
+            node.targets[0] if isinstance(node, ast.Assign) else None)
+        if isinstance(target, ast.Name) and target.id == name and node.value is not None:
+            return ast.literal_eval(node.value)
+    raise RuntimeError(f"{NATIVE_LIST}: no {name}")
+
+
+def _why_not_compile() -> str | None:
+    """None when this machine can compile the native modules, else the reason it cannot."""
+    if os.environ.get(PURE_ENV, "") not in ("", "0"):
+        return f"{PURE_ENV}=1"
+    try:
+        import mypyc.build  # noqa: F401
+    except ImportError:
+        return "mypyc is not installed"
+    from setuptools._distutils.ccompiler import new_compiler
+    from setuptools._distutils.sysconfig import customize_compiler
+
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = Path(tmp, "probe.c")
+        probe.write_text("#include <Python.h>\nint probe(void) { return Py_IsInitialized(); }\n")
+        compiler = new_compiler()
+        customize_compiler(compiler)
+        try:
+            compiler.compile([str(probe)], output_dir=tmp,
+                             include_dirs=[sysconfig.get_paths()["include"]])
+        except Exception as exc:  # noqa: BLE001 - any failure means: do not compile
+            return f"no working C compiler with the Python headers ({exc.__class__.__name__})"
+    return None
+
+
+def _stage(modules: list[str]) -> list[str]:
+    """Copy the package's sources under STAGE/llama_swap/; the staged paths of `modules`."""
+    if STAGE.exists():
+        shutil.rmtree(STAGE)
+    package = STAGE / "llama_swap"
+    for folder in ("compiler", "runtime", "schema"):
+        shutil.copytree(HERE / folder, package / folder,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.json", "*.html"))
+    (package / "__init__.py").write_text("")  # lets mypyc name the modules llama_swap.*
+    return [str(package / "runtime" / (m.replace(".", "/") + ".py")) for m in modules]
+
+
+def _forget_compiled_in_place() -> None:
+    """Remove what an earlier editable install compiled into the source tree, so no module
+    dropped from the list (or no longer compilable) keeps a compiled copy there."""
+    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+    for path in (HERE / "runtime").rglob("*"):
+        if path.name.endswith(suffixes) or path.name == _constant("STAMP"):
+            path.unlink()
+
+
+def native_extensions() -> list[Extension]:
+    """A placeholder for the group library when this machine can compile (mypyc generates
+    the real extensions when `build_ext` runs, not each time setup.py is read), else none."""
+    reason = _why_not_compile()
+    if reason is not None:
+        _say(f"installing plain Python: {reason}")
+        return []
+    return [Extension(GROUP + "__mypyc", sources=[])]
+
+
+@functools.cache
+def mypyc_extensions() -> list[Extension]:
+    """Generate the C for the listed modules (type-checked by mypyc on the way); once per
+    build, though several commands finalize `build_ext`."""
+    from mypyc.build import mypycify
+
+    paths = _stage(list(_constant("NATIVE_MODULES")))
+    os.environ["MYPYPATH"] = str(STAGE)
+    _say(f"compiling {len(paths)} modules with mypyc (set {PURE_ENV}=1 to skip)")
+    extensions: list[Extension] = mypycify(
+        paths, opt_level="3", debug_level="0", group_name=GROUP,
+        target_dir=str(HERE / "build" / "mypyc-c"),
+    )
+    return extensions
+
+
+class NativeBuildExt(build_ext):  # type: ignore[misc]
+    """Compiles the listed modules in parallel, records their sources' digests, and falls
+    back to plain Python (removing what it built) when the compile fails."""
+
+    def finalize_options(self) -> None:
+        if self.distribution.ext_modules:  # the placeholder: this machine can compile
+            try:
+                self.distribution.ext_modules = mypyc_extensions()
+            except (Exception, SystemExit) as exc:  # mypyc refused: install plain Python
+                _say(f"mypyc failed ({exc}); installing plain Python")
+                self.distribution.ext_modules = []
+        super().finalize_options()
+        if not self.parallel:
+            self.parallel = os.cpu_count() or 1
+
+    def run(self) -> None:
+        if not self.extensions:
+            return
+        outputs = [Path(self.get_ext_fullpath(ext.name)) for ext in self.extensions]
+        try:
+            super().run()
+        except (Exception, SystemExit) as exc:  # a failed compile must not fail the install
+            _say(f"the C compile failed ({exc}); installing plain Python")
+            for path in outputs:
+                path.unlink(missing_ok=True)
+            return
+        modules = _constant("NATIVE_MODULES")
+        first = Path(self.get_ext_fullpath(f"llama_swap.runtime.{modules[0]}"))
+        runtime_dir = first.parents[len(modules[0].split(".")) - 1]
+        record = {
+            m: hashlib.sha256((HERE / "runtime" / (m.replace(".", "/") + ".py")).read_bytes())
+            .hexdigest() for m in modules
+        }
+        (runtime_dir / _constant("STAMP")).write_text(
+            json.dumps({"modules": record}, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+
+
+setup(
+    cmdclass={"build_py": StampedBuildPy, "sdist": StampedSdist, "build_ext": NativeBuildExt},
+    ext_modules=native_extensions(),
+)

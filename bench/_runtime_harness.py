@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from llama_swap.compiler.plan import Group, Model, Plan, Routing, Settings, plan_to_json  # noqa: E402
+from llama_swap.runtime.native import PURE_ENV  # noqa: E402
 from tests.e2e.procs import free_port, kill_pids, live_descendants, stop_process  # noqa: E402
 from tests.e2e.procs import is_store_writer as writer_cmdline  # noqa: E402
 
@@ -108,11 +109,12 @@ def model_processes(pid: int) -> list[psutil.Process]:
 
 @contextlib.contextmanager
 def llama_swap(
-    plan: Plan, *args: str, capture: bool = False, exe: str = LLAMA_SWAP
+    plan: Plan, *args: str, capture: bool = False, exe: str = LLAMA_SWAP, pure: bool = False
 ) -> Iterator[Running]:
     """Run `llama-swap --plan [args]` until the block ends; kill its children.  Its stdout (the
     logs, per the plan's logToStdout) is discarded unless `capture`.  `exe`: another
-    build's `llama-swap` (e.g. an older checkout's, for before/after figures)."""
+    build's `llama-swap` (e.g. an older checkout's, for before/after figures).  `pure`: run
+    the Python source of the modules this install compiled (runtime/native.py)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "plan.json"
         if plan.settings.storePath is None:  # each instance its own history, as a user has
@@ -123,7 +125,7 @@ def llama_swap(
             [exe, "--plan", str(path), "--listen", "127.0.0.1:0", *args],
             stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **({PURE_ENV: "1"} if pure else {})},
         )
         url: list[str] = []
         ready = threading.Event()

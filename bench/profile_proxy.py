@@ -7,7 +7,10 @@ the functions with the most samples, inclusive ("in it or below") and own ("on t
 of the stack"), grouped by the project's modules; docs/performance.md quotes them.
 
 Run: .venv/bin/python bench/profile_proxy.py [--clients 32] [--seconds 8] [--rate 500]
-     [--workload chat|swap] [--top 25] [--raw FILE]   (py-spy: the `bench` extra)
+     [--workload chat|swap] [--top 25] [--raw FILE] [--native]   (py-spy: the `bench` extra)
+
+A compiled install (see runtime/native.py) shows its compiled modules only with --native;
+`LLAMA_SWAP_PURE_PYTHON=1` in the environment profiles their Python source instead.
 """
 
 from __future__ import annotations
@@ -105,6 +108,9 @@ def main() -> None:
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--raw", type=Path, help="keep the collapsed stacks here")
     p.add_argument("--no-fast-path", action="store_true")
+    p.add_argument("--native", action="store_true",
+                   help="sample C frames too (uvloop, and the modules compiled with mypyc, "
+                        "which py-spy otherwise cannot see into)")
     args = p.parse_args()
     scheduler = "fifo" if args.workload == "chat" else "serial"
     extra = ("--no-fast-path",) if args.no_fast_path else ()
@@ -118,7 +124,9 @@ def main() -> None:
         spy = subprocess.Popen(
             [py_spy(), "record", "--pid", str(ls.proc.pid), "--rate", str(args.rate),
              "--format", "raw", "--output", str(raw), "--duration", str(int(args.seconds) + 1),
-             "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             # py-spy reads C stacks only while the process is paused
+             *(["--native"] if args.native else ["--nonblocking"])],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(0.5)
         load = (chat_load(ls.url, args.clients, args.seconds) if args.workload == "chat"
                 else swap_load(ls.url, args.seconds))

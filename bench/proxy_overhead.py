@@ -7,7 +7,8 @@ default), llama-swap with `--no-fast-path` (every request through aiohttp), and,
 nginx is installed, nginx in front of the same upstream as a peer (bench/_nginx_peer.py;
 `--no-nginx` leaves it out).  `--baseline EXE` adds another build's `llama-swap` (for
 instance an older checkout's `.venv/bin/llama-swap`) with its fast path, as "baseline",
-so a change's before and after are measured side by side in one run.  Two
+so a change's before and after are measured side by side in one run; `--baseline pure`
+runs this install with `LLAMA_SWAP_PURE_PYTHON=1` (its compiled modules' Python source).  Two
 load generators drive them: `lean` (bench/_lean_client.py, an asyncio protocol
 costing ~0.02 ms of CPU per request, the role wrk plays elsewhere) and `aiohttp`
 (aiohttp's client, ~0.08 ms per request: as much as the fake upstream's own
@@ -40,6 +41,7 @@ from _lean_client import drive  # type: ignore[import-not-found]
 from _nginx_peer import available as nginx_available  # type: ignore[import-not-found]
 from _nginx_peer import nginx  # type: ignore[import-not-found]
 from _runtime_harness import (  # type: ignore[import-not-found]
+    LLAMA_SWAP,
     fake_model,
     llama_swap,
     model_processes,
@@ -158,8 +160,10 @@ async def main_async(
         }
         if baseline is not None:  # another build, its own upstream
             base_model = fake_model("m")
+            pure = baseline == "pure"  # this install, its compiled modules' Python source
             base = stack.enter_context(llama_swap(
-                plan_of([base_model], scheduler=scheduler, log_level="warn"), exe=baseline))
+                plan_of([base_model], scheduler=scheduler, log_level="warn"),
+                exe=LLAMA_SWAP if pure else baseline, pure=pure))
             targets += ("baseline",)
             urls["baseline"] = f"{base.url}/v1/chat/completions"
             async with aiohttp.ClientSession() as s:
@@ -225,7 +229,9 @@ def main() -> None:
     parser.add_argument("--no-nginx", action="store_true",
                         help="leave out the nginx peer (measured only when nginx is installed)")
     parser.add_argument("--baseline", metavar="EXE",
-                        help="another build's llama-swap, measured side by side as 'baseline'")
+                        help="another build's llama-swap, measured side by side as 'baseline'; "
+                             "'pure': this install running its Python source, not the "
+                             "modules it compiled")
     args = parser.parse_args()
     kinds = ["lean", "aiohttp"] if args.client == "both" else [args.client]
     peer = not args.no_nginx and nginx_available()

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from llama_swap.compiler.diagnostics import CompileError, Diagnostic
 from llama_swap.compiler.plan import Plan
+from llama_swap.runtime import native
 from llama_swap.runtime.core.connections import ConnectionLimits
 from llama_swap.runtime.engine.plan_loader import PlanLoadError, load_plan
 from llama_swap.runtime.http.render.version import package_version as version
@@ -186,6 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     compile_fn = plan_file_loader(args.plan) if args.plan else config_compiler(
         args.config, args.config_dir, strict=args.strict)
     watch = args.watch_config or args.watch_poll is not None  # --watch-poll implies watching
+    print(f"llama-swap: running {native.state().describe()}", file=sys.stderr, flush=True)
     watch_files = [f for f in (args.plan or args.config,) if f] if watch else []
     watch_dirs = [args.config_dir] if watch and args.config_dir and not args.plan else []
     try:

