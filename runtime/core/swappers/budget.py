@@ -178,11 +178,19 @@ class BudgetUsage:
         }
 
 
+def whole_or_float(value: float) -> int | float:
+    """`value` as an int when it is whole, so the JSON shows 24, not 24.0.  Two returns,
+    not a conditional expression: compiled (mypyc), `a if c else b` of an int and a float
+    is a float."""
+    if value.is_integer():
+        return int(value)
+    return value
+
+
 def budget_usage(budget: Budget, models: Mapping[str, Model], loaded: Sequence[str]) -> BudgetUsage:
     """What `loaded` (models holding memory: starting, ready or stopping) use of `budget`."""
     ids = tuple(sorted(m for m in loaded if m in models))
-    used: dict[str, float] = {}
+    used: dict[str, int | float] = {}
     for r in budget.resources:
-        total = float(sum(float(models[m].resources.get(r, 0)) for m in ids))
-        used[r] = int(total) if total.is_integer() else total
+        used[r] = whole_or_float(float(sum(float(models[m].resources.get(r, 0)) for m in ids)))
     return BudgetUsage(budget.maxLoaded, ids, dict(budget.resources), used)
