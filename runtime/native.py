@@ -35,8 +35,10 @@ STAMP = "_native_build.json"
 
 # Dotted names below `llama_swap.runtime`.  Left out on purpose: modules off the request
 # path; a few mypyc cannot compile as written (async generators in http/request/body.py, a
-# surrogate literal in core/error_body.py); and core/errors.py, whose RouteFailure is
-# subclassed by plain-Python modules (a compiled class cannot be, by default).
+# surrogate literal in core/error_body.py, the header rules of core/forwarding.py, generic
+# over str and bytes, and observe/prom.py, whose classes derive from prometheus_client's);
+# and core/errors.py, whose RouteFailure plain-Python modules subclass (a compiled class
+# refuses instances of an interpreted subclass).
 NATIVE_MODULES: tuple[str, ...] = (
     "core.admission",
     "core.auth",
@@ -60,12 +62,15 @@ NATIVE_MODULES: tuple[str, ...] = (
     "core.swappers.matrix",
     "core.websockets",
     "engine.events",
+    "engine.hotswap",
     "engine.router",
     "http.fast.headers",
     "http.fast.relay",
     "http.fast.request_head",
     "http.fast.server",
     "http.fast.upstream",
+    "http.listeners",
+    "http.observe.access_log",
     "http.observe.activity",
     "http.observe.activity_store",
     "http.observe.captures",
@@ -77,6 +82,7 @@ NATIVE_MODULES: tuple[str, ...] = (
     "http.request.extract",
     "http.request.filters",
     "http.request.multipart_scan",
+    "http.socket_probe",
 )
 PACKAGE = "llama_swap.runtime"
 

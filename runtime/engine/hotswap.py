@@ -352,6 +352,8 @@ class HotSwap:
 
     def after_event(self) -> None:
         """Advance the draining slots (called after every event; cheap when none drains)."""
+        if not self._replacing:
+            return
         for mid, slot in list(self._replacing.items()):
             self._advance(mid, slot)
 

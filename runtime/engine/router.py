@@ -143,6 +143,7 @@ class Router:
         self._tasks: set[asyncio.Task[None]] = set()
         self._swaps: dict[str, asyncio.Task[None]] = {}  # the newest swap task per model
         self._ticker: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # see running_loop
         self._shutdown_task: asyncio.Task[None] | None = None
         self._closing = False
         self._leased = 0  # leases granted and not yet released (all models)
@@ -196,6 +197,14 @@ class Router:
         """Local model ids the active profile pins: never to be evicted while it is active."""
         return pinned_models(self._plan, self._active_profile)
 
+    def running_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop the router runs on, looked up once: asyncio's lookup asks the kernel
+        for the process id on every call (fork safety), a system call per request."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
+
     async def start(self) -> None:
         """Start handling events (those posted so far first) and the TTL ticker."""
         if not self._started:
@@ -242,7 +251,7 @@ class Router:
         """
         if self._closing:
             raise RouteFailure(errors.shutting_down())
-        future: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Lease] = self.running_loop().create_future()
         request = Request(next(self._ids), model_id, self._clock())
         self.post(RequestArrived(request, future, on_position, on_admitted))
         try:
@@ -406,7 +415,7 @@ class Router:
 
     def spawn(self, work: Coroutine[object, None, None], name: str) -> asyncio.Task[None]:
         """Run `work` as a tracked task: cancelled and awaited at shutdown, never lost."""
-        task = asyncio.get_running_loop().create_task(work, name=name)
+        task = self.running_loop().create_task(work, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task

@@ -10,13 +10,13 @@ having registered first, and nothing is looked up by a string key.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from llama_swap.compiler.plan import Plan
 from llama_swap.runtime.engine.logs import LogBuffer
 from llama_swap.runtime.engine.router import Router
+from llama_swap.runtime.http.listeners import EventListeners
 from llama_swap.runtime.http.observe.activity import ActivityLog
 from llama_swap.runtime.http.observe.activity_store import ActivityStore
 from llama_swap.runtime.http.observe.captures import CaptureStore
@@ -28,25 +28,6 @@ if TYPE_CHECKING:  # the client pools are the aiohttp front door's; only their t
     from llama_swap.runtime.engine.reload import Reloader
     from llama_swap.runtime.http.aio.peers import PeerPool
     from llama_swap.runtime.http.aio.proxy import UpstreamPool
-
-Event = dict[str, Any]
-EventListener = Callable[[Event], None]
-
-
-class EventListeners:
-    """Router and reload events, fanned out to every subscriber (the /api/events hub,
-    the preload-after-reload hook, a caller's own)."""
-
-    def __init__(self) -> None:
-        self._listeners: list[EventListener] = []
-
-    def add(self, listener: EventListener) -> None:
-        self._listeners.append(listener)
-
-    def __call__(self, event: Event) -> None:
-        for listener in tuple(self._listeners):
-            listener(event)
-
 
 class FastPathCounters:
     """What the fast path did, for `/metrics`."""

@@ -5,10 +5,12 @@ the close reaches us a fraction of a millisecond after the answer's last byte.  
 client that fires its next request at once can find that connection back in the pool
 before the event loop has read the upstream's EOF; the request would then be written
 into a connection nobody reads, fail, and -- a POST may never be sent twice -- come
-back as a 502.  The kernel already holds the EOF by then, so a non-blocking peek at
-the socket tells a dead connection from a live one before anything is written.  It is
-one `recv` system call per reuse, on a socket object wrapped around the transport's
-descriptor only for that call (no duplicate descriptor is made or kept).
+back as a 502.  The kernel already holds the EOF by then, so asking it whether the
+idle socket is readable tells a dead connection from a live one before anything is
+written: an idle pooled connection has nothing to read unless the peer closed it (or
+sent bytes nobody asked for, which makes it unusable too).  It is one `poll` system
+call with a zero timeout per reuse, on the transport's descriptor (nothing is read, no
+descriptor or socket object is made).
 
 A connection idle for less than `PEEK_AFTER_IDLE` is not asked: under load a pooled
 connection is taken again within microseconds, and the peek would then cost every
@@ -20,10 +22,12 @@ peek is for, closed by the upstream's keep-alive timeout, have been idle far lon
 
 from __future__ import annotations
 
-import socket
+import select
 from typing import Protocol
 
-_PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
+# Readable, urgent data, or the peer's half of the connection closed; errors and a full
+# hang-up are always reported.
+_EVENTS = select.POLLIN | select.POLLPRI | getattr(select, "POLLRDHUP", 0)
 PEEK_AFTER_IDLE = 0.001  # seconds a pooled connection was idle before it is peeked at
 
 
@@ -46,13 +50,9 @@ def peer_closed(transport: HasExtraInfo | None) -> bool:
     fd = fileno()
     if fd < 0:
         return True
-    probe = socket.socket(getattr(sock, "family", socket.AF_INET), socket.SOCK_STREAM, 0, fd)
+    probe = select.poll()
+    probe.register(fd, _EVENTS)
     try:
-        probe.recv(1, _PEEK)
-    except (BlockingIOError, InterruptedError):
+        return bool(probe.poll(0))
+    except InterruptedError:
         return False
-    except OSError:
-        return True
-    finally:
-        probe.detach()  # the descriptor stays the transport's
-    return True

@@ -24,13 +24,14 @@ from llama_swap.runtime.engine.logs import LogBuffer
 from llama_swap.runtime.engine.router import Router
 from llama_swap.runtime.http.aio.peers import PeerPool
 from llama_swap.runtime.http.aio.proxy import UpstreamPool
+from llama_swap.runtime.http.listeners import EventListener, EventListeners
 from llama_swap.runtime.http.observe.activity import ActivityLog
 from llama_swap.runtime.http.observe.activity_store import ActivityStore, Retention
 from llama_swap.runtime.http.observe.captures import CaptureStore
 from llama_swap.runtime.http.observe.events import EventHub
 from llama_swap.runtime.http.observe.inflight import InflightTracker
 from llama_swap.runtime.http.observe.prom import ProxyMetrics
-from llama_swap.runtime.http.services import EventListener, EventListeners, Services
+from llama_swap.runtime.http.services import Services
 
 # Request bodies are read whole only for model extraction (JSON); allow big prompts/images.
 MAX_BODY = 1024 * 1024 * 1024

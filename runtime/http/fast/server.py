@@ -219,6 +219,9 @@ class ClientConnection(asyncio.Protocol):
 
     def __init__(self, lane: FastPath) -> None:
         self.lane = lane
+        # Made on the loop that serves it; asked once, since asyncio's lookup of the running
+        # loop is a system call (the process id, for fork safety) on every call.
+        self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.remote = ""
         self.remote_bytes = b""  # as X-Forwarded-For carries it, encoded once
@@ -341,7 +344,7 @@ class ClientConnection(asyncio.Protocol):
         if plan_check is None:
             self._handoff(msg)
             return
-        self.task = asyncio.get_running_loop().create_task(self._serve(head, *plan_check))
+        self.task = self.loop.create_task(self._serve(head, *plan_check))
 
     def _refused(self, head: Head) -> bool:
         """Whether the request is refused from its head alone -- no valid API key, or a
@@ -491,7 +494,7 @@ class ClientConnection(asyncio.Protocol):
         self, headers: LazyHeaders, pool: UpstreamPool, data: bytes, model: Model, head: Head,
         meter: ResponseMeter, rec: recording,
     ) -> tuple[int, int, bool]:
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         assert self.transport is not None
         relay = Relay(self.transport, meter, head.close, loop.create_future(), model.id)
         self.relay = relay

@@ -82,8 +82,8 @@ def go_duration(seconds: float) -> str:
     minutes, secs = divmod(ns / 1e9, 60)
     text = f"{secs:.6f}".rstrip("0").rstrip(".") + "s"
     if minutes:
-        hours, minutes = divmod(int(minutes), 60)
-        text = (f"{hours}h" if hours else "") + f"{minutes}m" + text
+        hours, whole_minutes = divmod(int(minutes), 60)
+        text = (f"{hours}h" if hours else "") + f"{whole_minutes}m" + text
     return text
 
 
