@@ -8,7 +8,8 @@ nginx is installed, nginx in front of the same upstream as a peer (bench/_nginx_
 `--no-nginx` leaves it out).  `--baseline EXE` adds another build's `llama-swap` (for
 instance an older checkout's `.venv/bin/llama-swap`) with its fast path, as "baseline",
 so a change's before and after are measured side by side in one run; `--baseline pure`
-runs this install with `LLAMA_SWAP_PURE_PYTHON=1` (its compiled modules' Python source).  Two
+runs this install with `LLAMA_SWAP_PURE_PYTHON=1` (its compiled modules' Python source),
+and `--baseline LABEL=EXE` names a target; the option may be given several times.  Two
 load generators drive them: `lean` (bench/_lean_client.py, an asyncio protocol
 costing ~0.02 ms of CPU per request, the role wrk plays elsewhere) and `aiohttp`
 (aiohttp's client, ~0.08 ms per request: as much as the fake upstream's own
@@ -129,7 +130,7 @@ DRIVERS = {"lean": run_lean, "aiohttp": run}
 
 async def main_async(
     total: int, rounds: int, scheduler: str, kinds: list[str], peer: bool,
-    baseline: str | None = None,
+    baselines: tuple[tuple[str, str], ...] = (),
 ) -> None:
     fast_model, plain_model = fake_model("m"), fake_model("m")
     with contextlib.ExitStack() as stack:
@@ -158,20 +159,20 @@ async def main_async(
             "aiohttp path": {"client": client, "proxy": plain_proc, "store": plain_store,
                              "upstream": model_processes(plain.proc.pid)[0]},
         }
-        if baseline is not None:  # another build, its own upstream
+        for label, exe in baselines:  # other builds, each with its own upstream
             base_model = fake_model("m")
-            pure = baseline == "pure"  # this install, its compiled modules' Python source
+            pure = exe == "pure"  # this install, its compiled modules' Python source
             base = stack.enter_context(llama_swap(
                 plan_of([base_model], scheduler=scheduler, log_level="warn"),
-                exe=LLAMA_SWAP if pure else baseline, pure=pure))
-            targets += ("baseline",)
-            urls["baseline"] = f"{base.url}/v1/chat/completions"
+                exe=LLAMA_SWAP if pure else exe, pure=pure))
+            targets += (label,)
+            urls[label] = f"{base.url}/v1/chat/completions"
             async with aiohttp.ClientSession() as s:
-                await one(s, urls["baseline"])
+                await one(s, urls[label])
             base_proc, *base_store = proxy_processes(base.proc.pid)  # older builds: no writer
-            procs["baseline"] = {"client": client, "proxy": base_proc,
-                                 **({"store": base_store[0]} if base_store else {}),
-                                 "upstream": model_processes(base.proc.pid)[0]}
+            procs[label] = {"client": client, "proxy": base_proc,
+                            **({"store": base_store[0]} if base_store else {}),
+                            "upstream": model_processes(base.proc.pid)[0]}
         if peer:  # nginx in front of the same upstream as "direct"
             nginx_url, nginx_pid = stack.enter_context(
                 nginx(fast_model.proxy.removeprefix("http://")))
@@ -194,7 +195,7 @@ async def main_async(
                     print(f"\n  round {rnd + 1}, {kind} client, {clients} concurrent")
                     for t in targets:
                         r = runs[t]
-                        print(f"    {t:12s}: p50 {ms(percentile(r.latencies, 50))}  "
+                        print(f"    {t:14s}: p50 {ms(percentile(r.latencies, 50))}  "
                               f"p99 {ms(percentile(r.latencies, 99))}  {r.rps:8.0f} req/s"
                               f"   cpu {cpu_text(r)}")
                     d = runs["direct"]
@@ -212,12 +213,20 @@ async def main_async(
                 added = med(percentile(r[t].latencies, 50) - percentile(r["direct"].latencies, 50)
                             for r in rows)
                 cpu = med(r[t].cpu_ms["proxy"] + r[t].cpu_ms.get("store", 0.0) for r in rows)
-                line = (f"    {kind:7s} client, {clients:2d} concurrent, {t:12s}: p50 added "
+                line = (f"    {kind:7s} client, {clients:2d} concurrent, {t:14s}: p50 added "
                         f"{ms(added)}  proxy CPU {cpu:.3f} ms/request")
                 if clients == 32:
                     ratio = med(r[t].rps / r["direct"].rps for r in rows)
                     line += f"  throughput {ratio * 100:3.0f}% of direct"
                 print(line)
+
+
+def baseline_target(arg: str) -> tuple[str, str]:
+    """`LABEL=EXE`, `EXE` (labelled "baseline") or `pure` (labelled "pure Python")."""
+    label, sep, exe = arg.partition("=")
+    if sep:
+        return label, exe
+    return ("pure Python", "pure") if arg == "pure" else ("baseline", arg)
 
 
 def main() -> None:
@@ -228,11 +237,12 @@ def main() -> None:
     parser.add_argument("--client", choices=("lean", "aiohttp", "both"), default="both")
     parser.add_argument("--no-nginx", action="store_true",
                         help="leave out the nginx peer (measured only when nginx is installed)")
-    parser.add_argument("--baseline", metavar="EXE",
-                        help="another build's llama-swap, measured side by side as 'baseline'; "
-                             "'pure': this install running its Python source, not the "
-                             "modules it compiled")
+    parser.add_argument("--baseline", metavar="[LABEL=]EXE", action="append", default=[],
+                        help="another build's llama-swap, measured side by side as LABEL "
+                             "(default 'baseline'); EXE 'pure': this install running its "
+                             "Python source, not the modules it compiled; repeatable")
     args = parser.parse_args()
+    baselines = tuple(baseline_target(b) for b in args.baseline)
     kinds = ["lean", "aiohttp"] if args.client == "both" else [args.client]
     peer = not args.no_nginx and nginx_available()
     # the load generators run on uvloop when it is installed (as llama-swap does): the
@@ -240,9 +250,9 @@ def main() -> None:
     try:
         import uvloop
 
-        uvloop.run(main_async(args.requests, args.rounds, args.scheduler, kinds, peer, args.baseline))
+        uvloop.run(main_async(args.requests, args.rounds, args.scheduler, kinds, peer, baselines))
     except ImportError:
-        asyncio.run(main_async(args.requests, args.rounds, args.scheduler, kinds, peer, args.baseline))
+        asyncio.run(main_async(args.requests, args.rounds, args.scheduler, kinds, peer, baselines))
 
 
 if __name__ == "__main__":

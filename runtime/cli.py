@@ -31,7 +31,6 @@ from llama_swap.runtime.http.render.version import version_line
 from llama_swap.runtime.serve import DEFAULT_SHUTDOWN_TIMEOUT, ServeOptions, parse_listen, serve
 
 EXIT_OK, EXIT_CONFIG, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
-GC_YOUNG_THRESHOLD = 10_000  # objects allocated (net) between two young-generation collections
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -192,9 +191,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"llama-swap: running {native.state().describe()}", file=sys.stderr, flush=True)
     watch_files = [f for f in (args.plan or args.config,) if f] if watch else []
     watch_dirs = [args.config_dir] if watch and args.config_dir and not args.plan else []
-    # Requests allocate many short-lived containers; collecting the youngest generation
-    # every 700 of them cost the proxy about 2 % of its CPU under load.
-    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     try:
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
             runner.run(serve(plan, ServeOptions(

@@ -163,8 +163,9 @@ class BudgetUsage:
 
     max_loaded: int
     loaded: tuple[str, ...]
-    capacity: Mapping[str, float]
-    used: Mapping[str, float]
+    # int | float, not float: compiled, a value read as `float` becomes one (24 -> 24.0)
+    capacity: Mapping[str, int | float]
+    used: Mapping[str, int | float]
 
     def to_json(self) -> dict[str, object]:
         """The shape /running and /api/events show (`maxLoaded` 0: no count limit)."""
@@ -181,7 +182,7 @@ class BudgetUsage:
 def whole_or_float(value: float) -> int | float:
     """`value` as an int when it is whole, so the JSON shows 24, not 24.0.  Two returns,
     not a conditional expression: compiled (mypyc), `a if c else b` of an int and a float
-    is a float."""
+    is a float, as is any value read where `float` is declared."""
     if value.is_integer():
         return int(value)
     return value
