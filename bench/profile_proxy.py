@@ -30,7 +30,12 @@ import aiohttp
 from _lean_client import drive  # type: ignore[import-not-found]
 from _measure import first_byte  # type: ignore[import-not-found]
 from _peers import llama_server_binary, tiny_model  # type: ignore[import-not-found]
-from _runtime_harness import fake_model, llama_swap, plan_of  # type: ignore[import-not-found]
+from _runtime_harness import (  # type: ignore[import-not-found]
+    fake_model,
+    llama_swap,
+    plan_of,
+    proxy_processes,
+)
 from _suite import llama_model  # type: ignore[import-not-found]
 
 from llama_swap.compiler.plan import Model
@@ -108,6 +113,8 @@ def main() -> None:
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--raw", type=Path, help="keep the collapsed stacks here")
     p.add_argument("--no-fast-path", action="store_true")
+    p.add_argument("--writer", action="store_true",
+                   help="sample the activity store's writer process instead of the proxy")
     p.add_argument("--native", action="store_true",
                    help="sample C frames too (uvloop, and the modules compiled with mypyc, "
                         "which py-spy otherwise cannot see into)")
@@ -121,8 +128,9 @@ def main() -> None:
         raw = args.raw or tmp / "stacks.txt"
         warm = chat_load(ls.url, 4, 0.5) if args.workload == "chat" else swap_load(ls.url, 0.5)
         asyncio.run(warm)
+        target = proxy_processes(ls.proc.pid)[-1].pid if args.writer else ls.proc.pid
         spy = subprocess.Popen(
-            [py_spy(), "record", "--pid", str(ls.proc.pid), "--rate", str(args.rate),
+            [py_spy(), "record", "--pid", str(target), "--rate", str(args.rate),
              "--format", "raw", "--output", str(raw), "--duration", str(int(args.seconds) + 1),
              # py-spy reads C stacks only while the process is paused
              *(["--native"] if args.native else ["--nonblocking"])],

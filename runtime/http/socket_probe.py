@@ -47,7 +47,18 @@ def peer_closed(transport: HasExtraInfo | None) -> bool:
     fileno = getattr(sock, "fileno", None)
     if fileno is None:
         return False  # not a socket we can ask (a test double): trust the loop's view
-    fd = fileno()
+    return descriptor_closed(fileno())
+
+
+def socket_fd(transport: HasExtraInfo) -> int:
+    """The transport's descriptor, or -1 when it has none we can ask (a test double).  A
+    connection's descriptor stays the same while it is open, so callers may keep it."""
+    fileno = getattr(transport.get_extra_info("socket"), "fileno", None)
+    return fileno() if fileno is not None else -1
+
+
+def descriptor_closed(fd: int) -> bool:
+    """`peer_closed` for the descriptor of an open connection (-1: no descriptor: closed)."""
     if fd < 0:
         return True
     probe = select.poll()

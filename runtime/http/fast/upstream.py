@@ -26,7 +26,7 @@ from typing import Protocol as TypingProtocol
 import httptools
 
 from llama_swap.runtime.core.forwarding import CLOSED_BEFORE_ANSWERING, reusable_after_answer
-from llama_swap.runtime.http.socket_probe import PEEK_AFTER_IDLE, peer_closed
+from llama_swap.runtime.http.socket_probe import PEEK_AFTER_IDLE, descriptor_closed, socket_fd
 
 _CHUNKED = b"chunked"
 
@@ -66,13 +66,14 @@ class UpstreamConnection(asyncio.Protocol):
     """One connection; at most one exchange at a time (no pipelining)."""
 
     __slots__ = (
-        "pool", "transport", "sink", "reused", "idle_since", "_parser", "_headers", "_reason",
+        "pool", "transport", "fd", "sink", "reused", "idle_since", "_parser", "_headers", "_reason",
         "_got_bytes", "_head_seen", "_length", "_chunked", "_skip", "_closed",
     )
 
     def __init__(self, pool: UpstreamPool) -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
+        self.fd = -1  # the socket's descriptor once connected
         self.sink: Sink | None = None
         self.reused = False
         self.idle_since = 0.0
@@ -110,6 +111,7 @@ class UpstreamConnection(asyncio.Protocol):
     # --- asyncio.Protocol -----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.fd = socket_fd(transport)  # asked of the kernel before a reuse (socket_probe)
 
     def data_received(self, data: bytes) -> None:
         self._got_bytes = True
@@ -227,7 +229,7 @@ class UpstreamPool:
             if (
                 conn.alive
                 and idle_for < self.idle_timeout
-                and (idle_for < PEEK_AFTER_IDLE or not peer_closed(conn.transport))
+                and (idle_for < PEEK_AFTER_IDLE or not descriptor_closed(conn.fd))
             ):
                 conn.reused = True
                 return conn
