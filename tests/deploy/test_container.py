@@ -107,6 +107,8 @@ def test_the_demo_runs_in_the_container_and_sigterm_stops_it_cleanly(
     logs = podman("logs", container_name)
     assert exit_code == "0", logs.stdout + logs.stderr
     assert "shutdown complete" in logs.stdout + logs.stderr
+    # the build stage had a compiler, so the image runs the compiled request path
+    assert "llama-swap: running compiled (mypyc)" in logs.stderr, logs.stderr
     left = [pid for pid in host_pids if psutil.pid_exists(pid)
             and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
     assert left == [], left
