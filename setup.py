@@ -30,10 +30,9 @@ the runtime runs them only while every source still matches (see runtime/native.
 
 from __future__ import annotations
 
-import ast
 import functools
-import hashlib
 import importlib.machinery
+import importlib.util
 import json
 import os
 import shutil
@@ -108,7 +107,7 @@ class StampedSdist(sdist):  # type: ignore[misc]
 
 
 PURE_ENV = "LLAMA_SWAP_PURE_PYTHON"
-NATIVE_LIST = HERE / "runtime" / "native.py"  # holds NATIVE_MODULES and STAMP
+NATIVE_LIST = HERE / "runtime" / "native.py"  # NATIVE_MODULES, STAMP, source_digest
 STAGE = HERE / "build" / "mypyc-src"
 GROUP = "llama_swap.runtime._compiled"  # the shared library the compiled modules live in
 
@@ -117,14 +116,16 @@ def _say(line: str) -> None:
     print(f"llama-swap build: {line}", file=sys.stderr)
 
 
-def _constant(name: str) -> Any:
-    """A literal assigned at the top of runtime/native.py, read without importing it."""
-    for node in ast.parse(NATIVE_LIST.read_text(encoding="utf-8")).body:
-        target = node.target if isinstance(node, ast.AnnAssign) else (
-            node.targets[0] if isinstance(node, ast.Assign) else None)
-        if isinstance(target, ast.Name) and target.id == name and node.value is not None:
-            return ast.literal_eval(node.value)
-    raise RuntimeError(f"{NATIVE_LIST}: no {name}")
+@functools.cache
+def _native() -> Any:
+    """runtime/native.py, loaded on its own (it imports only the standard library): the list
+    of modules to compile and the digest the runtime checks them against."""
+    spec = importlib.util.spec_from_file_location("llama_swap_native_list", NATIVE_LIST)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks itself up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def _why_not_compile() -> str | None:
@@ -168,7 +169,7 @@ def _forget_compiled_in_place() -> None:
     dropped from the list (or no longer compilable) keeps a compiled copy there."""
     suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
     for path in (HERE / "runtime").rglob("*"):
-        if path.name.endswith(suffixes) or path.name == _constant("STAMP"):
+        if path.name.endswith(suffixes) or path.name == _native().STAMP:
             path.unlink()
 
 
@@ -188,7 +189,7 @@ def mypyc_extensions() -> list[Extension]:
     build, though several commands finalize `build_ext`."""
     from mypyc.build import mypycify
 
-    paths = _stage(list(_constant("NATIVE_MODULES")))
+    paths = _stage(list(_native().NATIVE_MODULES))
     # The same C whatever is installed: the build environment holds only the build's own
     # requirements, so third-party packages are left out (their values are plain objects to
     # the compiled code).  Strictness is the type checker's job in CI, not the build's.
@@ -230,14 +231,15 @@ class NativeBuildExt(build_ext):  # type: ignore[misc]
             for path in outputs:
                 path.unlink(missing_ok=True)
             return
-        modules = _constant("NATIVE_MODULES")
+        native = _native()
+        modules = native.NATIVE_MODULES
         first = Path(self.get_ext_fullpath(f"llama_swap.runtime.{modules[0]}"))
         runtime_dir = first.parents[len(modules[0].split(".")) - 1]
         record = {
-            m: hashlib.sha256((HERE / "runtime" / (m.replace(".", "/") + ".py")).read_bytes())
-            .hexdigest() for m in modules
+            m: native.source_digest(str(HERE / "runtime" / (m.replace(".", "/") + ".py")))
+            for m in modules
         }
-        (runtime_dir / _constant("STAMP")).write_text(
+        (runtime_dir / native.STAMP).write_text(
             json.dumps({"modules": record}, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
 

@@ -3,7 +3,8 @@
 Why compile: under load the proxy's CPU goes to Python bytecode in a few dozen modules
 (the fast path's parser and relay, the router and its scheduler, the activity log).
 mypyc turns the same type-checked source into C extension modules, which Python imports
-in place of the `.py` files beside them.  `setup.py` reads `NATIVE_MODULES` from here and
+in place of the `.py` files beside them.  `setup.py` loads this file on its own (it needs
+only the standard library) for `NATIVE_MODULES` and `source_digest`, and
 compiles them when the machine has a C compiler and the Python headers; elsewhere the
 package installs as plain Python and behaves the same.
 
@@ -18,12 +19,12 @@ when `LLAMA_SWAP_PURE_PYTHON=1` asks for it (to compare, or to profile with py-s
 
 from __future__ import annotations
 
-import hashlib
 import importlib.machinery
 import importlib.util
 import json
 import os
 import sys
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.machinery import ModuleSpec
@@ -108,12 +109,15 @@ def _paths(root: str, name: str) -> tuple[str, str]:
 
 
 def source_digest(path: str) -> str | None:
-    """What the build records of a source file, to tell later whether it was edited."""
+    """What the build records of a source file, to tell later whether it was edited: its
+    length and CRC-32 (zlib's: `hashlib` would load OpenSSL, ~4 MB in every process that
+    imports the package, the store writer's included)."""
     try:
         with open(path, "rb") as f:
-            return hashlib.sha256(f.read()).hexdigest()
+            data = f.read()
     except OSError:
         return None
+    return f"{len(data)}:{zlib.crc32(data):08x}"
 
 
 def read_record(root: str) -> dict[str, str] | None:
