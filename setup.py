@@ -235,9 +235,10 @@ class NativeBuildExt(build_ext):  # type: ignore[misc]
         modules = native.NATIVE_MODULES
         first = Path(self.get_ext_fullpath(f"llama_swap.runtime.{modules[0]}"))
         runtime_dir = first.parents[len(modules[0].split(".")) - 1]
+        # the staged copies are what was compiled (a source edited meanwhile must not match)
+        staged = STAGE / "llama_swap" / "runtime"
         record = {
-            m: native.source_digest(str(HERE / "runtime" / (m.replace(".", "/") + ".py")))
-            for m in modules
+            m: native.source_digest(str(staged / (m.replace(".", "/") + ".py"))) for m in modules
         }
         (runtime_dir / native.STAMP).write_text(
             json.dumps({"modules": record}, indent=1, sort_keys=True) + "\n", encoding="utf-8")
