@@ -161,7 +161,7 @@ def _stage(modules: list[str]) -> list[str]:
         shutil.copytree(HERE / folder, package / folder,
                         ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.json", "*.html"))
     (package / "__init__.py").write_text("")  # lets mypyc name the modules llama_swap.*
-    return [str(package / "runtime" / (m.replace(".", "/") + ".py")) for m in modules]
+    return [_native().source_path(str(package / "runtime"), m) for m in modules]
 
 
 def _forget_compiled_in_place() -> None:
@@ -236,10 +236,8 @@ class NativeBuildExt(build_ext):  # type: ignore[misc]
         first = Path(self.get_ext_fullpath(f"llama_swap.runtime.{modules[0]}"))
         runtime_dir = first.parents[len(modules[0].split(".")) - 1]
         # the staged copies are what was compiled (a source edited meanwhile must not match)
-        staged = STAGE / "llama_swap" / "runtime"
-        record = {
-            m: native.source_digest(str(staged / (m.replace(".", "/") + ".py"))) for m in modules
-        }
+        staged = str(STAGE / "llama_swap" / "runtime")
+        record = {m: native.source_digest(native.source_path(staged, m)) for m in modules}
         (runtime_dir / native.STAMP).write_text(
             json.dumps({"modules": record}, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 

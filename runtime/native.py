@@ -102,10 +102,15 @@ class NativeState:
         return ("compiled (mypyc)" if self.compiled else "pure Python") + f": {self.reason}"
 
 
+def source_path(root: str, name: str) -> str:
+    """The `.py` file of `name` (dotted, below the package) under `root`."""
+    return os.path.join(root, *name.split(".")) + ".py"
+
+
 def _paths(root: str, name: str) -> tuple[str, str]:
-    """(source, compiled) file paths of `name` (dotted, below the package) under `root`."""
-    base = os.path.join(root, *name.split("."))
-    return base + ".py", base + importlib.machinery.EXTENSION_SUFFIXES[0]
+    """(source, compiled) file paths of `name` under `root`."""
+    source = source_path(root, name)
+    return source, source[:-3] + importlib.machinery.EXTENSION_SUFFIXES[0]
 
 
 def source_digest(path: str) -> str | None:
@@ -162,7 +167,7 @@ class SourceFirst:
     ) -> ModuleSpec | None:
         if not fullname.startswith(self._prefix):
             return None
-        source = _paths(self._root, fullname[len(self._prefix):])[0]
+        source = source_path(self._root, fullname[len(self._prefix):])
         if not os.path.exists(source):
             return None  # a package (its __init__ has no compiled twin) or no such module
         return importlib.util.spec_from_file_location(fullname, source)

@@ -43,22 +43,21 @@ def peer_closed(transport: HasExtraInfo | None) -> bool:
     is open and quiet."""
     if transport is None:
         return True
-    sock = transport.get_extra_info("socket")
-    fileno = getattr(sock, "fileno", None)
-    if fileno is None:
-        return False  # not a socket we can ask (a test double): trust the loop's view
-    return descriptor_closed(fileno())
+    return descriptor_closed(socket_fd(transport))
 
 
-def socket_fd(transport: HasExtraInfo) -> int:
-    """The transport's descriptor, or -1 when it has none we can ask (a test double).  A
-    connection's descriptor stays the same while it is open, so callers may keep it."""
+def socket_fd(transport: HasExtraInfo) -> int | None:
+    """The transport's descriptor; None when it is not a socket we can ask (a test double).
+    A connection's descriptor stays the same while it is open, so callers may keep it."""
     fileno = getattr(transport.get_extra_info("socket"), "fileno", None)
-    return fileno() if fileno is not None else -1
+    return fileno() if fileno is not None else None
 
 
-def descriptor_closed(fd: int) -> bool:
-    """`peer_closed` for the descriptor of an open connection (-1: no descriptor: closed)."""
+def descriptor_closed(fd: int | None) -> bool:
+    """`peer_closed` for a descriptor from `socket_fd`: None trusts the loop's view (open),
+    a negative one (the transport closed its socket) is closed."""
+    if fd is None:
+        return False
     if fd < 0:
         return True
     probe = select.poll()

@@ -73,7 +73,7 @@ class UpstreamConnection(asyncio.Protocol):
     def __init__(self, pool: UpstreamPool) -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
-        self.fd = -1  # the socket's descriptor once connected
+        self.fd: int | None = None  # the socket's descriptor once connected
         self.sink: Sink | None = None
         self.reused = False
         self.idle_since = 0.0
